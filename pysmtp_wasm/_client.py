@@ -1,0 +1,315 @@
+"""``SmtpClient``: the seed's API (emailjs-smtp-client) over the sans-IO engine.
+
+The names are the seed's, so the same object can be handed to JavaScript: methods
+``connect``, ``useEnvelope``, ``send``, ``end``, ``quit``, ``close`` and callbacks ``onidle``,
+``onready``, ``ondone``, ``onerror``, ``onclose``, ``ondrain`` (plus ``onlog`` for the
+transcript). The client owns the timers; the transport owns the bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ._engine import SmtpEngine, State
+from ._events import Done, Event, Failed, Finished, Idle, Log, Ready, RecipientResult, StartTls
+from ._options import parse_options
+from ._transport import TimerHandle, Transport, TransportFactory
+from .errors import SmtpEnvelopeError, SmtpError, SmtpTimeoutError, SmtpUsageError
+
+logger = logging.getLogger("pysmtp_wasm")
+
+
+def _noop(*args: Any) -> None:
+    return None
+
+
+def _default_transport() -> tuple[TransportFactory, frozenset[str]]:
+    if sys.platform == "emscripten":
+        from ._browser import OPTION_NAMES, BrowserTransport
+
+        return BrowserTransport, OPTION_NAMES
+    from ._asyncio import AsyncioTransport
+
+    return AsyncioTransport, frozenset()
+
+
+class SmtpClient:
+    """An SMTP (or LMTP) client connection, driven by callbacks.
+
+    Args:
+        host: the server's host name (default "localhost").
+        port: the server's port (default 465 with ``useSecureTransport``, else 25).
+        options: the seed's options: ``useSecureTransport``, ``name``, ``auth`` ({user,
+            pass, xoauth2}), ``authMethod``, ``ca``, ``disableEscaping``, ``ignoreTLS``,
+            ``requireTLS``, ``lmtp``; and the timeouts in milliseconds
+            ``timeoutGreeting``, ``timeoutSocketLowerBound``, ``timeoutSocketMultiplier``.
+        transport: a factory taking the client and returning a transport (default: asyncio
+            in CPython, the browser socket in Pyodide).
+
+    Set the ``on*`` attributes to callables before ``connect()``.
+    """
+
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int | None = None,
+        options: Mapping[str, Any] | None = None,
+        *,
+        transport: TransportFactory | None = None,
+    ) -> None:
+        if transport is None:
+            transport, transport_keys = _default_transport()
+        else:
+            transport_keys = frozenset(getattr(transport, "OPTION_NAMES", frozenset()))
+        self.options = parse_options(options, transport_keys)
+        self.host = host or "localhost"
+        self.port = int(port) if port else (465 if self.options.use_secure_transport else 25)
+        self._transport_factory = transport
+        self._transport: Transport | None = None
+        self._engine: SmtpEngine | None = None
+        self._timer: TimerHandle | None = None
+        self._written_since_reply = 0
+        self._writable = True
+        self._error: SmtpError | None = None
+        self._closed = False
+        self.lastResults: list[RecipientResult] = []
+        self.onidle: Callable[[], Any] = _noop
+        self.onready: Callable[[list[str]], Any] = _noop
+        self.ondone: Callable[[bool], Any] = _noop
+        self.onerror: Callable[[SmtpError], Any] = _noop
+        self.onclose: Callable[[bool], Any] = _noop
+        self.ondrain: Callable[[], Any] = _noop
+        self.onlog: Callable[[str, str], Any] = _noop
+
+    # -- the seed's timeout fields -----------------------------------------------------------
+
+    @property
+    def timeoutSocketLowerBound(self) -> float:  # noqa: N802 - the seed's name
+        """Milliseconds to wait for any reply, before the per-byte allowance."""
+        return self.options.timeout_lower_bound_ms
+
+    @timeoutSocketLowerBound.setter
+    def timeoutSocketLowerBound(self, value: float) -> None:  # noqa: N802
+        self.options.timeout_lower_bound_ms = value
+
+    @property
+    def timeoutSocketMultiplier(self) -> float:  # noqa: N802 - the seed's name
+        """Milliseconds of allowance per byte written since the last reply."""
+        return self.options.timeout_multiplier_ms
+
+    @timeoutSocketMultiplier.setter
+    def timeoutSocketMultiplier(self, value: float) -> None:  # noqa: N802
+        self.options.timeout_multiplier_ms = value
+
+    @property
+    def state(self) -> str:
+        """The session's state name ("connecting", "idle", "data", "closed", ...)."""
+        return self._engine.state.value if self._engine else "new"
+
+    # -- the seed's methods -----------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Open the connection; ``onidle`` follows when the session is ready."""
+        if self._engine is not None:
+            raise SmtpUsageError("connect() was already called; make a new SmtpClient to connect again")
+        self._engine = SmtpEngine(self.options)
+        self._transport = self._transport_factory(self)
+        self._log("*", f"connecting to {self.host}:{self.port}" + (" (TLS)" if self.options.use_secure_transport else ""))
+        self._transport.open(
+            self.host,
+            self.port,
+            secure=self.options.use_secure_transport,
+            ca=self.options.ca,
+            options=self.options.extra,
+        )
+        self._rearm()
+
+    def useEnvelope(self, envelope: Mapping[str, Any]) -> None:  # noqa: N802 - the seed's name
+        """Send MAIL FROM, RCPT TO and DATA; ``onready(failedRecipients)`` follows.
+
+        An envelope that cannot be sent (no recipients, an unsafe address, ...) is reported
+        through ``onerror`` with a :class:`SmtpEnvelopeError` (``fatal`` false): nothing is
+        sent and the connection stays idle. Calling it outside ``onidle``'s state raises
+        :class:`SmtpUsageError`.
+        """
+        engine = self._require_engine("useEnvelope()")
+        try:
+            events = engine.use_envelope(envelope)
+        except SmtpEnvelopeError as error:
+            self._log("*", f"envelope refused: {error}")
+            self._call(self.onerror, error)
+            return
+        self._after(events)
+
+    def send(self, chunk: bytes | str) -> bool:
+        """Stream a chunk of the message. Returns False when the buffer is full: then wait
+        for ``ondrain`` before sending more (you may send more, it is only buffered)."""
+        self._require_engine("send()").send(chunk)
+        if self._flush() and not self._writable:
+            self._rearm()  # the network now owes us progress
+        return self._writable
+
+    def end(self) -> None:
+        """End the message; ``ondone(success)`` follows."""
+        self._after(self._require_engine("end()").end())
+
+    def quit(self) -> None:
+        """Say QUIT (after the current step) and close; ``onclose(false)`` follows."""
+        self._after(self._require_engine("quit()").quit())
+
+    def close(self) -> None:
+        """Close the connection at once; ``onclose(false)`` follows."""
+        if self._engine is None or self._closed:
+            return
+        self._engine.close()
+        self._cancel_timer()
+        assert self._transport is not None
+        self._transport.close()
+
+    # -- reports from the transport -------------------------------------------------------
+
+    def _transport_open(self) -> None:
+        if self._engine is None or self._engine.state is not State.CONNECTING:
+            return
+        self._log("*", "connected")
+        self._after(self._engine.connection_made(), rearm=True)
+
+    def _transport_data(self, data: bytes) -> None:
+        engine = self._engine
+        if engine is None:
+            return
+        seen = engine.replies_received
+        events = engine.receive_data(data)
+        progressed = engine.replies_received != seen
+        if progressed:
+            self._written_since_reply = 0
+        self._after(events, rearm=progressed)
+
+    def _transport_tls(self) -> None:
+        if self._engine is None or self._engine.state is not State.TLS:
+            return
+        self._after(self._engine.tls_established(), rearm=True)
+
+    def _transport_drain(self) -> None:
+        self._writable = True
+        self._rearm()
+        if self._engine is not None and self._engine.state is State.DATA:
+            self._call(self.ondrain)
+
+    def _transport_error(self, error: SmtpError) -> None:
+        if self._engine is not None:
+            self._after(self._engine.fail(error))
+
+    def _transport_closed(self) -> None:
+        if self._closed:
+            return
+        if self._engine is not None:
+            self._after(self._engine.connection_lost())
+        self._closed = True
+        self._cancel_timer()
+        self._log("*", "connection closed")
+        self._call(self.onclose, self._error is not None)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _require_engine(self, call: str) -> SmtpEngine:
+        if self._engine is None:
+            raise SmtpUsageError(f"{call} before connect()")
+        return self._engine
+
+    def _after(self, events: list[Event], rearm: bool = False) -> None:
+        """Write what the engine wants written, then act on its events in order."""
+        if self._flush() or rearm:
+            self._rearm()
+        for event in events:
+            self._dispatch(event)
+
+    def _flush(self) -> bool:
+        assert self._engine is not None
+        data = self._engine.data_to_send()
+        if not data or self._transport is None or self._closed:
+            return False
+        self._written_since_reply += len(data)
+        if not self._transport.write(data):
+            self._writable = False
+        return True
+
+    def _dispatch(self, event: Event) -> None:
+        engine = self._engine
+        assert engine is not None and self._transport is not None
+        if isinstance(event, Log):
+            self._log(event.direction, event.text)
+        elif isinstance(event, Idle):
+            # A quit() or useEnvelope() in ondone means the session is no longer idle.
+            if engine.state is State.IDLE:
+                self._call(self.onidle)
+        elif isinstance(event, Ready):
+            self._call(self.onready, event.failed_recipients)
+        elif isinstance(event, Done):
+            self.lastResults = event.results
+            self._call(self.ondone, event.success)
+        elif isinstance(event, StartTls):
+            self._transport.start_tls()
+        elif isinstance(event, Failed):
+            self._error = event.error
+            self._cancel_timer()
+            self._log("*", f"error: {event.error}")
+            self._call(self.onerror, event.error)
+            self._transport.close()
+        elif isinstance(event, Finished):
+            self._cancel_timer()
+            self._transport.close()
+
+    def _rearm(self) -> None:
+        """(Re)start the timer for what the server or the network owes us now.
+
+        It restarts when a command is written and when a complete reply arrives, never on a
+        partial reply: a server that drips one byte a second still times out.
+        """
+        self._cancel_timer()
+        engine = self._engine
+        if engine is None or self._closed or engine.state is State.CLOSED or self._transport is None:
+            return
+        if engine.state in (State.CONNECTING, State.GREETING):
+            base = self.options.timeout_greeting_ms
+        elif engine.awaiting_reply or not self._writable:
+            base = self.options.timeout_lower_bound_ms
+        else:
+            return
+        # The seed's rule: a lower bound plus an allowance per byte written since the last
+        # reply (for the end of data, the whole message).
+        allowance = self.options.timeout_multiplier_ms * self._written_since_reply
+        self._timer = self._transport.call_later((base + allowance) / 1000, self._on_timeout)
+
+    def _on_timeout(self) -> None:
+        self._timer = None
+        engine = self._engine
+        if engine is None or engine.state is State.CLOSED:
+            return
+        waited = {
+            State.CONNECTING: "connecting",
+            State.GREETING: "the greeting",
+            State.TLS: "the TLS handshake",
+            State.DATA: "the network to take the message data",
+        }.get(engine.state, f"a reply ({engine.state.value})")
+        self._after(engine.fail(SmtpTimeoutError(f"timed out waiting for {waited}", stage=engine.state.value)))
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _log(self, direction: str, text: str) -> None:
+        logger.debug("%s: %s", direction, text)
+        self._call(self.onlog, direction, text)
+
+    def _call(self, callback: Callable[..., Any], *args: Any) -> None:
+        # A callback that raises must not leave the session half-updated: report and go on,
+        # as a browser does with an event handler that throws.
+        try:
+            callback(*args)
+        except Exception:
+            logger.exception("an exception escaped from %s", getattr(callback, "__name__", "a callback"))

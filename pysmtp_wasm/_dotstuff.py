@@ -1,0 +1,64 @@
+"""The DATA stream encoder: line endings, dot-stuffing and the end-of-data marker.
+
+RFC 5321 §4.5.2: a line of the message that begins with "." gets one more "." in front,
+and the data ends with CRLF "." CRLF. Line starts can fall across two ``send()`` chunks, so
+the encoder remembers where the last chunk ended.
+
+Line endings are made canonical (every bare CR or LF becomes CRLF, RFC 5321 §2.3.8): a
+lone "\\n.\\r\\n" in the body is how SMTP smuggling (CVE-2023-51764 and kin) makes a server
+see an end of data that the client never meant, so no bare line ending leaves this encoder.
+"""
+
+from __future__ import annotations
+
+END_OF_DATA = b".\r\n"
+CRLF = b"\r\n"
+
+
+class DotStuffer:
+    """Turns message chunks into DATA bytes."""
+
+    def __init__(self, escape: bool = True) -> None:
+        self._escape = escape
+        self._line_start = True  # the next byte begins a line
+        self._pending_cr = False  # the last chunk ended in CR; its LF may come next
+        self._tail = b""  # last two bytes written, for the raw (unescaped) mode
+        self.bytes_in = 0
+
+    def encode(self, chunk: bytes) -> bytes:
+        """Encode one chunk of the message."""
+        if not chunk:
+            return b""
+        self.bytes_in += len(chunk)
+        if not self._escape:
+            self._tail = (self._tail + chunk)[-2:]
+            return chunk
+        data = chunk
+        if self._pending_cr:
+            self._pending_cr = False
+            data = b"\r" + data
+        if data.endswith(b"\r"):
+            # Hold a trailing CR back: whether it is a CRLF or a bare CR shows in the next chunk.
+            self._pending_cr = True
+            data = data[:-1]
+            if not data:
+                return b""
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if b"\n" in data:
+            data = data.replace(b"\n", b"\r\n")
+            if b"\n." in data:
+                data = data.replace(b"\n.", b"\n..")
+        if self._line_start and data[:1] == b".":
+            data = b"." + data
+        self._line_start = data.endswith(b"\n")
+        return data
+
+    def finish(self) -> bytes:
+        """The bytes that end the message: a CRLF if the last line lacks one, then "." CRLF."""
+        if not self._escape:
+            return (b"" if self._tail.endswith(CRLF) or self._tail == b"" else CRLF) + END_OF_DATA
+        if self._pending_cr:
+            self._pending_cr = False
+            return CRLF + END_OF_DATA
+        return (b"" if self._line_start else CRLF) + END_OF_DATA

@@ -1,0 +1,510 @@
+"""The sans-IO SMTP/LMTP engine: bytes in, events and bytes out.
+
+It knows SMTP and nothing of sockets, asyncio or JavaScript. The caller (a transport and the
+client facade) feeds it what the server sent (:meth:`SmtpEngine.receive_data`), tells it about
+the connection (:meth:`connection_made`, :meth:`tls_established`, :meth:`connection_lost`),
+passes on the user's calls (:meth:`use_envelope`, :meth:`send`, :meth:`end`, :meth:`quit`),
+writes out :meth:`data_to_send` and acts on the returned events.
+
+The session runs through named states (:class:`State`); each reply is handled by the state
+it arrives in, and a call that the state does not allow raises :class:`SmtpUsageError`
+before anything changes.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from . import _sasl
+from ._address import check_address, needs_smtputf8
+from ._dotstuff import DotStuffer
+from ._events import Done, Event, Failed, Finished, Idle, Log, Ready, RecipientResult, StartTls
+from ._extensions import Extensions
+from ._options import Options
+from ._reply import Reply, ReplyParser
+from .errors import (
+    SmtpAuthError,
+    SmtpConnectionError,
+    SmtpEnvelopeError,
+    SmtpError,
+    SmtpProtocolError,
+    SmtpRecipientsError,
+    SmtpReplyError,
+    SmtpTlsError,
+    SmtpUsageError,
+)
+
+
+class State(enum.Enum):
+    CONNECTING = "connecting"  # the transport is opening the connection
+    GREETING = "greeting"  # waiting for the 220 greeting
+    EHLO = "ehlo"  # waiting for the EHLO/LHLO reply
+    HELO = "helo"  # waiting for the HELO reply (EHLO was refused)
+    STARTTLS = "starttls"  # waiting for the reply to STARTTLS
+    TLS = "tls"  # the transport is doing the TLS handshake
+    AUTH = "auth"  # in the SASL conversation
+    IDLE = "idle"  # waiting for an envelope
+    ENVELOPE = "envelope"  # waiting for the replies to MAIL, RCPT and DATA
+    DATA = "data"  # the user streams the message
+    DATA_END = "data_end"  # waiting for the reply (LMTP: replies) to the end of data
+    QUIT = "quit"  # waiting for the reply to QUIT
+    CLOSED = "closed"
+
+
+# States in which the server owes us something: a reply, or the TLS handshake.
+AWAITING = frozenset(
+    {State.GREETING, State.EHLO, State.HELO, State.STARTTLS, State.TLS, State.AUTH,
+     State.ENVELOPE, State.DATA_END, State.QUIT}
+)
+
+
+def _reply_error(reply: Reply, stage: str, cls: type[SmtpReplyError] = SmtpReplyError, prefix: str = "") -> SmtpReplyError:
+    return cls(prefix + reply.text, code=reply.code, enhanced=reply.enhanced, stage=stage)
+
+
+class SmtpEngine:
+    """One SMTP (or LMTP) session's protocol state."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.state = State.CONNECTING
+        self.extensions = Extensions()
+        self.tls_active = options.use_secure_transport
+        self.replies_received = 0
+        self._parser = ReplyParser()
+        self._out: list[bytes] = []
+        self._events: list[Event] = []
+        self._quit_requested = False
+        self._rset_needed = False
+        self._mechanism: _sasl.Mechanism | None = None
+        # The current transaction.
+        self._pipelining = False
+        self._queue: deque[tuple[str, str]] = deque()  # commands not yet written (kind, line)
+        self._pending: deque[tuple[str, str]] = deque()  # written, reply due (kind, argument)
+        self._accepted: list[str] = []
+        self._rejected: dict[str, Reply] = {}
+        self._stuffer: DotStuffer | None = None
+        self._results: list[RecipientResult] = []
+
+    # -- what the caller reads ------------------------------------------------------------
+
+    @property
+    def awaiting_reply(self) -> bool:
+        """True while the server owes a reply or the TLS handshake (a timer should run)."""
+        return self.state in AWAITING
+
+    def data_to_send(self) -> bytes:
+        """The bytes to write now (and forget)."""
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    # -- the connection ------------------------------------------------------------------
+
+    def connection_made(self) -> list[Event]:
+        """The transport is connected (after the TLS handshake for implicit TLS)."""
+        self._expect_state(State.CONNECTING, "connection_made")
+        self.state = State.GREETING
+        return self._take_events()
+
+    def tls_established(self) -> list[Event]:
+        """The STARTTLS handshake succeeded: say hello again (RFC 3207 §4.2)."""
+        self._expect_state(State.TLS, "tls_established")
+        self.tls_active = True
+        self.extensions = Extensions()
+        self._log("*", "TLS established")
+        self._hello()
+        return self._take_events()
+
+    def connection_lost(self) -> list[Event]:
+        """The transport closed. Anything but a finished QUIT or a close() is an error."""
+        if self.state is not State.CLOSED:
+            where = {
+                State.DATA: " during the message data",
+                State.DATA_END: " before it answered the message",
+                State.TLS: " during the TLS handshake",
+                State.CONNECTING: " before the connection was made",
+                State.GREETING: " before it greeted",
+            }.get(self.state, f" (state: {self.state.value})")
+            self._fail(SmtpConnectionError("the server closed the connection" + where, stage=self.state.value))
+        return self._take_events()
+
+    def fail(self, error: SmtpError) -> list[Event]:
+        """End the session with an error from outside the protocol (timeout, TLS, network)."""
+        if self.state is not State.CLOSED:
+            self._fail(error)
+        return self._take_events()
+
+    def close(self) -> None:
+        """The user closes at once; no more events."""
+        self.state = State.CLOSED
+        self._out.clear()
+
+    # -- bytes from the server -------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Take bytes the server sent; return what happened."""
+        if self.state is State.CLOSED:
+            return []
+        if self.state is State.TLS:
+            # RFC 3207 §5, CVE-2011-0411: nothing received between "220 ready" and the
+            # handshake may be read as a reply. The transport should not hand us any; if it
+            # does, it is dropped.
+            self._log("*", f"discarded {len(data)} bytes received before the TLS handshake")
+            return self._take_events()
+        try:
+            replies = self._parser.feed(data)
+        except SmtpProtocolError as error:
+            self._fail(error)
+            return self._take_events()
+        for position, reply in enumerate(replies, 1):
+            self.replies_received += 1
+            for index, line in enumerate(reply.lines):
+                sep = "-" if index < len(reply.lines) - 1 else " "
+                self._log("S", f"{reply.code}{sep}{line}")
+            try:
+                self._handle(reply)
+            except SmtpError as error:
+                self._fail(error)
+            if self.state in (State.TLS, State.CLOSED):
+                # After "220 ready to start TLS" the rest of this chunk is not trusted.
+                if self.state is State.TLS and (position < len(replies) or self._parser.buffered):
+                    self._log("*", "discarded data received after the STARTTLS reply")
+                self._parser.reset()
+                break
+        return self._take_events()
+
+    # -- the user's calls --------------------------------------------------------------------
+
+    def use_envelope(self, envelope: Mapping[str, Any]) -> list[Event]:
+        """Start a message: MAIL FROM, one RCPT TO per recipient, DATA.
+
+        Raises :class:`SmtpUsageError` outside the idle state and :class:`SmtpEnvelopeError`
+        for an envelope that cannot be sent; in both cases nothing is sent.
+        """
+        self._expect_state(State.IDLE, "useEnvelope()", "call it from onidle, after the previous message is done")
+        sender, recipients, size = self._check_envelope(envelope)
+        params = ""
+        if size is not None and "SIZE" in self.extensions:
+            params += f" SIZE={size}"
+        if "8BITMIME" in self.extensions:
+            params += " BODY=8BITMIME"
+        if needs_smtputf8(sender) or any(needs_smtputf8(r) for r in recipients):
+            params += " SMTPUTF8"
+        self._accepted = []
+        self._rejected = {}
+        self._queue.clear()
+        self._pending.clear()
+        if self._rset_needed:
+            self._queue.append(("RSET", ""))
+        self._queue.append(("MAIL", f"MAIL FROM:<{sender}>{params}"))
+        self._queue.extend(("RCPT", r) for r in recipients)
+        self._queue.append(("DATA", "DATA"))
+        self._pipelining = "PIPELINING" in self.extensions
+        self.state = State.ENVELOPE
+        self._write_queue()
+        return self._take_events()
+
+    def send(self, chunk: bytes | bytearray | memoryview | str) -> None:
+        """Add a chunk of the message (dot-stuffed unless ``disableEscaping``)."""
+        self._expect_state(State.DATA, "send()", "call it after onready and before end()")
+        if isinstance(chunk, str):
+            data = chunk.encode("utf-8")
+        elif isinstance(chunk, (bytes, bytearray, memoryview)):
+            data = bytes(chunk)
+        else:
+            raise SmtpUsageError(f"send() takes str or bytes, not {type(chunk).__name__}")
+        assert self._stuffer is not None
+        encoded = self._stuffer.encode(data)
+        if encoded:
+            self._out.append(encoded)
+
+    def end(self) -> list[Event]:
+        """End the message; the server's answer comes as :class:`Done`."""
+        self._expect_state(State.DATA, "end()", "call it once, after onready")
+        assert self._stuffer is not None
+        self._out.append(self._stuffer.finish())
+        self._log("C", f"<{self._stuffer.bytes_in} bytes of message data>")
+        self._log("C", ".")
+        self._stuffer = None
+        self._pending.clear()
+        self._pending.extend(("END", r) for r in (self._accepted if self.options.lmtp else [""]))
+        self.state = State.DATA_END
+        return self._take_events()
+
+    def quit(self) -> list[Event]:
+        """Say QUIT now when idle, or as soon as the current step is done."""
+        if self.state in (State.ENVELOPE, State.DATA):
+            raise SmtpUsageError(
+                f"quit() is not possible while a message is in flight (state: {self.state.value}); "
+                "end() the message and quit in ondone, or close() at once",
+                stage=self.state.value,
+            )
+        if self.state is State.IDLE:
+            self._send_command("QUIT")
+            self.state = State.QUIT
+        elif self.state is State.CONNECTING:
+            raise SmtpUsageError("quit() before the connection is open: use close()")
+        elif self.state not in (State.QUIT, State.CLOSED):
+            self._quit_requested = True
+        return self._take_events()
+
+    # -- the protocol ------------------------------------------------------------------------
+
+    def _handle(self, reply: Reply) -> None:
+        handler = getattr(self, f"_on_{self.state.value}", None)
+        if handler is None or self.state is State.IDLE or self.state is State.DATA:
+            self._unexpected(reply)
+        else:
+            handler(reply)
+
+    def _unexpected(self, reply: Reply) -> None:
+        # RFC 5321 §3.8: a server may send 421 at any time before it closes.
+        if reply.code == 421:
+            raise _reply_error(reply, self.state.value, prefix="the server is closing the connection: ")
+        raise SmtpProtocolError(
+            f"unexpected reply from the server in state {self.state.value}: {reply}",
+            code=reply.code,
+            enhanced=reply.enhanced,
+            stage=self.state.value,
+        )
+
+    def _on_greeting(self, reply: Reply) -> None:
+        if reply.code != 220:
+            raise _reply_error(reply, "greeting", prefix="the server refused the connection: ")
+        if not self._quit_if_requested():
+            self._hello()
+
+    def _hello(self) -> None:
+        self._send_command(f"{'LHLO' if self.options.lmtp else 'EHLO'} {self.options.name}")
+        self.state = State.EHLO
+
+    def _on_ehlo(self, reply: Reply) -> None:
+        if not reply.ok:
+            if self.options.lmtp:
+                raise _reply_error(reply, "LHLO")
+            # RFC 5321 §3.2: a server that does not know EHLO gets HELO.
+            self._send_command(f"HELO {self.options.name}")
+            self.state = State.HELO
+            return
+        self.extensions = Extensions.from_ehlo(reply)
+        self._after_hello()
+
+    def _on_helo(self, reply: Reply) -> None:
+        if not reply.ok:
+            raise _reply_error(reply, "HELO")
+        self.extensions = Extensions()
+        self._after_hello()
+
+    def _after_hello(self) -> None:
+        if self._quit_if_requested():
+            return
+        opts = self.options
+        if not self.tls_active and not opts.ignore_tls and (opts.require_tls or "STARTTLS" in self.extensions):
+            self._send_command("STARTTLS")
+            self.state = State.STARTTLS
+        elif opts.auth is not None:
+            self._start_auth()
+        else:
+            self._become_idle()
+
+    def _on_starttls(self, reply: Reply) -> None:
+        if reply.code != 220:
+            detail = f"{reply.code} {reply.text}"
+            if self.options.require_tls:
+                message = f"requireTLS is set but STARTTLS failed ({detail}); not authenticating"
+            else:
+                message = f"STARTTLS failed ({detail})"
+            raise SmtpTlsError(message, code=reply.code, enhanced=reply.enhanced, stage="STARTTLS")
+        self.state = State.TLS
+        self._events.append(StartTls())
+
+    def _start_auth(self) -> None:
+        assert self.options.auth is not None
+        mechanism = _sasl.choose(
+            self.extensions.auth_mechanisms, self.options.auth, self.options.auth_method, self.tls_active
+        )
+        self._mechanism = mechanism
+        line, shown = mechanism.start()
+        self._send_command(line, shown)
+        self.state = State.AUTH
+
+    def _on_auth(self, reply: Reply) -> None:
+        mechanism = self._mechanism
+        assert mechanism is not None
+        if reply.code == 334:
+            line, shown = mechanism.respond(reply.lines[0].strip())
+            self._send_command(line, shown)
+            return
+        self._mechanism = None
+        if reply.ok:
+            self._log("*", f"authenticated with {mechanism.name}")
+            if not self._quit_if_requested():
+                self._become_idle()
+            return
+        detail = getattr(mechanism, "error_detail", None)
+        error = _reply_error(reply, "AUTH", SmtpAuthError, prefix=f"AUTH {mechanism.name} failed: ")
+        if detail:
+            error.message = f"{error.message} ({detail})"
+            error.args = (error.message,)
+        raise error
+
+    def _become_idle(self) -> None:
+        self.state = State.IDLE
+        self._events.append(Idle())
+
+    def _quit_if_requested(self) -> bool:
+        if not self._quit_requested:
+            return False
+        self._quit_requested = False
+        self._send_command("QUIT")
+        self.state = State.QUIT
+        return True
+
+    def _on_quit(self, reply: Reply) -> None:
+        # Whatever the server says to QUIT, we are done with it.
+        self.state = State.CLOSED
+        self._events.append(Finished())
+
+    # -- the envelope ---------------------------------------------------------------------
+
+    def _check_envelope(self, envelope: Mapping[str, Any]) -> tuple[str, list[str], int | None]:
+        if not isinstance(envelope, Mapping):
+            raise SmtpEnvelopeError("the envelope must be an object {from, to}", stage="envelope")
+        unknown = set(envelope) - {"from", "to", "size"}
+        if unknown:
+            raise SmtpEnvelopeError(f"unknown envelope field(s): {', '.join(sorted(unknown))}", stage="envelope")
+        sender = envelope.get("from")
+        if sender is None:
+            sender = f"anonymous@{self.options.name}"  # the seed's default
+        sender = check_address(sender, "from")
+        to = envelope.get("to")
+        if to is None:
+            to = []
+        elif isinstance(to, str):
+            to = [to]
+        elif not isinstance(to, (list, tuple)):
+            raise SmtpEnvelopeError("envelope.to must be a string or a list of strings", stage="envelope")
+        recipients: list[str] = []
+        for address in to:
+            address = check_address(address, "to")
+            if not address:
+                raise SmtpEnvelopeError("invalid to address '': empty", stage="envelope")
+            if address not in recipients:
+                recipients.append(address)
+        if not recipients:
+            raise SmtpEnvelopeError("Can't send mail - no recipients defined", stage="envelope")
+        if not all(a.isascii() for a in (sender, *recipients)) and "SMTPUTF8" not in self.extensions:
+            raise SmtpEnvelopeError(
+                "an address is not ASCII and the server does not support SMTPUTF8 (RFC 6531)",
+                stage="envelope",
+            )
+        size = envelope.get("size")
+        if size is not None:
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise SmtpEnvelopeError("envelope.size must be a non-negative integer", stage="envelope")
+            limit = self.extensions.size_limit
+            if limit and size > limit:
+                raise SmtpEnvelopeError(
+                    f"message size {size} exceeds the server's limit of {limit} bytes",
+                    code=552,
+                    enhanced="5.3.4",
+                    stage="envelope",
+                )
+        return sender, recipients, size
+
+    def _write_queue(self) -> None:
+        """Write the next command, or all of them when the server pipelines (RFC 2920)."""
+        while self._queue:
+            kind, arg = self._queue.popleft()
+            line = f"RCPT TO:<{arg}>" if kind == "RCPT" else (arg or kind)
+            self._send_command(line)
+            self._pending.append((kind, arg))
+            if not self._pipelining:
+                break
+
+    def _on_envelope(self, reply: Reply) -> None:
+        kind, arg = self._pending.popleft()
+        if kind == "RSET":
+            if not reply.ok:
+                raise _reply_error(reply, "RSET")
+            self._rset_needed = False
+        elif kind == "MAIL":
+            if not reply.ok:
+                raise _reply_error(reply, "MAIL")
+        elif kind == "RCPT":
+            if reply.ok:
+                self._accepted.append(arg)
+            else:
+                self._rejected[arg] = reply
+            if not self._accepted and not any(k == "RCPT" for k, _ in (*self._pending, *self._queue)):
+                # Every recipient is refused: don't send DATA (a pipelined one is void too).
+                raise SmtpRecipientsError(
+                    "Can't send mail - all recipients were rejected",
+                    {a: f"{r.code} {r.text}" for a, r in self._rejected.items()},
+                    code=reply.code,
+                    enhanced=reply.enhanced,
+                    stage="RCPT",
+                )
+        elif kind == "DATA":
+            if reply.code != 354:
+                raise _reply_error(reply, "DATA")
+            self._stuffer = DotStuffer(escape=not self.options.disable_escaping)
+            self.state = State.DATA
+            self._events.append(Ready(list(self._rejected)))
+            return
+        self._write_queue()
+
+    def _on_data_end(self, reply: Reply) -> None:
+        _, recipient = self._pending.popleft()
+        results = self._results
+        if self.options.lmtp:
+            results.append(RecipientResult(recipient, reply.ok, reply.code, reply.text, reply.enhanced))
+        else:
+            results.extend(
+                RecipientResult(r, reply.ok, reply.code, reply.text, reply.enhanced) for r in self._accepted
+            )
+        if self._pending:
+            return
+        self._results = []
+        success = any(r.accepted for r in results)
+        # A refused message leaves nothing on the server (RFC 5321 §4.1.1.4), but a server
+        # that misbehaved once gets a clean slate before the next transaction.
+        self._rset_needed = not success
+        rejected = [
+            RecipientResult(a, False, r.code, r.text, r.enhanced) for a, r in self._rejected.items()
+        ]
+        self.state = State.IDLE
+        self._events.append(Done(success, [*results, *rejected]))
+        if not self._quit_if_requested():
+            self._events.append(Idle())
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _send_command(self, line: str, shown: str | None = None) -> None:
+        self._out.append(line.encode("utf-8") + b"\r\n")
+        if shown != "":
+            self._log("C", line if shown is None else shown)
+
+    def _log(self, direction: str, text: str) -> None:
+        self._events.append(Log(direction, text))
+
+    def _fail(self, error: SmtpError) -> None:
+        self.state = State.CLOSED
+        self._out.clear()
+        self._events.append(Failed(error))
+
+    def _take_events(self) -> list[Event]:
+        events = self._events
+        self._events = []
+        return events
+
+    def _expect_state(self, state: State, call: str, hint: str = "") -> None:
+        if self.state is not state:
+            raise SmtpUsageError(
+                f"{call} is not possible in state {self.state.value}" + (f": {hint}" if hint else ""),
+                stage=self.state.value,
+            )

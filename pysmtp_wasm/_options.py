@@ -1,0 +1,123 @@
+"""The seed's connection options, read from a dict (or a JS object turned into one)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._sasl import MECHANISMS, Credentials
+from .errors import SmtpUsageError
+
+# The seed's defaults: timeoutSocketLowerBound 10 s, timeoutSocketMultiplier 0.1 ms per byte.
+DEFAULT_TIMEOUT_LOWER_BOUND_MS = 10_000
+DEFAULT_TIMEOUT_MULTIPLIER_MS = 0.1
+# RFC 5321 §4.5.3.2.1 suggests waiting 5 minutes for a greeting; a browser user will not.
+# 30 s covers slow servers that do reverse-DNS and greylisting tricks before greeting.
+DEFAULT_TIMEOUT_GREETING_MS = 30_000
+
+
+@dataclass
+class Options:
+    """Parsed options. Names in the dict are the seed's camelCase ones."""
+
+    use_secure_transport: bool = False
+    name: str = "localhost"
+    auth: Credentials | None = None
+    auth_method: str | None = None
+    ca: str | list[str] | None = None
+    disable_escaping: bool = False
+    ignore_tls: bool = False
+    require_tls: bool = False
+    lmtp: bool = False
+    timeout_greeting_ms: float = DEFAULT_TIMEOUT_GREETING_MS
+    timeout_lower_bound_ms: float = DEFAULT_TIMEOUT_LOWER_BOUND_MS
+    timeout_multiplier_ms: float = DEFAULT_TIMEOUT_MULTIPLIER_MS
+    # Options that a transport reads (e.g. the browser's "proxy"); kept as given.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_KEYS = {
+    "useSecureTransport": "use_secure_transport",
+    "name": "name",
+    "authMethod": "auth_method",
+    "ca": "ca",
+    "disableEscaping": "disable_escaping",
+    "ignoreTLS": "ignore_tls",
+    "requireTLS": "require_tls",
+    "lmtp": "lmtp",
+    "timeoutGreeting": "timeout_greeting_ms",
+    "timeoutSocketLowerBound": "timeout_lower_bound_ms",
+    "timeoutSocketMultiplier": "timeout_multiplier_ms",
+}
+_BOOLS = {"use_secure_transport", "disable_escaping", "ignore_tls", "require_tls", "lmtp"}
+_NUMBERS = {"timeout_greeting_ms", "timeout_lower_bound_ms", "timeout_multiplier_ms"}
+
+
+def parse_options(raw: Mapping[str, Any] | None, transport_keys: frozenset[str] = frozenset()) -> Options:
+    """Check and convert the options; unknown names are refused (a typo must not pass silently)."""
+    options = Options()
+    for key, value in (raw or {}).items():
+        if value is None:
+            continue
+        if key == "auth":
+            options.auth = _credentials(value)
+        elif key in _KEYS:
+            attr = _KEYS[key]
+            if attr in _BOOLS:
+                value = bool(value)
+            elif attr in _NUMBERS:
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                    raise SmtpUsageError(f"option {key} must be a non-negative number of milliseconds")
+            elif attr == "name":
+                _check_name(value)
+            elif attr == "ca":
+                value = _ca(value)
+            elif attr == "auth_method":
+                if not isinstance(value, str) or value.upper() not in MECHANISMS:
+                    raise SmtpUsageError(
+                        f"authMethod {value!r} is not supported "
+                        f"(supported: {', '.join(MECHANISMS)})"
+                    )
+                value = value.upper()
+            setattr(options, attr, value)
+        elif key in transport_keys:
+            options.extra[key] = value
+        else:
+            known = sorted([*_KEYS, "auth", *transport_keys])
+            raise SmtpUsageError(f"unknown option {key!r} (known: {', '.join(known)})")
+    if options.ignore_tls and options.require_tls:
+        raise SmtpUsageError("ignoreTLS and requireTLS contradict each other: set one of them")
+    return options
+
+
+def _credentials(value: Any) -> Credentials:
+    if not isinstance(value, Mapping):
+        raise SmtpUsageError("option auth must be an object {user, pass} or {user, xoauth2}")
+    unknown = set(value) - {"user", "pass", "xoauth2"}
+    if unknown:
+        raise SmtpUsageError(f"unknown auth field(s): {', '.join(sorted(unknown))}")
+    user = value.get("user")
+    if not isinstance(user, str):
+        raise SmtpUsageError("auth.user must be a string")
+    for field_name in ("pass", "xoauth2"):
+        secret = value.get(field_name)
+        if secret is not None and not isinstance(secret, str):
+            raise SmtpUsageError(f"auth.{field_name} must be a string")
+    if value.get("pass") is None and not value.get("xoauth2"):
+        raise SmtpUsageError("option auth needs pass or xoauth2")
+    return Credentials(user=user, password=value.get("pass"), xoauth2=value.get("xoauth2") or None)
+
+
+def _check_name(value: Any) -> None:
+    # The name goes into "EHLO name": the same injection rules as for addresses.
+    if not isinstance(value, str) or not value or any(c in value for c in "\r\n\0 <>") or not value.isprintable():
+        raise SmtpUsageError(f"option name must be a host name, got {value!r}")
+
+
+def _ca(value: Any) -> str | list[str]:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise SmtpUsageError("option ca must be a PEM string or a list of PEM strings")

@@ -1,0 +1,59 @@
+"""What a transport is: the TCPSocket shape of the seed's world, seen from Python.
+
+A transport moves bytes and nothing else. It reports to its owner (the client) through the
+:class:`TransportOwner` methods, and the client drives it through :class:`Transport`. The
+asyncio transport (CPython) and the browser transport (Pyodide, over the JS socket) both fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from .errors import SmtpError
+
+
+class TimerHandle(Protocol):
+    def cancel(self) -> None: ...
+
+
+class TransportOwner(Protocol):
+    """The calls a transport makes, each at most once per happening, on the event loop."""
+
+    def _transport_open(self) -> None:
+        """Connected (for implicit TLS: after the handshake and the certificate check)."""
+
+    def _transport_data(self, data: bytes) -> None:
+        """Bytes arrived (plaintext; after STARTTLS, decrypted)."""
+
+    def _transport_tls(self) -> None:
+        """The STARTTLS handshake succeeded and the certificate is trusted."""
+
+    def _transport_drain(self) -> None:
+        """The write buffer, full before, has room again."""
+
+    def _transport_error(self, error: SmtpError) -> None:
+        """Connecting, TLS or the network failed; a close follows."""
+
+    def _transport_closed(self) -> None:
+        """The connection is closed (by either side); nothing more will be reported."""
+
+
+class Transport(Protocol):
+    def open(self, host: str, port: int, *, secure: bool, ca: str | list[str] | None, options: dict[str, Any]) -> None:
+        """Start connecting; report with ``_transport_open`` or ``_transport_error``."""
+
+    def write(self, data: bytes) -> bool:
+        """Queue bytes; False when the buffer is full (wait for ``_transport_drain``)."""
+
+    def start_tls(self) -> None:
+        """Upgrade to TLS now; nothing already received in plaintext may be kept."""
+
+    def close(self) -> None:
+        """Close; ``_transport_closed`` follows (at once if nothing is open)."""
+
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> TimerHandle:
+        """Run ``callback`` after ``seconds`` on the same loop as the reports."""
+
+
+TransportFactory = Callable[[TransportOwner], Transport]

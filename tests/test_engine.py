@@ -1,0 +1,544 @@
+"""The sans-IO engine, driven by scripted byte exchanges (no network)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+import pytest
+
+from pysmtp_wasm import (
+    Done,
+    Failed,
+    SmtpAuthError,
+    SmtpEnvelopeError,
+    SmtpProtocolError,
+    SmtpRecipientsError,
+    SmtpTlsError,
+    SmtpUsageError,
+    State,
+)
+from pysmtp_wasm._reply import MAX_REPLY_LINE
+
+from .script import Harness, bytewise, run
+
+MESSAGE = b"Subject: test\r\n\r\n.leading dot\r\nbody"
+STUFFED = b"Subject: test\r\n\r\n..leading dot\r\nbody\r\n.\r\n"
+PLAIN_TOKEN = base64.b64encode(b"\0user\0secret").decode()
+
+
+def one_message(envelope=None):
+    """User callbacks: send one message on the first idle, then quit."""
+
+    def on_idle(h: Harness) -> None:
+        if h.idles == 1:
+            h.call("use_envelope", envelope or {"from": "a@example.com", "to": ["b@example.com", "c@example.com"]})
+        else:
+            h.call("quit")
+
+    def on_ready(h: Harness, failed: list[str]) -> None:
+        h.engine.send(MESSAGE[:7])
+        h.engine.send(MESSAGE[7:])
+        h.call("end")
+
+    return {"on_idle": on_idle, "on_ready": on_ready}
+
+
+# A whole session: greeting, EHLO (multi-line, with PIPELINING), AUTH PLAIN, a pipelined
+# envelope with one recipient refused, the message, QUIT.
+FULL_SESSION = [
+    (b"", b"220 mx.example.com ESMTP ready\r\n"),
+    (
+        b"EHLO localhost\r\n",
+        b"250-mx.example.com\r\n250-PIPELINING\r\n250-SIZE 1000000\r\n250-8BITMIME\r\n"
+        b"250-ENHANCEDSTATUSCODES\r\n250 AUTH PLAIN LOGIN\r\n",
+    ),
+    (f"AUTH PLAIN {PLAIN_TOKEN}\r\n".encode(), b"235 2.7.0 Authentication successful\r\n"),
+    (
+        b"MAIL FROM:<a@example.com> BODY=8BITMIME\r\nRCPT TO:<b@example.com>\r\n"
+        b"RCPT TO:<c@example.com>\r\nDATA\r\n",
+        b"250 2.1.0 Ok\r\n550 5.1.1 <b@example.com>: unknown\r\n250 2.1.5 Ok\r\n354 go ahead\r\n",
+    ),
+    (STUFFED, b"250 2.0.0 Ok: queued as 12345\r\n"),
+    (b"QUIT\r\n", b"221 2.0.0 Bye\r\n"),
+]
+FULL_OPTIONS = {"auth": {"user": "user", "pass": "secret"}}
+FULL_OUTCOME = [
+    "Idle",
+    "Ready(['b@example.com'])",
+    "Done(True, [('c@example.com', 250), ('b@example.com', 550)])",
+    "Idle",
+    "Finished",
+]
+
+
+def test_full_session_one_chunk_per_reply():
+    h = run(FULL_SESSION, options=FULL_OPTIONS, **one_message())
+    assert h.outcome()[1] == FULL_OUTCOME
+    assert h.engine.state is State.CLOSED
+
+
+def test_full_session_byte_by_byte():
+    h = run(FULL_SESSION, chunker=bytewise, options=FULL_OPTIONS, **one_message())
+    assert h.outcome()[1] == FULL_OUTCOME
+
+
+def test_full_session_every_split_point():
+    """Cut the server's bytes in two at every position: the outcome must never change."""
+    reference = run(FULL_SESSION, options=FULL_OPTIONS, **one_message()).outcome()
+    total = sum(len(answer) for _, answer in FULL_SESSION)
+    for cut in range(total + 1):
+        offsets = []
+        position = 0
+        for _, answer in FULL_SESSION:
+            offsets.append(position)
+            position += len(answer)
+
+        def chunker(index: int, data: bytes, cut: int = cut) -> list[bytes]:
+            local = cut - offsets[index]
+            if 0 < local < len(data):
+                return [data[:local], data[local:]]
+            return [data]
+
+        outcome = run(FULL_SESSION, chunker=chunker, options=FULL_OPTIONS, **one_message()).outcome()
+        assert outcome == reference, f"differs when cut at byte {cut}"
+
+
+def test_full_session_every_pair_of_split_points_in_pipelined_replies():
+    """Three chunks, any two cuts, in the exchange that carries several replies."""
+    reference = run(FULL_SESSION, options=FULL_OPTIONS, **one_message()).outcome()
+    data = FULL_SESSION[3][1]
+    for first in range(1, len(data)):
+        for second in range(first, len(data), 7):
+
+            def chunker(index: int, answer: bytes, a: int = first, b: int = second) -> list[bytes]:
+                return [answer[:a], answer[a:b], answer[b:]] if index == 3 else [answer]
+
+            assert run(FULL_SESSION, chunker=chunker, options=FULL_OPTIONS, **one_message()).outcome() == reference
+
+
+def test_without_pipelining_commands_go_one_at_a_time():
+    h = run(
+        [
+            (b"", b"220 hi\r\n"),
+            (b"EHLO localhost\r\n", b"250 hi\r\n"),
+            (b"MAIL FROM:<a@example.com>\r\n", b"250 ok\r\n"),
+            (b"RCPT TO:<b@example.com>\r\n", b"250 ok\r\n"),
+            (b"RCPT TO:<c@example.com>\r\n", b"250 ok\r\n"),
+            (b"DATA\r\n", b"354 go\r\n"),
+            (STUFFED, b"250 queued\r\n"),
+            (b"QUIT\r\n", b"221 bye\r\n"),
+        ],
+        **one_message(),
+    )
+    assert h.outcome()[1] == [
+        "Idle",
+        "Ready([])",
+        "Done(True, [('b@example.com', 250), ('c@example.com', 250)])",
+        "Idle",
+        "Finished",
+    ]
+
+
+def test_helo_fallback_when_ehlo_is_refused():
+    h = run(
+        [
+            (b"", b"220 old server\r\n"),
+            (b"EHLO localhost\r\n", b"502 what?\r\n"),
+            (b"HELO localhost\r\n", b"250 hello\r\n"),
+        ]
+    )
+    assert h.outcome()[1] == ["Idle"]
+
+
+def test_greeting_refused_is_an_error_with_code():
+    h = run([(b"", b"554 5.7.1 go away\r\n")])
+    (failed,) = h.events
+    assert isinstance(failed, Failed)
+    assert failed.error.code == 554 and failed.error.enhanced == "5.7.1"
+    assert "go away" in str(failed.error)
+
+
+def test_lmtp_uses_lhlo_and_reports_each_recipient():
+    h = run(
+        [
+            (b"", b"220 lmtp\r\n"),
+            (b"LHLO localhost\r\n", b"250-lmtp\r\n250 PIPELINING\r\n"),
+            (
+                b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n",
+                b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n",
+            ),
+            (STUFFED, b"250 2.1.5 b delivered\r\n452 4.2.2 c over quota\r\n"),
+            (b"QUIT\r\n", b"221 bye\r\n"),
+        ],
+        options={"lmtp": True},
+        **one_message(),
+    )
+    done = next(e for e in h.events if isinstance(e, Done))
+    assert done.success is True
+    assert [(r.recipient, r.accepted, r.code, r.enhanced) for r in done.results] == [
+        ("b@example.com", True, 250, "2.1.5"),
+        ("c@example.com", False, 452, "4.2.2"),
+    ]
+
+
+def test_lmtp_all_deliveries_failed_is_not_success():
+    h = run(
+        [
+            (b"", b"220 lmtp\r\n"),
+            (b"LHLO localhost\r\n", b"250 lmtp\r\n"),
+            (b"MAIL FROM:<a@example.com>\r\n", b"250 ok\r\n"),
+            (b"RCPT TO:<b@example.com>\r\n", b"250 ok\r\n"),
+            (b"DATA\r\n", b"354 go\r\n"),
+            (STUFFED, b"550 no such mailbox\r\n"),
+        ],
+        options={"lmtp": True},
+        **one_message({"from": "a@example.com", "to": "b@example.com"}),
+    )
+    done = next(e for e in h.events if isinstance(e, Done))
+    assert done.success is False
+
+
+def test_all_recipients_rejected_is_the_seeds_error():
+    h = run(
+        [
+            (b"", b"220 hi\r\n"),
+            (b"EHLO localhost\r\n", b"250 hi\r\n"),
+            (b"MAIL FROM:<a@example.com>\r\n", b"250 ok\r\n"),
+            (b"RCPT TO:<b@example.com>\r\n", b"550 5.1.1 no b\r\n"),
+            (b"RCPT TO:<c@example.com>\r\n", b"550 5.1.1 no c\r\n"),
+        ],
+        **one_message(),
+    )
+    failed = h.events[-1]
+    assert isinstance(failed, Failed) and isinstance(failed.error, SmtpRecipientsError)
+    assert str(failed.error) == "Can't send mail - all recipients were rejected"
+    assert failed.error.rejected == {"b@example.com": "550 5.1.1 no b", "c@example.com": "550 5.1.1 no c"}
+    assert failed.error.enhanced == "5.1.1"
+    assert not h.sent.endswith(b"DATA\r\n")
+
+
+def test_failed_message_then_next_message_uses_rset():
+    messages = []
+
+    def on_idle(h: Harness) -> None:
+        if h.idles <= 2:
+            h.call("use_envelope", {"from": "a@example.com", "to": "b@example.com"})
+        else:
+            h.call("quit")
+
+    def on_ready(h: Harness, failed: list[str]) -> None:
+        h.engine.send(b"hello")
+        h.call("end")
+
+    def on_done(h: Harness, done: Done) -> None:
+        messages.append(done.success)
+
+    run(
+        [
+            (b"", b"220 hi\r\n"),
+            (b"EHLO localhost\r\n", b"250-hi\r\n250 PIPELINING\r\n"),
+            (b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n", b"250 ok\r\n250 ok\r\n354 go\r\n"),
+            (b"hello\r\n.\r\n", b"554 5.6.0 rejected content\r\n"),
+            (
+                b"RSET\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n",
+                b"250 reset\r\n250 ok\r\n250 ok\r\n354 go\r\n",
+            ),
+            (b"hello\r\n.\r\n", b"250 queued\r\n"),
+            (b"QUIT\r\n", b"221 bye\r\n"),
+        ],
+        on_idle=on_idle,
+        on_ready=on_ready,
+        on_done=on_done,
+    )
+    assert messages == [False, True]
+
+
+def test_size_and_smtputf8_parameters():
+    h = run(
+        [
+            (b"", b"220 hi\r\n"),
+            (b"EHLO localhost\r\n", b"250-hi\r\n250-SIZE 100\r\n250 SMTPUTF8\r\n"),
+            ("MAIL FROM:<jöe@example.com> SIZE=42 SMTPUTF8\r\n".encode(), b"250 ok\r\n"),
+        ],
+        **one_message({"from": "jöe@example.com", "to": "b@example.com", "size": 42}),
+    )
+    assert h.engine.state is State.ENVELOPE
+
+
+def test_size_over_the_servers_limit_is_refused_before_sending():
+    errors = []
+
+    def on_idle(h: Harness) -> None:
+        try:
+            h.call("use_envelope", {"from": "a@example.com", "to": "b@example.com", "size": 101})
+        except SmtpEnvelopeError as error:
+            errors.append(error)
+
+    h = run([(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250-hi\r\n250 SIZE 100\r\n")], on_idle=on_idle)
+    assert "exceeds the server's limit of 100" in str(errors[0])
+    assert h.sent == b"EHLO localhost\r\n" and h.engine.state is State.IDLE
+
+
+def test_non_ascii_address_without_smtputf8_is_refused():
+    h = run([(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250 hi\r\n")])
+    with pytest.raises(SmtpEnvelopeError, match="SMTPUTF8"):
+        h.engine.use_envelope({"from": "a@example.com", "to": "jöe@example.com"})
+    assert h.engine.state is State.IDLE
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "a@example.com\r\nRCPT TO:<evil@example.com>",
+        "a@example.com\nDATA",
+        "a@example.com\rX",
+        "a@exa\0mple.com",
+        "a@example.com> SIZE=1",
+        "<a@example.com",
+        "a@example.com NOTIFY=NEVER",
+        "a\t@example.com",
+        "nodomain",
+        "@example.com",
+        "",
+    ],
+)
+def test_injection_attempts_are_refused_before_anything_is_sent(address):
+    h = run([(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250 hi\r\n")])
+    before = bytes(h.sent)
+    with pytest.raises(SmtpEnvelopeError):
+        h.engine.use_envelope({"from": "a@example.com", "to": ["ok@example.com", address]})
+    with pytest.raises(SmtpEnvelopeError):
+        h.engine.use_envelope({"from": address or "x", "to": ["ok@example.com"]})
+    assert bytes(h.sent) == before and h.engine.data_to_send() == b""
+    assert h.engine.state is State.IDLE
+
+
+def test_no_recipients_is_the_seeds_error():
+    h = run([(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250 hi\r\n")])
+    for to in (None, [], ""):
+        envelope = {"from": "a@example.com"} if to is None else {"from": "a@example.com", "to": to}
+        with pytest.raises(SmtpEnvelopeError) as caught:
+            h.engine.use_envelope(envelope)
+        if to != "":
+            assert str(caught.value) == "Can't send mail - no recipients defined"
+
+
+def test_quoted_local_part_with_space_is_allowed():
+    h = run([(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250 hi\r\n")])
+    h.call("use_envelope", {"from": '"john doe"@example.com', "to": "postmaster"})
+    assert h.sent.endswith(b'MAIL FROM:<"john doe"@example.com>\r\n')
+
+
+# -- STARTTLS ------------------------------------------------------------------------------
+
+
+def test_starttls_when_offered_then_ehlo_again_then_auth():
+    h = run(
+        [
+            (b"", b"220 hi\r\n"),
+            (b"EHLO localhost\r\n", b"250-hi\r\n250 STARTTLS\r\n"),
+            (b"STARTTLS\r\n", b"220 ready\r\n"),
+            (b"", b"<TLS>"),
+            (b"EHLO localhost\r\n", b"250-hi\r\n250 AUTH LOGIN\r\n"),
+            (b"AUTH LOGIN\r\n", b"334 VXNlcm5hbWU6\r\n"),
+            (base64.b64encode(b"user") + b"\r\n", b"334 UGFzc3dvcmQ6\r\n"),
+            (base64.b64encode(b"secret") + b"\r\n", b"235 ok\r\n"),
+        ],
+        options={"auth": {"user": "user", "pass": "secret"}},
+    )
+    assert h.outcome()[1] == ["StartTls", "Idle"]
+    assert h.engine.tls_active
+    assert all("secret" not in text and "c2VjcmV0" not in text for _, text in h.log)
+
+
+def test_starttls_reply_with_injected_commands_after_it_is_discarded():
+    """CVE-2011-0411: bytes after "220 ready" in the same read are not replies."""
+    h = run(
+        [
+            (b"", b"220 hi\r\n"),
+            (b"EHLO localhost\r\n", b"250-hi\r\n250 STARTTLS\r\n"),
+            (b"STARTTLS\r\n", b"220 ready\r\n250-evil\r\n250 AUTH PLAIN\r\n"),
+        ]
+    )
+    assert h.engine.state is State.TLS
+    assert h.engine._parser.buffered == 0
+    h.feed(b"250 more plaintext\r\n")  # arriving before the handshake: dropped too
+    h.tls()
+    assert h.sent.endswith(b"STARTTLS\r\nEHLO localhost\r\n")
+    h.feed(b"250 hi\r\n")
+    assert h.outcome()[1] == ["StartTls", "Idle"]
+
+
+def test_starttls_is_never_pipelined():
+    h = run([(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250-hi\r\n250-PIPELINING\r\n250 STARTTLS\r\n")],
+            options={"auth": {"user": "u", "pass": "p"}})
+    assert h.sent.endswith(b"\r\nSTARTTLS\r\n")
+    assert h.engine.state is State.STARTTLS
+
+
+def test_ignore_tls_skips_starttls():
+    h = run([(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250-hi\r\n250 STARTTLS\r\n")], options={"ignoreTLS": True})
+    assert h.outcome()[1] == ["Idle"]
+
+
+def test_require_tls_without_starttls_is_an_error_and_no_auth():
+    h = run(
+        [
+            (b"", b"220 hi\r\n"),
+            (b"EHLO localhost\r\n", b"250-hi\r\n250 AUTH PLAIN\r\n"),
+            (b"STARTTLS\r\n", b"502 5.5.1 not implemented\r\n"),
+        ],
+        options={"requireTLS": True, "auth": {"user": "u", "pass": "p"}},
+    )
+    (failed,) = h.events
+    assert isinstance(failed, Failed) and isinstance(failed.error, SmtpTlsError)
+    assert "requireTLS" in str(failed.error) and failed.error.code == 502
+    assert b"AUTH" not in h.sent
+
+
+def test_implicit_tls_does_not_starttls():
+    h = run([(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250-hi\r\n250 STARTTLS\r\n")],
+            options={"useSecureTransport": True, "requireTLS": True})
+    assert h.outcome()[1] == ["Idle"]
+
+
+# -- AUTH ----------------------------------------------------------------------------------
+
+
+def test_auth_xoauth2_preferred_when_token_given_and_failure_detail():
+    token = base64.b64encode(b"user=me@example.com\x01auth=Bearer tok123\x01\x01").decode()
+    detail = base64.b64encode(b'{"status":"401"}').decode()
+    h = run(
+        [
+            (b"", b"220 hi\r\n"),
+            (b"EHLO localhost\r\n", b"250-hi\r\n250 AUTH PLAIN LOGIN XOAUTH2\r\n"),
+            (f"AUTH XOAUTH2 {token}\r\n".encode(), f"334 {detail}\r\n".encode()),
+            (b"\r\n", b"535 5.7.8 bad credentials\r\n"),
+        ],
+        options={"auth": {"user": "me@example.com", "pass": "pw", "xoauth2": "tok123"}},
+    )
+    failed = h.events[-1]
+    assert isinstance(failed, Failed) and isinstance(failed.error, SmtpAuthError)
+    assert failed.error.code == 535 and failed.error.enhanced == "5.7.8"
+    assert "bad credentials" in str(failed.error) and '"status":"401"' in str(failed.error)
+    assert all("tok123" not in text and token not in text for _, text in h.log)
+
+
+def test_auth_cram_md5():
+    challenge = b"<1896.697170952@postoffice.example.net>"
+    digest = hmac.new(b"secret", challenge, hashlib.md5).hexdigest()
+    answer = base64.b64encode(f"user {digest}".encode())
+    h = run(
+        [
+            (b"", b"220 hi\r\n"),
+            (b"EHLO localhost\r\n", b"250-hi\r\n250 AUTH CRAM-MD5\r\n"),
+            (b"AUTH CRAM-MD5\r\n", b"334 " + base64.b64encode(challenge) + b"\r\n"),
+            (answer + b"\r\n", b"235 ok\r\n"),
+        ],
+        options={"auth": {"user": "user", "pass": "secret"}},
+    )
+    assert h.outcome()[1] == ["Idle"]
+
+
+def test_auth_method_forces_the_mechanism():
+    h = run(
+        [(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250-hi\r\n250 AUTH CRAM-MD5 PLAIN\r\n"), (b"AUTH LOGIN\r\n", b"")],
+        options={"auth": {"user": "u", "pass": "p"}, "authMethod": "login"},
+    )
+    assert h.engine.state is State.AUTH
+
+
+def test_auth_failure_carries_server_text():
+    h = run(
+        [
+            (b"", b"220 hi\r\n"),
+            (b"EHLO localhost\r\n", b"250 AUTH PLAIN\r\n"),
+            (b"AUTH PLAIN " + base64.b64encode(b"\0u\0p") + b"\r\n", b"535 5.7.8 Authentication credentials invalid\r\n"),
+        ],
+        options={"auth": {"user": "u", "pass": "p"}},
+    )
+    error = h.events[-1].error
+    assert isinstance(error, SmtpAuthError)
+    assert str(error) == "AUTH PLAIN failed: 5.7.8 Authentication credentials invalid"
+
+
+# -- replies that are not SMTP ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"HTTP/1.1 400 Bad Request\r\n", b"2x0 hi\r\n", b"220-hi\r\n250 other code\r\n", b"120 hi\r\n", b"220?hi\r\n"],
+)
+def test_malformed_replies_are_protocol_errors(garbage):
+    h = Harness()
+    h.feed(garbage)
+    (failed,) = h.events
+    assert isinstance(failed, Failed) and isinstance(failed.error, SmtpProtocolError)
+
+
+def test_endless_reply_line_is_bounded():
+    h = Harness()
+    for _ in range(MAX_REPLY_LINE // 1000 + 2):
+        h.feed(b"220" + b"x" * 1000)
+    (failed,) = h.events
+    assert isinstance(failed.error, SmtpProtocolError) and "longer than" in str(failed.error)
+    assert h.engine.state is State.CLOSED
+    h.feed(b"y" * 100_000)  # after the error: ignored, nothing grows
+    assert h.engine._parser.buffered <= MAX_REPLY_LINE + 1000
+
+
+def test_unsolicited_421_while_idle_is_an_error_with_code():
+    h = run([(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250 hi\r\n")])
+    h.feed(b"421 4.4.2 idle timeout\r\n")
+    failed = h.events[-1]
+    assert isinstance(failed, Failed) and failed.error.code == 421 and failed.error.enhanced == "4.4.2"
+
+
+def test_connection_lost_mid_data_is_an_error():
+    h = run(
+        [(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250 hi\r\n")],
+    )
+    h.call("use_envelope", {"from": "a@example.com", "to": "b@example.com"})
+    h.feed(b"250 ok\r\n")
+    h.feed(b"250 ok\r\n")
+    h.feed(b"354 go\r\n")
+    h.engine.send(b"partial")
+    h.call("connection_lost")
+    failed = h.events[-1]
+    assert isinstance(failed, Failed) and "during the message data" in str(failed.error)
+
+
+# -- calls in the wrong state --------------------------------------------------------------
+
+
+def test_calls_in_the_wrong_state_raise_and_change_nothing():
+    h = run([(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250 hi\r\n")])
+    with pytest.raises(SmtpUsageError):
+        h.engine.send(b"x")
+    with pytest.raises(SmtpUsageError):
+        h.engine.end()
+    h.call("use_envelope", {"from": "a@example.com", "to": "b@example.com"})
+    with pytest.raises(SmtpUsageError, match="useEnvelope"):
+        h.engine.use_envelope({"from": "a@example.com", "to": "b@example.com"})
+    with pytest.raises(SmtpUsageError, match="quit"):
+        h.engine.quit()
+    h.feed(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    h.engine.send(b"x")
+    h.call("end")
+    with pytest.raises(SmtpUsageError, match="send"):
+        h.engine.send(b"late")
+    h.feed(b"250 queued\r\n")
+    assert h.outcome()[1][-2:] == ["Done(True, [('b@example.com', 250)])", "Idle"]
+    assert h.sent.endswith(b"DATA\r\nx\r\n.\r\n")
+
+
+def test_quit_during_handshake_is_sent_when_the_step_ends():
+    h = Harness(options={"auth": {"user": "u", "pass": "p"}})
+    h.feed(b"220 hi\r\n")
+    h.call("quit")
+    h.feed(b"250 AUTH PLAIN\r\n")
+    assert h.sent == b"EHLO localhost\r\nQUIT\r\n"
+    h.feed(b"221 bye\r\n")
+    assert h.outcome()[1] == ["Finished"]
