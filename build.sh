@@ -2,7 +2,7 @@
 # build.sh — pysmtp-wasm's one entry point.
 #
 #   ./build.sh            build the wheel into dist/
-#   ./build.sh test [ARGS]  install what the tests need (into .venv), build, run pytest
+#   ./build.sh test [ARGS]  install what the tests need (into .venv), lint, build, run pytest
 #
 # Everything it needs is installed on first use, so it works on a fresh machine.
 set -euo pipefail
@@ -36,8 +36,16 @@ build_wheel() {
   ls dist/pysmtp_wasm-*.whl >&2
 }
 
+lint() {
+  log "ruff and mypy"
+  "$VENV/bin/ruff" check pysmtp_wasm tests
+  "$VENV/bin/ruff" format --check --quiet pysmtp_wasm tests
+  "$VENV/bin/mypy"
+}
+
 run_tests() {
   ensure_venv
+  lint
   build_wheel
   log "running pytest $*"
   local rc=0

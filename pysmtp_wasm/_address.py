@@ -23,19 +23,14 @@ def check_address(address: object, role: str) -> str:
     ``role`` names the field in the message ("from", "to").
     """
     if not isinstance(address, str):
-        raise SmtpEnvelopeError(
-            f"invalid {role} address {address!r}: not a string", stage="envelope"
-        )
+        raise SmtpEnvelopeError(f"invalid {role} address {address!r}: not a string", stage="envelope")
     for char, name in _FORBIDDEN.items():
         if char in address:
-            raise SmtpEnvelopeError(
-                f"invalid {role} address {address!r}: contains {name}", stage="envelope"
-            )
+            raise SmtpEnvelopeError(f"invalid {role} address {address!r}: contains {name}", stage="envelope")
     for char in address:
         if ord(char) < 0x20 or ord(char) == 0x7F:
             raise SmtpEnvelopeError(
-                f"invalid {role} address {address!r}: contains control character "
-                f"U+{ord(char):04X}",
+                f"invalid {role} address {address!r}: contains control character U+{ord(char):04X}",
                 stage="envelope",
             )
     if not address:
@@ -44,18 +39,14 @@ def check_address(address: object, role: str) -> str:
     if not at:
         # RFC 5321 §4.1.1.3: "postmaster" without a domain is the one bare name allowed.
         if address.lower() != "postmaster":
-            raise SmtpEnvelopeError(
-                f"invalid {role} address {address!r}: no '@domain'", stage="envelope"
-            )
+            raise SmtpEnvelopeError(f"invalid {role} address {address!r}: no '@domain'", stage="envelope")
     elif not local or not domain:
         raise SmtpEnvelopeError(
             f"invalid {role} address {address!r}: empty local part or domain", stage="envelope"
         )
     elif " " in domain or " " in local and not (local.startswith('"') and local.endswith('"')):
         # A space outside a quoted local part would let the rest pose as ESMTP parameters.
-        raise SmtpEnvelopeError(
-            f"invalid {role} address {address!r}: contains a space", stage="envelope"
-        )
+        raise SmtpEnvelopeError(f"invalid {role} address {address!r}: contains a space", stage="envelope")
     if len(address.encode("utf-8")) > MAX_ADDRESS_OCTETS:
         raise SmtpEnvelopeError(
             f"invalid {role} address: longer than {MAX_ADDRESS_OCTETS} octets", stage="envelope"

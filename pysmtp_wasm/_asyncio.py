@@ -63,7 +63,9 @@ class AsyncioTransport(asyncio.Protocol):
 
     # -- Transport ---------------------------------------------------------------------------
 
-    def open(self, host: str, port: int, *, secure: bool, ca: str | list[str] | None, options: dict[str, Any]) -> None:
+    def open(
+        self, host: str, port: int, *, secure: bool, ca: str | list[str] | None, options: dict[str, Any]
+    ) -> None:
         self._host, self._ca = host, ca
         self._task = self._loop.create_task(self._open(host, port, secure))
 
@@ -106,7 +108,11 @@ class AsyncioTransport(asyncio.Protocol):
         except (ssl.SSLError, ssl.CertificateError) as error:
             self._fail(_tls_error(error, host))
         except OSError as error:
-            self._fail(SmtpConnectionError(f"cannot connect to {host}:{port}: {error.strerror or error}", stage="connect"))
+            self._fail(
+                SmtpConnectionError(
+                    f"cannot connect to {host}:{port}: {error.strerror or error}", stage="connect"
+                )
+            )
 
     async def _start_tls(self) -> None:
         assert self._transport is not None
@@ -122,9 +128,11 @@ class AsyncioTransport(asyncio.Protocol):
             self._fail(_tls_error(error, self._host))
             return
         if transport is None:  # the connection closed during the handshake
-            self._fail(SmtpTlsError(f"the connection to {self._host} closed during the TLS handshake", stage="tls"))
+            self._fail(
+                SmtpTlsError(f"the connection to {self._host} closed during the TLS handshake", stage="tls")
+            )
             return
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = transport
         self._owner._transport_tls()
 
     def _fail(self, error: SmtpError) -> None:

@@ -117,7 +117,11 @@ class SmtpClient:
             raise SmtpUsageError("connect() was already called; make a new SmtpClient to connect again")
         self._engine = SmtpEngine(self.options)
         self._transport = self._transport_factory(self)
-        self._log("*", f"connecting to {self.host}:{self.port}" + (" (TLS)" if self.options.use_secure_transport else ""))
+        self._log(
+            "*",
+            f"connecting to {self.host}:{self.port}"
+            + (" (TLS)" if self.options.use_secure_transport else ""),
+        )
         self._transport.open(
             self.host,
             self.port,
@@ -295,7 +299,9 @@ class SmtpClient:
             State.TLS: "the TLS handshake",
             State.DATA: "the network to take the message data",
         }.get(engine.state, f"a reply ({engine.state.value})")
-        self._after(engine.fail(SmtpTimeoutError(f"timed out waiting for {waited}", stage=engine.state.value)))
+        self._after(
+            engine.fail(SmtpTimeoutError(f"timed out waiting for {waited}", stage=engine.state.value))
+        )
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

@@ -56,12 +56,23 @@ class State(enum.Enum):
 
 # States in which the server owes us something: a reply, or the TLS handshake.
 AWAITING = frozenset(
-    {State.GREETING, State.EHLO, State.HELO, State.STARTTLS, State.TLS, State.AUTH,
-     State.ENVELOPE, State.DATA_END, State.QUIT}
+    {
+        State.GREETING,
+        State.EHLO,
+        State.HELO,
+        State.STARTTLS,
+        State.TLS,
+        State.AUTH,
+        State.ENVELOPE,
+        State.DATA_END,
+        State.QUIT,
+    }
 )
 
 
-def _reply_error(reply: Reply, stage: str, cls: type[SmtpReplyError] = SmtpReplyError, prefix: str = "") -> SmtpReplyError:
+def _reply_error(
+    reply: Reply, stage: str, cls: type[SmtpReplyError] = SmtpReplyError, prefix: str = ""
+) -> SmtpReplyError:
     return cls(prefix + reply.text, code=reply.code, enhanced=reply.enhanced, stage=stage)
 
 
@@ -129,7 +140,9 @@ class SmtpEngine:
                 State.CONNECTING: " before the connection was made",
                 State.GREETING: " before it greeted",
             }.get(self.state, f" (state: {self.state.value})")
-            self._fail(SmtpConnectionError("the server closed the connection" + where, stage=self.state.value))
+            self._fail(
+                SmtpConnectionError("the server closed the connection" + where, stage=self.state.value)
+            )
         return self._take_events()
 
     def fail(self, error: SmtpError) -> list[Event]:
@@ -185,7 +198,9 @@ class SmtpEngine:
         Raises :class:`SmtpUsageError` outside the idle state and :class:`SmtpEnvelopeError`
         for an envelope that cannot be sent; in both cases nothing is sent.
         """
-        self._expect_state(State.IDLE, "useEnvelope()", "call it from onidle, after the previous message is done")
+        self._expect_state(
+            State.IDLE, "useEnvelope()", "call it from onidle, after the previous message is done"
+        )
         sender, recipients, size = self._check_envelope(envelope)
         params = ""
         if size is not None and "SIZE" in self.extensions:
@@ -303,7 +318,11 @@ class SmtpEngine:
         if self._quit_if_requested():
             return
         opts = self.options
-        if not self.tls_active and not opts.ignore_tls and (opts.require_tls or "STARTTLS" in self.extensions):
+        if (
+            not self.tls_active
+            and not opts.ignore_tls
+            and (opts.require_tls or "STARTTLS" in self.extensions)
+        ):
             self._send_command("STARTTLS")
             self.state = State.STARTTLS
         elif opts.auth is not None:
@@ -376,7 +395,9 @@ class SmtpEngine:
             raise SmtpEnvelopeError("the envelope must be an object {from, to}", stage="envelope")
         unknown = set(envelope) - {"from", "to", "size"}
         if unknown:
-            raise SmtpEnvelopeError(f"unknown envelope field(s): {', '.join(sorted(unknown))}", stage="envelope")
+            raise SmtpEnvelopeError(
+                f"unknown envelope field(s): {', '.join(sorted(unknown))}", stage="envelope"
+            )
         sender = envelope.get("from")
         if sender is None:
             sender = f"anonymous@{self.options.name}"  # the seed's default
@@ -474,9 +495,7 @@ class SmtpEngine:
         # A refused message leaves nothing on the server (RFC 5321 §4.1.1.4), but a server
         # that misbehaved once gets a clean slate before the next transaction.
         self._rset_needed = not success
-        rejected = [
-            RecipientResult(a, False, r.code, r.text, r.enhanced) for a, r in self._rejected.items()
-        ]
+        rejected = [RecipientResult(a, False, r.code, r.text, r.enhanced) for a, r in self._rejected.items()]
         self.state = State.IDLE
         self._events.append(Done(success, [*results, *rejected]))
         if not self._quit_if_requested():

@@ -76,8 +76,7 @@ def parse_options(raw: Mapping[str, Any] | None, transport_keys: frozenset[str] 
             elif attr == "auth_method":
                 if not isinstance(value, str) or value.upper() not in MECHANISMS:
                     raise SmtpUsageError(
-                        f"authMethod {value!r} is not supported "
-                        f"(supported: {', '.join(MECHANISMS)})"
+                        f"authMethod {value!r} is not supported (supported: {', '.join(MECHANISMS)})"
                     )
                 value = value.upper()
             setattr(options, attr, value)
@@ -111,7 +110,12 @@ def _credentials(value: Any) -> Credentials:
 
 def _check_name(value: Any) -> None:
     # The name goes into "EHLO name": the same injection rules as for addresses.
-    if not isinstance(value, str) or not value or any(c in value for c in "\r\n\0 <>") or not value.isprintable():
+    if (
+        not isinstance(value, str)
+        or not value
+        or any(c in value for c in "\r\n\0 <>")
+        or not value.isprintable()
+    ):
         raise SmtpUsageError(f"option name must be a host name, got {value!r}")
 
 

@@ -100,9 +100,7 @@ class ReplyParser:
                 replies.append(reply)
         del buffer[:start]
         if len(buffer) > MAX_REPLY_LINE:
-            raise SmtpProtocolError(
-                f"server reply line longer than {MAX_REPLY_LINE} bytes", stage="reply"
-            )
+            raise SmtpProtocolError(f"server reply line longer than {MAX_REPLY_LINE} bytes", stage="reply")
         return replies
 
     def _line(self, raw: bytes) -> Reply | None:
@@ -124,9 +122,7 @@ class ReplyParser:
         self._lines.append(line[4:])
         if separator == "-":
             if len(self._lines) >= MAX_REPLY_LINES:
-                raise SmtpProtocolError(
-                    f"server reply longer than {MAX_REPLY_LINES} lines", stage="reply"
-                )
+                raise SmtpProtocolError(f"server reply longer than {MAX_REPLY_LINES} lines", stage="reply")
             return None
         lines = tuple(self._lines)
         self._lines.clear()

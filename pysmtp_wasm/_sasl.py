@@ -136,18 +136,14 @@ class CramMD5(Mechanism):
         return _b64(f"{self.credentials.user} {digest}"), MASK
 
 
-MECHANISMS: dict[str, type[Mechanism]] = {
-    cls.name: cls for cls in (Plain, Login, XOAuth2, CramMD5)
-}
+MECHANISMS: dict[str, type[Mechanism]] = {cls.name: cls for cls in (Plain, Login, XOAuth2, CramMD5)}
 
 # Our order of preference among what the server offers, when nothing is forced. PLAIN and
 # LOGIN both send the password; PLAIN does it in one round trip.
 PREFERENCE = ("PLAIN", "LOGIN", "CRAM-MD5")
 
 
-def choose(
-    offered: list[str], credentials: Credentials, forced: str | None, secure: bool
-) -> Mechanism:
+def choose(offered: list[str], credentials: Credentials, forced: str | None, secure: bool) -> Mechanism:
     """Pick the mechanism: ``authMethod`` if forced; XOAUTH2 when a token is given (the seed
     prefers the token over a password); else the best the server offers; else PLAIN, as the
     seed does when the server names none.

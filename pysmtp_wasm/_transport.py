@@ -40,7 +40,9 @@ class TransportOwner(Protocol):
 
 
 class Transport(Protocol):
-    def open(self, host: str, port: int, *, secure: bool, ca: str | list[str] | None, options: dict[str, Any]) -> None:
+    def open(
+        self, host: str, port: int, *, secure: bool, ca: str | list[str] | None, options: dict[str, Any]
+    ) -> None:
         """Start connecting; report with ``_transport_open`` or ``_transport_error``."""
 
     def write(self, data: bytes) -> bool:

@@ -33,7 +33,10 @@ def one_message(envelope=None):
 
     def on_idle(h: Harness) -> None:
         if h.idles == 1:
-            h.call("use_envelope", envelope or {"from": "a@example.com", "to": ["b@example.com", "c@example.com"]})
+            h.call(
+                "use_envelope",
+                envelope or {"from": "a@example.com", "to": ["b@example.com", "c@example.com"]},
+            )
         else:
             h.call("quit")
 
@@ -95,7 +98,7 @@ def test_full_session_every_split_point():
             offsets.append(position)
             position += len(answer)
 
-        def chunker(index: int, data: bytes, cut: int = cut) -> list[bytes]:
+        def chunker(index: int, data: bytes, cut: int = cut, offsets: list[int] = offsets) -> list[bytes]:
             local = cut - offsets[index]
             if 0 < local < len(data):
                 return [data[:local], data[local:]]
@@ -115,7 +118,10 @@ def test_full_session_every_pair_of_split_points_in_pipelined_replies():
             def chunker(index: int, answer: bytes, a: int = first, b: int = second) -> list[bytes]:
                 return [answer[:a], answer[a:b], answer[b:]] if index == 3 else [answer]
 
-            assert run(FULL_SESSION, chunker=chunker, options=FULL_OPTIONS, **one_message()).outcome() == reference
+            assert (
+                run(FULL_SESSION, chunker=chunker, options=FULL_OPTIONS, **one_message()).outcome()
+                == reference
+            )
 
 
 def test_without_pipelining_commands_go_one_at_a_time():
@@ -166,7 +172,8 @@ def test_lmtp_uses_lhlo_and_reports_each_recipient():
             (b"", b"220 lmtp\r\n"),
             (b"LHLO localhost\r\n", b"250-lmtp\r\n250 PIPELINING\r\n"),
             (
-                b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n",
+                b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n"
+                b"RCPT TO:<c@example.com>\r\nDATA\r\n",
                 b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n",
             ),
             (STUFFED, b"250 2.1.5 b delivered\r\n452 4.2.2 c over quota\r\n"),
@@ -239,7 +246,10 @@ def test_failed_message_then_next_message_uses_rset():
         [
             (b"", b"220 hi\r\n"),
             (b"EHLO localhost\r\n", b"250-hi\r\n250 PIPELINING\r\n"),
-            (b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n", b"250 ok\r\n250 ok\r\n354 go\r\n"),
+            (
+                b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n",
+                b"250 ok\r\n250 ok\r\n354 go\r\n",
+            ),
             (b"hello\r\n.\r\n", b"554 5.6.0 rejected content\r\n"),
             (
                 b"RSET\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n",
@@ -372,14 +382,19 @@ def test_starttls_reply_with_injected_commands_after_it_is_discarded():
 
 
 def test_starttls_is_never_pipelined():
-    h = run([(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250-hi\r\n250-PIPELINING\r\n250 STARTTLS\r\n")],
-            options={"auth": {"user": "u", "pass": "p"}})
+    h = run(
+        [(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250-hi\r\n250-PIPELINING\r\n250 STARTTLS\r\n")],
+        options={"auth": {"user": "u", "pass": "p"}},
+    )
     assert h.sent.endswith(b"\r\nSTARTTLS\r\n")
     assert h.engine.state is State.STARTTLS
 
 
 def test_ignore_tls_skips_starttls():
-    h = run([(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250-hi\r\n250 STARTTLS\r\n")], options={"ignoreTLS": True})
+    h = run(
+        [(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250-hi\r\n250 STARTTLS\r\n")],
+        options={"ignoreTLS": True},
+    )
     assert h.outcome()[1] == ["Idle"]
 
 
@@ -399,8 +414,10 @@ def test_require_tls_without_starttls_is_an_error_and_no_auth():
 
 
 def test_implicit_tls_does_not_starttls():
-    h = run([(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250-hi\r\n250 STARTTLS\r\n")],
-            options={"useSecureTransport": True, "requireTLS": True})
+    h = run(
+        [(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250-hi\r\n250 STARTTLS\r\n")],
+        options={"useSecureTransport": True, "requireTLS": True},
+    )
     assert h.outcome()[1] == ["Idle"]
 
 
@@ -444,7 +461,11 @@ def test_auth_cram_md5():
 
 def test_auth_method_forces_the_mechanism():
     h = run(
-        [(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250-hi\r\n250 AUTH CRAM-MD5 PLAIN\r\n"), (b"AUTH LOGIN\r\n", b"")],
+        [
+            (b"", b"220 hi\r\n"),
+            (b"EHLO localhost\r\n", b"250-hi\r\n250 AUTH CRAM-MD5 PLAIN\r\n"),
+            (b"AUTH LOGIN\r\n", b""),
+        ],
         options={"auth": {"user": "u", "pass": "p"}, "authMethod": "login"},
     )
     assert h.engine.state is State.AUTH
@@ -455,7 +476,10 @@ def test_auth_failure_carries_server_text():
         [
             (b"", b"220 hi\r\n"),
             (b"EHLO localhost\r\n", b"250 AUTH PLAIN\r\n"),
-            (b"AUTH PLAIN " + base64.b64encode(b"\0u\0p") + b"\r\n", b"535 5.7.8 Authentication credentials invalid\r\n"),
+            (
+                b"AUTH PLAIN " + base64.b64encode(b"\0u\0p") + b"\r\n",
+                b"535 5.7.8 Authentication credentials invalid\r\n",
+            ),
         ],
         options={"auth": {"user": "u", "pass": "p"}},
     )
@@ -469,7 +493,13 @@ def test_auth_failure_carries_server_text():
 
 @pytest.mark.parametrize(
     "garbage",
-    [b"HTTP/1.1 400 Bad Request\r\n", b"2x0 hi\r\n", b"220-hi\r\n250 other code\r\n", b"120 hi\r\n", b"220?hi\r\n"],
+    [
+        b"HTTP/1.1 400 Bad Request\r\n",
+        b"2x0 hi\r\n",
+        b"220-hi\r\n250 other code\r\n",
+        b"120 hi\r\n",
+        b"220?hi\r\n",
+    ],
 )
 def test_malformed_replies_are_protocol_errors(garbage):
     h = Harness()

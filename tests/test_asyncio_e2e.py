@@ -1,0 +1,452 @@
+"""End to end in CPython: SmtpClient on asyncio against a real aiosmtpd."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ssl
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import trustme
+
+from pysmtp_wasm import (
+    SmtpAuthError,
+    SmtpClient,
+    SmtpConnectionError,
+    SmtpEnvelopeError,
+    SmtpError,
+    SmtpRecipientsError,
+    SmtpTimeoutError,
+    SmtpTlsError,
+)
+
+from .servers import RawServer, Recorder, SmtpServer, free_port
+
+USER, PASSWORD, TOKEN = "alice", "s3cret-pass", "ya29.token-xyz"
+
+
+@dataclass
+class Outcome:
+    idles: int = 0
+    failed_recipients: list[str] | None = None
+    done: list[bool] = field(default_factory=list)
+    errors: list[SmtpError] = field(default_factory=list)
+    closed: bool | None = None
+    log: list[tuple[str, str]] = field(default_factory=list)
+    writes: list[bytes] = field(default_factory=list)
+    drains: int = 0
+
+
+async def deliver(
+    client: SmtpClient,
+    envelopes: list[dict[str, Any]] | None = None,
+    body: Iterable[bytes | str] = (b"Subject: hi\r\n\r\nhello\r\n",),
+    honour_drain: bool = False,
+    timeout: float = 20,
+) -> Outcome:
+    """Connect, send one message per envelope (the same body each time), quit; wait for close."""
+    out = Outcome()
+    queue = list(envelopes or [{"from": "sender@example.com", "to": "rcpt@example.com"}])
+    loop = asyncio.get_running_loop()
+    closed = loop.create_future()
+    chunks = list(body)
+    drained: asyncio.Event = asyncio.Event()
+
+    def onidle() -> None:
+        if queue:
+            client.useEnvelope(queue.pop(0))
+        else:
+            client.quit()
+
+    async def stream() -> None:
+        for chunk in chunks:
+            if not client.send(chunk) and honour_drain:
+                drained.clear()
+                await drained.wait()
+        client.end()
+
+    def onready(failed: list[str]) -> None:
+        out.failed_recipients = failed
+        loop.create_task(stream())
+
+    def ondrain() -> None:
+        out.drains += 1
+        drained.set()
+
+    def count_idle() -> None:
+        out.idles += 1
+        onidle()
+
+    client.onidle = count_idle
+    client.onready = onready
+    client.ondone = out.done.append
+
+    def onerror(error: SmtpError) -> None:
+        out.errors.append(error)
+        if not error.fatal:  # nothing was sent and the client is idle: go on
+            onidle()
+
+    client.onerror = onerror
+    client.ondrain = ondrain
+    client.onclose = lambda is_error: closed.done() or closed.set_result(is_error)
+    client.onlog = lambda d, t: out.log.append((d, t))
+    client.connect()
+    transport = client._transport
+    original_write = transport.write  # type: ignore[union-attr]
+
+    def counting_write(data: bytes) -> bool:
+        out.writes.append(data)
+        return original_write(data)
+
+    transport.write = counting_write  # type: ignore[method-assign,union-attr]
+    out.closed = await asyncio.wait_for(closed, timeout)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def server_tls(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    return context
+
+
+def ca_pem(ca: trustme.CA) -> str:
+    return ca.cert_pem.bytes().decode()
+
+
+# -- plain -------------------------------------------------------------------------------------
+
+
+async def test_plain_send_and_quit():
+    with SmtpServer() as server:
+        client = SmtpClient("127.0.0.1", server.port)
+        out = await deliver(client, [{"from": "a@example.com", "to": ["b@example.com", "c@example.com"]}])
+    assert out.errors == [] and out.closed is False
+    assert out.done == [True] and out.idles == 2 and out.failed_recipients == []
+    (message,) = server.recorder.messages
+    assert (message.mail_from, message.rcpt_tos) == ("a@example.com", ["b@example.com", "c@example.com"])
+    assert message.content == b"Subject: hi\r\n\r\nhello\r\n"
+    assert [r.recipient for r in client.lastResults] == ["b@example.com", "c@example.com"]
+
+
+async def test_several_messages_on_one_connection():
+    with SmtpServer() as server:
+        client = SmtpClient("127.0.0.1", server.port)
+        envelopes = [{"from": "a@example.com", "to": f"r{i}@example.com"} for i in range(5)]
+        out = await deliver(client, envelopes)
+    assert out.done == [True] * 5 and out.closed is False
+    assert [m.rcpt_tos for m in server.recorder.messages] == [[f"r{i}@example.com"] for i in range(5)]
+
+
+@pytest.mark.parametrize("pipelining", [False, True])
+async def test_pipelining_on_and_off(pipelining: bool):
+    with SmtpServer(Recorder(pipelining=pipelining)) as server:
+        client = SmtpClient("127.0.0.1", server.port)
+        out = await deliver(client, [{"from": "a@example.com", "to": ["b@example.com", "c@example.com"]}])
+    assert out.done == [True]
+    envelope_writes = [w for w in out.writes if w.startswith((b"MAIL", b"RCPT", b"DATA"))]
+    if pipelining:
+        assert envelope_writes == [
+            b"MAIL FROM:<a@example.com> BODY=8BITMIME\r\nRCPT TO:<b@example.com>\r\n"
+            b"RCPT TO:<c@example.com>\r\nDATA\r\n"
+        ]
+    else:
+        assert len(envelope_writes) == 4
+    assert server.recorder.messages[0].rcpt_tos == ["b@example.com", "c@example.com"]
+
+
+async def test_partial_recipient_rejection():
+    with SmtpServer(Recorder(reject={"bad@example.com"}, pipelining=True)) as server:
+        client = SmtpClient("127.0.0.1", server.port)
+        out = await deliver(
+            client, [{"from": "a@example.com", "to": ["bad@example.com", "good@example.com"]}]
+        )
+    assert out.failed_recipients == ["bad@example.com"] and out.done == [True]
+    assert server.recorder.messages[0].rcpt_tos == ["good@example.com"]
+    results = {r.recipient: (r.accepted, r.code) for r in client.lastResults}
+    assert results == {"good@example.com": (True, 250), "bad@example.com": (False, 550)}
+
+
+@pytest.mark.parametrize("pipelining", [False, True])
+async def test_total_recipient_rejection(pipelining: bool):
+    with SmtpServer(Recorder(reject={"x@example.com", "y@example.com"}, pipelining=pipelining)) as server:
+        client = SmtpClient("127.0.0.1", server.port)
+        out = await deliver(client, [{"from": "a@example.com", "to": ["x@example.com", "y@example.com"]}])
+    (error,) = out.errors
+    assert isinstance(error, SmtpRecipientsError)
+    assert str(error) == "Can't send mail - all recipients were rejected"
+    assert (
+        error.code == 550
+        and error.enhanced == "5.1.1"
+        and set(error.rejected) == {"x@example.com", "y@example.com"}
+    )
+    assert out.closed is True and out.done == [] and server.recorder.messages == []
+
+
+async def test_twenty_megabytes_with_leading_dots_arrive_byte_identical():
+    line = b".starts with a dot " + b"x" * 55 + b"\r\n"  # 76 bytes with CRLF
+    body = b"Subject: big\r\n\r\n" + b"".join(
+        (line if i % 3 == 0 else b"plain line " + b"y" * 63 + b"\r\n") for i in range(20 * 1024 * 1024 // 76)
+    )
+    chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)]
+    with SmtpServer(Recorder(pipelining=True)) as server:
+        client = SmtpClient("127.0.0.1", server.port)
+        out = await deliver(client, body=chunks, honour_drain=True, timeout=120)
+    assert out.errors == [] and out.done == [True]
+    received = server.recorder.messages[0].content
+    assert len(received) == len(body)
+    assert hashlib.sha256(received).hexdigest() == hashlib.sha256(body).hexdigest()
+    assert out.drains > 0  # backpressure was seen and honoured
+
+
+async def test_size_hint_is_sent_and_checked():
+    with SmtpServer(data_size_limit=1000) as server:
+        client = SmtpClient("127.0.0.1", server.port)
+        errors: list[SmtpError] = []
+        out = await deliver(
+            client,
+            [
+                {"from": "a@example.com", "to": "b@example.com", "size": 5000},
+                {"from": "a@example.com", "to": "b@example.com", "size": 30},
+            ],
+        )
+        errors = out.errors
+    assert isinstance(errors[0], SmtpEnvelopeError) and "limit of 1000" in str(errors[0])
+    assert errors[0].fatal is False
+    assert out.done == [True] and out.closed is False  # the connection stayed usable
+    assert "SIZE=30" in server.recorder.messages[0].mail_options
+
+
+async def test_smtputf8_address():
+    with SmtpServer() as server:
+        client = SmtpClient("127.0.0.1", server.port)
+        out = await deliver(client, [{"from": "jörg@exämple.com", "to": "ünïcode@example.com"}])
+    assert out.done == [True]
+    assert server.recorder.messages[0].mail_from == "jörg@exämple.com"
+    assert "SMTPUTF8" in server.recorder.messages[0].mail_options
+
+
+async def test_injection_attempt_is_refused_and_nothing_reaches_the_server():
+    with SmtpServer() as server:
+        client = SmtpClient("127.0.0.1", server.port)
+        evil = "b@example.com>\r\nRCPT TO:<victim@example.com"
+        out = await deliver(
+            client, [{"from": "a@example.com", "to": evil}, {"from": "a@example.com", "to": "ok@example.com"}]
+        )
+    assert isinstance(out.errors[0], SmtpEnvelopeError) and "invalid to address" in str(out.errors[0])
+    assert not any(b"victim" in w for w in out.writes)
+    assert [m.rcpt_tos for m in server.recorder.messages] == [["ok@example.com"]]
+
+
+# -- AUTH --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("auth", "method", "expected_command"),
+    [
+        # Without TLS, CRAM-MD5 is preferred when offered: it keeps the password off the wire.
+        ({"user": USER, "pass": PASSWORD}, None, "AUTH CRAM-MD5"),
+        ({"user": USER, "pass": PASSWORD}, "PLAIN", "AUTH PLAIN"),
+        ({"user": USER, "pass": PASSWORD}, "LOGIN", "AUTH LOGIN"),
+        ({"user": USER, "pass": PASSWORD}, "CRAM-MD5", "AUTH CRAM-MD5"),
+        ({"user": USER, "xoauth2": TOKEN}, None, "AUTH XOAUTH2"),
+    ],
+)
+async def test_auth_mechanisms(auth: dict[str, str], method: str | None, expected_command: str):
+    recorder = Recorder(users={USER: PASSWORD}, tokens={USER: TOKEN})
+    with SmtpServer(recorder) as server:
+        options: dict[str, Any] = {"auth": auth}
+        if method:
+            options["authMethod"] = method
+        client = SmtpClient("127.0.0.1", server.port, options)
+        out = await deliver(client)
+    assert out.errors == [] and out.done == [True]
+    assert recorder.commands == [expected_command]
+    assert recorder.messages[0].login == USER
+    transcript = "\n".join(t for _, t in out.log)
+    assert PASSWORD not in transcript and TOKEN not in transcript
+    assert expected_command in transcript
+
+
+@pytest.mark.parametrize(
+    ("auth", "method", "expected"),
+    [
+        ({"user": USER, "pass": "wrong"}, "PLAIN", "AUTH PLAIN failed: 5.7.8"),
+        ({"user": USER, "pass": "wrong"}, "LOGIN", "AUTH LOGIN failed: 5.7.8"),
+        ({"user": USER, "pass": "wrong"}, "CRAM-MD5", "AUTH CRAM-MD5 failed: 5.7.8"),
+        ({"user": USER, "xoauth2": "expired"}, None, "Username and Password not accepted"),
+    ],
+)
+async def test_auth_failure_is_an_error_with_the_servers_text(
+    auth: dict[str, str], method: str | None, expected: str
+):
+    with SmtpServer(Recorder(users={USER: PASSWORD}, tokens={USER: TOKEN})) as server:
+        options: dict[str, Any] = {"auth": auth}
+        if method:
+            options["authMethod"] = method
+        out = await deliver(SmtpClient("127.0.0.1", server.port, options))
+    (error,) = out.errors
+    assert isinstance(error, SmtpAuthError) and error.code == 535 and expected in str(error)
+    assert out.closed is True and server.recorder.messages == []
+
+
+# -- TLS ---------------------------------------------------------------------------------------
+
+
+async def test_starttls_with_pinned_ca_then_auth(ca: trustme.CA, server_tls: ssl.SSLContext):
+    recorder = Recorder(users={USER: PASSWORD})
+    with SmtpServer(recorder, starttls=server_tls, auth_require_tls=True) as server:
+        client = SmtpClient(
+            "localhost", server.port, {"ca": ca_pem(ca), "auth": {"user": USER, "pass": PASSWORD}}
+        )
+        out = await deliver(client)
+    assert out.errors == [] and out.done == [True]
+    assert recorder.commands == ["STARTTLS", "AUTH PLAIN"]
+    assert recorder.messages[0].tls is True and recorder.messages[0].login == USER
+
+
+async def test_implicit_tls_with_pinned_ca(ca: trustme.CA, server_tls: ssl.SSLContext):
+    with SmtpServer(implicit_tls=server_tls) as server:
+        client = SmtpClient("localhost", server.port, {"useSecureTransport": True, "ca": ca_pem(ca)})
+        out = await deliver(client)
+    assert out.errors == [] and out.done == [True]
+    assert server.recorder.messages[0].tls is True
+
+
+async def test_implicit_tls_untrusted_certificate_is_refused(server_tls: ssl.SSLContext):
+    other = trustme.CA()
+    with SmtpServer(implicit_tls=server_tls) as server:
+        for options in ({"useSecureTransport": True, "ca": ca_pem(other)}, {"useSecureTransport": True}):
+            out = await deliver(SmtpClient("localhost", server.port, options))
+            (error,) = out.errors
+            assert isinstance(error, SmtpTlsError) and "not trusted" in str(error)
+            assert out.closed is True and out.idles == 0
+    assert server.recorder.messages == []
+
+
+async def test_starttls_untrusted_certificate_stops_before_auth(server_tls: ssl.SSLContext):
+    recorder = Recorder(users={USER: PASSWORD})
+    with SmtpServer(recorder, starttls=server_tls, auth_require_tls=False) as server:
+        client = SmtpClient(
+            "localhost", server.port, {"ca": ca_pem(trustme.CA()), "auth": {"user": USER, "pass": PASSWORD}}
+        )
+        out = await deliver(client)
+    assert isinstance(out.errors[0], SmtpTlsError) and out.closed is True
+    assert recorder.commands == ["STARTTLS"]  # no AUTH, not even after the failure
+
+
+async def test_require_tls_against_a_server_without_starttls_sends_no_auth():
+    recorder = Recorder(users={USER: PASSWORD})
+    with SmtpServer(recorder) as server:
+        client = SmtpClient(
+            "127.0.0.1", server.port, {"requireTLS": True, "auth": {"user": USER, "pass": PASSWORD}}
+        )
+        out = await deliver(client)
+    (error,) = out.errors
+    assert isinstance(error, SmtpTlsError) and "requireTLS" in str(error)
+    assert out.closed is True
+    assert not any(c.startswith("AUTH") for c in recorder.commands)
+    assert not any(w.startswith(b"AUTH") for w in out.writes)
+
+
+async def test_ignore_tls_stays_in_plaintext(server_tls: ssl.SSLContext):
+    with SmtpServer(starttls=server_tls) as server:
+        out = await deliver(SmtpClient("127.0.0.1", server.port, {"ignoreTLS": True}))
+    assert out.done == [True] and server.recorder.commands == []
+    assert server.recorder.messages[0].tls is False
+
+
+# -- LMTP --------------------------------------------------------------------------------------
+
+
+async def test_lmtp_one_recipient_delivered_one_failed_after_data():
+    recorder = Recorder(lmtp_fail={"full@example.com"})
+    with SmtpServer(recorder, lmtp=True) as server:
+        client = SmtpClient("127.0.0.1", server.port, {"lmtp": True})
+        out = await deliver(client, [{"from": "a@example.com", "to": ["ok@example.com", "full@example.com"]}])
+    assert out.errors == [] and out.done == [True]
+    results = {r.recipient: (r.accepted, r.code, r.enhanced) for r in client.lastResults}
+    assert results == {"ok@example.com": (True, 250, "2.1.5"), "full@example.com": (False, 550, "5.2.1")}
+    assert any(t.startswith("LHLO") for d, t in out.log if d == "C")
+
+
+# -- stalls and failures --------------------------------------------------------------------------
+
+
+async def test_server_that_never_greets_times_out_then_closes():
+    with RawServer() as server:
+        client = SmtpClient("127.0.0.1", server.port, {"timeoutGreeting": 300})
+        out = await deliver(client, timeout=5)
+    (error,) = out.errors
+    assert isinstance(error, SmtpTimeoutError) and "greeting" in str(error)
+    assert out.closed is True
+
+
+async def test_server_that_stalls_after_ehlo_times_out_then_closes():
+    with RawServer(b"220 hi\r\n") as server:
+        client = SmtpClient("127.0.0.1", server.port, {"timeoutSocketLowerBound": 300})
+        out = await deliver(client, timeout=5)
+    (error,) = out.errors
+    assert isinstance(error, SmtpTimeoutError) and "ehlo" in str(error)
+    assert out.closed is True
+    assert server.received == b"EHLO localhost\r\n"
+
+
+async def test_server_that_drips_one_byte_at_a_time_still_times_out():
+    # The greeting arrives a byte every 50 ms: partial replies are no progress.
+    with RawServer(b"220 " + b"x" * 100 + b"\r\n", drip=0.05) as server:
+        client = SmtpClient("127.0.0.1", server.port, {"timeoutGreeting": 500})
+        out = await deliver(client, timeout=5)
+    assert isinstance(out.errors[0], SmtpTimeoutError) and out.closed is True
+
+
+async def test_connection_refused_is_a_clear_error():
+    port = free_port()
+    out = await deliver(SmtpClient("127.0.0.1", port), timeout=5)
+    (error,) = out.errors
+    assert isinstance(error, SmtpConnectionError) and f"127.0.0.1:{port}" in str(error)
+    assert out.closed is True
+
+
+async def test_server_closing_mid_message_is_an_error_and_not_done():
+    class Closer(Recorder):
+        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+            server.transport.close()
+            return "250 never seen"
+
+    with SmtpServer(Closer()) as server:
+        out = await deliver(SmtpClient("127.0.0.1", server.port))
+    assert out.done == [] and len(out.errors) == 1 and out.closed is True
+    assert isinstance(out.errors[0], SmtpConnectionError)
+
+
+async def test_close_at_once():
+    with SmtpServer() as server:
+        client = SmtpClient("127.0.0.1", server.port)
+        closed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        client.onidle = client.close
+        client.onclose = closed.set_result
+        client.connect()
+        assert await asyncio.wait_for(closed, 5) is False
+
+
+async def test_connect_needs_a_running_loop_and_only_once():
+    client = SmtpClient("127.0.0.1", 1)
+    client.onerror = lambda e: None
+    client.connect()
+    with pytest.raises(SmtpError, match="already"):
+        client.connect()
+    client.close()
+
+
+def test_connect_without_a_loop_is_a_clear_error():
+    with pytest.raises(SmtpConnectionError, match="running asyncio loop"):
+        SmtpClient("127.0.0.1", 25).connect()
