@@ -450,3 +450,19 @@ async def test_connect_needs_a_running_loop_and_only_once():
 def test_connect_without_a_loop_is_a_clear_error():
     with pytest.raises(SmtpConnectionError, match="running asyncio loop"):
         SmtpClient("127.0.0.1", 25).connect()
+
+
+async def test_server_that_stalls_after_the_data_times_out_and_is_not_done():
+    class Sleeper(Recorder):
+        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+            await asyncio.sleep(3)
+            return "250 too late"
+
+    with SmtpServer(Sleeper()) as server:
+        client = SmtpClient(
+            "127.0.0.1", server.port, {"timeoutSocketLowerBound": 300, "timeoutSocketMultiplier": 0}
+        )
+        out = await deliver(client, timeout=5)
+    (error,) = out.errors
+    assert isinstance(error, SmtpTimeoutError) and "data_end" in str(error)
+    assert out.done == [] and out.closed is True
