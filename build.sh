@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # build.sh — pysmtp-wasm's one entry point.
 #
-#   ./build.sh            build the wheel into dist/
+#   ./build.sh            build dist/: the wheel, the loader, node-forge, the root store and
+#                         the Pyodide core — a folder any static web server can serve
 #   ./build.sh test [ARGS]  install what the tests need (into .venv), lint, build, run pytest
 #
 # Everything it needs is installed on first use, so it works on a fresh machine.
@@ -33,7 +34,18 @@ build_wheel() {
   rm -f dist/pysmtp_wasm-*.whl
   log "building the wheel"
   "$PY" -m build --wheel --no-isolation --outdir dist . >/dev/null
+  chmod 644 dist/pysmtp_wasm-*.whl
   ls dist/pysmtp_wasm-*.whl >&2
+}
+
+# Debian's Chromium and its WebDriver for the browser tests (never a downloaded browser).
+ensure_chromium() {
+  if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then return; fi
+  log "installing Debian's chromium and chromium-driver"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
 }
 
 lint() {
@@ -43,13 +55,57 @@ lint() {
   "$VENV/bin/mypy"
 }
 
+# The npm packages, exactly as web/package-lock.json pins them.
+ensure_npm() {
+  local stamp=web/node_modules/.lock.sha256 want
+  want=$(sha256sum web/package-lock.json | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "npm ci (web/)"
+    (cd web && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$want" >"$stamp"
+  fi
+}
+
+# dist/: what a page needs, served from one folder (no CDN).
+build_web() {
+  ensure_npm
+  local version wheel
+  version=$("$PY" -c 'import tomllib; print(tomllib.load(open("pyproject.toml","rb"))["project"]["version"])')
+  wheel=$(basename dist/pysmtp_wasm-*.whl)
+  log "assembling dist/ (pysmtp-wasm $version)"
+  rm -rf dist/pyodide && mkdir -p dist/pyodide
+  for f in pyodide.js pyodide.mjs pyodide.asm.mjs pyodide.asm.wasm python_stdlib.zip pyodide-lock.json; do
+    cp "web/node_modules/pyodide/$f" dist/pyodide/
+  done
+  cp web/node_modules/node-forge/dist/forge.min.js dist/
+  # Mozilla's root store, as certifi packages it, for TLS without a pinned `ca`.
+  cp "$("$PY" -c 'import certifi; print(certifi.where())')" dist/roots.pem
+  cp web/src/pysmtp-wasm.d.ts web/index.html dist/
+  {
+    printf '/*! pysmtp-wasm %s (MIT) - classic script: defines globalThis.PySmtp */\n' "$version"
+    printf '(function () {\n"use strict";\n'
+    printf 'const SCRIPT_URL = (typeof document !== "undefined" && document.currentScript && document.currentScript.src) || location.href;\n'
+    printf 'const VERSION = "%s";\nconst WHEEL = "%s";\n' "$version" "$wheel"
+    cat web/src/socket.js web/src/loader.js
+    printf 'globalThis.PySmtp = PySmtp;\n})();\n'
+  } >dist/pysmtp-wasm.js
+  {
+    printf '/*! pysmtp-wasm %s (MIT) - ES module */\n' "$version"
+    printf 'const SCRIPT_URL = import.meta.url;\nconst VERSION = "%s";\nconst WHEEL = "%s";\n' "$version" "$wheel"
+    cat web/src/socket.js web/src/loader.js
+    printf 'globalThis.PySmtp ??= PySmtp;\nexport const load = PySmtp.load;\nexport default PySmtp;\n'
+  } >dist/pysmtp-wasm.mjs
+}
+
 run_tests() {
   ensure_venv
+  ensure_chromium
   lint
   build_wheel
+  build_web
   log "running pytest $*"
   local rc=0
-  "$PY" -m pytest "$@" || rc=$?
+  "$PY" -m pytest --runtime chrome --dist-dir dist "$@" || rc=$?
   if [ "$rc" -eq 5 ]; then
     echo "pytest collected no tests: that is a failure" >&2
     exit 1
@@ -58,7 +114,7 @@ run_tests() {
 }
 
 case "${1:-build}" in
-  build) ensure_venv; build_wheel ;;
+  build) ensure_venv; build_wheel; build_web ;;
   test) shift; run_tests "$@" ;;
   *) echo "usage: $0 [build|test [pytest args]]" >&2; exit 2 ;;
 esac

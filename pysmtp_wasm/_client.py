@@ -165,8 +165,12 @@ class SmtpClient:
         self._after(self._require_engine("quit()").quit())
 
     def close(self) -> None:
-        """Close the connection at once; ``onclose(false)`` follows."""
-        if self._engine is None or self._closed:
+        """Close the connection at once; ``onclose(false)`` follows (also when never connected)."""
+        if self._closed:
+            return
+        if self._engine is None:
+            self._closed = True
+            self._call(self.onclose, False)
             return
         self._engine.close()
         self._cancel_timer()

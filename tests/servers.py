@@ -6,11 +6,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import secrets
+import signal
 import socket
 import ssl
+import subprocess
+import sys
 import threading
+import time
+import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -182,6 +189,17 @@ class SmtpServer(Controller):
         cls = RecordingLMTP if self.lmtp else RecordingSMTP
         return cls(self.handler, **self.SMTP_kwargs)
 
+    def _trigger_server(self) -> None:
+        # aiosmtpd's start-up check speaks TLS with a default (TLS 1.2+) context, which a
+        # legacy TLS 1.1 server refuses: check with a context that accepts anything.
+        if not self.ssl_context:
+            super()._trigger_server()
+            return
+        client = permissive_client_context()
+        with socket.create_connection((self.hostname, self.port), 1.0) as sock:
+            with client.wrap_socket(sock) as tls:
+                tls.recv(1024)
+
     def __enter__(self) -> SmtpServer:
         self.start()
         return self
@@ -246,3 +264,132 @@ class RawServer:
                 if not data:
                     return
                 self.received += data
+
+
+# -- certificates and TLS contexts -------------------------------------------------------------
+
+
+@dataclass
+class Certificate:
+    cert_pem: str
+    cert_path: Path
+    key_path: Path
+
+
+def make_rsa_certificate(directory: Path, name: str = "localhost", days: int = 30) -> Certificate:
+    """A self-signed RSA certificate made by ``openssl req -x509`` (node-forge parses RSA only)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", str(days),
+         "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name},IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return Certificate(cert.read_text(), cert, key)
+
+
+def legacy_tls_context(cert: Certificate) -> ssl.SSLContext:
+    """What node-forge can speak: TLS 1.0/1.1, RSA key exchange, AES-CBC-SHA, at SECLEVEL 0."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.0/1.1 are deprecated: that's the point
+        context.minimum_version = ssl.TLSVersion.TLSv1
+        context.maximum_version = ssl.TLSVersion.TLSv1_1
+    context.set_ciphers("AES128-SHA:AES256-SHA:@SECLEVEL=0")
+    context.load_cert_chain(cert.cert_path, cert.key_path)
+    return context
+
+
+def modern_tls_context(cert: Certificate) -> ssl.SSLContext:
+    """Python's default server settings (TLS 1.2 and newer)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert.cert_path, cert.key_path)
+    return context
+
+
+def permissive_client_context() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = ssl.TLSVersion.TLSv1
+    context.set_ciphers("ALL:@SECLEVEL=0")
+    return context
+
+
+# -- the WebSocket-to-TCP proxy -------------------------------------------------------------------
+
+
+def wait_for_port(port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+class Websockify:
+    """websockify in token mode: it reaches only the targets written in its token file.
+
+    ``url(port)`` adds 127.0.0.1:port as a target and returns the WebSocket URL for it.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.tokens = directory / "tokens.cfg"
+        self.tokens.write_text("")
+        self.log_path = directory / "websockify.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Websockify:
+        log = self.log_path.open("ab")
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "websockify", "--token-plugin", "TokenFile",
+             "--token-source", str(self.tokens), f"127.0.0.1:{self.port}"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        wait_for_port(self.port)
+        return self
+
+    def url(self, target_port: int) -> str:
+        with self.tokens.open("a") as tokens:
+            tokens.write(f"t{target_port}: 127.0.0.1:{target_port}\n")
+        return f"ws://127.0.0.1:{self.port}/?token=t{target_port}"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def stop(self) -> None:
+        """Stop it and every per-connection child it forked (SIGTERM, then SIGKILL)."""
+        if self._process is None:
+            return
+        try:
+            os.killpg(self._process.pid, signal.SIGTERM)
+            self._process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        except ProcessLookupError:
+            pass
+        self._process.wait()
+
+    def kill(self) -> None:
+        """Die at once, as a crashed proxy does: every connection through it drops."""
+        if self._process is not None:
+            try:
+                os.killpg(self._process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._process.wait()
+
+    def __enter__(self) -> Websockify:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

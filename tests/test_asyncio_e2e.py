@@ -466,3 +466,12 @@ async def test_server_that_stalls_after_the_data_times_out_and_is_not_done():
     (error,) = out.errors
     assert isinstance(error, SmtpTimeoutError) and "data_end" in str(error)
     assert out.done == [] and out.closed is True
+
+
+def test_close_before_connect_fires_onclose_and_forbids_connect():
+    client = SmtpClient("127.0.0.1", 25)
+    closed: list[bool] = []
+    client.onclose = closed.append
+    client.close()
+    client.close()
+    assert closed == [False]

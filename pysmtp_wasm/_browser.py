@@ -1,0 +1,161 @@
+"""The browser transport: the JS socket adapter (``globalThis.PySmtpSocket``, from web/src/socket.js)
+seen from Python inside Pyodide.
+
+The socket speaks raw TCP through a WebSocket-to-TCP proxy (websockify) and does TLS in
+JavaScript. This module only moves bytes across the FFI: a ``Uint8Array`` out per write, an
+``ArrayBuffer`` in per read. The socket's six callbacks are proxies made once per connection
+and destroyed when it ends (``live_proxies`` counts them, so tests can show none leak).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import js  # type: ignore[import-not-found]
+from pyodide.ffi import JsException, create_proxy, to_js  # type: ignore[import-not-found]
+
+from ._transport import TimerHandle, TransportOwner
+from .errors import SmtpConnectionError, SmtpError, SmtpTlsError
+
+# Options this transport reads from SmtpClient's options.
+OPTION_NAMES = frozenset({"proxy"})
+
+# Proxies created for socket callbacks and not yet destroyed, in this whole page.
+live_proxies = 0
+
+
+def _js_error(event: Any, host: str, port: int) -> SmtpError:
+    error = getattr(event, "data", None)
+    name = str(getattr(error, "name", "") or "")
+    message = str(getattr(error, "message", "") or error or "socket error")
+    if name == "TLSError":
+        return SmtpTlsError(message, stage="tls")
+    return SmtpConnectionError(message if host in message else f"{host}:{port}: {message}", stage="connect")
+
+
+class BrowserTransport:
+    """A transport on ``PySmtpSocket``; timers run on Pyodide's event loop (setTimeout)."""
+
+    OPTION_NAMES = OPTION_NAMES
+
+    def __init__(self, owner: TransportOwner) -> None:
+        self._owner = owner
+        self._loop = asyncio.get_event_loop()
+        self._socket: Any = None
+        self._proxies: list[Any] = []
+        self._closed = False
+        self._reported = False
+        self._host = ""
+        self._port = 0
+
+    def open(
+        self, host: str, port: int, *, secure: bool, ca: str | list[str] | None, options: dict[str, Any]
+    ) -> None:
+        self._host, self._port = host, port
+        socket_class = getattr(js, "PySmtpSocket", None)
+        if socket_class is None:
+            self._fail_soon(
+                SmtpConnectionError(
+                    "no browser socket: load dist/pysmtp-wasm.js (PySmtp.load) before connecting",
+                    stage="connect",
+                )
+            )
+            return
+        js_options = js.Object.new()
+        defaults = getattr(socket_class, "defaults", None)
+        for name in ("proxy", "rootsUrl", "forge"):
+            value = getattr(defaults, name, None) if defaults is not None else None
+            if value is not None:
+                setattr(js_options, name, value)
+        if options.get("proxy") is not None:
+            js_options.proxy = options["proxy"]
+        js_options.useSecureTransport = secure
+        if ca is not None:
+            js_options.ca = to_js(ca)
+        try:
+            sock = socket_class.open(host, port, js_options)
+        except JsException as error:
+            self._fail_soon(
+                SmtpConnectionError(f"cannot open a socket to {host}:{port}: {error}", stage="connect")
+            )
+            return
+        self._socket = sock
+        self._listen("onopen", self._on_open)
+        self._listen("ondata", self._on_data)
+        self._listen("onsecure", self._on_secure)
+        self._listen("ondrain", self._on_drain)
+        self._listen("onerror", self._on_error)
+        self._listen("onclose", self._on_close)
+
+    def write(self, data: bytes) -> bool:
+        if self._socket is None or self._closed:
+            return True
+        return bool(self._socket.send(to_js(data)))
+
+    def start_tls(self) -> None:
+        if self._socket is not None and not self._closed:
+            self._socket.upgradeToSecure()
+
+    def close(self) -> None:
+        if self._socket is not None and not self._closed:
+            self._socket.close()  # onclose follows
+        elif self._socket is None:
+            self._report_closed()
+
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> TimerHandle:
+        return self._loop.call_later(seconds, callback)
+
+    # -- the socket's events --------------------------------------------------------------------
+
+    def _listen(self, name: str, handler: Callable[[Any], None]) -> None:
+        global live_proxies
+        proxy = create_proxy(handler)
+        live_proxies += 1
+        self._proxies.append(proxy)
+        setattr(self._socket, name, proxy)
+
+    def _on_open(self, event: Any) -> None:
+        self._owner._transport_open()
+
+    def _on_data(self, event: Any) -> None:
+        self._owner._transport_data(event.data.to_bytes())
+
+    def _on_secure(self, event: Any) -> None:
+        self._owner._transport_tls()
+
+    def _on_drain(self, event: Any) -> None:
+        self._owner._transport_drain()
+
+    def _on_error(self, event: Any) -> None:
+        self._owner._transport_error(_js_error(event, self._host, self._port))
+
+    def _on_close(self, event: Any) -> None:
+        self._closed = True
+        # The proxy now running is one of ours: destroy them all once this call returns.
+        self._loop.call_soon(self._release)
+        self._report_closed()
+
+    def _release(self) -> None:
+        global live_proxies
+        sock, self._socket = self._socket, None
+        if sock is not None:
+            for name in ("onopen", "ondata", "onsecure", "ondrain", "onerror", "onclose"):
+                setattr(sock, name, None)
+        for proxy in self._proxies:
+            proxy.destroy()
+            live_proxies -= 1
+        self._proxies.clear()
+
+    def _fail_soon(self, error: SmtpError) -> None:
+        def fail() -> None:
+            self._owner._transport_error(error)
+            self._report_closed()
+
+        self._loop.call_soon(fail)
+
+    def _report_closed(self) -> None:
+        if not self._reported:
+            self._reported = True
+            self._owner._transport_closed()

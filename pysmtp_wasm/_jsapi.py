@@ -1,0 +1,147 @@
+"""The Python side of the JavaScript ``SmtpClient`` class (web/src/loader.js).
+
+One :class:`JsClient` per JS client. JS calls its methods with JS values; it converts them
+once at the boundary (objects to dicts, ``Uint8Array`` to bytes) and calls the page's ``on*``
+callbacks on the JS object with JS values (arrays, plain objects, ``Error`` objects carrying
+``code``, ``enhanced``, ``stage`` and ``fatal``). The JS object holds this one as a PyProxy
+and destroys it after ``onclose``; Python holds the JS object, so no cycle outlives the
+connection.
+
+Expected failures do not cross the boundary as exceptions: a method returns the JS ``Error``
+and the JS side throws it. (An exception that reaches JS stays in ``sys.last_exc`` with its
+frames, and would keep a closed client alive until the next one.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import js  # type: ignore[import-not-found]
+from pyodide.ffi import JsProxy, to_js  # type: ignore[import-not-found]
+
+from . import _browser
+from ._client import SmtpClient
+from ._events import RecipientResult
+from .errors import SmtpError, SmtpUsageError
+
+# JsClient objects alive (not yet released after onclose), for leak checks.
+live_clients = 0
+
+
+def _py(value: Any) -> Any:
+    """A JS value as Python: objects to dicts, arrays to lists, functions kept as they are."""
+    if isinstance(value, JsProxy) and not callable(value):
+        return value.to_py()
+    return value
+
+
+def js_error(error: BaseException) -> Any:
+    """A JS ``Error`` for a Python error, with the SMTP evidence as properties."""
+    err = js.Error.new(str(error))
+    err.name = type(error).__name__
+    if isinstance(error, SmtpError):
+        err.fatal = error.fatal
+        for field in ("code", "enhanced", "stage"):
+            value = getattr(error, field)
+            if value is not None:
+                setattr(err, field, value)
+    return err
+
+
+def _results(results: list[RecipientResult]) -> Any:
+    return to_js(
+        [
+            {
+                "recipient": r.recipient,
+                "accepted": r.accepted,
+                "code": r.code,
+                "message": r.message,
+                "enhanced": r.enhanced,
+            }
+            for r in results
+        ],
+        dict_converter=js.Object.fromEntries,
+    )
+
+
+def create_client(host: Any, port: Any, options: Any, target: Any) -> Any:
+    """A :class:`JsClient` for the JS object ``target``, or the JS Error if the arguments are wrong."""
+    try:
+        client = SmtpClient(str(host or "localhost"), None if port is None else int(port), _py(options) or {})
+    except SmtpError as error:
+        return js_error(error)
+    except (TypeError, ValueError) as error:
+        return js_error(SmtpUsageError(f"new SmtpClient(host, port, options): {error}"))
+    return JsClient(client, target)
+
+
+class JsClient:
+    """Holds a :class:`SmtpClient` for one JS ``SmtpClient`` (``target``)."""
+
+    def __init__(self, client: SmtpClient, target: Any) -> None:
+        global live_clients
+        live_clients += 1
+        self._client = client
+        self._target = target
+        client.onidle = lambda: target.onidle()
+        client.onready = lambda failed: target.onready(to_js(failed))
+        client.ondone = lambda success: target.ondone(success, _results(client.lastResults))
+        client.onerror = lambda error: target.onerror(js_error(error))
+        client.ondrain = lambda: target.ondrain()
+        client.onlog = lambda direction, text: target.onlog(direction, text)
+        client.onclose = self._onclose
+
+    def _onclose(self, is_error: bool) -> None:
+        global live_clients
+        live_clients -= 1
+        target, self._target = self._target, None
+        try:
+            target.onclose(is_error)
+        finally:
+            target._release()  # the JS side destroys its proxy of us
+
+    # -- the seed's methods, called from JS: each returns a JS Error instead of raising ------
+
+    def connect(self) -> Any:
+        return _returning_errors(self._client.connect)
+
+    def useEnvelope(self, envelope: Any) -> Any:  # noqa: N802 - the seed's name
+        return _returning_errors(lambda: self._client.useEnvelope(_py(envelope)))
+
+    def send(self, chunk: Any) -> Any:
+        data: Any = chunk
+        if isinstance(chunk, JsProxy):
+            try:
+                data = chunk.to_bytes()
+            except Exception:
+                return js_error(SmtpUsageError("send() takes a string, a Uint8Array or an ArrayBuffer"))
+        return _returning_errors(lambda: self._client.send(data))
+
+    def end(self) -> Any:
+        return _returning_errors(self._client.end)
+
+    def quit(self) -> Any:
+        return _returning_errors(self._client.quit)
+
+    def close(self) -> Any:
+        return _returning_errors(self._client.close)
+
+    @property
+    def state(self) -> str:
+        return self._client.state
+
+
+def _returning_errors(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except SmtpError as error:
+        return js_error(error)
+
+
+def counters() -> Any:
+    """Live objects at the boundary, for leak checks: socket callback proxies and clients."""
+    return to_js(
+        {"socketProxies": _browser.live_proxies, "clients": live_clients},
+        dict_converter=js.Object.fromEntries,
+    )

@@ -1,0 +1,182 @@
+"""Shared fixtures. The browser ones drive Debian's Chromium through pytest-pyodide
+(``--runtime chrome --dist-dir dist``, set by ``./build.sh test``): a page is loaded from
+``dist/`` (served by pytest-pyodide's own web server) and talks through a real websockify to
+real aiosmtpd servers."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .servers import Certificate, Websockify, make_rsa_certificate
+
+DIST = Path(__file__).resolve().parent.parent / "dist"
+
+# pytest-pyodide starts Chrome through Selenium: use Debian's chromedriver (never let Selenium
+# download one), and Chromium flags for a closed network. The host resolver rule makes every
+# name but localhost unresolvable, so a page that reached for a CDN would fail its tests.
+os.environ.setdefault("SE_CHROMEDRIVER", "/usr/bin/chromedriver")
+try:
+    from pytest_pyodide import get_global_config
+    from pytest_pyodide.fixture import selenium_common
+except ImportError:  # pragma: no cover - pytest-pyodide is in tests/requirements.txt
+    selenium_common = None
+else:
+    get_global_config().set_flags(
+        "chrome",
+        [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
+            "--js-flags=--expose-gc",
+        ],
+    )
+
+
+# The page-side harness: one SMTP session, recorded. Tests call it with page.session({...}).
+HARNESS = r"""
+window.lines = function* (count) {
+  // Deterministic 76-column text (CRLF included); every third line starts with a dot.
+  for (let i = 0; i < count; i++) {
+    const head = (i % 3 === 0 ? "." : "") + "line " + i + " ";
+    yield head + "x".repeat(74 - head.length) + "\r\n";
+  }
+};
+window.session = async (spec, rec = {}) => {
+  const api = await window.smtp;
+  return await new Promise((resolve) => {
+    Object.assign(rec, { idles: 0, ready: [], done: [], results: [], errors: [], closed: null, log: [], drains: 0,
+                         sent: 0, thrown: null });
+    let client;
+    try {
+      const options = { ...(spec.options || {}) };
+      if (spec.proxyFor) options.proxy = (host, port) => spec.proxyFor.replace("{port}", String(port));
+      client = new api.SmtpClient(spec.host || "localhost", spec.port, options);
+    } catch (e) {
+      rec.thrown = { name: e.name, message: e.message };
+      resolve(rec);
+      return;
+    }
+    const queue = [...(spec.envelopes || [{ from: "sender@example.com", to: "rcpt@example.com" }])];
+    let wake = null;
+    const next = () => (queue.length ? client.useEnvelope(queue.shift()) : client.quit());
+    const stream = async () => {
+      const enc = new TextEncoder();
+      const chunkSize = spec.chunkSize || 65536;
+      let pending = [];
+      let size = 0;
+      const flush = async () => {
+        const chunk = new Uint8Array(size);
+        let at = 0;
+        for (const part of pending) { chunk.set(part, at); at += part.length; }
+        pending = []; size = 0;
+        rec.sent += chunk.length;
+        if (!client.send(chunk) && spec.honourDrain !== false) await new Promise((r) => (wake = r));
+        if (spec.pauseMs) await new Promise((r) => setTimeout(r, spec.pauseMs));
+      };
+      const source = spec.lines ? window.lines(spec.lines) : [spec.body ?? "Subject: hi\r\n\r\nhello\r\n"];
+      for (const text of source) {
+        const bytes = enc.encode(text);
+        pending.push(bytes); size += bytes.length;
+        if (size >= chunkSize) await flush();
+        if (rec.closed !== null) return;
+      }
+      if (size) await flush();
+      if (rec.closed === null) client.end();
+    };
+    client.onidle = () => { rec.idles++; next(); };
+    client.onready = (failed) => { rec.ready.push(Array.from(failed)); stream(); };
+    client.ondone = (ok, results) => { rec.done.push(ok); rec.results.push(Array.from(results, (r) => ({ ...r }))); };
+    client.onerror = (e) => {
+      rec.errors.push({ isError: e instanceof Error, name: e.name, message: e.message, code: e.code ?? null,
+                        enhanced: e.enhanced ?? null, stage: e.stage ?? null, fatal: e.fatal });
+      if (e.fatal === false) next();
+    };
+    client.ondrain = () => { rec.drains++; if (wake) { const w = wake; wake = null; w(); } };
+    client.onlog = (d, t) => rec.log.push(d + ": " + t);
+    client.onclose = (isError) => { rec.closed = isError; if (wake) wake(); resolve(rec); };
+    client.connect();
+  });
+};
+"""
+
+
+class Page:
+    """A browser tab on dist/index.html with PySmtp loaded."""
+
+    def __init__(self, driver: Any, base_url: str) -> None:
+        self.driver = driver
+        self.base_url = base_url
+
+    def run(self, body: str, *args: Any) -> Any:
+        """Run an async JS function body (``args`` as ``args[0]``...) and return its JSON result."""
+        script = (
+            "const done = arguments[arguments.length - 1];"
+            "const args = Array.from(arguments).slice(0, -1);"
+            f"(async () => {{ {body} }})().then("
+            "  (value) => done({ ok: true, value: value === undefined ? null : value }),"
+            "  (e) => done({ ok: false, error: String(e && e.stack || e) }));"
+        )
+        result = self.driver.execute_async_script(script, *args)
+        if not result["ok"]:
+            raise AssertionError("JavaScript failed: " + result["error"])
+        return result["value"]
+
+    def session(self, **spec: Any) -> dict[str, Any]:
+        """One SMTP session through the page's SmtpClient; returns what happened."""
+        return self.run("return await window.session(args[0]);", json.loads(json.dumps(spec)))
+
+    def start(self, **spec: Any) -> None:
+        """Start a session in the background; ``progress()`` and ``finish()`` follow it."""
+        self.run(
+            "window.current = {}; window.currentDone = window.session(args[0], window.current);",
+            json.loads(json.dumps(spec)),
+        )
+
+    def progress(self) -> dict[str, Any]:
+        return self.run("return { sent: window.current.sent, closed: window.current.closed };")
+
+    def finish(self) -> dict[str, Any]:
+        return self.run("return await window.currentDone;")
+
+    def stats(self) -> dict[str, int]:
+        return self.run("const api = await window.smtp; return api.stats();")
+
+
+@pytest.fixture(scope="module")
+def page(
+    request: pytest.FixtureRequest, runtime: str, web_server_main: Any, playwright_browsers: Any
+) -> Iterator[Page]:
+    if not (DIST / "pysmtp-wasm.js").exists():
+        pytest.fail("dist/ is not built: run ./build.sh test (it builds before testing)")
+    with selenium_common(
+        request, runtime, web_server_main, load_pyodide=False, browsers=playwright_browsers
+    ) as sel:
+        sel.driver.set_script_timeout(300)
+        sel.driver.get(f"{sel.base_url}/index.html")
+        tab = Page(sel.driver, sel.base_url)
+        tab.run("await window.smtp;")
+        tab.driver.execute_script(HARNESS)
+        yield tab
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Websockify]:
+    with Websockify(tmp_path_factory.mktemp("websockify")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def rsa_cert(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
+    return make_rsa_certificate(tmp_path_factory.mktemp("certs"))

@@ -1,0 +1,413 @@
+"""In the browser: the page from dist/ in headless Chromium, the Python engine in Pyodide, the JS
+socket through a real websockify to real aiosmtpd servers, node-forge TLS with pinning."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from .conftest import Page
+from .servers import (
+    Certificate,
+    Recorder,
+    SmtpServer,
+    Websockify,
+    free_port,
+    legacy_tls_context,
+    make_rsa_certificate,
+    modern_tls_context,
+)
+
+USER, PASSWORD, TOKEN = "alice", "s3cret-pass", "ya29.token-xyz"
+
+
+def expected_lines(count: int) -> bytes:
+    """What window.lines(count) in the page sends."""
+    out = []
+    for i in range(count):
+        head = ("." if i % 3 == 0 else "") + f"line {i} "
+        out.append(head + "x" * (74 - len(head)) + "\r\n")
+    return "".join(out).encode()
+
+
+def client_lines(rec: dict) -> list[str]:
+    return [line for line in rec["log"] if line.startswith("C: ")]
+
+
+# -- plain ---------------------------------------------------------------------------------------
+
+
+def test_plain_message_with_a_proxy_function_and_partial_rejection(page: Page, proxy: Websockify) -> None:
+    with SmtpServer(Recorder(reject={"bad@example.com"}, pipelining=True)) as server:
+        proxy.url(server.port)
+        rec = page.session(
+            port=server.port,
+            proxyFor=f"ws://127.0.0.1:{proxy.port}/?token=t{{port}}",
+            envelopes=[{"from": "a@example.com", "to": ["bad@example.com", "good@example.com"]}],
+        )
+    assert rec["errors"] == [] and rec["closed"] is False
+    assert rec["ready"] == [["bad@example.com"]] and rec["done"] == [True]
+    (results,) = rec["results"]
+    assert {r["recipient"]: (r["accepted"], r["code"]) for r in results} == {
+        "good@example.com": (True, 250),
+        "bad@example.com": (False, 550),
+    }
+    (message,) = server.recorder.messages
+    assert message.rcpt_tos == ["good@example.com"] and message.content == b"Subject: hi\r\n\r\nhello\r\n"
+
+
+def test_auth_plain_login_xoauth2_cram_md5(page: Page, proxy: Websockify) -> None:
+    recorder = Recorder(users={USER: PASSWORD}, tokens={USER: TOKEN})
+    with SmtpServer(recorder) as server:
+        url = proxy.url(server.port)
+        for auth, method in [
+            ({"user": USER, "pass": PASSWORD}, "PLAIN"),
+            ({"user": USER, "pass": PASSWORD}, "LOGIN"),
+            ({"user": USER, "pass": PASSWORD}, "CRAM-MD5"),
+            ({"user": USER, "xoauth2": TOKEN}, None),
+        ]:
+            options = {"proxy": url, "auth": auth, **({"authMethod": method} if method else {})}
+            rec = page.session(port=server.port, options=options)
+            assert rec["errors"] == [] and rec["done"] == [True], rec
+            transcript = "\n".join(rec["log"])
+            assert PASSWORD not in transcript and TOKEN not in transcript
+    assert recorder.commands == ["AUTH PLAIN", "AUTH LOGIN", "AUTH CRAM-MD5", "AUTH XOAUTH2"]
+    assert [m.login for m in recorder.messages] == [USER] * 4
+
+
+def test_auth_failure_reaches_js_as_an_error_with_codes(page: Page, proxy: Websockify) -> None:
+    with SmtpServer(Recorder(users={USER: PASSWORD})) as server:
+        rec = page.session(
+            port=server.port,
+            options={
+                "proxy": proxy.url(server.port),
+                "auth": {"user": USER, "pass": "wrong"},
+                "authMethod": "PLAIN",
+            },
+        )
+    (error,) = rec["errors"]
+    assert error["isError"] is True and error["name"] == "SmtpAuthError"
+    assert error["code"] == 535 and error["enhanced"] == "5.7.8" and error["stage"] == "AUTH"
+    assert error["fatal"] is True and rec["closed"] is True
+
+
+def test_lmtp_per_recipient_results(page: Page, proxy: Websockify) -> None:
+    with SmtpServer(Recorder(lmtp_fail={"full@example.com"}), lmtp=True) as server:
+        rec = page.session(
+            port=server.port,
+            options={"proxy": proxy.url(server.port), "lmtp": True},
+            envelopes=[{"from": "a@example.com", "to": ["ok@example.com", "full@example.com"]}],
+        )
+    assert rec["errors"] == [] and rec["done"] == [True]
+    (results,) = rec["results"]
+    assert {r["recipient"]: (r["accepted"], r["code"], r["enhanced"]) for r in results} == {
+        "ok@example.com": (True, 250, "2.1.5"),
+        "full@example.com": (False, 550, "5.2.1"),
+    }
+
+
+def test_require_tls_refused_when_the_server_has_no_starttls(page: Page, proxy: Websockify) -> None:
+    recorder = Recorder(users={USER: PASSWORD})
+    with SmtpServer(recorder) as server:
+        rec = page.session(
+            port=server.port,
+            options={
+                "proxy": proxy.url(server.port),
+                "requireTLS": True,
+                "auth": {"user": USER, "pass": PASSWORD},
+            },
+        )
+    (error,) = rec["errors"]
+    assert error["name"] == "SmtpTlsError" and "requireTLS" in error["message"]
+    assert rec["closed"] is True and recorder.commands == ["STARTTLS"] and recorder.messages == []
+    assert not any("AUTH" in line for line in client_lines(rec))
+
+
+def test_twenty_megabytes_in_64k_chunks_with_ondrain_arrive_byte_identical(
+    page: Page, proxy: Websockify
+) -> None:
+    count = 20 * 1024 * 1024 // 76
+    with SmtpServer(Recorder(pipelining=True)) as server:
+        rec = page.session(
+            port=server.port, options={"proxy": proxy.url(server.port)}, lines=count, chunkSize=65536
+        )
+    assert rec["errors"] == [] and rec["done"] == [True]
+    expected = expected_lines(count)
+    received = server.recorder.messages[0].content
+    assert len(received) == len(expected) == rec["sent"]
+    assert hashlib.sha256(received).digest() == hashlib.sha256(expected).digest()
+    assert rec["drains"] > 0  # send() said "full" and ondrain said "go on"
+
+
+def test_envelope_errors_and_wrong_calls_are_clear(page: Page, proxy: Websockify) -> None:
+    with SmtpServer() as server:
+        rec = page.session(
+            port=server.port,
+            options={"proxy": proxy.url(server.port)},
+            envelopes=[
+                {"from": "a@example.com", "to": []},
+                {"from": "a@example.com", "to": "x@example.com\r\nDATA"},
+            ],
+        )
+    assert [e["message"] for e in rec["errors"]][0] == "Can't send mail - no recipients defined"
+    assert [e["fatal"] for e in rec["errors"]] == [False, False] and rec["closed"] is False
+    assert server.recorder.messages == []
+    thrown = page.run(
+        """
+        const api = await window.smtp;
+        const out = {};
+        try {
+          new api.SmtpClient("localhost", 25, { requireTls: true });
+        } catch (e) {
+          out.option = [e.name, e.message];
+        }
+        const client = new api.SmtpClient("localhost", 25, { proxy: "ws://127.0.0.1:1/" });
+        try { client.send("x"); } catch (e) { out.send = [e.name, e.message, e instanceof Error]; }
+        client.onclose = (isError) => { out.closed = isError; };
+        client.close();  // never connected: closes at once and releases its Python side
+        out.state = client.state;
+        try { client.connect(); } catch (e) { out.connectAfterClose = e.name; }
+        return out;
+        """
+    )
+    assert thrown["option"][0] == "SmtpUsageError" and "unknown option 'requireTls'" in thrown["option"][1]
+    assert thrown["send"][0] == "SmtpUsageError" and thrown["send"][2] is True
+    assert thrown["closed"] is False and thrown["state"] == "closed"
+    assert thrown["connectAfterClose"] == "SmtpUsageError"
+
+
+# -- TLS -----------------------------------------------------------------------------------------
+
+
+def test_implicit_tls_with_the_certificate_pinned(
+    page: Page, proxy: Websockify, rsa_cert: Certificate
+) -> None:
+    with SmtpServer(implicit_tls=legacy_tls_context(rsa_cert)) as server:
+        rec = page.session(
+            host="localhost",
+            port=server.port,
+            options={"proxy": proxy.url(server.port), "useSecureTransport": True, "ca": rsa_cert.cert_pem},
+        )
+    assert rec["errors"] == [] and rec["done"] == [True]
+    assert server.recorder.messages[0].tls is True
+
+
+def test_starttls_with_the_certificate_pinned_then_auth(
+    page: Page, proxy: Websockify, rsa_cert: Certificate
+) -> None:
+    recorder = Recorder(users={USER: PASSWORD})
+    with SmtpServer(recorder, starttls=legacy_tls_context(rsa_cert), auth_require_tls=True) as server:
+        rec = page.session(
+            host="localhost",
+            port=server.port,
+            options={
+                "proxy": proxy.url(server.port),
+                "ca": [rsa_cert.cert_pem],
+                "auth": {"user": USER, "pass": PASSWORD},
+            },
+        )
+    assert rec["errors"] == [] and rec["done"] == [True]
+    assert recorder.commands == ["STARTTLS", "AUTH PLAIN"]
+    assert recorder.messages[0].tls is True and recorder.messages[0].login == USER
+
+
+@pytest.mark.parametrize("mode", ["implicit", "starttls"])
+def test_pinning_mismatch_is_refused_before_any_smtp_byte(
+    page: Page, proxy: Websockify, rsa_cert: Certificate, tmp_path: Path, mode: str
+) -> None:
+    impostor = make_rsa_certificate(tmp_path)  # same name, another key: not the pinned certificate
+    recorder = Recorder(users={USER: PASSWORD})
+    tls = legacy_tls_context(impostor)
+    kwargs = {"implicit_tls": tls} if mode == "implicit" else {"starttls": tls}
+    with SmtpServer(recorder, **kwargs) as server:  # type: ignore[arg-type]
+        rec = page.session(
+            host="localhost",
+            port=server.port,
+            options={
+                "proxy": proxy.url(server.port),
+                "useSecureTransport": mode == "implicit",
+                "ca": rsa_cert.cert_pem,
+                "auth": {"user": USER, "pass": PASSWORD},
+            },
+        )
+    (error,) = rec["errors"]
+    assert error["name"] == "SmtpTlsError" and "not trusted" in error["message"]
+    assert rec["closed"] is True and rec["idles"] == 0
+    # Implicit TLS: not one SMTP command; STARTTLS: nothing after STARTTLS.
+    assert client_lines(rec) == ([] if mode == "implicit" else ["C: EHLO localhost", "C: STARTTLS"])
+    assert recorder.commands == ([] if mode == "implicit" else ["STARTTLS"]) and recorder.messages == []
+
+
+def test_unknown_ca_is_refused_against_the_bundled_root_store(
+    page: Page, proxy: Websockify, rsa_cert: Certificate
+) -> None:
+    with SmtpServer(implicit_tls=legacy_tls_context(rsa_cert)) as server:
+        rec = page.session(
+            host="localhost",
+            port=server.port,
+            options={"proxy": proxy.url(server.port), "useSecureTransport": True},
+        )
+    (error,) = rec["errors"]
+    assert error["name"] == "SmtpTlsError" and "not trusted" in error["message"]
+    assert client_lines(rec) == [] and server.recorder.messages == []
+
+
+@pytest.mark.parametrize("mode", ["implicit", "starttls"])
+def test_a_tls_1_2_only_server_is_refused_with_a_clear_error(
+    page: Page, proxy: Websockify, rsa_cert: Certificate, mode: str
+) -> None:
+    tls = modern_tls_context(rsa_cert)  # Python's default server settings
+    kwargs = {"implicit_tls": tls} if mode == "implicit" else {"starttls": tls}
+    with SmtpServer(**kwargs) as server:  # type: ignore[arg-type]
+        rec = page.session(
+            host="localhost",
+            port=server.port,
+            options={
+                "proxy": proxy.url(server.port),
+                "useSecureTransport": mode == "implicit",
+                "ca": rsa_cert.cert_pem,
+                "timeoutGreeting": 20000,
+            },
+        )
+    (error,) = rec["errors"]
+    assert error["name"] == "SmtpTlsError"
+    assert "TLS 1.2" in error["message"] and "node-forge" in error["message"]
+    assert rec["closed"] is True and server.recorder.messages == []
+
+
+# -- failures of the path --------------------------------------------------------------------------
+
+
+def test_the_proxy_going_away_mid_message(page: Page, tmp_path: Path) -> None:
+    with SmtpServer() as server, Websockify(tmp_path) as dying:
+        page.start(port=server.port, options={"proxy": dying.url(server.port)}, lines=3_000_000, pauseMs=2)
+        for _ in range(600):
+            progress = page.run("await new Promise((r) => setTimeout(r, 50)); return window.current.sent;")
+            if progress > 1_000_000:
+                break
+        assert progress > 1_000_000, "the message did not start streaming"
+        dying.kill()
+        rec = page.finish()
+    assert rec["done"] == [] and rec["closed"] is True
+    assert rec["errors"] and rec["errors"][-1]["fatal"] is True
+    assert rec["errors"][-1]["name"] == "SmtpConnectionError"
+    assert server.recorder.messages == []
+
+
+def test_a_target_that_refuses_is_a_connection_error(page: Page, proxy: Websockify) -> None:
+    port = free_port()
+    rec = page.session(port=port, options={"proxy": proxy.url(port)})
+    (error,) = rec["errors"]
+    assert error["name"] == "SmtpConnectionError" and str(port) in error["message"]
+    assert rec["closed"] is True
+
+
+# -- the page and the boundary ------------------------------------------------------------------------
+
+
+def test_python_in_the_same_pyodide_uses_the_client_directly(page: Page, proxy: Websockify) -> None:
+    with SmtpServer() as server:
+        url = proxy.url(server.port)
+        result = page.run(
+            """
+            const api = await window.smtp;
+            return await api.pyodide.runPythonAsync(args[0]);
+            """,
+            f"""
+import asyncio
+from pysmtp_wasm import SmtpClient
+
+async def main():
+    client = SmtpClient("localhost", {server.port}, {{"proxy": {url!r}}})
+    closed = asyncio.get_running_loop().create_future()
+    outcome = []
+    def onidle():
+        if outcome:
+            client.quit()
+        else:
+            client.useEnvelope({{"from": "py@example.com", "to": ["rcpt@example.com"]}})
+    def onready(failed):
+        client.send(b"Subject: from Python in Pyodide\\r\\n\\r\\nhi\\r\\n")
+        client.end()
+    client.onidle = onidle
+    client.onready = onready
+    client.ondone = outcome.append
+    client.onclose = closed.set_result
+    client.connect()
+    is_error = await closed
+    return [outcome, is_error, type(client._transport).__name__]
+
+result = await main()
+del main
+result
+""",
+        )
+    assert result == [[True], False, "BrowserTransport"]
+    assert server.recorder.messages[0].mail_from == "py@example.com"
+
+
+def test_no_proxy_leaks_per_message_or_per_connection(page: Page, proxy: Websockify) -> None:
+    with SmtpServer(Recorder(pipelining=True)) as server:
+        url = proxy.url(server.port)
+        before = page.stats()
+        for _ in range(5):
+            rec = page.session(
+                port=server.port,
+                options={"proxy": url},
+                envelopes=[{"from": "a@example.com", "to": "b@example.com"}] * 4,
+            )
+            assert rec["done"] == [True] * 4
+        after = page.stats()
+        python_objects = page.run(
+            """
+            const api = await window.smtp;
+            return api.pyodide.runPython(`
+import gc
+from pysmtp_wasm import SmtpClient
+from pysmtp_wasm._browser import BrowserTransport
+from pysmtp_wasm._jsapi import JsClient
+gc.collect()
+[sum(isinstance(o, cls) for o in gc.get_objects()) for cls in (SmtpClient, BrowserTransport, JsClient)]
+`).toJs();
+            """
+        )
+    assert len(server.recorder.messages) == 20
+    assert before == after == {"socketProxies": 0, "clients": 0, "jsClients": 0}
+    assert python_objects == [0, 0, 0]
+
+
+def test_the_page_needs_nothing_but_its_own_origin(
+    page: Page, proxy: Websockify, rsa_cert: Certificate
+) -> None:
+    # Chromium runs with every host name but localhost unresolvable (conftest): a fetch from a
+    # CDN would fail. Here: a TLS session (which loads node-forge lazily), then every resource
+    # the page loaded must have come from dist/ on the page's own origin.
+    with SmtpServer(implicit_tls=legacy_tls_context(rsa_cert)) as server:
+        rec = page.session(
+            host="localhost",
+            port=server.port,
+            options={"proxy": proxy.url(server.port), "useSecureTransport": True, "ca": rsa_cert.cert_pem},
+        )
+    assert rec["done"] == [True]
+    resources = page.run("return performance.getEntriesByType('resource').map((e) => e.name);")
+    names = {r.rsplit("/", 1)[-1] for r in resources}
+    assert {"pysmtp-wasm.js", "pyodide.js", "pyodide.asm.wasm", "python_stdlib.zip", "forge.min.js"} <= names
+    assert all(r.startswith(page.base_url + "/") for r in resources), resources
+
+
+def test_a_pinned_certificate_for_another_host_name_is_refused(
+    page: Page, proxy: Websockify, tmp_path: Path
+) -> None:
+    other = make_rsa_certificate(tmp_path, "mail.example.net")  # trusted (pinned), but not for "localhost"
+    with SmtpServer(implicit_tls=legacy_tls_context(other)) as server:
+        rec = page.session(
+            host="localhost",
+            port=server.port,
+            options={"proxy": proxy.url(server.port), "useSecureTransport": True, "ca": other.cert_pem},
+        )
+    (error,) = rec["errors"]
+    assert error["name"] == "SmtpTlsError" and "is for mail.example.net" in error["message"]
+    assert "not localhost" in error["message"]
+    assert client_lines(rec) == [] and server.recorder.messages == []

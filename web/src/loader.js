@@ -1,0 +1,183 @@
+// pysmtp-wasm loader: boots Pyodide from files served beside this script, loads our wheel,
+// and returns a JS SmtpClient class with emailjs-smtp-client's API whose work is done by the
+// Python engine. Concatenated by build.sh after socket.js; SCRIPT_URL and WHEEL come from the
+// wrapper (classic script: document.currentScript; ES module: import.meta.url).
+
+/** Callbacks the page may set; each defaults to a no-op. */
+const CALLBACKS = ["onidle", "onready", "ondone", "onerror", "onclose", "ondrain", "onlog"];
+const noop = () => {};
+
+/** @type {Promise<any> | null} */
+let booting = null;
+let liveClients = 0;
+
+/** @param {string} url */
+function loadScript(url) {
+  return new Promise((resolve, reject) => {
+    const script = document.createElement("script");
+    script.src = url;
+    script.onload = () => resolve(undefined);
+    script.onerror = () => reject(new Error(`pysmtp-wasm: could not load ${url}`));
+    document.head.appendChild(script);
+  });
+}
+
+/**
+ * An Error for an exception that escaped from Python (SMTP errors come back as Error values,
+ * not exceptions): the last line of Python's traceback as the message, not the whole of it.
+ * @param {any} error
+ */
+function fromPython(error) {
+  if (error && error.type && typeof error.message === "string") {
+    const lines = error.message.trim().split("\n");
+    const last = lines[lines.length - 1] || error.type;
+    const converted = new Error(last.replace(/^[\w.]*?(\w+): /, ""));
+    converted.name = error.type;
+    return converted;
+  }
+  return error;
+}
+
+/** @param {any} api the pysmtp_wasm._jsapi module */
+function makeSmtpClient(api) {
+  /** emailjs-smtp-client's SmtpClient, run by the Python engine. */
+  class SmtpClient {
+    /**
+     * @param {string} [host] default "localhost"
+     * @param {number} [port] default 465 with useSecureTransport, else 25
+     * @param {object} [options] the seed's options, plus `proxy`
+     */
+    constructor(host = "localhost", port = undefined, options = {}) {
+      for (const name of CALLBACKS) this[name] = noop;
+      /** @type {any} */
+      this._py = null;
+      let created;
+      try {
+        created = api.create_client(host, port ?? null, options, this);
+      } catch (error) {
+        throw fromPython(error);
+      }
+      if (created instanceof Error) throw created;
+      this._py = created;
+      liveClients += 1;
+    }
+
+    /** Open the connection; onidle follows when the session is ready. */
+    connect() {
+      this._call("connect");
+    }
+
+    /** @param {{from?: string, to: string | string[], size?: number}} envelope */
+    useEnvelope(envelope) {
+      this._call("useEnvelope", envelope);
+    }
+
+    /**
+     * @param {string | Uint8Array | ArrayBuffer} chunk
+     * @returns {boolean} false when the buffer is full: wait for ondrain
+     */
+    send(chunk) {
+      return this._call("send", chunk);
+    }
+
+    end() {
+      this._call("end");
+    }
+
+    quit() {
+      this._call("quit");
+    }
+
+    close() {
+      if (this._py) this._call("close");
+    }
+
+    /** The session's state: "new", "connecting", "idle", "data", "closed", ... */
+    get state() {
+      return this._py ? this._py.state : "closed";
+    }
+
+    /** @param {string} name @param {...any} args */
+    _call(name, ...args) {
+      const py = this._py;
+      if (!py) {
+        const error = new Error(`${name}() is not possible: the connection is closed`);
+        error.name = "SmtpUsageError";
+        throw error;
+      }
+      let result;
+      try {
+        result = py[name](...args);
+      } catch (error) {
+        throw fromPython(error); // a bug, not an SMTP error: those come back as values
+      }
+      if (result instanceof Error) throw result;
+      return result;
+    }
+
+    /** Called by Python after onclose: drop our proxy of the Python side. */
+    _release() {
+      const py = this._py;
+      this._py = null;
+      if (py) {
+        liveClients -= 1;
+        // Not while Python may still be on the stack of a call through this proxy.
+        queueMicrotask(() => py.destroy());
+      }
+    }
+  }
+  return SmtpClient;
+}
+
+/**
+ * @param {string} base
+ * @param {any} options
+ */
+async function boot(base, options) {
+  const url = (/** @type {string} */ path) => new URL(path, base).href;
+  /** @type {Promise<any> | null} */
+  let forge = null;
+  // node-forge is fetched only when a connection first needs TLS.
+  const loadForge = () =>
+    (forge ??= globalThis.forge
+      ? Promise.resolve(globalThis.forge)
+      : loadScript(url("forge.min.js")).then(() => globalThis.forge));
+  globalThis.PySmtpSocket.defaults = { proxy: options.proxy, rootsUrl: url("roots.pem"), forge: loadForge };
+
+  let pyodide = options.pyodide;
+  if (!pyodide) {
+    if (typeof globalThis.loadPyodide !== "function") await loadScript(url("pyodide/pyodide.js"));
+    pyodide = await globalThis.loadPyodide({ indexURL: url("pyodide/"), ...(options.pyodideOptions || {}) });
+  }
+  /** @type {string[]} */
+  const errors = [];
+  // loadPackage never rejects: its errors come through errorCallback.
+  await pyodide.loadPackage(url(WHEEL), { messageCallback: noop, errorCallback: (m) => errors.push(m) });
+  if (errors.length) throw new Error(`pysmtp-wasm: could not load ${WHEEL}: ${errors.join("; ")}`);
+  const api = pyodide.pyimport("pysmtp_wasm._jsapi");
+  return {
+    SmtpClient: makeSmtpClient(api),
+    pyodide,
+    /** Objects alive at the JS/Python boundary (for leak checks). */
+    stats: () => ({ ...api.counters(), jsClients: liveClients }),
+  };
+}
+
+const PySmtp = {
+  version: VERSION,
+  /**
+   * Boot Pyodide and pysmtp-wasm (once per page; later calls return the same promise).
+   * @param {{proxy?: string | ((host: string, port: number) => string), baseURL?: string,
+   *          pyodide?: any, pyodideOptions?: object}} [options]
+   */
+  load(options = {}) {
+    if (!booting) {
+      booting = boot(new URL(options.baseURL ?? ".", SCRIPT_URL).href, options);
+      booting.catch(() => {
+        booting = null; // a failed boot may be retried
+      });
+    }
+    return booting;
+  },
+  Socket: globalThis.PySmtpSocket,
+};

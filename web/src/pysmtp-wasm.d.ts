@@ -1,0 +1,119 @@
+// Type declarations for pysmtp-wasm's JavaScript API (dist/pysmtp-wasm.js and .mjs).
+
+/** Where the WebSocket-to-TCP proxy (websockify) for a target is. */
+export type ProxyOption = string | ((host: string, port: number) => string);
+
+export interface SmtpClientOptions {
+  /** TLS from the first byte (implicit TLS, port 465). */
+  useSecureTransport?: boolean;
+  /** The client's host name for EHLO/LHLO (default "localhost"). */
+  name?: string;
+  /** Credentials; with both pass and xoauth2, the token is preferred. */
+  auth?: { user: string; pass?: string; xoauth2?: string };
+  /** Force a mechanism: "PLAIN", "LOGIN", "XOAUTH2" or "CRAM-MD5". */
+  authMethod?: "PLAIN" | "LOGIN" | "XOAUTH2" | "CRAM-MD5" | string;
+  /** PEM certificate(s): trust exactly these (pinning). */
+  ca?: string | string[];
+  /** Send the message as given: no dot-stuffing, no line-ending repair. */
+  disableEscaping?: boolean;
+  /** Never STARTTLS. */
+  ignoreTLS?: boolean;
+  /** STARTTLS even when not advertised; if it fails, error and no AUTH. */
+  requireTLS?: boolean;
+  /** Speak LMTP. */
+  lmtp?: boolean;
+  /** Milliseconds to wait for the connection and greeting (default 30000). */
+  timeoutGreeting?: number;
+  /** Milliseconds to wait at least for any reply (default 10000). */
+  timeoutSocketLowerBound?: number;
+  /** Extra milliseconds per byte written since the last reply (default 0.1). */
+  timeoutSocketMultiplier?: number;
+  /** The proxy for this client (default: the one given to PySmtp.load). */
+  proxy?: ProxyOption;
+}
+
+export interface Envelope {
+  /** The sender (default "anonymous@" + name); "" is the null sender. */
+  from?: string;
+  /** One recipient or several: every To, Cc and Bcc address. */
+  to: string | string[];
+  /** The message size in bytes, sent as SIZE= and checked against the server's limit. */
+  size?: number;
+}
+
+export interface RecipientResult {
+  recipient: string;
+  accepted: boolean;
+  code: number;
+  message: string;
+  enhanced: string | null;
+}
+
+/** Every error the client reports or throws. */
+export interface SmtpError extends Error {
+  /** "SmtpReplyError", "SmtpAuthError", "SmtpRecipientsError", "SmtpProtocolError",
+   *  "SmtpTimeoutError", "SmtpConnectionError", "SmtpTlsError", "SmtpEnvelopeError",
+   *  "SmtpUsageError". */
+  name: string;
+  /** The SMTP reply code, when a reply is involved. */
+  code?: number;
+  /** The RFC 3463 enhanced status code, e.g. "5.7.8". */
+  enhanced?: string;
+  /** The step that failed, e.g. "AUTH", "RCPT", "tls". */
+  stage?: string;
+  /** False when nothing was sent and the connection stays open and idle. */
+  fatal: boolean;
+}
+
+export declare class SmtpClient {
+  constructor(host?: string, port?: number, options?: SmtpClientOptions);
+  connect(): void;
+  useEnvelope(envelope: Envelope): void;
+  /** Returns false when the buffer is full: wait for ondrain. */
+  send(chunk: string | Uint8Array | ArrayBuffer): boolean;
+  end(): void;
+  quit(): void;
+  close(): void;
+  readonly state: string;
+  onidle: () => void;
+  onready: (failedRecipients: string[]) => void;
+  ondone: (success: boolean, results: RecipientResult[]) => void;
+  onerror: (error: SmtpError) => void;
+  onclose: (isError: boolean) => void;
+  ondrain: () => void;
+  /** One transcript line: "C" client, "S" server, "*" note. Secrets are masked. */
+  onlog: (direction: "C" | "S" | "*", text: string) => void;
+}
+
+export interface LoadOptions {
+  /** The default proxy for every client. */
+  proxy?: ProxyOption;
+  /** Where dist/ is (default: beside the script). */
+  baseURL?: string;
+  /** An already loaded Pyodide to use instead of booting one. */
+  pyodide?: unknown;
+  /** Extra options for loadPyodide(). */
+  pyodideOptions?: object;
+}
+
+export interface PySmtpApi {
+  SmtpClient: typeof SmtpClient;
+  /** The Pyodide instance: Python code in it can `import pysmtp_wasm`. */
+  pyodide: any;
+  /** Objects alive at the JS/Python boundary (leak checks). */
+  stats(): { socketProxies: number; clients: number; jsClients: number };
+}
+
+export interface PySmtpNamespace {
+  version: string;
+  load(options?: LoadOptions): Promise<PySmtpApi>;
+}
+
+export declare function load(options?: LoadOptions): Promise<PySmtpApi>;
+declare const PySmtp: PySmtpNamespace;
+export default PySmtp;
+
+declare global {
+  // Defined by the classic script dist/pysmtp-wasm.js.
+  var PySmtp: PySmtpNamespace;
+}
