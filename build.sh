@@ -80,7 +80,7 @@ build_web() {
   cp web/node_modules/node-forge/dist/forge.min.js dist/
   # Mozilla's root store, as certifi packages it, for TLS without a pinned `ca`.
   cp "$("$PY" -c 'import certifi; print(certifi.where())')" dist/roots.pem
-  cp web/src/pysmtp-wasm.d.ts web/index.html dist/
+  cp web/src/pysmtp-wasm.d.ts web/minimal.html dist/
   {
     printf '/*! pysmtp-wasm %s (MIT) - classic script: defines globalThis.PySmtp */\n' "$version"
     printf '(function () {\n"use strict";\n'

@@ -113,7 +113,7 @@ window.session = async (spec, rec = {}) => {
 
 
 class Page:
-    """A browser tab on dist/index.html with PySmtp loaded."""
+    """A browser tab on dist/minimal.html with PySmtp loaded."""
 
     def __init__(self, driver: Any, base_url: str) -> None:
         self.driver = driver
@@ -164,7 +164,7 @@ def page(
         request, runtime, web_server_main, load_pyodide=False, browsers=playwright_browsers
     ) as sel:
         sel.driver.set_script_timeout(300)
-        sel.driver.get(f"{sel.base_url}/index.html")
+        sel.driver.get(f"{sel.base_url}/minimal.html")
         tab = Page(sel.driver, sel.base_url)
         tab.run("await window.smtp;")
         tab.driver.execute_script(HARNESS)

@@ -411,3 +411,30 @@ def test_a_pinned_certificate_for_another_host_name_is_refused(
     assert error["name"] == "SmtpTlsError" and "is for mail.example.net" in error["message"]
     assert "not localhost" in error["message"]
     assert client_lines(rec) == [] and server.recorder.messages == []
+
+
+def test_the_es_module_entry(page: Page, proxy: Websockify) -> None:
+    with SmtpServer() as server:
+        url = proxy.url(server.port)
+        result = page.run(
+            """
+            const mod = await import(new URL("pysmtp-wasm.mjs", location.href).href);
+            const booted = await window.smtp;
+            const api = await mod.load({ pyodide: booted.pyodide });  // reuse this page's Pyodide
+            return await new Promise((resolve) => {
+              const client = new api.SmtpClient("localhost", args[0], { proxy: args[1] });
+              const seen = [];
+              client.onidle = () => (seen.includes("done") ? client.quit()
+                : client.useEnvelope({ from: "esm@example.com", to: "rcpt@example.com" }));
+              client.onready = () => { client.send("Subject: esm\\r\\n\\r\\nhi\\r\\n"); client.end(); };
+              client.ondone = (ok) => seen.push(ok ? "done" : "refused");
+              client.onclose = (isError) => resolve({ seen, isError, version: mod.default.version,
+                                                      same: mod.load === mod.default.load });
+              client.connect();
+            });
+            """,
+            server.port,
+            url,
+        )
+    assert result == {"seen": ["done"], "isError": False, "version": "0.1.0", "same": True}
+    assert server.recorder.messages[0].mail_from == "esm@example.com"
