@@ -8,16 +8,29 @@ transcript). The client owns the timers; the transport owns the bytes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ._engine import SmtpEngine, State
 from ._events import Done, Event, Failed, Finished, Idle, Log, Ready, RecipientResult, StartTls
 from ._options import parse_options
 from ._transport import TimerHandle, Transport, TransportFactory
-from .errors import SmtpEnvelopeError, SmtpError, SmtpTimeoutError, SmtpUsageError
+from .errors import (
+    SmtpConnectionError,
+    SmtpEnvelopeError,
+    SmtpError,
+    SmtpReplyError,
+    SmtpTimeoutError,
+    SmtpUsageError,
+)
+
+if TYPE_CHECKING:
+    from email.message import Message
+
+    from ._message import SendResult
 
 logger = logging.getLogger("pysmtp_wasm")
 
@@ -34,6 +47,35 @@ def _default_transport() -> tuple[TransportFactory, frozenset[str]]:
     from ._asyncio import AsyncioTransport
 
     return AsyncioTransport, frozenset()
+
+
+class _Operation:
+    """A high-level send in progress: it waits for one event at a time."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._expect: str | None = None
+        self._future: asyncio.Future[Any] | None = None
+        self.error: SmtpError | None = None
+
+    def arm(self, what: str) -> asyncio.Future[Any]:
+        """Expect ``what`` next ("idle", "ready", "drain", "done"); await the future after acting."""
+        self._expect = what
+        self._future = self._loop.create_future()
+        if self.error is not None:
+            self._future.set_exception(self.error)
+        return self._future
+
+    def deliver(self, what: str, value: Any = None) -> None:
+        if self._expect == what and self._future is not None and not self._future.done():
+            self._expect = None
+            self._future.set_result(value)
+
+    def fail(self, error: SmtpError) -> None:
+        if self.error is None:
+            self.error = error
+        if self._future is not None and not self._future.done():
+            self._future.set_exception(error)
 
 
 class SmtpClient:
@@ -75,6 +117,7 @@ class SmtpClient:
         self._writable = True
         self._error: SmtpError | None = None
         self._closed = False
+        self._operation: _Operation | None = None
         self.lastResults: list[RecipientResult] = []
         self.onidle: Callable[[], Any] = _noop
         self.onready: Callable[[list[str]], Any] = _noop
@@ -177,6 +220,85 @@ class SmtpClient:
         assert self._transport is not None
         self._transport.close()
 
+    # -- the high-level API --------------------------------------------------------------------
+
+    async def send_message(
+        self,
+        msg: Message,
+        *,
+        sender: str | None = None,
+        recipients: Sequence[str] | None = None,
+        progress: Callable[[int, int], Any] | None = None,
+    ) -> SendResult:
+        """Send an ``email.message.EmailMessage``; connect first if needed.
+
+        The envelope comes from the message (From or Sender; To, Cc and Bcc) unless given;
+        Bcc headers are not sent; SMTPUTF8 is used when an address is not ASCII.
+        ``progress(sent, total)`` is called as the message streams (in 64 KiB pieces,
+        honouring backpressure). The connection stays open and idle afterwards: send more,
+        or ``quit()``.
+
+        While it runs, ``onidle``, ``onready``, ``ondone`` and ``ondrain`` are not called;
+        ``onerror``, ``onclose`` and ``onlog`` are. Raises :class:`SmtpError` (an
+        :class:`SmtpReplyError` when the server refuses the message).
+        """
+        from ._message import CHUNK_SIZE, SendResult, prepare
+
+        if self._operation is not None:
+            raise SmtpUsageError("send_message() is already running on this client")
+        prepared = prepare(msg, sender, recipients)
+        operation = self._operation = _Operation()
+        try:
+            await self._until_idle(operation)
+            engine = self._engine
+            assert engine is not None
+            ready = operation.arm("ready")
+            self._after(engine.use_envelope({"from": prepared.sender, "to": prepared.recipients}))
+            await ready
+            data, total = prepared.data, len(prepared.data)
+            for offset in range(0, total, CHUNK_SIZE):
+                drained = operation.arm("drain")
+                if not self.send(data[offset : offset + CHUNK_SIZE]):
+                    await drained
+                if progress is not None:
+                    progress(min(offset + CHUNK_SIZE, total), total)
+            done = operation.arm("done")
+            self.end()
+            success = await done
+        finally:
+            self._operation = None
+        results = self.lastResults
+        if not success:
+            refused = next((r for r in results if not r.accepted), None)
+            raise SmtpReplyError(
+                "the server refused the message" + (f": {refused.code} {refused.message}" if refused else ""),
+                code=refused.code if refused else None,
+                enhanced=refused.enhanced if refused else None,
+                stage="DATA",
+            )
+        return SendResult(
+            accepted=[r.recipient for r in results if r.accepted],
+            rejected=[r.recipient for r in results if not r.accepted],
+            results=results,
+            message_id=prepared.message_id,
+            size=total,
+        )
+
+    async def _until_idle(self, operation: _Operation) -> None:
+        if self._engine is None:
+            idle = operation.arm("idle")
+            self.connect()
+            await idle
+            return
+        state = self._engine.state
+        if state is State.IDLE:
+            return
+        if state in (State.ENVELOPE, State.DATA, State.DATA_END):
+            raise SmtpUsageError(f"a message is already in flight on this client (state: {state.value})")
+        if state in (State.CLOSED, State.QUIT) or self._closed:
+            raise SmtpUsageError("the connection is closed: make a new SmtpClient")
+        await operation.arm("idle")  # the session is still being set up
+
     # -- reports from the transport -------------------------------------------------------
 
     def _transport_open(self) -> None:
@@ -205,7 +327,10 @@ class SmtpClient:
         self._writable = True
         self._rearm()
         if self._engine is not None and self._engine.state is State.DATA:
-            self._call(self.ondrain)
+            if self._operation is not None:
+                self._operation.deliver("drain")
+            else:
+                self._call(self.ondrain)
 
     def _transport_error(self, error: SmtpError) -> None:
         if self._engine is not None:
@@ -219,6 +344,8 @@ class SmtpClient:
         self._closed = True
         self._cancel_timer()
         self._log("*", "connection closed")
+        if self._operation is not None:
+            self._operation.fail(self._error or SmtpConnectionError("the connection closed", stage="closed"))
         self._call(self.onclose, self._error is not None)
 
     # -- internals --------------------------------------------------------------------------
@@ -253,12 +380,21 @@ class SmtpClient:
         elif isinstance(event, Idle):
             # A quit() or useEnvelope() in ondone means the session is no longer idle.
             if engine.state is State.IDLE:
-                self._call(self.onidle)
+                if self._operation is not None:
+                    self._operation.deliver("idle")
+                else:
+                    self._call(self.onidle)
         elif isinstance(event, Ready):
-            self._call(self.onready, event.failed_recipients)
+            if self._operation is not None:
+                self._operation.deliver("ready", event.failed_recipients)
+            else:
+                self._call(self.onready, event.failed_recipients)
         elif isinstance(event, Done):
             self.lastResults = event.results
-            self._call(self.ondone, event.success)
+            if self._operation is not None:
+                self._operation.deliver("done", event.success)
+            else:
+                self._call(self.ondone, event.success)
         elif isinstance(event, StartTls):
             self._transport.start_tls()
         elif isinstance(event, Failed):
@@ -266,6 +402,8 @@ class SmtpClient:
             self._cancel_timer()
             self._log("*", f"error: {event.error}")
             self._call(self.onerror, event.error)
+            if self._operation is not None:
+                self._operation.fail(event.error)
             self._transport.close()
         elif isinstance(event, Finished):
             self._cancel_timer()

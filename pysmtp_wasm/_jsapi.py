@@ -14,6 +14,7 @@ frames, and would keep a closed client alive until the next one.)
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -84,6 +85,7 @@ class JsClient:
         live_clients += 1
         self._client = client
         self._target = target
+        self._tasks: set[asyncio.Future[None]] = set()
         client.onidle = lambda: target.onidle()
         client.onready = lambda failed: target.onready(to_js(failed))
         client.ondone = lambda success: target.ondone(success, _results(client.lastResults))
@@ -126,6 +128,43 @@ class JsClient:
 
     def close(self) -> Any:
         return _returning_errors(self._client.close)
+
+    def send_mail(self, mail: Any, options: Any, resolve: Any, reject: Any) -> Any:
+        """``sendMail(mail, {onprogress})``: build the MIME message with Python's ``email``
+        package, send it, and settle the JS promise through ``resolve``/``reject``."""
+        from ._message import build_message
+
+        try:
+            message = build_message(_py(mail) or {})
+        except SmtpError as error:
+            return js_error(error)
+        except (TypeError, ValueError, AttributeError) as error:
+            return js_error(SmtpUsageError(f"sendMail(): {error}", stage="message"))
+        onprogress = (_py(options) or {}).get("onprogress")
+        task = asyncio.ensure_future(self._send_mail(message, onprogress, resolve, reject))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return None
+
+    async def _send_mail(self, message: Any, onprogress: Any, resolve: Any, reject: Any) -> None:
+        progress = (lambda sent, total: onprogress(sent, total)) if onprogress is not None else None
+        try:
+            result = await self._client.send_message(message, progress=progress)
+        except Exception as error:
+            reject(js_error(error))
+            return
+        resolve(
+            to_js(
+                {
+                    "accepted": result.accepted,
+                    "rejected": result.rejected,
+                    "results": _results(result.results),
+                    "messageId": result.message_id,
+                    "size": result.size,
+                },
+                dict_converter=js.Object.fromEntries,
+            )
+        )
 
     @property
     def state(self) -> str:

@@ -4,6 +4,8 @@ socket through a real websockify to real aiosmtpd servers, node-forge TLS with p
 from __future__ import annotations
 
 import hashlib
+from email import message_from_bytes
+from email import policy as email_policy
 from pathlib import Path
 
 import pytest
@@ -438,3 +440,80 @@ def test_the_es_module_entry(page: Page, proxy: Websockify) -> None:
         )
     assert result == {"seen": ["done"], "isError": False, "version": "0.1.0", "same": True}
     assert server.recorder.messages[0].mail_from == "esm@example.com"
+
+
+# -- the high-level API --------------------------------------------------------------------------------
+
+
+def test_send_mail_with_bcc_utf8_and_a_binary_attachment(page: Page, proxy: Websockify) -> None:
+    with SmtpServer(Recorder(pipelining=True)) as server:
+        out = page.run(
+            """
+            const api = await window.smtp;
+            const bytes = new Uint8Array(200000);
+            for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 7919 + (i >> 8)) & 255;
+            const digest = Array.from(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)),
+                                      (b) => b.toString(16).padStart(2, "0")).join("");
+            const client = new api.SmtpClient("localhost", args[0], { proxy: args[1] });
+            const progress = [];
+            const result = await client.sendMail({
+              from: "Zoë <zoe@example.com>",
+              to: ["Ana <ana@example.com>"],
+              cc: "carol@example.com",
+              bcc: ["hidden@example.com", "secret@example.com"],
+              subject: "Grüße — ünïcödé ✓",
+              text: "Héllo wörld 日本語\\n.dot line\\n",
+              html: "<p>Héllo <b>wörld</b></p>",
+              attachments: [{ filename: "blob.bin", content: bytes }],
+            }, { onprogress: (sent, total) => progress.push([sent, total]) });
+            const closed = new Promise((resolve) => (client.onclose = resolve));
+            client.quit();
+            await closed;
+            await new Promise((r) => setTimeout(r, 10));  // proxies are destroyed just after onclose
+            const stats = api.stats();
+            return { result, digest, progress, stats };
+            """,
+            server.port,
+            proxy.url(server.port),
+        )
+    result = out["result"]
+    assert sorted(result["accepted"]) == [
+        "ana@example.com", "carol@example.com", "hidden@example.com", "secret@example.com",
+    ]  # fmt: skip
+    assert result["rejected"] == [] and result["messageId"].endswith("@example.com>")
+    (received,) = server.recorder.messages
+    assert sorted(received.rcpt_tos) == sorted(result["accepted"])
+    assert b"hidden@example.com" not in received.content and b"Bcc:" not in received.content
+    message = message_from_bytes(received.content, policy=email_policy.default)
+    assert message["Subject"] == "Grüße — ünïcödé ✓" and str(message["From"]) == "Zoë <zoe@example.com>"
+    assert (
+        message.get_body(("plain",)).get_content().replace("\r\n", "\n") == "Héllo wörld 日本語\n.dot line\n"
+    )
+    (attachment,) = list(message.iter_attachments())
+    data = attachment.get_content()
+    assert attachment.get_filename() == "blob.bin" and len(data) == 200000
+    assert hashlib.sha256(data).hexdigest() == out["digest"]
+    assert out["progress"][-1] == [result["size"], result["size"]]
+    assert out["stats"] == {"socketProxies": 0, "clients": 0, "jsClients": 0}
+
+
+def test_send_mail_rejections_reach_js_as_errors(page: Page, proxy: Websockify) -> None:
+    with SmtpServer(Recorder(reject={"x@example.com"})) as server:
+        out = page.run(
+            """
+            const api = await window.smtp;
+            const client = new api.SmtpClient("localhost", args[0], { proxy: args[1] });
+            const caught = [];
+            try {
+              await client.sendMail({ from: "a@example.com" });
+            } catch (e) { caught.push([e.name, e.message]); }
+            try {
+              await client.sendMail({ from: "a@example.com", to: "x@example.com", subject: "s", text: "t" });
+            } catch (e) { caught.push([e.name, e.message, e.code, e.enhanced]); }
+            return caught;
+            """,
+            server.port,
+            proxy.url(server.port),
+        )
+    assert out[0] == ["SmtpEnvelopeError", "Can't send mail - no recipients defined"]
+    assert out[1] == ["SmtpRecipientsError", "Can't send mail - all recipients were rejected", 550, "5.1.1"]

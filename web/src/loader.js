@@ -84,6 +84,23 @@ function makeSmtpClient(api) {
       this._call("end");
     }
 
+    /**
+     * The high-level API: build a MIME message (Python's email package, in Pyodide) and send
+     * it, connecting first if needed. The connection stays idle afterwards: send more, or quit().
+     * While it runs, onidle/onready/ondone/ondrain are not called; onerror/onclose/onlog are.
+     * @param {{from: string, to?: string|string[], cc?: string|string[], bcc?: string|string[],
+     *          subject?: string, text?: string, html?: string, replyTo?: string,
+     *          headers?: Record<string, string>,
+     *          attachments?: {filename: string, content: Uint8Array|ArrayBuffer|string, contentType?: string}[]}} mail
+     * @param {{onprogress?: (sent: number, total: number) => void}} [options]
+     * @returns {Promise<{accepted: string[], rejected: string[], results: object[], messageId: string, size: number}>}
+     */
+    sendMail(mail, options = {}) {
+      return new Promise((resolve, reject) => {
+        this._call("send_mail", mail, options, resolve, reject);
+      });
+    }
+
     quit() {
       this._call("quit");
     }

@@ -65,6 +65,37 @@ export interface SmtpError extends Error {
   fatal: boolean;
 }
 
+export interface Attachment {
+  filename: string;
+  /** Bytes are sent byte-identical (base64); a string with a text/* type is sent as UTF-8 text. */
+  content: Uint8Array | ArrayBuffer | string;
+  /** Default: guessed from the file name, else application/octet-stream. */
+  contentType?: string;
+}
+
+export interface Mail {
+  from: string;
+  to?: string | string[];
+  cc?: string | string[];
+  /** Recipients that get the message but do not appear in its headers. */
+  bcc?: string | string[];
+  replyTo?: string;
+  subject?: string;
+  text?: string;
+  html?: string;
+  headers?: Record<string, string>;
+  attachments?: Attachment[];
+}
+
+export interface SendMailResult {
+  accepted: string[];
+  rejected: string[];
+  results: RecipientResult[];
+  messageId: string;
+  /** Bytes sent. */
+  size: number;
+}
+
 export declare class SmtpClient {
   constructor(host?: string, port?: number, options?: SmtpClientOptions);
   connect(): void;
@@ -72,6 +103,8 @@ export declare class SmtpClient {
   /** Returns false when the buffer is full: wait for ondrain. */
   send(chunk: string | Uint8Array | ArrayBuffer): boolean;
   end(): void;
+  /** Build the MIME message and send it (connecting if needed); rejects with an SmtpError. */
+  sendMail(mail: Mail, options?: { onprogress?: (sent: number, total: number) => void }): Promise<SendMailResult>;
   quit(): void;
   close(): void;
   readonly state: string;

@@ -1,0 +1,160 @@
+"""The high-level API in CPython: ``await client.send_message(msg)`` against aiosmtpd."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+
+import pytest
+
+from pysmtp_wasm import SmtpClient, SmtpEnvelopeError, SmtpReplyError
+from pysmtp_wasm._message import build_message, prepare
+
+from .servers import Recorder, SmtpServer
+
+
+def parsed(content: bytes) -> EmailMessage:
+    message = message_from_bytes(content, policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def sample() -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = "Zoë Expéditeur <zoe@example.com>"
+    msg["To"] = "Ana <ana@example.com>, bob@example.com"
+    msg["Cc"] = "carol@example.com"
+    msg["Bcc"] = "hidden@example.com, secret@example.com"
+    msg["Subject"] = "Grüße aus Köln — ünïcödé ✓"
+    msg.set_content("Héllo wörld, ça va ? 日本語\n.a line starting with a dot\n")
+    return msg
+
+
+async def test_bcc_recipients_get_it_and_are_absent_from_the_headers():
+    with SmtpServer() as server:
+        client = SmtpClient("127.0.0.1", server.port)
+        msg = sample()
+        result = await client.send_message(msg)
+        client.quit()
+    (received,) = server.recorder.messages
+    assert received.rcpt_tos == [
+        "ana@example.com",
+        "bob@example.com",
+        "carol@example.com",
+        "hidden@example.com",
+        "secret@example.com",
+    ]
+    assert b"hidden@example.com" not in received.content and b"Bcc" not in received.content
+    assert sorted(result.accepted) == sorted(received.rcpt_tos) and result.rejected == []
+    assert msg["Bcc"] == "hidden@example.com, secret@example.com"  # the caller's message is untouched
+
+
+async def test_utf8_headers_and_body_survive():
+    with SmtpServer() as server:
+        client = SmtpClient("127.0.0.1", server.port)
+        await client.send_message(sample())
+        client.quit()
+    content = server.recorder.messages[0].content
+    assert content.split(b"\r\n\r\n")[0].isascii()  # no SMTPUTF8 needed: RFC 2047 in headers
+    got = parsed(content)
+    assert got["Subject"] == "Grüße aus Köln — ünïcödé ✓"
+    assert str(got["From"]) == "Zoë Expéditeur <zoe@example.com>"
+    assert (
+        got.get_content().replace("\r\n", "\n")
+        == "Héllo wörld, ça va ? 日本語\n.a line starting with a dot\n"
+    )
+
+
+async def test_non_ascii_addresses_use_smtputf8():
+    msg = EmailMessage()
+    msg["From"] = "jörg@exämple.com"
+    msg["To"] = "ünï@example.com"
+    msg["Subject"] = "SMTPUTF8 ✓"
+    msg.set_content("bödy")
+    with SmtpServer() as server:
+        client = SmtpClient("127.0.0.1", server.port)
+        await client.send_message(msg)
+        client.quit()
+    received = server.recorder.messages[0]
+    assert "SMTPUTF8" in received.mail_options and received.rcpt_tos == ["ünï@example.com"]
+    assert "From: jörg@exämple.com".encode() in received.content  # RFC 6532: UTF-8 headers
+    assert parsed(received.content)["Subject"] == "SMTPUTF8 ✓"
+
+
+async def test_attachment_round_trips_byte_identical_with_progress():
+    payload = os.urandom(300_000)
+    msg = build_message(
+        {
+            "from": "a@example.com",
+            "to": ["b@example.com"],
+            "subject": "attachment",
+            "text": "see attached",
+            "html": "<p>see <b>attached</b></p>",
+            "attachments": [
+                {"filename": "data.bin", "content": payload},
+                {"filename": "notes.txt", "content": "plain ✓ text\n"},
+            ],
+        }
+    )
+    seen: list[tuple[int, int]] = []
+    with SmtpServer(Recorder(pipelining=True)) as server:
+        client = SmtpClient("127.0.0.1", server.port)
+        result = await client.send_message(msg, progress=lambda sent, total: seen.append((sent, total)))
+        client.quit()
+    got = parsed(server.recorder.messages[0].content)
+    attachments = {part.get_filename(): part for part in got.iter_attachments()}
+    assert attachments["data.bin"].get_content() == payload
+    assert attachments["data.bin"].get_content_type() == "application/octet-stream"
+    assert attachments["notes.txt"].get_content().replace("\r\n", "\n") == "plain ✓ text\n"
+    assert got.get_body(("html",)).get_content().strip() == "<p>see <b>attached</b></p>"
+    assert seen[-1] == (result.size, result.size) and len(seen) > 3
+    assert [s for s, _ in seen] == sorted(s for s, _ in seen)
+
+
+async def test_refused_message_raises_and_the_connection_stays_usable():
+    class Picky(Recorder):
+        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+            if b"spam" in envelope.content:
+                return "554 5.7.1 looks like spam"
+            return await super().handle_DATA(server, session, envelope)
+
+    with SmtpServer(Picky()) as server:
+        client = SmtpClient("127.0.0.1", server.port)
+        spam = build_message(
+            {"from": "a@example.com", "to": "b@example.com", "subject": "spam", "text": "spam"}
+        )
+        with pytest.raises(SmtpReplyError) as caught:
+            await client.send_message(spam)
+        assert caught.value.code == 554 and caught.value.enhanced == "5.7.1"
+        ham = build_message({"from": "a@example.com", "to": "b@example.com", "subject": "ham", "text": "ham"})
+        result = await client.send_message(ham)
+        closed = asyncio.get_running_loop().create_future()
+        client.onclose = closed.set_result
+        client.quit()
+        assert await asyncio.wait_for(closed, 5) is False
+    assert result.accepted == ["b@example.com"] and len(server.recorder.messages) == 1
+
+
+async def test_send_message_and_the_low_level_callbacks_do_not_mix():
+    with SmtpServer() as server:
+        client = SmtpClient("127.0.0.1", server.port)
+        calls: list[str] = []
+        client.onidle = lambda: calls.append("onidle")
+        client.ondone = lambda ok: calls.append("ondone")
+        await client.send_message(sample())
+        await client.send_message(sample())
+        client.quit()
+    assert calls == [] and len(server.recorder.messages) == 2
+
+
+def test_build_message_needs_from_and_a_recipient():
+    with pytest.raises(SmtpEnvelopeError, match="from"):
+        build_message({"to": "b@example.com"})
+    with pytest.raises(SmtpEnvelopeError, match="no recipients defined"):
+        build_message({"from": "a@example.com", "subject": "x"})
+    with pytest.raises(SmtpEnvelopeError, match="unknown mail field"):
+        build_message({"from": "a@example.com", "to": "b@example.com", "attachment": []})
+    prepared = prepare(build_message({"from": "a@example.com", "bcc": "b@example.com"}))
+    assert prepared.recipients == ["b@example.com"] and b"b@example.com" not in prepared.data
