@@ -4,6 +4,8 @@
 #   ./build.sh            build dist/: the wheel, the loader, node-forge, the root store and
 #                         the Pyodide core — a folder any static web server can serve
 #   ./build.sh test [ARGS]  install what the tests need (into .venv), lint, build, run pytest
+#   ./build.sh serve [FLAGS]  build, then run the demo on 127.0.0.1 (web/demo/serve.py --help);
+#                         --no-build skips the build
 #
 # Everything it needs is installed on first use, so it works on a fresh machine.
 set -euo pipefail
@@ -50,8 +52,8 @@ ensure_chromium() {
 
 lint() {
   log "ruff and mypy"
-  "$VENV/bin/ruff" check pysmtp_wasm tests
-  "$VENV/bin/ruff" format --check --quiet pysmtp_wasm tests
+  "$VENV/bin/ruff" check pysmtp_wasm tests web/demo
+  "$VENV/bin/ruff" format --check --quiet pysmtp_wasm tests web/demo
   "$VENV/bin/mypy"
 }
 
@@ -81,6 +83,7 @@ build_web() {
   # Mozilla's root store, as certifi packages it, for TLS without a pinned `ca`.
   cp "$("$PY" -c 'import certifi; print(certifi.where())')" dist/roots.pem
   cp web/src/pysmtp-wasm.d.ts web/minimal.html dist/
+  cp web/demo/index.html web/demo/demo.js web/demo/demo.css dist/
   {
     printf '/*! pysmtp-wasm %s (MIT) - classic script: defines globalThis.PySmtp */\n' "$version"
     printf '(function () {\n"use strict";\n'
@@ -113,8 +116,22 @@ run_tests() {
   exit "$rc"
 }
 
+# The demo: dist/ and its JSON API, an embedded SMTP server and websockify for exactly its
+# targets, until Ctrl-C. exec: the signals go straight to serve.py, which stops it all.
+serve() {
+  local arg build=1
+  for arg in "$@"; do [ "$arg" != --no-build ] || build=0; done
+  ensure_venv
+  if [ "$build" -eq 1 ]; then
+    build_wheel
+    build_web
+  fi
+  exec "$PY" web/demo/serve.py "$@"
+}
+
 case "${1:-build}" in
   build) ensure_venv; build_wheel; build_web ;;
   test) shift; run_tests "$@" ;;
-  *) echo "usage: $0 [build|test [pytest args]]" >&2; exit 2 ;;
+  serve) shift; serve "$@" ;;
+  *) echo "usage: $0 [build|test [pytest args]|serve [flags]]" >&2; exit 2 ;;
 esac

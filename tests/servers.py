@@ -78,7 +78,7 @@ class Recorder:
                 envelope.original_content or envelope.content,
                 list(envelope.mail_options),
                 login,
-                server.transport.get_extra_info("ssl_object") is not None,
+                server.transport is not None and server.transport.get_extra_info("ssl_object") is not None,
             )
         )
         if isinstance(server, LMTP):
@@ -110,7 +110,7 @@ class Recorder:
             return AuthResult(success=True, auth_data=user)
         # As Gmail does: a 334 with a JSON error, the client's empty line, then 535.
         await server.push("334 " + base64.b64encode(b'{"status":"401","schemes":"bearer"}').decode())
-        await server._reader.readline()  # type: ignore[attr-defined]
+        await server._reader.readline()
         return AuthResult(
             success=False, handled=False, message="535 5.7.8 Username and Password not accepted"
         )
@@ -193,7 +193,7 @@ class SmtpServer(Controller):
         # aiosmtpd's start-up check speaks TLS with a default (TLS 1.2+) context, which a
         # legacy TLS 1.1 server refuses: check with a context that accepts anything.
         if not self.ssl_context:
-            super()._trigger_server()
+            super()._trigger_server()  # type: ignore[no-untyped-call]
             return
         client = permissive_client_context()
         with socket.create_connection((self.hostname, self.port), 1.0) as sock:
@@ -322,15 +322,18 @@ def permissive_client_context() -> ssl.SSLContext:
 # -- the WebSocket-to-TCP proxy -------------------------------------------------------------------
 
 
-def wait_for_port(port: int, timeout: float = 10) -> None:
+def wait_for_port(port: int, timeout: float = 10, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until something listens on 127.0.0.1:``port``; fail at once if ``process`` exits."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             with socket.create_connection(("127.0.0.1", port), 0.2):
                 return
         except OSError:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"it exited with status {process.returncode}") from None
             if time.monotonic() > deadline:
-                raise
+                raise RuntimeError(f"nothing is listening on port {port} after {timeout} s") from None
             time.sleep(0.05)
 
 
