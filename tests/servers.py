@@ -516,6 +516,11 @@ class Websockify:
         return f"ws://127.0.0.1:{self.port}/?token=t{target_port}"
 
     @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
