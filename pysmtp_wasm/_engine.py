@@ -155,6 +155,7 @@ class SmtpEngine:
         """The user closes at once; no more events."""
         self.state = State.CLOSED
         self._out.clear()
+        self._parser.reset()
 
     # -- bytes from the server -------------------------------------------------------------
 
@@ -514,6 +515,9 @@ class SmtpEngine:
     def _fail(self, error: SmtpError) -> None:
         self.state = State.CLOSED
         self._out.clear()
+        # Whatever the server sent that is not yet a reply (up to a chunk past the line bound
+        # after a protocol error) is dropped now, not held until the client is collected.
+        self._parser.reset()
         self._events.append(Failed(error))
 
     def _take_events(self) -> list[Event]:

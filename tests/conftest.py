@@ -57,7 +57,7 @@ window.session = async (spec, rec = {}) => {
   const api = await window.smtp;
   return await new Promise((resolve) => {
     Object.assign(rec, { idles: 0, ready: [], done: [], results: [], errors: [], closed: null, log: [], drains: 0,
-                         sent: 0, thrown: null });
+                         sent: 0, thrown: null, order: [] });
     let client;
     try {
       const options = { ...(spec.options || {}) };
@@ -97,15 +97,16 @@ window.session = async (spec, rec = {}) => {
     };
     client.onidle = () => { rec.idles++; next(); };
     client.onready = (failed) => { rec.ready.push(Array.from(failed)); stream(); };
-    client.ondone = (ok, results) => { rec.done.push(ok); rec.results.push(Array.from(results, (r) => ({ ...r }))); };
+    client.ondone = (ok, results) => { rec.order.push("done:" + ok); rec.done.push(ok); rec.results.push(Array.from(results, (r) => ({ ...r }))); };
     client.onerror = (e) => {
+      rec.order.push("error:" + e.name);
       rec.errors.push({ isError: e instanceof Error, name: e.name, message: e.message, code: e.code ?? null,
                         enhanced: e.enhanced ?? null, stage: e.stage ?? null, fatal: e.fatal });
       if (e.fatal === false) next();
     };
     client.ondrain = () => { rec.drains++; if (wake) { const w = wake; wake = null; w(); } };
     client.onlog = (d, t) => rec.log.push(d + ": " + t);
-    client.onclose = (isError) => { rec.closed = isError; if (wake) wake(); resolve(rec); };
+    client.onclose = (isError) => { rec.order.push("close:" + isError); rec.closed = isError; if (wake) wake(); resolve(rec); };
     client.connect();
   });
 };

@@ -52,6 +52,8 @@ class Recorder:
     pipelining: bool = False
     messages: list[Received] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
+    connections_open: int = 0
+    connections_total: int = 0
 
     async def handle_EHLO(
         self, server: SMTP, session: Any, envelope: Any, hostname: str, responses: list[str]
@@ -130,9 +132,19 @@ class Recorder:
 
 
 class _RecordingMixin:
-    """Notes AUTH and STARTTLS as the server sees them (to show what the client never sent)."""
+    """Notes AUTH and STARTTLS as the server sees them (to show what the client never sent),
+    and counts the connections open now (to show none is left behind)."""
 
     event_handler: Recorder
+
+    def connection_made(self, transport: Any) -> None:
+        self.event_handler.connections_open += 1
+        self.event_handler.connections_total += 1
+        super().connection_made(transport)  # type: ignore[misc]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.event_handler.connections_open -= 1
+        super().connection_lost(exc)  # type: ignore[misc]
 
     async def smtp_AUTH(self, arg: str) -> None:  # noqa: N802
         self.event_handler.commands.append("AUTH " + arg.split(" ")[0])
@@ -266,6 +278,147 @@ class RawServer:
                 self.received += data
 
 
+class Conn:
+    """One connection to a :class:`ScriptedServer`, as its script sees it."""
+
+    def __init__(self, sock: socket.socket, server: ScriptedServer) -> None:
+        self.sock: socket.socket = sock
+        self.server = server
+        self._pending = b""
+        sock.settimeout(10)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def line(self) -> bytes | None:
+        """The next line the client sent (CRLF removed); None when the client closed."""
+        while b"\r\n" not in self._pending:
+            data = self.sock.recv(65536)
+            if not data:
+                return None
+            self.server.received.append(data)
+            self._pending += data
+        line, _, self._pending = self._pending.partition(b"\r\n")
+        return line
+
+    def read(self, count: int) -> bytes:
+        """At least ``count`` bytes (fewer if the client closes), counting what was buffered."""
+        while len(self._pending) < count:
+            data = self.sock.recv(65536)
+            if not data:
+                break
+            self.server.received.append(data)
+            self._pending += data
+        data, self._pending = self._pending, b""
+        return data
+
+    def until(self, marker: bytes) -> bytes:
+        while marker not in self._pending:
+            data = self.sock.recv(65536)
+            if not data:
+                return b""
+            self.server.received.append(data)
+            self._pending += data
+        data, _, self._pending = self._pending.partition(marker)
+        return data
+
+    @property
+    def buffered(self) -> bytes:
+        """What the client sent that the script has not read yet."""
+        return self._pending
+
+    def start_tls(self, context: ssl.SSLContext) -> None:
+        """The server side of the handshake; what is received after it is recorded apart."""
+        assert not self._pending, f"the client sent {self._pending!r} before the handshake"
+        self.sock = context.wrap_socket(self.sock, server_side=True)
+        self.server.tls_at = len(self.server.received)
+
+    def serve_smtp(self, ehlo: bytes = b"250-hi\r\n250 AUTH PLAIN LOGIN\r\n") -> None:
+        """Answer like a small, well-behaved SMTP server until QUIT (no greeting: the script
+        sent it). Messages go to ``server.messages``."""
+        while True:
+            line = self.line()
+            if line is None:
+                return
+            verb = line.split(b" ", 1)[0].upper()
+            self.server.commands.append(line.decode("latin-1"))
+            if verb in (b"EHLO", b"LHLO"):
+                self.send(ehlo)
+            elif verb == b"AUTH":
+                self.send(b"235 2.7.0 ok\r\n")
+            elif verb == b"DATA":
+                self.send(b"354 go\r\n")
+                self.server.messages.append(self.until(b"\r\n.\r\n"))
+                self.send(b"250 2.0.0 queued\r\n")
+            elif verb == b"QUIT":
+                self.send(b"221 bye\r\n")
+                return
+            else:
+                self.send(b"250 ok\r\n")
+
+
+class ScriptedServer:
+    """A TCP server on 127.0.0.1 that plays ``script(conn)`` for each connection: hostile
+    servers (injection, closing mid-reply or mid-handshake, dripping) are a few lines each.
+
+    ``received`` holds every chunk read from clients (``tls_at`` is where TLS began), ``errors``
+    what a script raised, ``messages``/``commands`` what ``serve_smtp`` saw.
+    """
+
+    def __init__(self, script: Any) -> None:
+        self.script = script
+        self.port = free_port()
+        self.received: list[bytes] = []
+        self.tls_at: int | None = None
+        self.errors: list[BaseException] = []
+        self.messages: list[bytes] = []
+        self.commands: list[str] = []
+        self.connections = 0
+        self.stop = threading.Event()
+        self._sock = socket.create_server(("127.0.0.1", self.port))
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def plaintext(self) -> bytes:
+        """What the client sent before TLS (everything, if TLS never started)."""
+        return b"".join(self.received[: self.tls_at])
+
+    def __enter__(self) -> ScriptedServer:
+        thread = threading.Thread(target=self._accept, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self._threads:
+            thread.join(2)
+        self._sock.close()
+
+    def _accept(self) -> None:
+        self._sock.settimeout(0.05)  # closing a socket does not wake a thread blocked in accept()
+        while not self.stop.is_set():
+            try:
+                sock, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            thread = threading.Thread(target=self._serve, args=(sock,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _serve(self, sock: socket.socket) -> None:
+        conn = Conn(sock, self)
+        try:
+            self.script(conn)
+        except (OSError, ssl.SSLError) as error:
+            self.errors.append(error)
+        finally:
+            conn.sock.close()
+
+
 # -- certificates and TLS contexts -------------------------------------------------------------
 
 
@@ -364,6 +517,11 @@ class Websockify:
         with self.tokens.open("a") as tokens:
             tokens.write(f"t{target_port}: 127.0.0.1:{target_port}\n")
         return f"ws://127.0.0.1:{self.port}/?token=t{target_port}"
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
 
     @property
     def running(self) -> bool:

@@ -38,6 +38,7 @@ class Outcome:
     log: list[tuple[str, str]] = field(default_factory=list)
     writes: list[bytes] = field(default_factory=list)
     drains: int = 0
+    order: list[str] = field(default_factory=list)  # "done:True", "error:SmtpTlsError", "close:True"
 
 
 async def deliver(
@@ -82,16 +83,28 @@ async def deliver(
 
     client.onidle = count_idle
     client.onready = onready
-    client.ondone = out.done.append
+
+    def ondone(success: bool) -> None:
+        out.done.append(success)
+        out.order.append(f"done:{success}")
+
+    client.ondone = ondone
 
     def onerror(error: SmtpError) -> None:
         out.errors.append(error)
+        out.order.append(f"error:{type(error).__name__}")
         if not error.fatal:  # nothing was sent and the client is idle: go on
             onidle()
 
     client.onerror = onerror
     client.ondrain = ondrain
-    client.onclose = lambda is_error: closed.done() or closed.set_result(is_error)
+
+    def onclose(is_error: bool) -> None:
+        out.order.append(f"close:{is_error}")
+        if not closed.done():
+            closed.set_result(is_error)
+
+    client.onclose = onclose
     client.onlog = lambda d, t: out.log.append((d, t))
     client.connect()
     transport = client._transport

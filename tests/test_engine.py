@@ -19,7 +19,7 @@ from pysmtp_wasm import (
     SmtpUsageError,
     State,
 )
-from pysmtp_wasm._reply import MAX_REPLY_LINE
+from pysmtp_wasm._reply import MAX_REPLY_LINE, MAX_REPLY_LINES
 
 from .script import Harness, bytewise, run
 
@@ -515,8 +515,36 @@ def test_endless_reply_line_is_bounded():
     (failed,) = h.events
     assert isinstance(failed.error, SmtpProtocolError) and "longer than" in str(failed.error)
     assert h.engine.state is State.CLOSED
+    assert h.engine._parser.buffered == 0  # the oversized line is not kept after the error
     h.feed(b"y" * 100_000)  # after the error: ignored, nothing grows
-    assert h.engine._parser.buffered <= MAX_REPLY_LINE + 1000
+    assert h.engine._parser.buffered == 0
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        b"220 " + b"x" * 6000,
+        b"220-hi\r\n" + b"220-x\r\n" * (MAX_REPLY_LINES + 5),
+        b"220-hi\r\n2x0 bad\r\n" + b"z" * 3000,
+    ],
+    ids=["endless line", "endless reply", "malformed line"],
+)
+def test_nothing_received_is_kept_after_the_session_fails(hostile):
+    h = Harness()
+    h.feed(hostile)
+    assert isinstance(h.events[-1], Failed) and h.engine.state is State.CLOSED
+    assert h.engine._parser.buffered == 0 and h.engine._parser._lines == []
+
+
+def test_nothing_received_is_kept_after_close_or_a_timeout():
+    for end in ("close", "fail"):
+        h = Harness()
+        h.feed(b"220-partial greeting\r\n220 and half a li")
+        if end == "close":
+            h.engine.close()
+        else:
+            h.call("fail", SmtpProtocolError("timed out"))
+        assert h.engine._parser.buffered == 0 and h.engine._parser._lines == []
 
 
 def test_unsolicited_421_while_idle_is_an_error_with_code():

@@ -1,0 +1,327 @@
+"""Hardening in the browser: the same hostile servers as tests/test_hostile.py, reached from the
+page through websockify, where the path differs from CPython (the JS socket, node-forge TLS,
+the WebSocket proxy); plus a proxy that refuses, and load from one page."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import Page
+from .servers import (
+    Certificate,
+    Conn,
+    Recorder,
+    ScriptedServer,
+    SmtpServer,
+    Websockify,
+    free_port,
+    legacy_tls_context,
+)
+from .test_hostile import BAD_ENVELOPES, INJECTED, greet_and_accept_envelope, starttls_script
+
+USER, PASSWORD = "alice", "s3cret-pass"
+
+
+def assert_failed(rec: dict[str, Any], name: str) -> dict[str, Any]:
+    """One error of that name, then onclose(true), and never ondone(true)."""
+    assert len(rec["errors"]) == 1, rec["errors"]
+    (error,) = rec["errors"]
+    assert error["name"] == name and error["isError"] is True and error["fatal"] is True, error
+    assert rec["order"][-2:] == [f"error:{name}", "close:true"], rec["order"]
+    assert "done:true" not in rec["order"] and rec["closed"] is True
+    return error
+
+
+def server_lines(rec: dict[str, Any]) -> list[str]:
+    return [line for line in rec["log"] if line.startswith("S: ")]
+
+
+def children(pid: int) -> int:
+    """Processes whose parent is ``pid`` (websockify forks one per WebSocket)."""
+    count = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            count += 1
+    return count
+
+
+def tcp_connections(port: int) -> int:
+    """TCP connections (any state but LISTEN and TIME_WAIT) with ``port`` at either end."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, remote, state = line.split()[1:4]
+        if state in ("0A", "06"):
+            continue
+        if int(local.split(":")[1], 16) == port or int(remote.split(":")[1], 16) == port:
+            count += 1
+    return count
+
+
+def settle(check: Any, timeout: float = 5) -> Any:
+    """Poll ``check()`` until it is falsy-zero or the time is up; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if not value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+# -- STARTTLS injection through the JS socket ---------------------------------------------------------
+
+
+def test_starttls_injection_in_the_same_read_is_discarded(
+    page: Page, proxy: Websockify, rsa_cert: Certificate
+) -> None:
+    with ScriptedServer(starttls_script(legacy_tls_context(rsa_cert), INJECTED)) as server:
+        rec = page.session(
+            host="localhost",
+            port=server.port,
+            options={
+                "proxy": proxy.url(server.port),
+                "ca": rsa_cert.cert_pem,
+                "auth": {"user": USER, "pass": PASSWORD},
+            },
+        )
+    assert rec["errors"] == [] and rec["done"] == [True] and rec["closed"] is False
+    assert server.plaintext == b"EHLO localhost\r\nSTARTTLS\r\n"
+    assert server.commands[0] == "EHLO localhost" and server.commands[1].startswith("AUTH PLAIN ")
+    assert not any("evil" in line or "fake" in line for line in server_lines(rec))
+    assert "*: discarded data received after the STARTTLS reply" in rec["log"]
+
+
+def test_starttls_injection_in_a_later_read_fails_the_handshake(
+    page: Page, proxy: Websockify, rsa_cert: Certificate
+) -> None:
+    with ScriptedServer(starttls_script(legacy_tls_context(rsa_cert), b"", later=INJECTED)) as server:
+        rec = page.session(
+            host="localhost",
+            port=server.port,
+            options={
+                "proxy": proxy.url(server.port),
+                "ca": rsa_cert.cert_pem,
+                "auth": {"user": USER, "pass": PASSWORD},
+            },
+        )
+    error = assert_failed(rec, "SmtpTlsError")
+    assert "did not answer in TLS" in error["message"] and "250-evil" in error["message"]
+    assert not any("evil" in line or "fake" in line for line in server_lines(rec))
+    assert server.plaintext == b"EHLO localhost\r\nSTARTTLS\r\n" and server.messages == []
+
+
+# -- the connection breaks ------------------------------------------------------------------------------
+
+
+def test_server_closes_mid_reply(page: Page, proxy: Websockify) -> None:
+    def at_greeting(conn: Conn) -> None:
+        conn.send(b"220-mx.example.com\r\n220-still gree")
+
+    def after_data(conn: Conn) -> None:
+        greet_and_accept_envelope(conn)
+        conn.until(b"\r\n.\r\n")
+        conn.send(b"250-2.0.0 queued as")
+
+    for script in (at_greeting, after_data):
+        with ScriptedServer(script) as server:
+            rec = page.session(port=server.port, options={"proxy": proxy.url(server.port)})
+        assert_failed(rec, "SmtpConnectionError")
+        assert rec["done"] == []
+
+
+def test_server_closes_mid_data(page: Page, proxy: Websockify) -> None:
+    def script(conn: Conn) -> None:
+        greet_and_accept_envelope(conn)
+        conn.read(300_000)
+
+    with ScriptedServer(script) as server:
+        rec = page.session(port=server.port, options={"proxy": proxy.url(server.port)}, lines=100_000)
+    assert_failed(rec, "SmtpConnectionError")
+    assert rec["done"] == []
+
+
+@pytest.mark.parametrize("mode", ["starttls", "implicit"])
+def test_server_closes_mid_tls_handshake(
+    page: Page, proxy: Websockify, rsa_cert: Certificate, mode: str
+) -> None:
+    def script(conn: Conn) -> None:
+        if mode == "starttls":
+            conn.send(b"220 hi\r\n")
+            conn.line()
+            conn.send(b"250-hi\r\n250 STARTTLS\r\n")
+            conn.line()
+            conn.send(b"220 go ahead\r\n")
+        conn.read(1)  # the ClientHello begins: hang up
+
+    with ScriptedServer(script) as server:
+        rec = page.session(
+            host="localhost",
+            port=server.port,
+            options={
+                "proxy": proxy.url(server.port),
+                "ca": rsa_cert.cert_pem,
+                "useSecureTransport": mode == "implicit",
+                "auth": {"user": USER, "pass": PASSWORD},
+            },
+        )
+    error = assert_failed(rec, "SmtpTlsError")
+    assert "closed the connection during the TLS handshake" in error["message"]
+    assert rec["idles"] == 0 and b"AUTH" not in server.plaintext
+
+
+def test_one_byte_a_second_times_out(page: Page, proxy: Websockify) -> None:
+    def script(conn: Conn) -> None:
+        for byte in b"220 " + b"x" * 60:
+            if conn.server.stop.wait(1.0):
+                return
+            conn.send(bytes([byte]))
+
+    with ScriptedServer(script) as server:
+        started = time.monotonic()
+        rec = page.session(
+            port=server.port, options={"proxy": proxy.url(server.port), "timeoutGreeting": 2500}
+        )
+        elapsed = time.monotonic() - started
+    error = assert_failed(rec, "SmtpTimeoutError")
+    assert "greeting" in error["message"] and 2.4 < elapsed < 5
+
+
+# -- the proxy refuses ----------------------------------------------------------------------------------
+
+
+def test_the_proxy_refuses_the_websocket(page: Page, proxy: Websockify) -> None:
+    with SmtpServer() as server:
+        nobody = f"ws://127.0.0.1:{free_port()}/"  # no proxy listening
+        unknown = f"ws://127.0.0.1:{proxy.port}/?token=not-in-the-token-file"
+        for url in (nobody, unknown):
+            rec = page.session(port=server.port, options={"proxy": url})
+            error = assert_failed(rec, "SmtpConnectionError")
+            assert rec["idles"] == 0 and "cannot reach the WebSocket proxy" in error["message"], url
+    assert server.recorder.messages == []
+    assert page.stats() == {"socketProxies": 0, "clients": 0, "jsClients": 0}
+
+
+# -- bad input -------------------------------------------------------------------------------------------
+
+INPUT_SCRIPT = r"""
+const [port, proxy, bad] = args;
+const api = await window.smtp;
+const client = new api.SmtpClient("localhost", port, { proxy });
+const calls = [];
+const errors = [];
+const refused = (what, fn) => {
+  try { fn(); calls.push([what, "accepted"]); } catch (e) { calls.push([what, e.name, e instanceof Error]); }
+};
+let idles = 0;
+return await new Promise((resolve) => {
+  client.onidle = () => {
+    idles++;
+    if (idles === 1) {
+      for (const envelope of bad) client.useEnvelope(envelope);
+      client.useEnvelope({ from: "a@example.com", to: "one@example.com" });
+      refused("useEnvelope in flight", () => client.useEnvelope({ to: "x@example.com" }));
+      refused("connect twice", () => client.connect());
+      refused("send before onready", () => client.send("early"));
+      refused("quit mid-message", () => client.quit());
+    } else if (idles === 2) {
+      client.useEnvelope({ from: "a@example.com", to: "two@example.com" });
+    } else {
+      client.quit();
+    }
+  };
+  client.onready = () => {
+    client.send(`Subject: ${idles}\r\n\r\nbody ${idles}\r\n`);
+    client.end();
+    refused("send after end", () => client.send("late bytes"));
+    refused("end twice", () => client.end());
+  };
+  client.onerror = (e) => errors.push([e.name, e.fatal, e.message]);
+  client.onclose = (isError) => resolve({ calls, errors, isError, state: client.state });
+  client.connect();
+});
+"""
+
+
+def test_bad_input_is_refused_and_the_connection_stays_usable(page: Page, proxy: Websockify) -> None:
+    recorder = Recorder(pipelining=True)
+    server = SmtpServer(recorder)
+    server.SMTP_kwargs["enable_SMTPUTF8"] = False
+    with server:
+        out = page.run(INPUT_SCRIPT, server.port, proxy.url(server.port), BAD_ENVELOPES)
+    assert out["isError"] is False
+    assert [(name, fatal) for name, fatal, _ in out["errors"]] == [("SmtpEnvelopeError", False)] * len(
+        BAD_ENVELOPES
+    )
+    assert "SMTPUTF8" in out["errors"][4][2]
+    usage = ["SmtpUsageError", True]
+    assert (
+        out["calls"]
+        == [
+            ["useEnvelope in flight", *usage],
+            ["connect twice", *usage],
+            ["send before onready", *usage],
+            ["quit mid-message", *usage],
+        ]
+        + [["send after end", *usage], ["end twice", *usage]] * 2
+    )
+    assert [(m.rcpt_tos, m.content) for m in recorder.messages] == [
+        (["one@example.com"], b"Subject: 1\r\n\r\nbody 1\r\n"),
+        (["two@example.com"], b"Subject: 2\r\n\r\nbody 2\r\n"),
+    ]
+    assert not any("victim" in c for c in recorder.commands)
+
+
+# -- load --------------------------------------------------------------------------------------------------
+
+MANY_AT_ONCE = r"""
+const [port, proxy, count] = args;
+const sessions = [];
+for (let i = 0; i < count; i++) {
+  const envelopes = [{ from: "a@example.com", to: `c${i}@example.com` }];
+  const body = `Subject: ${i}\r\n\r\nmessage ${i}\r\n`;
+  sessions.push(window.session({ port, options: { proxy }, envelopes, body }));
+}
+const recs = await Promise.all(sessions);
+await new Promise((r) => setTimeout(r, 50));  // proxies are destroyed just after onclose
+const api = await window.smtp;
+return { outcomes: recs.map((r) => [r.errors.length, r.done, r.closed]), stats: api.stats() };
+"""
+
+
+def test_fifty_connections_at_once_from_one_page(page: Page, proxy: Websockify) -> None:
+    recorder = Recorder(pipelining=True)
+    with SmtpServer(recorder) as server:
+        url = proxy.url(server.port)
+        before = (children(proxy.pid), tcp_connections(proxy.port), recorder.connections_total)
+        out = page.run(MANY_AT_ONCE, server.port, url, 50)
+        assert settle(lambda: recorder.connections_open) == 0
+        assert settle(lambda: children(proxy.pid) - before[0]) == 0  # websockify's per-connection children
+        assert settle(lambda: tcp_connections(proxy.port) - before[1]) == 0
+    assert out["outcomes"] == [[0, [True], False]] * 50
+    assert out["stats"] == {"socketProxies": 0, "clients": 0, "jsClients": 0}
+    contents = sorted(m.content for m in recorder.messages)
+    assert contents == sorted(f"Subject: {i}\r\n\r\nmessage {i}\r\n".encode() for i in range(50))
+    assert recorder.connections_total - before[2] == 50
+
+
+def test_a_thousand_messages_on_one_connection_from_the_page(page: Page, proxy: Websockify) -> None:
+    recorder = Recorder(pipelining=True)
+    with SmtpServer(recorder) as server:
+        url = proxy.url(server.port)
+        before = (children(proxy.pid), tcp_connections(proxy.port), recorder.connections_total)
+        envelopes = [{"from": "a@example.com", "to": f"m{i}@example.com"} for i in range(1000)]
+        rec = page.session(port=server.port, options={"proxy": url}, envelopes=envelopes)
+        assert settle(lambda: recorder.connections_open) == 0
+        assert settle(lambda: children(proxy.pid) - before[0]) == 0
+        assert settle(lambda: tcp_connections(proxy.port) - before[1]) == 0
+    assert rec["errors"] == [] and rec["done"] == [True] * 1000 and rec["closed"] is False
+    assert [m.rcpt_tos for m in recorder.messages] == [[f"m{i}@example.com"] for i in range(1000)]
+    assert recorder.connections_total - before[2] == 1
+    assert settle(lambda: sum(page.stats().values())) == 0

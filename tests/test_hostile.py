@@ -1,0 +1,453 @@
+"""Hardening in CPython: hostile servers, a STARTTLS-stripping man in the middle, broken
+connections, bad input and load. Each failure must end in ``onerror`` then ``onclose(true)``,
+never with ``ondone(true)`` for a message the server did not accept; nothing may hang."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ssl
+import time
+import tracemalloc
+from typing import Any
+
+import pytest
+import trustme
+
+from pysmtp_wasm import (
+    SmtpClient,
+    SmtpConnectionError,
+    SmtpEnvelopeError,
+    SmtpError,
+    SmtpProtocolError,
+    SmtpTimeoutError,
+    SmtpTlsError,
+    SmtpUsageError,
+)
+from pysmtp_wasm._reply import MAX_REPLY_LINE
+
+from .servers import Conn, Recorder, ScriptedServer, SmtpServer
+from .test_asyncio_e2e import Outcome, deliver
+
+USER, PASSWORD = "alice", "s3cret-pass"
+
+
+@pytest.fixture(scope="module")
+def tls_ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def tls_server(tls_ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    return context
+
+
+def pinned(ca: trustme.CA, **options: Any) -> dict[str, Any]:
+    return {"ca": ca.cert_pem.bytes().decode(), **options}
+
+
+def assert_failed(out: Outcome, error_class: type[SmtpError]) -> SmtpError:
+    """One error of that class, then onclose(true), and no ondone(true) at any time."""
+    assert len(out.errors) == 1, out.errors
+    assert isinstance(out.errors[0], error_class), repr(out.errors[0])
+    assert out.order[-2:] == [f"error:{type(out.errors[0]).__name__}", "close:True"], out.order
+    assert "done:True" not in out.order and out.closed is True
+    return out.errors[0]
+
+
+def server_lines(out: Outcome) -> list[str]:
+    return [text for direction, text in out.log if direction == "S"]
+
+
+# -- STARTTLS injection (CVE-2011-0411) -------------------------------------------------------------
+
+
+def starttls_script(tls: ssl.SSLContext, injected: bytes, later: bytes = b"") -> Any:
+    """A server that offers STARTTLS with PIPELINING, then sends ``injected`` in the same write
+    as "220 ready" (and ``later`` in a write of its own) before the handshake."""
+
+    def script(conn: Conn) -> None:
+        conn.send(b"220 hostile ESMTP\r\n")
+        assert conn.line() == b"EHLO localhost"
+        conn.send(b"250-hostile\r\n250-PIPELINING\r\n250-AUTH PLAIN\r\n250 STARTTLS\r\n")
+        assert conn.line() == b"STARTTLS"
+        conn.sock.settimeout(0.3)  # anything pipelined behind STARTTLS would arrive now
+        try:
+            conn.read(1)
+        except TimeoutError:
+            pass
+        conn.sock.settimeout(10)
+        conn.send(b"220 2.0.0 ready to start TLS\r\n" + injected)
+        if later:
+            time.sleep(0.2)
+            conn.send(later)
+        conn.start_tls(tls)
+        conn.serve_smtp(b"250-hostile over TLS\r\n250 AUTH PLAIN\r\n")
+
+    return script
+
+
+INJECTED = b"250-evil\r\n250 AUTH PLAIN\r\n235 2.7.0 fake: authenticated\r\n"
+
+
+async def test_starttls_injection_in_the_same_read_is_discarded(
+    tls_ca: trustme.CA, tls_server: ssl.SSLContext
+) -> None:
+    with ScriptedServer(starttls_script(tls_server, INJECTED)) as server:
+        client = SmtpClient("localhost", server.port, pinned(tls_ca, auth={"user": USER, "pass": PASSWORD}))
+        out = await deliver(client)
+    assert out.errors == [] and out.done == [True] and out.closed is False
+    # Nothing was pipelined behind STARTTLS, and no AUTH went out in plaintext.
+    assert server.plaintext == b"EHLO localhost\r\nSTARTTLS\r\n"
+    # After the handshake the client said EHLO again: the injected replies were never read.
+    assert server.commands[0] == "EHLO localhost" and server.commands[1].startswith("AUTH PLAIN ")
+    assert not any("evil" in line or "fake" in line for line in server_lines(out))
+    assert ("*", "discarded data received after the STARTTLS reply") in out.log
+    assert len(server.messages) == 1
+
+
+async def test_starttls_injection_in_a_later_read_fails_the_handshake(
+    tls_ca: trustme.CA, tls_server: ssl.SSLContext
+) -> None:
+    with ScriptedServer(starttls_script(tls_server, b"", later=INJECTED)) as server:
+        client = SmtpClient("localhost", server.port, pinned(tls_ca, auth={"user": USER, "pass": PASSWORD}))
+        out = await deliver(client, timeout=10)
+    error = assert_failed(out, SmtpTlsError)
+    assert "TLS with localhost failed" in str(error)
+    # The bytes went to the TLS layer (and broke it), never to the reply parser.
+    assert not any("evil" in line or "fake" in line for line in server_lines(out))
+    assert server.plaintext == b"EHLO localhost\r\nSTARTTLS\r\n" and server.messages == []
+
+
+# -- a man in the middle who strips STARTTLS ---------------------------------------------------------
+
+
+class StrippingMitm:
+    """A real TCP man in the middle between the client and the server: it deletes STARTTLS from
+    EHLO replies and answers a STARTTLS command itself with 454, so the session stays in
+    plaintext where it reads everything (``from_client``)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.from_client = bytearray()
+        self.stripped = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> StrippingMitm:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+
+        async def client_to_server() -> None:
+            while line := await reader.readline():
+                self.from_client += line
+                if line.strip().upper() == b"STARTTLS":
+                    writer.write(b"454 4.7.0 TLS not available due to temporary reason\r\n")
+                    continue
+                up_writer.write(line)
+            up_writer.close()
+
+        async def server_to_client() -> None:
+            reply: list[bytes] = []
+            while line := await up_reader.readline():
+                reply.append(line)
+                if line[3:4] == b"-":
+                    continue  # a multi-line reply: rewrite it whole
+                kept = [item for item in reply if item[4:].strip().upper() != b"STARTTLS"]
+                self.stripped += len(reply) - len(kept)
+                reply = []
+                lines = [item[:3] + b"-" + item[4:] for item in kept[:-1]] + [
+                    kept[-1][:3] + b" " + kept[-1][4:]
+                ]
+                writer.write(b"".join(lines))
+            writer.close()
+
+        await asyncio.gather(client_to_server(), server_to_client(), return_exceptions=True)
+
+
+async def test_starttls_stripped_with_require_tls_stops_before_auth(tls_server: ssl.SSLContext) -> None:
+    recorder = Recorder(users={USER: PASSWORD})
+    with SmtpServer(recorder, starttls=tls_server) as server:
+        async with StrippingMitm(server.port) as mitm:
+            client = SmtpClient(
+                "127.0.0.1", mitm.port, {"requireTLS": True, "auth": {"user": USER, "pass": PASSWORD}}
+            )
+            out = await deliver(client)
+    error = assert_failed(out, SmtpTlsError)
+    assert "requireTLS" in str(error) and error.code == 454
+    assert mitm.stripped == 1  # the server did offer STARTTLS
+    assert bytes(mitm.from_client) == b"EHLO localhost\r\nSTARTTLS\r\n"  # no AUTH, no password
+    assert not any(c.startswith("AUTH") for c in recorder.commands) and recorder.messages == []
+
+
+async def test_starttls_stripped_without_require_tls_is_plaintext_and_the_mitm_reads_it(
+    tls_server: ssl.SSLContext,
+) -> None:
+    """Opportunistic TLS, as the README explains: without requireTLS the client uses TLS when
+    the server *appears* to offer it. A man in the middle who removes the offer gets a
+    plaintext session: the message and, with PLAIN or LOGIN, the password."""
+    recorder = Recorder(users={USER: PASSWORD})
+    with SmtpServer(recorder, starttls=tls_server) as server:
+        async with StrippingMitm(server.port) as mitm:
+            client = SmtpClient(
+                "127.0.0.1", mitm.port, {"auth": {"user": USER, "pass": PASSWORD}, "authMethod": "PLAIN"}
+            )
+            out = await deliver(client)
+    assert out.errors == [] and out.done == [True]
+    assert recorder.messages[0].tls is False and "STARTTLS" not in recorder.commands
+    seen = bytes(mitm.from_client)
+    assert base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()) in seen  # the credentials
+    assert b"Subject: hi\r\n\r\nhello\r\n" in seen  # the message
+
+
+# -- the connection breaks -----------------------------------------------------------------------------
+
+
+def greet_and_accept_envelope(conn: Conn) -> None:
+    conn.send(b"220 hi\r\n")
+    for reply in (b"250 hi\r\n", b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n"):
+        assert conn.line() is not None
+        conn.send(reply)
+
+
+async def test_server_closes_mid_reply_at_the_greeting() -> None:
+    def script(conn: Conn) -> None:
+        conn.send(b"220-mx.example.com\r\n220-still gree")
+
+    with ScriptedServer(script) as server:
+        out = await deliver(SmtpClient("127.0.0.1", server.port), timeout=5)
+    error = assert_failed(out, SmtpConnectionError)
+    assert "before it greeted" in str(error)
+
+
+async def test_server_closes_mid_reply_after_the_data_is_not_done() -> None:
+    def script(conn: Conn) -> None:
+        greet_and_accept_envelope(conn)
+        conn.until(b"\r\n.\r\n")
+        conn.send(b"250-2.0.0 queued as")  # and no more: was it accepted? we cannot know
+
+    with ScriptedServer(script) as server:
+        out = await deliver(SmtpClient("127.0.0.1", server.port), timeout=5)
+    error = assert_failed(out, SmtpConnectionError)
+    assert "before it answered the message" in str(error) and out.done == []
+
+
+async def test_server_closes_mid_data_while_the_client_streams() -> None:
+    def script(conn: Conn) -> None:
+        greet_and_accept_envelope(conn)
+        conn.read(300_000)  # a part of the message, then it goes
+
+    body = [b"x" * 76 + b"\r\n"] * 100_000  # 7.8 MB
+    with ScriptedServer(script) as server:
+        out = await deliver(SmtpClient("127.0.0.1", server.port), body=body, honour_drain=True, timeout=10)
+    error = assert_failed(out, SmtpConnectionError)
+    assert "during the message data" in str(error) or "before it answered" in str(error)
+
+
+@pytest.mark.parametrize("mode", ["starttls", "implicit"])
+async def test_server_closes_mid_tls_handshake(tls_ca: trustme.CA, mode: str) -> None:
+    def script(conn: Conn) -> None:
+        if mode == "starttls":
+            conn.send(b"220 hi\r\n")
+            conn.line()
+            conn.send(b"250-hi\r\n250 STARTTLS\r\n")
+            conn.line()
+            conn.send(b"220 go ahead\r\n")
+        conn.read(1)  # the ClientHello begins: hang up
+
+    with ScriptedServer(script) as server:
+        options = pinned(tls_ca, auth={"user": USER, "pass": PASSWORD}, useSecureTransport=mode == "implicit")
+        out = await deliver(SmtpClient("localhost", server.port, options), timeout=5)
+    assert out.errors and isinstance(out.errors[0], (SmtpTlsError, SmtpConnectionError))
+    assert_failed(out, type(out.errors[0]))
+    assert out.idles == 0 and b"AUTH" not in server.plaintext
+
+
+async def test_one_byte_a_second_times_out_and_memory_stays_bounded() -> None:
+    def script(conn: Conn) -> None:
+        for byte in b"220 " + b"x" * 60:
+            if conn.server.stop.wait(1.0):
+                return
+            conn.send(bytes([byte]))
+
+    with ScriptedServer(script) as server:
+        client = SmtpClient("127.0.0.1", server.port, {"timeoutGreeting": 2500})
+        started = time.monotonic()
+        task = asyncio.ensure_future(deliver(client, timeout=8))
+        buffered = []
+        while not task.done():
+            await asyncio.sleep(0.1)
+            if client._engine is not None:
+                buffered.append(client._engine._parser.buffered)
+        out = task.result()
+        elapsed = time.monotonic() - started
+    assert_failed(out, SmtpTimeoutError)
+    assert 2.4 < elapsed < 4  # the timer fired: bytes arriving do not reset it
+    assert max(buffered) <= 4 and buffered[-1] == 0
+
+
+async def test_continuation_lines_forever_time_out() -> None:
+    def script(conn: Conn) -> None:
+        conn.send(b"220 hi\r\n")
+        conn.line()
+        while not conn.server.stop.wait(0.05):
+            conn.send(b"250-still thinking\r\n")  # complete lines, never a complete reply
+
+    with ScriptedServer(script) as server:
+        out = await deliver(SmtpClient("127.0.0.1", server.port, {"timeoutSocketLowerBound": 600}), timeout=5)
+    assert "ehlo" in str(assert_failed(out, SmtpTimeoutError))
+
+
+async def test_a_flood_without_line_ends_is_stopped_with_bounded_memory() -> None:
+    sent = []
+
+    def script(conn: Conn) -> None:
+        conn.send(b"220 ")
+        chunk = b"x" * 65536
+        for _ in range(160):  # up to 10 MB
+            conn.send(chunk)
+            sent.append(len(chunk))
+
+    tracemalloc.start()
+    try:
+        with ScriptedServer(script) as server:
+            baseline = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            out = await deliver(SmtpClient("127.0.0.1", server.port), timeout=5)
+            peak = tracemalloc.get_traced_memory()[1] - baseline
+    finally:
+        tracemalloc.stop()
+    error = assert_failed(out, SmtpProtocolError)
+    assert f"longer than {MAX_REPLY_LINE} bytes" in str(error)
+    assert peak < 2 * 1024 * 1024, f"{peak} bytes at the peak"
+
+
+# -- bad input: clear errors, no corruption, the connection still usable ------------------------------
+
+
+def refused(call: Any, *args: Any) -> str:
+    try:
+        call(*args)
+    except SmtpUsageError as error:
+        return type(error).__name__
+    return "accepted"
+
+
+BAD_ENVELOPES = [
+    {"from": "a@example.com", "to": "b@example.com\r\nRCPT TO:<victim@example.com>"},
+    {"from": "a@exa\0mple.com", "to": "b@example.com"},
+    {"from": "a@example.com", "to": "b@example.com> NOTIFY=NEVER"},
+    {"from": "<a@example.com", "to": "b@example.com"},
+    {"from": "a@example.com", "to": "jörg@example.com"},  # the server has no SMTPUTF8
+    {"from": "a@example.com", "to": []},
+]
+
+
+async def test_bad_input_is_refused_and_the_connection_stays_usable() -> None:
+    recorder = Recorder(pipelining=True)
+    server = SmtpServer(recorder)
+    server.SMTP_kwargs["enable_SMTPUTF8"] = False
+    with server:
+        client = SmtpClient("127.0.0.1", server.port)
+        calls: list[tuple[str, str]] = []
+        errors: list[SmtpError] = []
+        idles = 0
+        closed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        def onidle() -> None:
+            nonlocal idles
+            idles += 1
+            if idles == 1:
+                for envelope in BAD_ENVELOPES:
+                    client.useEnvelope(envelope)  # each: onerror (fatal false), nothing sent
+                client.useEnvelope({"from": "a@example.com", "to": "one@example.com"})
+                calls.append(("useEnvelope in flight", refused(client.useEnvelope, {"to": "x@example.com"})))
+                calls.append(("connect twice", refused(client.connect)))
+                calls.append(("send before onready", refused(client.send, "early")))
+                calls.append(("quit mid-message", refused(client.quit)))
+            elif idles == 2:
+                client.useEnvelope({"from": "a@example.com", "to": "two@example.com"})
+            else:
+                client.quit()
+
+        def onready(failed: list[str]) -> None:
+            client.send(f"Subject: {idles}\r\n\r\nbody {idles}\r\n")
+            client.end()
+            calls.append(("send after end", refused(client.send, "late bytes")))
+            calls.append(("end twice", refused(client.end)))
+
+        client.onidle = onidle
+        client.onready = onready
+        client.onerror = errors.append
+        client.onclose = closed.set_result
+        client.connect()
+        assert await asyncio.wait_for(closed, 10) is False
+    assert [type(e) for e in errors] == [SmtpEnvelopeError] * len(BAD_ENVELOPES)
+    assert all(e.fatal is False for e in errors) and "SMTPUTF8" in str(errors[4])
+    assert (
+        calls
+        == [
+            ("useEnvelope in flight", "SmtpUsageError"),
+            ("connect twice", "SmtpUsageError"),
+            ("send before onready", "SmtpUsageError"),
+            ("quit mid-message", "SmtpUsageError"),
+        ]
+        + [("send after end", "SmtpUsageError"), ("end twice", "SmtpUsageError")] * 2
+    )
+    assert [(m.rcpt_tos, m.content) for m in recorder.messages] == [
+        (["one@example.com"], b"Subject: 1\r\n\r\nbody 1\r\n"),
+        (["two@example.com"], b"Subject: 2\r\n\r\nbody 2\r\n"),
+    ]
+    assert not any("victim" in c for c in recorder.commands)
+
+
+# -- load --------------------------------------------------------------------------------------------------
+
+
+async def test_fifty_connections_at_once() -> None:
+    recorder = Recorder(pipelining=True)
+    with SmtpServer(recorder) as server:
+        before = recorder.connections_total  # aiosmtpd's own start-up check counts too
+        outs = await asyncio.gather(
+            *(
+                deliver(
+                    SmtpClient("127.0.0.1", server.port),
+                    [{"from": "a@example.com", "to": f"c{i}@example.com"}],
+                    timeout=30,
+                )
+                for i in range(50)
+            )
+        )
+        for _ in range(50):
+            if recorder.connections_open == 0:
+                break
+            await asyncio.sleep(0.05)
+    assert all(o.errors == [] and o.done == [True] and o.closed is False for o in outs)
+    assert sorted(m.rcpt_tos[0] for m in recorder.messages) == sorted(f"c{i}@example.com" for i in range(50))
+    assert recorder.connections_total - before == 50 and recorder.connections_open == 0
+
+
+async def test_a_thousand_messages_on_one_connection() -> None:
+    recorder = Recorder(pipelining=True)
+    with SmtpServer(recorder) as server:
+        before = recorder.connections_total
+        envelopes = [{"from": "a@example.com", "to": f"m{i}@example.com"} for i in range(1000)]
+        out = await deliver(SmtpClient("127.0.0.1", server.port), envelopes, timeout=120)
+        for _ in range(50):
+            if recorder.connections_open == 0:
+                break
+            await asyncio.sleep(0.05)
+    assert out.errors == [] and out.done == [True] * 1000 and out.closed is False
+    assert [m.rcpt_tos for m in recorder.messages] == [[f"m{i}@example.com"] for i in range(1000)]
+    assert recorder.connections_total - before == 1 and recorder.connections_open == 0
