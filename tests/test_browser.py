@@ -263,7 +263,7 @@ def test_unknown_ca_is_refused_against_the_bundled_root_store(
 def test_a_tls_1_2_only_server_is_refused_by_node_forge_with_a_clear_error(
     page: Page, proxy: Websockify, rsa_cert: Certificate, mode: str
 ) -> None:
-    # The default engine reaches this server with TLS 1.3 (tests/test_browser_tls.py); node-forge alone cannot.
+    # The default engine reaches this server with TLS 1.3 (test_browser_tls.py); node-forge alone cannot.
     tls = modern_tls_context(rsa_cert)  # Python's default server settings
     kwargs = {"implicit_tls": tls} if mode == "implicit" else {"starttls": tls}
     with SmtpServer(**kwargs) as server:  # type: ignore[arg-type]

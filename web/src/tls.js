@@ -504,7 +504,7 @@ const PySmtpTls = (() => {
 
     _versionHint() {
       return this._ctx.fallback
-        ? `the server refused TLS 1.3 before (${this._ctx.fallback}), and ${FORGE_HINT}: it most likely ` +
+        ? `before that, on another connection: ${this._ctx.fallback}; ${FORGE_HINT}: it most likely ` +
             "speaks only TLS 1.2, which neither engine speaks"
         : `it most likely requires TLS 1.2 or newer; ${FORGE_HINT}`;
     }
@@ -550,9 +550,9 @@ const PySmtpTls = (() => {
         if (from === "server" && description === ALERT_INAPPROPRIATE_FALLBACK) {
           return ctx.error(
             "TLSError",
-            `TLS handshake with ${hp} failed: the server speaks a newer TLS than node-forge and refused the ` +
-              `fallback (${alertText}); the earlier TLS 1.3 attempt failed (${ctx.fallback}): someone on the path ` +
-              "may have forged that failure",
+            `TLS handshake with ${hp} failed: ${ctx.fallback}; on a new connection it refused the fallback ` +
+              `to TLS 1.0/1.1 because it speaks a newer version (${alertText}): it most likely speaks only TLS 1.2, ` +
+              "which neither engine speaks (or someone on the path forged the TLS 1.3 refusal)",
             extra,
           );
         }
@@ -561,8 +561,8 @@ const PySmtpTls = (() => {
             "TLSError",
             `TLS handshake with ${hp} failed: ` +
               (ctx.fallback
-                ? `the server refused TLS 1.3 (${ctx.fallback}) and TLS 1.0/1.1 (${alertText}): it most likely speaks ` +
-                  "only TLS 1.2, which neither engine speaks"
+                ? `${ctx.fallback}; on a new connection it refused TLS 1.0/1.1 (node-forge) too (${alertText}): it most ` +
+                  "likely speaks only TLS 1.2, which neither engine speaks"
                 : `the server requires TLS 1.2 or newer, and ${FORGE_HINT} (${alertText})`),
             Object.assign(extra, { versionRefused: true }),
           );
