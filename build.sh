@@ -80,6 +80,7 @@ build_web() {
     cp "web/node_modules/pyodide/$f" dist/pyodide/
   done
   cp web/node_modules/node-forge/dist/forge.min.js dist/
+  cp web/node_modules/subtls/index.js dist/subtls.mjs
   # Mozilla's root store, as certifi packages it, for TLS without a pinned `ca`.
   cp "$("$PY" -c 'import certifi; print(certifi.where())')" dist/roots.pem
   cp web/src/pysmtp-wasm.d.ts web/minimal.html dist/
@@ -89,13 +90,13 @@ build_web() {
     printf '(function () {\n"use strict";\n'
     printf 'const SCRIPT_URL = (typeof document !== "undefined" && document.currentScript && document.currentScript.src) || location.href;\n'
     printf 'const VERSION = "%s";\nconst WHEEL = "%s";\n' "$version" "$wheel"
-    cat web/src/socket.js web/src/loader.js
+    cat web/src/tls.js web/src/socket.js web/src/loader.js
     printf 'globalThis.PySmtp = PySmtp;\n})();\n'
   } >dist/pysmtp-wasm.js
   {
     printf '/*! pysmtp-wasm %s (MIT) - ES module */\n' "$version"
     printf 'const SCRIPT_URL = import.meta.url;\nconst VERSION = "%s";\nconst WHEEL = "%s";\n' "$version" "$wheel"
-    cat web/src/socket.js web/src/loader.js
+    cat web/src/tls.js web/src/socket.js web/src/loader.js
     printf 'globalThis.PySmtp ??= PySmtp;\nexport const load = PySmtp.load;\nexport default PySmtp;\n'
   } >dist/pysmtp-wasm.mjs
 }

@@ -20,7 +20,7 @@ from ._transport import TimerHandle, TransportOwner
 from .errors import SmtpConnectionError, SmtpError, SmtpTlsError
 
 # Options this transport reads from SmtpClient's options.
-OPTION_NAMES = frozenset({"proxy"})
+OPTION_NAMES = frozenset({"proxy", "tlsEngine"})
 
 # Proxies created for socket callbacks and not yet destroyed, in this whole page.
 live_proxies = 0
@@ -69,8 +69,9 @@ class BrowserTransport:
             value = getattr(defaults, name, None) if defaults is not None else None
             if value is not None:
                 setattr(js_options, name, value)
-        if options.get("proxy") is not None:
-            js_options.proxy = options["proxy"]
+        for name in OPTION_NAMES:
+            if options.get(name) is not None:
+                setattr(js_options, name, options[name])
         js_options.useSecureTransport = secure
         if ca is not None:
             js_options.ca = to_js(ca)

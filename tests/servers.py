@@ -554,3 +554,178 @@ class Websockify:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# -- certificate chains (root -> intermediate -> leaf), RSA or ECDSA P-256 -------------------------
+
+
+@dataclass
+class Chain:
+    """A private CA: ``root_pem`` is what a client pins (``ca``); ``issue()`` makes server certificates."""
+
+    directory: Path
+    kind: str
+    root_pem: str
+    _root: Any
+    _root_key: Any
+    _intermediate: Any
+    _intermediate_key: Any
+
+    def issue(
+        self, name: str = "localhost", *, expired: bool = False, label: str | None = None
+    ) -> Certificate:
+        """A leaf for ``name`` (and 127.0.0.1) signed by the intermediate; ``cert_path`` holds
+        the leaf then the intermediate (what a server sends), ``cert_pem`` the leaf alone."""
+        import datetime
+        import ipaddress
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        now = datetime.datetime.now(datetime.UTC)
+        start, end = (now - datetime.timedelta(days=60), now - datetime.timedelta(days=30)) if expired else (
+            now - datetime.timedelta(hours=1), now + datetime.timedelta(days=30))  # fmt: skip
+        key = _new_key(self.kind)
+        usage = dict.fromkeys(
+            ["content_commitment", "data_encipherment", "key_agreement", "key_cert_sign", "crl_sign",
+             "encipher_only", "decipher_only"], False)  # fmt: skip
+        usage["key_encipherment"] = self.kind == "rsa"
+        builder = (
+            _builder(name, self._intermediate.subject, key, start, end)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, **usage), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._intermediate_key.public_key()),
+                critical=False,
+            )
+        )
+        cert = _sign(builder, self._intermediate_key)
+        stem = label or f"{self.kind}-{name}{'-expired' if expired else ''}"
+        cert_path, key_path = self.directory / f"{stem}.crt", self.directory / f"{stem}.key"
+        leaf_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+        cert_path.write_text(leaf_pem + self._intermediate.public_bytes(serialization.Encoding.PEM).decode())
+        key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        return Certificate(leaf_pem, cert_path, key_path)
+
+
+def _new_key(kind: str) -> Any:
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    if kind == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if kind == "ec":
+        return ec.generate_private_key(ec.SECP256R1())
+    raise ValueError(kind)
+
+
+def _builder(cn: str, issuer: Any, key: Any, start: Any, end: Any) -> Any:
+    from cryptography import x509
+
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, cn)]))
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+
+
+def _sign(builder: Any, key: Any) -> Any:
+    from cryptography.hazmat.primitives import hashes
+
+    return builder.sign(key, hashes.SHA256())
+
+
+def make_chain(directory: Path, kind: str = "rsa") -> Chain:
+    """A root CA and an intermediate CA (``kind``: "rsa" 2048 or "ec" P-256), both SHA-256 signed."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    start, end = now - datetime.timedelta(days=1), now + datetime.timedelta(days=365)
+    ca_usage = x509.KeyUsage(
+        digital_signature=False, content_commitment=False, key_encipherment=False, data_encipherment=False,
+        key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
+    )  # fmt: skip
+    root_key = _new_key(kind)
+    root_name = x509.Name(
+        [x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, f"pysmtp-wasm test root ({kind})")]
+    )
+    root = _sign(
+        x509.CertificateBuilder()
+        .subject_name(root_name)
+        .issuer_name(root_name)
+        .public_key(root_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(root_key.public_key()), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(ca_usage, critical=True),
+        root_key,
+    )
+    intermediate_key = _new_key(kind)
+    intermediate = _sign(
+        _builder(f"pysmtp-wasm test intermediate ({kind})", root_name, intermediate_key, start, end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(ca_usage, critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False
+        ),
+        root_key,
+    )
+    root_pem = root.public_bytes(serialization.Encoding.PEM).decode()
+    (directory / f"{kind}-root.crt").write_text(root_pem)
+    return Chain(directory, kind, root_pem, root, root_key, intermediate, intermediate_key)
+
+
+# -- TLS alerts from the asyncio test servers ------------------------------------------------------
+
+
+def _send_handshake_alerts() -> None:
+    """Make aiosmtpd's (asyncio's) server side send the TLS alert of a failed handshake.
+
+    OpenSSL writes the alert (e.g. protocol_version to a client offering only versions the server
+    does not speak) and real servers send it — Postfix, Exim, ``openssl s_server``; asyncio's
+    SSLProtocol closes without sending what OpenSSL wrote. The browser's "auto" TLS engine retries
+    with the legacy engine only on that alert, so the test servers must behave like real ones.
+    """
+    import asyncio.sslproto
+
+    cls = asyncio.sslproto.SSLProtocol
+    original = cls._on_handshake_complete
+    if getattr(original, "_sends_alerts", False):
+        return
+
+    def _on_handshake_complete(self: Any, handshake_exc: BaseException | None) -> None:
+        if handshake_exc is not None and getattr(self, "_server_side", False):
+            try:
+                self._process_outgoing()  # the alert OpenSSL wrote into the outgoing BIO
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
+        original(self, handshake_exc)
+
+    _on_handshake_complete._sends_alerts = True  # type: ignore[attr-defined]
+    cls._on_handshake_complete = _on_handshake_complete  # type: ignore[method-assign]
+
+
+_send_handshake_alerts()

@@ -159,7 +159,17 @@ async function boot(base, options) {
     (forge ??= globalThis.forge
       ? Promise.resolve(globalThis.forge)
       : loadScript(url("forge.min.js")).then(() => globalThis.forge));
-  globalThis.PySmtpSocket.defaults = { proxy: options.proxy, rootsUrl: url("roots.pem"), forge: loadForge };
+  /** @type {Promise<any> | null} */
+  let subtls = null;
+  // subtls (an ES module) likewise, by dynamic import, which classic scripts may use too.
+  const loadSubtls = () => (subtls ??= globalThis.subtls ? Promise.resolve(globalThis.subtls) : import(url("subtls.mjs")));
+  globalThis.PySmtpSocket.defaults = {
+    proxy: options.proxy,
+    rootsUrl: url("roots.pem"),
+    tlsEngine: options.tlsEngine,
+    forge: loadForge,
+    subtls: loadSubtls,
+  };
 
   let pyodide = options.pyodide;
   if (!pyodide) {
@@ -185,7 +195,7 @@ const PySmtp = {
   /**
    * Boot Pyodide and pysmtp-wasm (once per page; later calls return the same promise).
    * @param {{proxy?: string | ((host: string, port: number) => string), baseURL?: string,
-   *          pyodide?: any, pyodideOptions?: object}} [options]
+   *          tlsEngine?: "auto" | "subtls" | "forge", pyodide?: any, pyodideOptions?: object}} [options]
    */
   load(options = {}) {
     if (!booting) {

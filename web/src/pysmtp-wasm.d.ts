@@ -30,7 +30,16 @@ export interface SmtpClientOptions {
   timeoutSocketMultiplier?: number;
   /** The proxy for this client (default: the one given to PySmtp.load). */
   proxy?: ProxyOption;
+  /** The TLS engine (default: the one given to PySmtp.load, else "auto"). */
+  tlsEngine?: TlsEngine;
 }
+
+/**
+ * "auto": TLS 1.3 (subtls) first; node-forge (TLS 1.0/1.1) on a new connection only when the server
+ * refuses the protocol version. "subtls": TLS 1.3 only (needs a secure context: https or localhost).
+ * "forge": TLS 1.0/1.1 only (deprecated by RFC 8996).
+ */
+export type TlsEngine = "auto" | "subtls" | "forge";
 
 export interface Envelope {
   /** The sender (default "anonymous@" + name); "" is the null sender. */
@@ -121,6 +130,8 @@ export declare class SmtpClient {
 export interface LoadOptions {
   /** The default proxy for every client. */
   proxy?: ProxyOption;
+  /** The default TLS engine for every client (default "auto"). */
+  tlsEngine?: TlsEngine;
   /** Where dist/ is (default: beside the script). */
   baseURL?: string;
   /** An already loaded Pyodide to use instead of booting one. */

@@ -1,15 +1,18 @@
 // pysmtp-wasm socket: a TCP-like byte stream for the browser (emailjs-tcp-socket's shape),
 // tunnelled through a websockify WebSocket-to-TCP proxy, with optional TLS done in JavaScript
-// by node-forge (implicit TLS from the first byte, or STARTTLS via upgradeToSecure()).
+// by one of the engines of tls.js (implicit TLS from the first byte, or STARTTLS via
+// upgradeToSecure()).
 //
-// A plain script: the build concatenates it (before loader.js) into one classic-script IIFE,
-// so everything here lives inside one function and only `PySmtpSocket` is declared at the top.
+// A plain script: the build concatenates it (after tls.js, before loader.js) into one
+// classic-script IIFE, so only `PySmtpSocket` is declared at the top.
 //
-// node-forge speaks TLS 1.0/1.1 only; we offer TLS_RSA_WITH_AES_{128,256}_CBC_SHA. It does not
-// check host names: we do (subjectAltName DNS with a single left-most wildcard label, IP SANs,
-// the CN only when there is no DNS SAN). Trust is either exactly the `ca` certificates
-// (pinning; a leaf byte-identical to a `ca` certificate is accepted as well) or the PEM bundle
-// at `rootsUrl` (fetched once per page). Until the handshake and the verification succeeded,
+// tlsEngine "auto" (the default) tries TLS 1.3 (subtls) first. Only when the server says that
+// the version is the problem — a protocol_version alert, or a ServerHello choosing TLS 1.0/1.1 —
+// does it try node-forge (TLS 1.0/1.1, announcing TLS_FALLBACK_SCSV) on a new connection.
+// Never after a certificate, pinning or host-name failure, a timeout or a silent close. For
+// STARTTLS the new connection is brought to the same point by replaying the plaintext commands
+// of the first one (greeting, EHLO, STARTTLS), each reply checked against the first session's;
+// the SMTP engine above sees one session. Until the handshake and the verification succeeded,
 // nothing the application sends goes out: it is queued, and dropped if TLS fails.
 
 const PySmtpSocket = (() => {
@@ -19,46 +22,15 @@ const PySmtpSocket = (() => {
   const LOW_WATER = 64 * 1024;
   /** WebSocket has no drain event: poll bufferedAmount this often while someone waits. */
   const DRAIN_POLL_MS = 4;
-  /** Plaintext bytes per tls.prepare() (one TLS record). */
-  const TLS_CHUNK = 16 * 1024;
-  /** String.fromCharCode.apply() argument count (larger blows the stack around 2 MiB). */
-  const BIN_CHUNK = 8192;
   /** After close(), wait at most this long for the WebSocket's close event. */
   const CLOSE_GRACE_MS = 2000;
+  /** Plaintext sent before STARTTLS that we keep for a replay (an SMTP session sends ~40 bytes). */
+  const REPLAY_LIMIT = 4096;
   const WS_CONNECTING = 0;
   const WS_OPEN = 1;
 
   const noop = () => {};
-  const PEM_CERT_RE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
-  // Alert descriptions (RFC 5246 7.2)
-  const ALERT_HANDSHAKE_FAILURE = 40;
-  const ALERT_BAD_CERTIFICATE = 42;
-  const ALERT_CERTIFICATE_EXPIRED = 45;
-  const ALERT_UNKNOWN_CA = 48;
-  const ALERT_PROTOCOL_VERSION = 70;
-  const ALERT_INSUFFICIENT_SECURITY = 71;
-  const ALERT_INTERNAL_ERROR = 80;
-  const VERSION_HINT = "node-forge speaks only TLS 1.0/1.1";
-
-  // -- bytes <-> forge's binary strings --------------------------------------------------------
-
-  /** @param {Uint8Array} u8 @returns {string} one char (0..255) per byte */
-  function u8ToBin(u8) {
-    if (u8.length <= BIN_CHUNK) return String.fromCharCode.apply(null, /** @type {any} */ (u8));
-    const parts = [];
-    for (let i = 0; i < u8.length; i += BIN_CHUNK) {
-      parts.push(String.fromCharCode.apply(null, /** @type {any} */ (u8.subarray(i, i + BIN_CHUNK))));
-    }
-    return parts.join("");
-  }
-
-  /** @param {string} s a binary string @returns {Uint8Array} */
-  function binToU8(s) {
-    const n = s.length;
-    const u8 = new Uint8Array(n);
-    for (let i = 0; i < n; i++) u8[i] = s.charCodeAt(i);
-    return u8;
-  }
+  const { engines: ENGINES, PLANS, makeError, pemBlocks } = PySmtpTls;
 
   /**
    * @param {unknown} data
@@ -74,219 +46,38 @@ const PySmtpSocket = (() => {
     return null;
   }
 
-  // -- errors ----------------------------------------------------------------------------------
-
-  /**
-   * @param {"ConnectionError" | "TLSError"} name
-   * @param {string} message
-   * @param {object} [extra] extra properties (host, port, closeCode, alert, ...)
-   */
-  function makeError(name, message, extra) {
-    const error = new Error(message);
-    error.name = name;
-    if (extra) Object.assign(error, extra);
-    return error;
-  }
-
-  /** @param {any} forge @param {number} description */
-  function alertName(forge, description) {
-    const table = (forge && forge.tls && forge.tls.Alert && forge.tls.Alert.Description) || {};
-    for (const key of Object.keys(table)) if (table[key] === description) return key;
-    return `alert ${description}`;
-  }
-
-  /** @param {Uint8Array} u8 printable preview of received bytes */
-  function preview(u8) {
-    let s = "";
-    for (const b of u8.subarray(0, 40)) {
-      s += b === 13 || b === 10 || (b >= 32 && b < 127) ? String.fromCharCode(b) : ".";
+  /** Complete SMTP replies in a byte stream: their codes (null for a line that is not a reply). */
+  class ReplyReader {
+    constructor() {
+      this._text = "";
+      /** @type {(number | null)[]} */
+      this.codes = [];
+      /** @type {string[]} the last line of each reply */
+      this.lines = [];
     }
-    return JSON.stringify(s);
-  }
 
-  // -- node-forge and trust anchors --------------------------------------------------------------
-
-  /**
-   * @param {any} option the forge option: the namespace, a function returning it (or a promise
-   *   of it), or undefined for globalThis.forge
-   */
-  async function resolveForge(option) {
-    let forge = option == null ? globalThis.forge : option;
-    if (typeof forge === "function" && !(forge.tls && forge.pki)) forge = await forge();
-    if (!forge || !forge.tls || typeof forge.tls.createConnection !== "function" || !forge.pki) {
-      throw new Error("node-forge is not available (load forge.min.js, or pass options.forge)");
-    }
-    return forge;
-  }
-
-  /** @param {unknown} text @returns {string[]} the PEM CERTIFICATE blocks in it */
-  function pemBlocks(text) {
-    return String(text).match(PEM_CERT_RE) || [];
-  }
-
-  /** @param {any} forge @param {any} cert @returns {string} DER as a binary string */
-  function derOf(forge, cert) {
-    return forge.asn1.toDer(forge.pki.certificateToAsn1(cert)).getBytes();
-  }
-
-  /** Parsed root bundles by absolute URL: fetched and parsed once per page. */
-  /** @type {Map<string, Promise<{store: any, count: number, skipped: number}>>} */
-  const rootsCache = new Map();
-
-  /** @param {any} forge @param {string} url */
-  function loadRoots(forge, url) {
-    let key = url;
-    try {
-      key = new URL(url, globalThis.location && globalThis.location.href).href;
-    } catch (_) {
-      /* keep the URL as given */
-    }
-    let promise = rootsCache.get(key);
-    if (!promise) {
-      promise = (async () => {
-        const response = await fetch(key);
-        if (!response.ok) throw new Error(`HTTP ${response.status} ${response.statusText}`.trim());
-        const blocks = pemBlocks(await response.text());
-        const certs = [];
-        let skipped = 0;
-        for (const block of blocks) {
-          try {
-            certs.push(forge.pki.certificateFromPem(block));
-          } catch (_) {
-            skipped += 1; // ECDSA and other non-RSA keys: node-forge cannot read them
-          }
-        }
-        if (!certs.length) {
-          throw new Error(
-            blocks.length
-              ? `node-forge can read none of its ${blocks.length} certificates (it reads only RSA keys)`
-              : "it contains no PEM certificate",
-          );
-        }
-        return { store: forge.pki.createCaStore(certs), count: certs.length, skipped };
-      })();
-      rootsCache.set(key, promise);
-      // A failed load may be retried by a later connection.
-      promise.catch(() => {
-        if (rootsCache.get(key) === promise) rootsCache.delete(key);
-      });
-    }
-    return promise;
-  }
-
-  // -- host names and IP addresses -------------------------------------------------------------
-
-  /** @param {string} s @returns {number[] | null} */
-  function parseIPv4(s) {
-    const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
-    if (!m) return null;
-    const bytes = m.slice(1).map(Number);
-    return bytes.every((b) => b <= 255) ? bytes : null;
-  }
-
-  /** @param {string} s @returns {number[] | null} 16 bytes */
-  function parseIPv6(s) {
-    s = s.replace(/%.*$/, ""); // zone id
-    if (!/^[0-9a-f:.]+$/i.test(s) || s.split("::").length > 2) return null;
-    const [head, tail = null] = s.split("::");
-    /** @param {string} part */
-    const groups = (part) => {
-      if (!part) return [];
-      /** @type {number[]} */
-      const out = [];
-      const pieces = part.split(":");
-      for (let i = 0; i < pieces.length; i++) {
-        const piece = pieces[i];
-        if (i === pieces.length - 1 && piece.includes(".")) {
-          const v4 = parseIPv4(piece);
-          if (!v4) return null;
-          out.push((v4[0] << 8) | v4[1], (v4[2] << 8) | v4[3]);
-        } else if (/^[0-9a-f]{1,4}$/i.test(piece)) {
-          out.push(parseInt(piece, 16));
-        } else {
-          return null;
+    /** @param {Uint8Array} u8 @returns {number} how many replies completed */
+    feed(u8) {
+      let done = 0;
+      for (const b of u8) this._text += String.fromCharCode(b);
+      let nl;
+      while ((nl = this._text.indexOf("\n")) >= 0) {
+        const line = this._text.slice(0, nl).replace(/\r$/, "");
+        this._text = this._text.slice(nl + 1);
+        const m = /^(\d{3})([ -]|$)/.exec(line);
+        if (!m) {
+          this.codes.push(null);
+          this.lines.push(line);
+          done += 1;
+        } else if (m[2] !== "-") {
+          this.codes.push(Number(m[1]));
+          this.lines.push(line);
+          done += 1;
         }
       }
-      return out;
-    };
-    const a = groups(head);
-    const b = tail === null ? [] : groups(tail);
-    if (!a || !b) return null;
-    let all;
-    if (tail === null) {
-      if (a.length !== 8) return null;
-      all = a;
-    } else {
-      if (a.length + b.length > 7) return null;
-      all = [...a, ...new Array(8 - a.length - b.length).fill(0), ...b];
+      if (this._text.length > 4096) this._text = ""; // not SMTP; the replay will fail on the codes
+      return done;
     }
-    return all.flatMap((g) => [g >> 8, g & 255]);
-  }
-
-  /** @param {string} host @returns {number[] | null} the address bytes when host is an IP literal */
-  function ipBytes(host) {
-    const h = host.replace(/^\[(.*)\]$/, "$1");
-    return h.includes(":") ? parseIPv6(h) : parseIPv4(h);
-  }
-
-  /** @param {string} name lower case, no trailing dot, A-labels */
-  function normalizeName(name) {
-    let n = String(name).trim().replace(/^\[(.*)\]$/, "$1").replace(/\.$/, "").toLowerCase();
-    if (/[^\x00-\x7f]/.test(n)) {
-      try {
-        n = new URL(`http://${n}/`).hostname; // IDNA to punycode
-      } catch (_) {
-        /* keep it: it will simply not match */
-      }
-    }
-    return n;
-  }
-
-  /** @param {string} pattern a dNSName or CN @param {string} host normalized */
-  function dnsMatches(pattern, host) {
-    const p = normalizeName(pattern);
-    if (!p || !host) return false;
-    if (!p.includes("*")) return p === host;
-    // Only a whole left-most "*" label, over at least two more labels; it matches one label.
-    if (!p.startsWith("*.")) return false;
-    const rest = p.slice(2);
-    if (rest.includes("*") || rest.split(".").length < 2) return false;
-    const dot = host.indexOf(".");
-    return dot > 0 && host.slice(dot + 1) === rest;
-  }
-
-  /**
-   * @param {any} cert a forge certificate
-   * @param {string} servername
-   * @returns {{ok: boolean, names: string[]}}
-   */
-  function checkHostName(cert, servername) {
-    const host = normalizeName(servername);
-    const ip = ipBytes(host);
-    const san = cert.getExtension("subjectAltName");
-    const altNames = (san && san.altNames) || [];
-    const dnsNames = altNames.filter((n) => n.type === 2).map((n) => String(n.value));
-    const ipNames = altNames.filter((n) => n.type === 7);
-    const cns = dnsNames.length
-      ? []
-      : cert.subject.attributes.filter((a) => a.shortName === "CN" || a.type === "2.5.4.3").map((a) => String(a.value));
-    const names = [...dnsNames, ...ipNames.map((n) => n.ip || "(an IP address)"), ...cns];
-    let ok;
-    if (ip) {
-      ok = ipNames.some((n) => {
-        const v = String(n.value);
-        return v.length === ip.length && ip.every((b, i) => v.charCodeAt(i) === b);
-      });
-    } else {
-      ok = [...dnsNames, ...cns].some((pattern) => dnsMatches(pattern, host));
-    }
-    return { ok, names };
-  }
-
-  /** @param {any} cert a forge certificate: "CN=..., O=..." */
-  function dn(cert, which = "subject") {
-    const attrs = cert[which].attributes.map((a) => `${a.shortName || a.name || a.type}=${a.value}`);
-    return attrs.join(", ") || "(empty name)";
   }
 
   // -- the socket ------------------------------------------------------------------------------
@@ -299,12 +90,15 @@ const PySmtpSocket = (() => {
    * @property {string | string[]} [ca] PEM certificate(s): trust exactly these
    * @property {string} [servername] the name to verify and send as SNI (default: host)
    * @property {string} [rootsUrl] URL of a PEM bundle used only when no `ca` is given
+   * @property {"auto" | "subtls" | "forge"} [tlsEngine] the TLS engine(s) (default "auto")
    * @property {any} [forge] the node-forge namespace, or a function returning (a promise of) it
    *   (default globalThis.forge)
+   * @property {any} [subtls] the subtls module, or a function returning (a promise of) it
+   *   (default globalThis.subtls)
    */
 
   /**
-   * A TCP-like socket over a websockify WebSocket, with node-forge TLS.
+   * A TCP-like socket over a websockify WebSocket, with TLS in JavaScript.
    * Events are plain assignable properties called with one event object.
    */
   class PySmtpSocket {
@@ -326,7 +120,7 @@ const PySmtpSocket = (() => {
     constructor(host, port, options) {
       const defaults = PySmtpSocket.defaults || {};
       const opts = Object.assign({}, options || {});
-      for (const key of ["proxy", "rootsUrl", "forge"]) {
+      for (const key of ["proxy", "rootsUrl", "forge", "subtls", "tlsEngine"]) {
         if (opts[key] == null && defaults[key] != null) opts[key] = defaults[key];
       }
       if (typeof host !== "string" || !host) throw new TypeError("PySmtpSocket: host must be a non-empty string");
@@ -340,6 +134,8 @@ const PySmtpSocket = (() => {
       this.port = portNumber;
       /** true once TLS is active (handshake done, certificate verified) */
       this.ssl = false;
+      /** @type {{engine: string, protocol: string, fallback: string | null} | null} once TLS is active */
+      this.tls = null;
       /** @type {"connecting" | "open" | "closing" | "closed"} */
       this.readyState = "connecting";
 
@@ -368,7 +164,21 @@ const PySmtpSocket = (() => {
       if (typeof url !== "string") throw new TypeError("PySmtpSocket: options.proxy must give a string URL");
       this._url = url;
 
-      // Trust options (checked now; parsed when TLS starts, since forge may load lazily)
+      // The TLS engines to try, in order
+      const plan = opts.tlsEngine == null ? "auto" : opts.tlsEngine;
+      if (typeof plan !== "string" || !Object.prototype.hasOwnProperty.call(PLANS, plan)) {
+        throw new TypeError(
+          `PySmtpSocket: options.tlsEngine must be one of ${Object.keys(PLANS).map((k) => JSON.stringify(k)).join(", ")}, ` +
+            `not ${JSON.stringify(plan)}`,
+        );
+      }
+      /** @type {string[]} */
+      this._plan = PLANS[plan];
+      this._attempt = 0;
+      /** @type {string | null} why the previous engine was given up (set on a version retry) */
+      this._fallback = null;
+
+      // Trust options (checked now; parsed when TLS starts, since the engines load lazily)
       /** @type {string[] | null} */
       this._ca = null;
       if (opts.ca != null) {
@@ -384,55 +194,49 @@ const PySmtpSocket = (() => {
       this._servername = opts.servername ? String(opts.servername) : host;
       this._rootsUrl = opts.rootsUrl ? String(opts.rootsUrl) : null;
       this._forgeOption = opts.forge;
+      this._subtlsOption = opts.subtls;
 
       // State
       this._done = false; // onclose has fired (or is firing)
       this._closing = false; // close() was called
       this._wsOpened = false;
       this._gotData = false;
-      /** @type {"none" | "preparing" | "handshaking" | "active"} */
+      /** @type {"none" | "preparing" | "handshaking" | "replaying" | "active"} */
       this._tlsState = "none";
       this._implicit = !!opts.useSecureTransport;
-      this._forge = null;
-      this._trust = null;
-      this._tls = null;
-      this._inForge = 0; // depth of calls into forge (close() must not reset it mid-process)
-      /** @type {{error: Error, alert: number} | null} */
-      this._verifyFailure = null;
-      this._verified = false;
-      /** @type {Uint8Array | null} first bytes received during the handshake (diagnostics) */
-      this._tlsFirstBytes = null;
+      /** @type {any} the engine's prepared state (library, trust) for the current attempt */
+      this._prepared = null;
+      /** @type {any} the engine's session */
+      this._session = null;
       /** @type {Uint8Array[]} plaintext queued before the WebSocket opened (sent in clear) */
       this._queuePlain = [];
       /** @type {Uint8Array[]} application data waiting for TLS */
       this._queueSecure = [];
       this._queuedBytes = 0;
-      /** @type {string[]} ciphertext received before the TLS connection object exists */
+      /** @type {Uint8Array[]} ciphertext received before the TLS session exists */
       this._cipherIn = [];
+      // For a STARTTLS retry: what was said in plaintext before upgradeToSecure()
+      /** @type {Uint8Array[]} */
+      this._plainOut = [];
+      this._plainOutBytes = 0;
+      this._plainIn = new ReplyReader();
+      /** @type {{commands: Uint8Array[], codes: number[]} | null} */
+      this._script = null;
+      /** @type {{reader: ReplyReader, next: number} | null} */
+      this._replay = null;
       this._needDrain = false;
       this._drainTimer = null;
       this._closeTimer = null;
       this._drainTick = this._drainTick.bind(this);
 
-      let ws;
-      try {
-        ws = new WebSocket(url, ["binary"]);
-      } catch (error) {
-        throw new TypeError(`PySmtpSocket: invalid proxy URL ${JSON.stringify(url)}: ${error && error.message}`);
-      }
-      ws.binaryType = "arraybuffer";
-      this._ws = ws;
-      ws.onopen = () => this._onWsOpen();
-      ws.onmessage = (event) => this._onWsMessage(event);
-      ws.onerror = () => {}; // always followed by close; the details are in the close event
-      ws.onclose = (event) => this._onWsClose(event);
-
+      this._ws = this._connectWs();
       if (this._implicit) this._startTls();
     }
 
     /** Bytes not yet handed to the network: the WebSocket's buffer plus what waits for TLS. */
     get bufferedAmount() {
-      return (this._ws ? this._ws.bufferedAmount : 0) + this._queuedBytes;
+      const session = this._session;
+      return (this._ws ? this._ws.bufferedAmount : 0) + this._queuedBytes + (session ? session.pending : 0);
     }
 
     /**
@@ -446,18 +250,21 @@ const PySmtpSocket = (() => {
       if (this._done || this._closing) return false;
       if (u8.length) {
         if (this._tlsState === "active") {
-          this._tlsWrite(u8);
+          this._session.send(u8);
         } else if (this._tlsState !== "none") {
           this._queueSecure.push(u8.slice()); // the caller may reuse its buffer
           this._queuedBytes += u8.length;
-        } else if (this._ws.readyState === WS_OPEN) {
-          this._ws.send(u8);
         } else {
-          this._queuePlain.push(u8.slice());
-          this._queuedBytes += u8.length;
+          this._notePlain(u8);
+          if (this._ws.readyState === WS_OPEN) {
+            this._ws.send(u8);
+          } else {
+            this._queuePlain.push(u8.slice());
+            this._queuedBytes += u8.length;
+          }
         }
       }
-      if (this._done) return false; // a TLS failure inside _tlsWrite
+      if (this._done) return false; // a TLS failure inside send
       if (this.bufferedAmount >= HIGH_WATER) {
         this._needDrain = true;
         this._armDrain();
@@ -473,18 +280,25 @@ const PySmtpSocket = (() => {
      */
     upgradeToSecure() {
       if (this._done || this._closing || this._tlsState !== "none") return;
+      // What a retry on a new connection must replay: one reply per command line, the greeting first.
+      const commands = this._plainOutBytes <= REPLAY_LIMIT ? splitLines(this._plainOut) : null;
+      const codes = this._plainIn.codes;
+      if (commands && commands.length && codes.length === commands.length + 1 && codes.every((c) => c !== null)) {
+        this._script = { commands, codes: /** @type {number[]} */ (codes.slice()) };
+      }
+      this._plainOut = [];
       this._startTls();
     }
 
-    /** Close (with a TLS close_notify when TLS is up); onclose follows, exactly once. */
+    /** Close (with a TLS close_notify when the engine sends one); onclose follows, exactly once. */
     close() {
       if (this._done || this._closing) return;
       this._closing = true;
       this.readyState = "closing";
       this._needDrain = false;
       this._dropQueues();
-      if (this._inForge > 0) {
-        // Called from one of our events while forge processes input: finish outside forge.
+      if (this._session && this._session.busy) {
+        // Called from one of our events while the engine processes input: finish outside it.
         queueMicrotask(() => this._closeNow());
       } else {
         this._closeNow();
@@ -497,11 +311,25 @@ const PySmtpSocket = (() => {
       return this.host.includes(":") ? `[${this.host}]:${this.port}` : `${this.host}:${this.port}`;
     }
 
+    _connectWs() {
+      let ws;
+      try {
+        ws = new WebSocket(this._url, ["binary"]);
+      } catch (error) {
+        throw new TypeError(`PySmtpSocket: invalid proxy URL ${JSON.stringify(this._url)}: ${error && error.message}`);
+      }
+      ws.binaryType = "arraybuffer";
+      // Events of a WebSocket we left (a retry opened another) are ignored.
+      ws.onopen = () => ws === this._ws && this._onWsOpen();
+      ws.onmessage = (event) => ws === this._ws && this._onWsMessage(event);
+      ws.onerror = () => {}; // always followed by close; the details are in the close event
+      ws.onclose = (event) => ws === this._ws && this._onWsClose(event);
+      return ws;
+    }
+
     _closeNow() {
       if (this._done) return;
-      if (this._tls && this._tlsState === "active") {
-        this._forgeCall(() => this._tls.close()); // close_notify, sent before the WebSocket close
-      }
+      if (this._session) this._session.close(); // close_notify (forge), written before the WebSocket close
       const ws = this._ws;
       if (ws.readyState === WS_CONNECTING || ws.readyState === WS_OPEN) {
         try {
@@ -542,6 +370,7 @@ const PySmtpSocket = (() => {
       if (this._closeTimer !== null) clearTimeout(this._closeTimer);
       this._drainTimer = this._closeTimer = null;
       this._dropQueues();
+      if (this._session) this._session.close();
       const ws = this._ws;
       if (ws && (ws.readyState === WS_CONNECTING || ws.readyState === WS_OPEN)) {
         try {
@@ -560,20 +389,10 @@ const PySmtpSocket = (() => {
       return makeError(name, message, Object.assign({ host: this.host, port: this.port }, extra || {}));
     }
 
-    /** @param {() => void} fn run a call into forge, turning a throw into a TLSError */
-    _forgeCall(fn) {
-      this._inForge += 1;
-      try {
-        fn();
-      } catch (error) {
-        if (!this._done && !this._closing) {
-          this._finish(
-            this._error("TLSError", `TLS failure on the connection to ${this._hostPort}: ${error && error.message}`),
-          );
-        }
-      } finally {
-        this._inForge -= 1;
-      }
+    /** @param {Uint8Array} u8 plaintext sent before STARTTLS, kept for a replay */
+    _notePlain(u8) {
+      this._plainOutBytes += u8.length;
+      if (this._plainOutBytes <= REPLAY_LIMIT) this._plainOut.push(u8.slice());
     }
 
     // -- drain -------------------------------------------------------------------------------
@@ -599,7 +418,7 @@ const PySmtpSocket = (() => {
       this._wsOpened = true;
       if (this._done) return;
       if (this._closing) return; // close() already asked the WebSocket to close
-      if (!this._implicit) {
+      if (!this._implicit && this._tlsState === "none") {
         this.readyState = "open";
         const queued = this._queuePlain;
         this._queuePlain = [];
@@ -619,16 +438,17 @@ const PySmtpSocket = (() => {
       if (typeof data === "string") data = new TextEncoder().encode(data).buffer; // not from websockify
       this._gotData = true;
       if (this._tlsState === "none") {
+        this._plainIn.feed(new Uint8Array(data));
         this._emit("data", { type: "data", data });
         return;
       }
       const u8 = new Uint8Array(data);
-      if (this._tlsState !== "active" && !this._tlsFirstBytes) this._tlsFirstBytes = u8.slice(0, 64);
-      const bin = u8ToBin(u8);
-      if (this._tls) {
-        this._forgeCall(() => this._tls.process(bin));
+      if (this._tlsState === "replaying") {
+        this._onReplayData(u8);
+      } else if (this._session) {
+        this._session.receive(u8);
       } else {
-        this._cipherIn.push(bin); // TLS still loading: keep for the handshake
+        this._cipherIn.push(u8); // the engine is still loading: keep for the handshake
       }
     }
 
@@ -658,11 +478,18 @@ const PySmtpSocket = (() => {
             : `the proxy reported an error on the connection to ${this._hostPort} (${closeInfo})`,
           extra,
         );
-      } else if (this._tlsState === "handshaking") {
+      } else if (this._tlsState === "handshaking" && this._session) {
+        const ended = this._session.end();
+        if (ended) {
+          ended.message += ` (${closeInfo})`;
+          this._tlsFailed(ended);
+          return;
+        }
+      } else if (this._tlsState === "replaying") {
         error = this._error(
           "TLSError",
-          `TLS handshake with ${this._hostPort} failed: the server closed the connection during the TLS handshake ` +
-            `(it most likely requires TLS 1.2 or newer; ${VERSION_HINT}; ${closeInfo})`,
+          `retrying TLS with ${this._hostPort} on a new connection failed: the server closed it before STARTTLS ` +
+            `(the first attempt: ${this._fallback}; ${closeInfo})`,
           extra,
         );
       } else if (this._tlsState === "preparing") {
@@ -671,292 +498,225 @@ const PySmtpSocket = (() => {
           `the connection to ${this._hostPort} closed before TLS could start (${closeInfo})`,
           extra,
         );
+      } else if (this._session) {
+        this._session.end();
       }
       this._finish(error);
     }
 
     // -- TLS -----------------------------------------------------------------------------------
 
+    get _engine() {
+      return ENGINES[this._plan[this._attempt]];
+    }
+
     _startTls() {
       this._tlsState = "preparing";
-      this._prepareTls().then(
-        ({ forge, trust }) => {
-          if (this._done || this._closing) return;
-          this._forge = forge;
-          this._trust = trust;
+      this._prepare();
+    }
+
+    /** Load the current engine and its trust anchors; then handshake when the network is ready. */
+    _prepare() {
+      const attempt = this._attempt;
+      const engine = this._engine;
+      this._prepared = null;
+      engine.prepare(this._context()).then(
+        (/** @type {any} */ prepared) => {
+          if (this._done || this._closing || attempt !== this._attempt) return;
+          this._prepared = prepared;
           this._maybeHandshake();
         },
-        (error) => {
-          if (this._done || this._closing) return;
+        (/** @type {any} */ error) => {
+          if (this._done || this._closing || attempt !== this._attempt) return;
           this._finish(
             error && error.name === "TLSError"
               ? error
-              : this._error("TLSError", `cannot start TLS with ${this._hostPort}: ${error && error.message}`),
+              : this._error("TLSError", `cannot start TLS with ${this._hostPort} (${engine.name}): ${error && error.message}`),
           );
         },
       );
     }
 
-    async _prepareTls() {
-      const forge = await resolveForge(this._forgeOption);
-      const hp = this._hostPort;
-      if (this._ca) {
-        const blocks = this._ca.flatMap(pemBlocks);
-        const certs = [];
-        const failures = [];
-        for (const block of blocks) {
-          try {
-            certs.push(forge.pki.certificateFromPem(block));
-          } catch (error) {
-            failures.push(String((error && error.message) || error));
-          }
-        }
-        if (!certs.length) {
-          throw this._error(
-            "TLSError",
-            `cannot verify the certificate of ${hp}: node-forge cannot read the \`ca\` certificate` +
-              `${blocks.length > 1 ? "s" : ""} (${failures[0]}; it reads only RSA certificates)`,
-          );
-        }
-        const anchors =
-          `the pinned \`ca\` certificate${certs.length > 1 ? "s" : ""}` +
-          (failures.length ? ` (${failures.length} more that node-forge cannot read were ignored)` : "");
-        return {
-          forge,
-          trust: { store: forge.pki.createCaStore(certs), pinned: new Set(certs.map((c) => derOf(forge, c))), anchors },
-        };
-      }
-      if (this._rootsUrl) {
-        let roots;
-        try {
-          roots = await loadRoots(forge, this._rootsUrl);
-        } catch (error) {
-          throw this._error(
-            "TLSError",
-            `cannot verify the certificate of ${hp}: loading the root certificates from ${this._rootsUrl} failed: ` +
-              `${error && error.message}`,
-          );
-        }
-        const anchors =
-          `any of the ${roots.count} root certificates from ${this._rootsUrl}` +
-          (roots.skipped ? ` (${roots.skipped} non-RSA roots in it were skipped: node-forge cannot read them)` : "");
-        return { forge, trust: { store: roots.store, pinned: null, anchors } };
-      }
-      throw this._error(
-        "TLSError",
-        `cannot verify the certificate of ${hp}: no trust anchors. Pass \`ca\` (the PEM certificate(s) to trust) ` +
-          "or `rootsUrl` (the URL of a PEM bundle such as Mozilla's roots or certifi's cacert.pem); " +
-          "node-forge cannot use the browser's certificate store",
-      );
+    /** What an engine needs to know about this connection. */
+    _context() {
+      return {
+        hostPort: this._hostPort,
+        servername: this._servername,
+        ca: this._ca,
+        rootsUrl: this._rootsUrl,
+        forge: this._forgeOption,
+        subtls: this._subtlsOption,
+        fallback: this._fallback,
+        error: (/** @type {any} */ name, /** @type {string} */ message, /** @type {object} */ extra) =>
+          this._error(name, message, extra),
+      };
     }
 
     _maybeHandshake() {
-      if (this._done || this._closing || this._tlsState !== "preparing" || !this._trust) return;
+      if (this._done || this._closing || this._tlsState !== "preparing" || !this._prepared) return;
       if (this._ws.readyState !== WS_OPEN) return;
-      const forge = this._forge;
-      const trust = this._trust;
-      const servername = this._servername;
-      const suites = forge.tls.CipherSuites;
+      const ws = this._ws;
       this._tlsState = "handshaking";
-      this._tls = forge.tls.createConnection({
-        server: false,
-        caStore: trust.store,
-        // SNI: a host name only (RFC 6066: never an IP literal)
-        virtualHost: ipBytes(normalizeName(servername)) ? null : servername,
-        cipherSuites: [suites.TLS_RSA_WITH_AES_128_CBC_SHA, suites.TLS_RSA_WITH_AES_256_CBC_SHA],
-        verify: (/** @type {any} */ c, /** @type {any} */ verified, /** @type {number} */ depth, /** @type {any[]} */ certs) => {
-          if (depth === 0) {
-            this._verifyFailure = this._verifyPeer(certs);
-            this._verified = !this._verifyFailure;
-          }
-          if (!this._verified) {
-            const failure = this._verifyFailure || {
-              error: this._error("TLSError", `the certificate of ${this._hostPort} could not be verified`),
-              alert: ALERT_BAD_CERTIFICATE,
-            };
-            this._verifyFailure = failure;
-            return { alert: failure.alert, message: failure.error.message };
-          }
-          return true; // our own full check (above, at depth 0) passed
+      const current = () => !this._done && this._ws === ws;
+      this._session = this._engine.connect(this._prepared, this._context(), {
+        write: (/** @type {Uint8Array} */ u8) => {
+          if (current() && ws.readyState === WS_OPEN) ws.send(u8);
         },
-        connected: () => this._onTlsConnected(),
-        tlsDataReady: (/** @type {any} */ c) => {
-          const bytes = c.tlsData.getBytes();
-          if (bytes.length && this._ws.readyState === WS_OPEN) this._ws.send(binToU8(bytes));
+        data: (/** @type {Uint8Array} */ u8) => {
+          if (current() && !this._closing) this._emit("data", { type: "data", data: u8.buffer });
         },
-        dataReady: (/** @type {any} */ c) => {
-          const bytes = c.data.getBytes();
-          if (bytes.length && !this._done && !this._closing) {
-            this._emit("data", { type: "data", data: binToU8(bytes).buffer });
-          }
+        secure: (/** @type {{engine: string, protocol: string}} */ info) => {
+          if (current() && !this._closing) this._onSecure(info);
+        },
+        fail: (/** @type {Error} */ error) => {
+          if (current() && !this._closing) this._tlsFailed(error);
         },
         closed: () => {
-          // The peer's close_notify (forge answered it), or the end after an error.
-          if (this._done || this._closing) return;
-          this._finish(null);
-        },
-        error: (/** @type {any} */ c, /** @type {any} */ err) => {
-          if (this._done || this._closing) return;
-          this._finish(this._tlsErrorFrom(err));
+          // The peer's close_notify.
+          if (current() && !this._closing) this._finish(null);
         },
       });
-      this._forgeCall(() => this._tls.handshake());
       const pending = this._cipherIn;
       this._cipherIn = [];
-      for (const bin of pending) {
-        if (this._done) break;
-        this._forgeCall(() => this._tls.process(bin));
+      for (const u8 of pending) {
+        if (this._done || !this._session) break;
+        this._session.receive(u8);
       }
     }
 
-    /**
-     * Our verification of the server's chain: trust, then the host name.
-     * @param {any[]} certs forge certificates, leaf first
-     * @returns {{error: Error, alert: number} | null}
-     */
-    _verifyPeer(certs) {
-      const forge = this._forge;
-      const trust = this._trust;
-      const hp = this._hostPort;
-      try {
-        if (!certs || !certs.length) throw { message: "the server sent no certificate" };
-        const leaf = certs[0];
-        const pinnedLeaf = !!trust.pinned && trust.pinned.has(derOf(forge, leaf));
-        const expired = forge.pki.certificateError.certificate_expired;
-        let lastDepth = 0;
-        try {
-          forge.pki.verifyCertificateChain(trust.store, certs, {
-            verify: (/** @type {any} */ vfd, /** @type {number} */ depth) => {
-              lastDepth = depth;
-              // A leaf byte-identical to a `ca` certificate is trusted as is (within its dates).
-              if (pinnedLeaf && !(depth === 0 && vfd === expired)) return true;
-              return vfd;
-            },
-          });
-        } catch (ex) {
-          const cert = certs[Math.min(lastDepth, certs.length - 1)];
-          const who = `'${dn(cert)}'` + (cert.isIssuer(cert) ? " (self-signed)" : ` (issued by '${dn(cert, "issuer")}')`);
-          const code = ex && ex.error;
-          const errs = forge.pki.certificateError;
-          let reason;
-          let alert = ALERT_BAD_CERTIFICATE;
-          if (code === errs.unknown_ca) {
-            reason = `${who} does not chain to ${trust.anchors}`;
-            alert = ALERT_UNKNOWN_CA;
-          } else if (code === errs.certificate_expired) {
-            const iso = (/** @type {Date} */ d) => (d && d.toISOString ? d.toISOString() : String(d));
-            reason = `${who} is not valid now (valid from ${iso(cert.validity.notBefore)} to ${iso(cert.validity.notAfter)})`;
-            alert = ALERT_CERTIFICATE_EXPIRED;
-          } else if (/signature is invalid/i.test(String(ex && ex.message)) && lastDepth === certs.length - 1) {
-            // The store has a certificate with the issuer's name, but not the issuer's key.
-            reason = `${who} does not chain to ${trust.anchors} (a certificate there has the issuer's name but not its key)`;
-            alert = ALERT_UNKNOWN_CA;
-          } else {
-            reason = `${who}: ${(ex && ex.message) || ex}`;
-          }
-          return {
-            error: this._error("TLSError", `the certificate of ${hp} is not trusted: ${reason}`, { forgeError: code }),
-            alert,
-          };
-        }
-        const { ok, names } = checkHostName(leaf, this._servername);
-        if (!ok) {
-          const shown = names.length ? names.slice(0, 10).join(", ") + (names.length > 10 ? ", …" : "") : "no name";
-          const target = normalizeName(this._servername);
-          return {
-            error: this._error("TLSError", `the certificate of ${hp} is for ${shown}, not ${target}`),
-            alert: ALERT_BAD_CERTIFICATE,
-          };
-        }
-        return null;
-      } catch (ex) {
-        return {
-          error: this._error("TLSError", `the certificate of ${hp} could not be verified: ${(ex && ex.message) || ex}`),
-          alert: ALERT_BAD_CERTIFICATE,
-        };
-      }
-    }
-
-    _onTlsConnected() {
-      if (this._done || this._closing) return;
-      if (!this._verified) {
-        // forge always verifies a server certificate; never go on without our check.
-        this._finish(this._error("TLSError", `the certificate of ${this._hostPort} was not verified`));
-        return;
-      }
+    /** @param {{engine: string, protocol: string}} info */
+    _onSecure(info) {
       this._tlsState = "active";
       this.ssl = true;
+      this.tls = { engine: info.engine, protocol: info.protocol, fallback: this._fallback };
       const queued = this._queueSecure;
       this._queueSecure = [];
       for (const u8 of queued) {
         this._queuedBytes -= u8.length;
-        this._tlsWrite(u8);
+        if (!this._done) this._session.send(u8);
       }
       if (this._done) return;
       if (this.readyState === "connecting") {
         this.readyState = "open";
-        this._emit("open", { type: "open" });
+        this._emit("open", { type: "open", tls: this.tls });
       } else {
-        this._emit("secure", { type: "secure" });
+        this._emit("secure", { type: "secure", tls: this.tls });
       }
     }
 
-    /** @param {Uint8Array} u8 plaintext: one TLS record per 16 KiB */
-    _tlsWrite(u8) {
-      for (let i = 0; i < u8.length && !this._done; i += TLS_CHUNK) {
-        const bin = u8ToBin(u8.subarray(i, i + TLS_CHUNK));
-        this._forgeCall(() => this._tls.prepare(bin));
+    /** The handshake (or the connection) failed: retry with the next engine only on a version refusal. */
+    /** @param {any} error */
+    _tlsFailed(error) {
+      if (this._done) return;
+      const next = this._attempt + 1 < this._plan.length;
+      if (this._tlsState === "handshaking" && error && error.versionRefused === true && next) {
+        if (this._implicit || this._script) {
+          this._retry(error);
+          return;
+        }
+        error.message +=
+          "; a retry with node-forge on a new connection was not possible: this STARTTLS session cannot be replayed";
       }
+      this._finish(error);
     }
 
-    /** @param {any} err forge's error: {message, origin, alert: {level, description}} */
-    _tlsErrorFrom(err) {
-      if (this._verifyFailure) return this._verifyFailure.error;
-      const forge = this._forge;
-      const hp = this._hostPort;
-      const description = err && err.alert ? err.alert.description : undefined;
-      const from = err && err.origin === "server" ? "server" : "client";
-      const alertText = description === undefined ? "" : `${from} alert: ${alertName(forge, description)}`;
-      const extra = { alert: description, alertOrigin: from };
-      if (this._tlsState === "handshaking") {
-        const first = this._tlsFirstBytes;
-        if (first && first.length && (first[0] < 20 || first[0] > 24)) {
-          return this._error(
-            "TLSError",
-            `TLS handshake with ${hp} failed: the server did not answer in TLS (it sent ${preview(first)}); ` +
-              "is this a plaintext port? (for STARTTLS, connect without useSecureTransport)",
-            extra,
-          );
-        }
-        if (description === ALERT_PROTOCOL_VERSION) {
-          return this._error(
-            "TLSError",
-            `TLS handshake with ${hp} failed: the server requires TLS 1.2 or newer, and ${VERSION_HINT} (${alertText})`,
-            extra,
-          );
-        }
-        if (
-          from === "server" &&
-          [ALERT_HANDSHAKE_FAILURE, ALERT_INSUFFICIENT_SECURITY, ALERT_INTERNAL_ERROR].includes(description)
-        ) {
-          return this._error(
-            "TLSError",
-            `TLS handshake with ${hp} failed: the server refused the handshake (${alertText}); it most likely ` +
-              `requires TLS 1.2 or newer, and ${VERSION_HINT} (RSA key exchange, AES-CBC ciphers)`,
-            extra,
-          );
-        }
+    /**
+     * Give up this connection and try the next engine on a new one.
+     * @param {Error} reason
+     */
+    _retry(reason) {
+      const old = this._ws;
+      if (this._session) this._session.close();
+      this._session = null;
+      this._prepared = null;
+      this._attempt += 1;
+      this._fallback = reason.message.replace(/^TLS handshake with \S+ failed: /, "");
+      this._cipherIn = [];
+      this._wsOpened = false;
+      this._gotData = false;
+      this._ws = this._connectWs();
+      try {
+        old.close(1000);
+      } catch (_) {
+        /* already closing */
       }
-      const what = this._tlsState === "handshaking" ? "TLS handshake with" : "TLS connection to";
-      const message = String((err && err.message) || "unknown error").replace(/\.$/, "");
-      return this._error("TLSError", `${what} ${hp} failed: ${message}${alertText ? ` (${alertText})` : ""}`, extra);
+      if (this._implicit) {
+        this._tlsState = "preparing";
+      } else {
+        this._tlsState = "replaying";
+        this._replay = { reader: new ReplyReader(), next: 0 };
+      }
+      this._prepare(); // loads the next engine meanwhile; the handshake waits for "preparing"
+    }
+
+    /** STARTTLS retry: bring the new connection to where the first one was. @param {Uint8Array} u8 */
+    _onReplayData(u8) {
+      const replay = /** @type {{reader: ReplyReader, next: number}} */ (this._replay);
+      const script = /** @type {{commands: Uint8Array[], codes: number[]}} */ (this._script);
+      const seen = replay.reader.codes.length;
+      replay.reader.feed(u8);
+      for (let i = seen; i < replay.reader.codes.length; i++) {
+        const code = replay.reader.codes[i];
+        const want = script.codes[i];
+        const last = i === script.codes.length - 1;
+        if (code === null || want === undefined || Math.floor(code / 100) !== Math.floor(want / 100) || (last && code !== want)) {
+          const said = i === 0 ? "as its greeting" : `to ${JSON.stringify(latin1(script.commands[i - 1]).trim().split(" ")[0])}`;
+          this._finish(
+            this._error(
+              "TLSError",
+              `retrying TLS with ${this._hostPort} on a new connection failed: the server answered ` +
+                `${JSON.stringify(replay.reader.lines[i])} ${said}, where the first connection got ${want} ` +
+                `(the first attempt: ${this._fallback})`,
+            ),
+          );
+          return;
+        }
+        if (last) {
+          this._replay = null;
+          this._tlsState = "preparing";
+          this._maybeHandshake();
+          return;
+        }
+        const command = script.commands[i];
+        if (this._ws.readyState === WS_OPEN) this._ws.send(command);
+      }
     }
   }
 
-  /** Fallbacks for options.proxy, rootsUrl and forge (set by the loader). */
+  /** @param {Uint8Array} u8 */
+  function latin1(u8) {
+    let s = "";
+    for (const b of u8) s += String.fromCharCode(b);
+    return s;
+  }
+
+  /** @param {Uint8Array[]} chunks @returns {Uint8Array[]} the lines, each with its LF */
+  function splitLines(chunks) {
+    let total = 0;
+    for (const c of chunks) total += c.length;
+    const all = new Uint8Array(total);
+    let at = 0;
+    for (const c of chunks) {
+      all.set(c, at);
+      at += c.length;
+    }
+    const lines = [];
+    let start = 0;
+    for (let i = 0; i < all.length; i++) {
+      if (all[i] === 10) {
+        lines.push(all.slice(start, i + 1));
+        start = i + 1;
+      }
+    }
+    if (start < all.length) lines.push(all.slice(start));
+    return lines;
+  }
+
+  /** Fallbacks for options.proxy, rootsUrl, tlsEngine, forge and subtls (set by the loader). */
   PySmtpSocket.defaults = {};
   PySmtpSocket.HIGH_WATER = HIGH_WATER;
   PySmtpSocket.LOW_WATER = LOW_WATER;
+  PySmtpSocket.engines = ENGINES;
   return PySmtpSocket;
 })();
 
