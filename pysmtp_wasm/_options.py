@@ -50,6 +50,8 @@ _KEYS = {
     "timeoutSocketLowerBound": "timeout_lower_bound_ms",
     "timeoutSocketMultiplier": "timeout_multiplier_ms",
 }
+# Transport options with a fixed set of values, checked here so a typo fails at construction.
+TRANSPORT_VALUES: dict[str, tuple[str, ...]] = {"tlsEngine": ("auto", "subtls", "forge")}
 _BOOLS = {"use_secure_transport", "disable_escaping", "ignore_tls", "require_tls", "lmtp"}
 _NUMBERS = {"timeout_greeting_ms", "timeout_lower_bound_ms", "timeout_multiplier_ms"}
 
@@ -81,6 +83,11 @@ def parse_options(raw: Mapping[str, Any] | None, transport_keys: frozenset[str] 
                 value = value.upper()
             setattr(options, attr, value)
         elif key in transport_keys:
+            allowed = TRANSPORT_VALUES.get(key)
+            if allowed is not None and value not in allowed:
+                raise SmtpUsageError(
+                    f"option {key} must be one of {', '.join(map(repr, allowed))}, not {value!r}"
+                )
             options.extra[key] = value
         else:
             known = sorted([*_KEYS, "auth", *transport_keys])

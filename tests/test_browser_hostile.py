@@ -87,6 +87,7 @@ def test_starttls_injection_in_the_same_read_is_discarded(
             port=server.port,
             options={
                 "proxy": proxy.url(server.port),
+                "tlsEngine": "forge",  # a scripted TLS 1.1 server takes one connection: no TLS 1.3 try
                 "ca": rsa_cert.cert_pem,
                 "auth": {"user": USER, "pass": PASSWORD},
             },
@@ -107,6 +108,7 @@ def test_starttls_injection_in_a_later_read_fails_the_handshake(
             port=server.port,
             options={
                 "proxy": proxy.url(server.port),
+                "tlsEngine": "forge",  # a scripted TLS 1.1 server takes one connection: no TLS 1.3 try
                 "ca": rsa_cert.cert_pem,
                 "auth": {"user": USER, "pass": PASSWORD},
             },
@@ -172,7 +174,7 @@ def test_server_closes_mid_tls_handshake(
             },
         )
     error = assert_failed(rec, "SmtpTlsError")
-    assert "closed the connection during the TLS handshake" in error["message"]
+    assert "closed the connection during the TLS" in error["message"]
     assert rec["idles"] == 0 and b"AUTH" not in server.plaintext
 
 

@@ -939,7 +939,7 @@ const PySmtpTls = (() => {
       } else if (type === 22 && joined[5] === 2) {
         this._first = { kind: "hello", version: (joined[9] << 8) | joined[10] };
       } else {
-        this._first = { kind: "other", type };
+        this._first = { kind: "other", type, bytes: joined.slice(0, 64) };
       }
     }
 
@@ -1017,11 +1017,10 @@ const PySmtpTls = (() => {
         );
       }
       if (!this._active && first && first.kind === "other") {
-        const u8 = /** @type {any} */ (this._queue).queue && this._queue.queue[0];
         if (first.type < 20 || first.type > 24) {
           return ctx.error(
             "TLSError",
-            `TLS handshake with ${hp} failed: the server did not answer in TLS${u8 ? ` (it sent ${preview(u8)})` : ""}; ` +
+            `TLS handshake with ${hp} failed: the server did not answer in TLS (it sent ${preview(first.bytes)}); ` +
               "is this a plaintext port? (for STARTTLS, connect without useSecureTransport)",
             { engine: "subtls" },
           );
