@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from .servers import Certificate, Websockify, make_rsa_certificate
 
@@ -181,3 +183,24 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Websockify]:
 @pytest.fixture(scope="session")
 def rsa_cert(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
     return make_rsa_certificate(tmp_path_factory.mktemp("certs"))
+
+
+# -- certificates for CPython's ssl (trustme) ------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    """A test CA; its certificate, as PEM, is what the client pins with ``ca``."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def server_tls(ca: trustme.CA) -> ssl.SSLContext:
+    """Python's default server TLS with a certificate from ``ca`` for localhost and 127.0.0.1."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    return context
+
+
+def ca_pem(ca: trustme.CA) -> str:
+    return ca.cert_pem.bytes().decode()

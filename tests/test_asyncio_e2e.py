@@ -23,6 +23,7 @@ from pysmtp_wasm import (
     SmtpTlsError,
 )
 
+from .conftest import ca_pem
 from .servers import RawServer, Recorder, SmtpServer, free_port
 
 USER, PASSWORD, TOKEN = "alice", "s3cret-pass", "ya29.token-xyz"
@@ -117,22 +118,6 @@ async def deliver(
     transport.write = counting_write  # type: ignore[method-assign,union-attr]
     out.closed = await asyncio.wait_for(closed, timeout)
     return out
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def server_tls(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
-    return context
-
-
-def ca_pem(ca: trustme.CA) -> str:
-    return ca.cert_pem.bytes().decode()
 
 
 # -- plain -------------------------------------------------------------------------------------

@@ -26,26 +26,15 @@ from pysmtp_wasm import (
 )
 from pysmtp_wasm._reply import MAX_REPLY_LINE
 
+from .conftest import ca_pem
 from .servers import Conn, Recorder, ScriptedServer, SmtpServer
 from .test_asyncio_e2e import Outcome, deliver
 
 USER, PASSWORD = "alice", "s3cret-pass"
 
 
-@pytest.fixture(scope="module")
-def tls_ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def tls_server(tls_ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls_ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
-    return context
-
-
 def pinned(ca: trustme.CA, **options: Any) -> dict[str, Any]:
-    return {"ca": ca.cert_pem.bytes().decode(), **options}
+    return {"ca": ca_pem(ca), **options}
 
 
 def assert_failed(out: Outcome, error_class: type[SmtpError]) -> SmtpError:
@@ -93,10 +82,10 @@ INJECTED = b"250-evil\r\n250 AUTH PLAIN\r\n235 2.7.0 fake: authenticated\r\n"
 
 
 async def test_starttls_injection_in_the_same_read_is_discarded(
-    tls_ca: trustme.CA, tls_server: ssl.SSLContext
+    ca: trustme.CA, server_tls: ssl.SSLContext
 ) -> None:
-    with ScriptedServer(starttls_script(tls_server, INJECTED)) as server:
-        client = SmtpClient("localhost", server.port, pinned(tls_ca, auth={"user": USER, "pass": PASSWORD}))
+    with ScriptedServer(starttls_script(server_tls, INJECTED)) as server:
+        client = SmtpClient("localhost", server.port, pinned(ca, auth={"user": USER, "pass": PASSWORD}))
         out = await deliver(client)
     assert out.errors == [] and out.done == [True] and out.closed is False
     # Nothing was pipelined behind STARTTLS, and no AUTH went out in plaintext.
@@ -109,10 +98,10 @@ async def test_starttls_injection_in_the_same_read_is_discarded(
 
 
 async def test_starttls_injection_in_a_later_read_fails_the_handshake(
-    tls_ca: trustme.CA, tls_server: ssl.SSLContext
+    ca: trustme.CA, server_tls: ssl.SSLContext
 ) -> None:
-    with ScriptedServer(starttls_script(tls_server, b"", later=INJECTED)) as server:
-        client = SmtpClient("localhost", server.port, pinned(tls_ca, auth={"user": USER, "pass": PASSWORD}))
+    with ScriptedServer(starttls_script(server_tls, b"", later=INJECTED)) as server:
+        client = SmtpClient("localhost", server.port, pinned(ca, auth={"user": USER, "pass": PASSWORD}))
         out = await deliver(client, timeout=10)
     error = assert_failed(out, SmtpTlsError)
     assert "TLS with localhost failed" in str(error)
@@ -176,9 +165,9 @@ class StrippingMitm:
         await asyncio.gather(client_to_server(), server_to_client(), return_exceptions=True)
 
 
-async def test_starttls_stripped_with_require_tls_stops_before_auth(tls_server: ssl.SSLContext) -> None:
+async def test_starttls_stripped_with_require_tls_stops_before_auth(server_tls: ssl.SSLContext) -> None:
     recorder = Recorder(users={USER: PASSWORD})
-    with SmtpServer(recorder, starttls=tls_server) as server:
+    with SmtpServer(recorder, starttls=server_tls) as server:
         async with StrippingMitm(server.port) as mitm:
             client = SmtpClient(
                 "127.0.0.1", mitm.port, {"requireTLS": True, "auth": {"user": USER, "pass": PASSWORD}}
@@ -192,13 +181,13 @@ async def test_starttls_stripped_with_require_tls_stops_before_auth(tls_server: 
 
 
 async def test_starttls_stripped_without_require_tls_is_plaintext_and_the_mitm_reads_it(
-    tls_server: ssl.SSLContext,
+    server_tls: ssl.SSLContext,
 ) -> None:
     """Opportunistic TLS, as the README explains: without requireTLS the client uses TLS when
     the server *appears* to offer it. A man in the middle who removes the offer gets a
     plaintext session: the message and, with PLAIN or LOGIN, the password."""
     recorder = Recorder(users={USER: PASSWORD})
-    with SmtpServer(recorder, starttls=tls_server) as server:
+    with SmtpServer(recorder, starttls=server_tls) as server:
         async with StrippingMitm(server.port) as mitm:
             client = SmtpClient(
                 "127.0.0.1", mitm.port, {"auth": {"user": USER, "pass": PASSWORD}, "authMethod": "PLAIN"}
@@ -256,7 +245,7 @@ async def test_server_closes_mid_data_while_the_client_streams() -> None:
 
 
 @pytest.mark.parametrize("mode", ["starttls", "implicit"])
-async def test_server_closes_mid_tls_handshake(tls_ca: trustme.CA, mode: str) -> None:
+async def test_server_closes_mid_tls_handshake(ca: trustme.CA, mode: str) -> None:
     def script(conn: Conn) -> None:
         if mode == "starttls":
             conn.send(b"220 hi\r\n")
@@ -267,7 +256,7 @@ async def test_server_closes_mid_tls_handshake(tls_ca: trustme.CA, mode: str) ->
         conn.read(1)  # the ClientHello begins: hang up
 
     with ScriptedServer(script) as server:
-        options = pinned(tls_ca, auth={"user": USER, "pass": PASSWORD}, useSecureTransport=mode == "implicit")
+        options = pinned(ca, auth={"user": USER, "pass": PASSWORD}, useSecureTransport=mode == "implicit")
         out = await deliver(SmtpClient("localhost", server.port, options), timeout=5)
     assert out.errors and isinstance(out.errors[0], (SmtpTlsError, SmtpConnectionError))
     assert_failed(out, type(out.errors[0]))
