@@ -12,7 +12,7 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
-from ._transport import TimerHandle, TransportOwner
+from ._transport import DETACHED, TimerHandle, TransportOwner
 from .errors import SmtpConnectionError, SmtpError, SmtpTlsError
 
 # Bytes queued in asyncio before send() reports a full buffer (asyncio's own default high
@@ -92,6 +92,10 @@ class AsyncioTransport(asyncio.Protocol):
 
     def call_later(self, seconds: float, callback: Callable[[], None]) -> TimerHandle:
         return self._loop.call_later(seconds, callback)
+
+    def detach(self) -> None:
+        self._owner = DETACHED
+        self.close()
 
     # -- the work ------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from typing import Any
 import js  # type: ignore[import-not-found]
 from pyodide.ffi import JsException, create_proxy, to_js  # type: ignore[import-not-found]
 
-from ._transport import TimerHandle, TransportOwner
+from ._transport import DETACHED, TimerHandle, TransportOwner
 from .errors import SmtpConnectionError, SmtpError, SmtpTlsError
 
 # Options this transport reads from SmtpClient's options.
@@ -31,7 +31,8 @@ def _js_error(event: Any, host: str, port: int) -> SmtpError:
     name = str(getattr(error, "name", "") or "")
     message = str(getattr(error, "message", "") or error or "socket error")
     if name == "TLSError":
-        return SmtpTlsError(message, stage="tls")
+        retry_with = getattr(error, "retryWith", None)
+        return SmtpTlsError(message, stage="tls", retry_with=str(retry_with) if retry_with else None)
     return SmtpConnectionError(message if host in message else f"{host}:{port}: {message}", stage="connect")
 
 
@@ -63,13 +64,8 @@ class BrowserTransport:
                 )
             )
             return
-        js_options = js.Object.new()
-        defaults = getattr(socket_class, "defaults", None)
-        for name in ("proxy", "rootsUrl", "forge"):
-            value = getattr(defaults, name, None) if defaults is not None else None
-            if value is not None:
-                setattr(js_options, name, value)
-        for name in OPTION_NAMES:
+        js_options = js.Object.new()  # the socket fills in PySmtpSocket.defaults itself
+        for name in (*OPTION_NAMES, "fallback"):
             if options.get(name) is not None:
                 setattr(js_options, name, options[name])
         js_options.useSecureTransport = secure
@@ -107,6 +103,11 @@ class BrowserTransport:
 
     def call_later(self, seconds: float, callback: Callable[[], None]) -> TimerHandle:
         return self._loop.call_later(seconds, callback)
+
+    def detach(self) -> None:
+        """Close without reporting anything more to the owner (it moved to another transport)."""
+        self._owner = DETACHED
+        self.close()
 
     # -- the socket's events --------------------------------------------------------------------
 

@@ -57,5 +57,18 @@ class Transport(Protocol):
     def call_later(self, seconds: float, callback: Callable[[], None]) -> TimerHandle:
         """Run ``callback`` after ``seconds`` on the same loop as the reports."""
 
+    def detach(self) -> None:
+        """Close and report nothing more (the owner goes on over another transport)."""
+
 
 TransportFactory = Callable[[TransportOwner], Transport]
+
+
+class _Detached:
+    """The owner of a transport that was given up (``detach``): it hears nothing."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args: None
+
+
+DETACHED: Any = _Detached()

@@ -97,7 +97,15 @@ class SmtpConnectionError(SmtpError):
 
 
 class SmtpTlsError(SmtpError):
-    """TLS could not be set up: no STARTTLS, a failed handshake or an untrusted certificate."""
+    """TLS could not be set up: no STARTTLS, a failed handshake or an untrusted certificate.
+
+    ``retry_with`` names the TLS engine to try on a new connection when the server refused the
+    TLS *version* during STARTTLS (the browser's "auto" engine); the client does that itself.
+    """
+
+    def __init__(self, message: str, *, retry_with: str | None = None, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.retry_with = retry_with
 
 
 class SmtpUsageError(SmtpError):

@@ -8,12 +8,14 @@
 //
 // tlsEngine "auto" (the default) tries TLS 1.3 (subtls) first. Only when the server says that
 // the version is the problem — a protocol_version alert, or a ServerHello choosing TLS 1.0/1.1 —
-// does it try node-forge (TLS 1.0/1.1, announcing TLS_FALLBACK_SCSV) on a new connection.
-// Never after a certificate, pinning or host-name failure, a timeout or a silent close. For
-// STARTTLS the new connection is brought to the same point by replaying the plaintext commands
-// of the first one (greeting, EHLO, STARTTLS), each reply checked against the first session's;
-// the SMTP engine above sees one session. Until the handshake and the verification succeeded,
-// nothing the application sends goes out: it is queued, and dropped if TLS fails.
+// is node-forge (TLS 1.0/1.1, announcing TLS_FALLBACK_SCSV) tried, on a new connection. Never
+// after a certificate, pinning or host-name failure, a timeout or a silent close. For implicit
+// TLS the socket retries by itself. For STARTTLS it cannot: the new connection needs a new SMTP
+// session up to STARTTLS, and SMTP is the Python engine's business, not this socket's. So the
+// error it reports carries `retryWith` (the next engine); the client opens a new socket with
+// `tlsEngine: retryWith` and `fallback: <the reason>`, and says its EHLO and STARTTLS again.
+// Until the handshake and the verification succeeded, nothing the application sends goes out:
+// it is queued, and dropped if TLS fails.
 
 const PySmtpSocket = (() => {
   /** send() returns false once this many bytes are buffered. */
@@ -24,8 +26,6 @@ const PySmtpSocket = (() => {
   const DRAIN_POLL_MS = 4;
   /** After close(), wait at most this long for the WebSocket's close event. */
   const CLOSE_GRACE_MS = 2000;
-  /** Plaintext sent before STARTTLS that we keep for a replay (an SMTP session sends ~40 bytes). */
-  const REPLAY_LIMIT = 4096;
   const WS_CONNECTING = 0;
   const WS_OPEN = 1;
 
@@ -46,40 +46,6 @@ const PySmtpSocket = (() => {
     return null;
   }
 
-  /** Complete SMTP replies in a byte stream: their codes (null for a line that is not a reply). */
-  class ReplyReader {
-    constructor() {
-      this._text = "";
-      /** @type {(number | null)[]} */
-      this.codes = [];
-      /** @type {string[]} the last line of each reply */
-      this.lines = [];
-    }
-
-    /** @param {Uint8Array} u8 @returns {number} how many replies completed */
-    feed(u8) {
-      let done = 0;
-      for (const b of u8) this._text += String.fromCharCode(b);
-      let nl;
-      while ((nl = this._text.indexOf("\n")) >= 0) {
-        const line = this._text.slice(0, nl).replace(/\r$/, "");
-        this._text = this._text.slice(nl + 1);
-        const m = /^(\d{3})([ -]|$)/.exec(line);
-        if (!m) {
-          this.codes.push(null);
-          this.lines.push(line);
-          done += 1;
-        } else if (m[2] !== "-") {
-          this.codes.push(Number(m[1]));
-          this.lines.push(line);
-          done += 1;
-        }
-      }
-      if (this._text.length > 4096) this._text = ""; // not SMTP; the replay will fail on the codes
-      return done;
-    }
-  }
-
   // -- the socket ------------------------------------------------------------------------------
 
   /**
@@ -95,6 +61,8 @@ const PySmtpSocket = (() => {
    *   (default globalThis.forge)
    * @property {any} [subtls] the subtls module, or a function returning (a promise of) it
    *   (default globalThis.subtls)
+   * @property {string} [fallback] this connection retries one whose server refused the TLS
+   *   version (the reason): the legacy engine announces TLS_FALLBACK_SCSV (RFC 7507)
    */
 
   /**
@@ -176,7 +144,7 @@ const PySmtpSocket = (() => {
       this._plan = PLANS[plan];
       this._attempt = 0;
       /** @type {string | null} why the previous engine was given up (set on a version retry) */
-      this._fallback = null;
+      this._fallback = opts.fallback ? String(opts.fallback) : null;
 
       // Trust options (checked now; parsed when TLS starts, since the engines load lazily)
       /** @type {string[] | null} */
@@ -201,7 +169,7 @@ const PySmtpSocket = (() => {
       this._closing = false; // close() was called
       this._wsOpened = false;
       this._gotData = false;
-      /** @type {"none" | "preparing" | "handshaking" | "replaying" | "active"} */
+      /** @type {"none" | "preparing" | "handshaking" | "active"} */
       this._tlsState = "none";
       this._implicit = !!opts.useSecureTransport;
       /** @type {any} the engine's prepared state (library, trust) for the current attempt */
@@ -215,15 +183,6 @@ const PySmtpSocket = (() => {
       this._queuedBytes = 0;
       /** @type {Uint8Array[]} ciphertext received before the TLS session exists */
       this._cipherIn = [];
-      // For a STARTTLS retry: what was said in plaintext before upgradeToSecure()
-      /** @type {Uint8Array[]} */
-      this._plainOut = [];
-      this._plainOutBytes = 0;
-      this._plainIn = new ReplyReader();
-      /** @type {{commands: Uint8Array[], codes: number[]} | null} */
-      this._script = null;
-      /** @type {{reader: ReplyReader, next: number} | null} */
-      this._replay = null;
       this._needDrain = false;
       this._drainTimer = null;
       this._closeTimer = null;
@@ -255,7 +214,6 @@ const PySmtpSocket = (() => {
           this._queueSecure.push(u8.slice()); // the caller may reuse its buffer
           this._queuedBytes += u8.length;
         } else {
-          this._notePlain(u8);
           if (this._ws.readyState === WS_OPEN) {
             this._ws.send(u8);
           } else {
@@ -280,13 +238,6 @@ const PySmtpSocket = (() => {
      */
     upgradeToSecure() {
       if (this._done || this._closing || this._tlsState !== "none") return;
-      // What a retry on a new connection must replay: one reply per command line, the greeting first.
-      const commands = this._plainOutBytes <= REPLAY_LIMIT ? splitLines(this._plainOut) : null;
-      const codes = this._plainIn.codes;
-      if (commands && commands.length && codes.length === commands.length + 1 && codes.every((c) => c !== null)) {
-        this._script = { commands, codes: /** @type {number[]} */ (codes.slice()) };
-      }
-      this._plainOut = [];
       this._startTls();
     }
 
@@ -389,12 +340,6 @@ const PySmtpSocket = (() => {
       return makeError(name, message, Object.assign({ host: this.host, port: this.port }, extra || {}));
     }
 
-    /** @param {Uint8Array} u8 plaintext sent before STARTTLS, kept for a replay */
-    _notePlain(u8) {
-      this._plainOutBytes += u8.length;
-      if (this._plainOutBytes <= REPLAY_LIMIT) this._plainOut.push(u8.slice());
-    }
-
     // -- drain -------------------------------------------------------------------------------
 
     _armDrain() {
@@ -438,14 +383,11 @@ const PySmtpSocket = (() => {
       if (typeof data === "string") data = new TextEncoder().encode(data).buffer; // not from websockify
       this._gotData = true;
       if (this._tlsState === "none") {
-        this._plainIn.feed(new Uint8Array(data));
         this._emit("data", { type: "data", data });
         return;
       }
       const u8 = new Uint8Array(data);
-      if (this._tlsState === "replaying") {
-        this._onReplayData(u8);
-      } else if (this._session) {
+      if (this._session) {
         this._session.receive(u8);
       } else {
         this._cipherIn.push(u8); // the engine is still loading: keep for the handshake
@@ -485,13 +427,6 @@ const PySmtpSocket = (() => {
           this._tlsFailed(ended);
           return;
         }
-      } else if (this._tlsState === "replaying") {
-        error = this._error(
-          "TLSError",
-          `retrying TLS with ${this._hostPort} on a new connection failed: the server closed it before STARTTLS ` +
-            `(the first attempt: ${this._fallback}; ${closeInfo})`,
-          extra,
-        );
       } else if (this._tlsState === "preparing") {
         error = this._error(
           "ConnectionError",
@@ -608,20 +543,19 @@ const PySmtpSocket = (() => {
     /** @param {any} error */
     _tlsFailed(error) {
       if (this._done) return;
-      const next = this._attempt + 1 < this._plan.length;
+      const next = this._plan[this._attempt + 1];
       if (this._tlsState === "handshaking" && error && error.versionRefused === true && next) {
-        if (this._implicit || this._script) {
+        if (this._implicit) {
           this._retry(error);
           return;
         }
-        error.message +=
-          "; a retry with node-forge on a new connection was not possible: this STARTTLS session cannot be replayed";
+        error.retryWith = next; // STARTTLS: the SMTP client retries on a new connection
       }
       this._finish(error);
     }
 
     /**
-     * Give up this connection and try the next engine on a new one.
+     * Implicit TLS: give up this connection and try the next engine on a new one.
      * @param {Error} reason
      */
     _retry(reason) {
@@ -640,76 +574,9 @@ const PySmtpSocket = (() => {
       } catch (_) {
         /* already closing */
       }
-      if (this._implicit) {
-        this._tlsState = "preparing";
-      } else {
-        this._tlsState = "replaying";
-        this._replay = { reader: new ReplyReader(), next: 0 };
-      }
-      this._prepare(); // loads the next engine meanwhile; the handshake waits for "preparing"
+      this._tlsState = "preparing";
+      this._prepare(); // loads the next engine meanwhile; the handshake waits for the WebSocket
     }
-
-    /** STARTTLS retry: bring the new connection to where the first one was. @param {Uint8Array} u8 */
-    _onReplayData(u8) {
-      const replay = /** @type {{reader: ReplyReader, next: number}} */ (this._replay);
-      const script = /** @type {{commands: Uint8Array[], codes: number[]}} */ (this._script);
-      const seen = replay.reader.codes.length;
-      replay.reader.feed(u8);
-      for (let i = seen; i < replay.reader.codes.length; i++) {
-        const code = replay.reader.codes[i];
-        const want = script.codes[i];
-        const last = i === script.codes.length - 1;
-        if (code === null || want === undefined || Math.floor(code / 100) !== Math.floor(want / 100) || (last && code !== want)) {
-          const said = i === 0 ? "as its greeting" : `to ${JSON.stringify(latin1(script.commands[i - 1]).trim().split(" ")[0])}`;
-          this._finish(
-            this._error(
-              "TLSError",
-              `retrying TLS with ${this._hostPort} on a new connection failed: the server answered ` +
-                `${JSON.stringify(replay.reader.lines[i])} ${said}, where the first connection got ${want} ` +
-                `(the first attempt: ${this._fallback})`,
-            ),
-          );
-          return;
-        }
-        if (last) {
-          this._replay = null;
-          this._tlsState = "preparing";
-          this._maybeHandshake();
-          return;
-        }
-        const command = script.commands[i];
-        if (this._ws.readyState === WS_OPEN) this._ws.send(command);
-      }
-    }
-  }
-
-  /** @param {Uint8Array} u8 */
-  function latin1(u8) {
-    let s = "";
-    for (const b of u8) s += String.fromCharCode(b);
-    return s;
-  }
-
-  /** @param {Uint8Array[]} chunks @returns {Uint8Array[]} the lines, each with its LF */
-  function splitLines(chunks) {
-    let total = 0;
-    for (const c of chunks) total += c.length;
-    const all = new Uint8Array(total);
-    let at = 0;
-    for (const c of chunks) {
-      all.set(c, at);
-      at += c.length;
-    }
-    const lines = [];
-    let start = 0;
-    for (let i = 0; i < all.length; i++) {
-      if (all[i] === 10) {
-        lines.push(all.slice(start, i + 1));
-        start = i + 1;
-      }
-    }
-    if (start < all.length) lines.push(all.slice(start));
-    return lines;
   }
 
   /** Fallbacks for options.proxy, rootsUrl, tlsEngine, forge and subtls (set by the loader). */
