@@ -6,6 +6,7 @@
 /** Callbacks the page may set; each defaults to a no-op. */
 const CALLBACKS = ["onidle", "onready", "ondone", "onerror", "onclose", "ondrain", "onlog"];
 const noop = () => {};
+const UTF8 = new TextEncoder();
 
 /** @type {Promise<any> | null} */
 let booting = null;
@@ -77,7 +78,9 @@ function makeSmtpClient(api) {
      * @returns {boolean} false when the buffer is full: wait for ondrain
      */
     send(chunk) {
-      return this._call("send", chunk);
+      // A string crosses into Python as bytes: TextEncoder is several times faster than
+      // Pyodide's conversion of a JS string to a Python str and its encoding there.
+      return this._call("send", typeof chunk === "string" ? UTF8.encode(chunk) : chunk);
     }
 
     end() {
