@@ -6,6 +6,8 @@
 #   ./build.sh test [ARGS]  install what the tests need (into .venv), lint, build, run pytest
 #   ./build.sh serve [FLAGS]  build, then run the demo on 127.0.0.1 (web/demo/serve.py --help);
 #                         --no-build skips the build
+#   ./build.sh snapshot   build dist/ plus a Pyodide memory snapshot (a faster boot)
+#   ./build.sh bench [ARGS] the benchmark (bench/README.md): writes bench/results/latest.json
 #
 # Everything it needs is installed on first use, so it works on a fresh machine.
 set -euo pipefail
@@ -130,9 +132,45 @@ serve() {
   exec "$PY" web/demo/serve.py "$@"
 }
 
+# dist/pyodide/pysmtp-snapshot.bin: a Pyodide memory snapshot with pysmtp_wasm imported, which
+# PySmtp.load() uses when present (a faster boot). Made in headless Chromium; any rebuild of
+# dist/ drops it (it is tied to that Pyodide build and that wheel).
+build_snapshot() {
+  log "making the Pyodide memory snapshot"
+  "$PY" web/make_snapshot.py
+}
+
+# The benchmark (bench/README.md): this project against emailjs-smtp-client, smtplib and the
+# raw limit of the path, in one run. Not part of `test`: it takes about 10 minutes.
+run_bench() {
+  ensure_venv
+  local stamp=$VENV/.bench-requirements.sha256 want
+  want=$(sha256sum bench/requirements.txt | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "installing bench/requirements.txt"
+    "$PY" -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+    echo "$want" >"$stamp"
+  fi
+  ensure_chromium
+  build_wheel
+  build_web
+  build_snapshot
+  want=$(sha256sum bench/package-lock.json | cut -d' ' -f1)
+  if [ "$(cat bench/node_modules/.lock.sha256 2>/dev/null)" != "$want" ]; then
+    log "npm ci (bench/)"
+    (cd bench && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$want" >bench/node_modules/.lock.sha256
+  fi
+  log "bundling emailjs-smtp-client"
+  bench/build-emailjs.sh
+  "$PY" bench/run.py "$@"
+}
+
 case "${1:-build}" in
   build) ensure_venv; build_wheel; build_web ;;
   test) shift; run_tests "$@" ;;
   serve) shift; serve "$@" ;;
-  *) echo "usage: $0 [build|test [pytest args]|serve [flags]]" >&2; exit 2 ;;
+  snapshot) ensure_venv; ensure_chromium; build_wheel; build_web; build_snapshot ;;
+  bench) shift; run_bench "$@" ;;
+  *) echo "usage: $0 [build|test [pytest args]|serve [flags]|snapshot|bench [--runs N] [--quick]]" >&2; exit 2 ;;
 esac

@@ -43,12 +43,18 @@ class DotStuffer:
             data = data[:-1]
             if not data:
                 return b""
-        if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        if b"\n" in data:
-            data = data.replace(b"\n", b"\r\n")
-            if b"\n." in data:
+        line_feeds = data.count(b"\n")
+        if data.count(b"\r") == line_feeds and data.count(b"\r\n") == line_feeds:
+            # Every line ending is already CRLF (the usual case): only dot-stuffing to do.
+            if line_feeds and b"\n." in data:
                 data = data.replace(b"\n.", b"\n..")
+        else:
+            if b"\r" in data:
+                data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            if b"\n" in data:
+                data = data.replace(b"\n", b"\r\n")
+                if b"\n." in data:
+                    data = data.replace(b"\n.", b"\n..")
         if self._line_start and data[:1] == b".":
             data = b"." + data
         self._line_start = data.endswith(b"\n")

@@ -6,6 +6,7 @@
 /** Callbacks the page may set; each defaults to a no-op. */
 const CALLBACKS = ["onidle", "onready", "ondone", "onerror", "onclose", "ondrain", "onlog"];
 const noop = () => {};
+const UTF8 = new TextEncoder();
 
 /** @type {Promise<any> | null} */
 let booting = null;
@@ -77,7 +78,9 @@ function makeSmtpClient(api) {
      * @returns {boolean} false when the buffer is full: wait for ondrain
      */
     send(chunk) {
-      return this._call("send", chunk);
+      // A string crosses into Python as bytes: TextEncoder is several times faster than
+      // Pyodide's conversion of a JS string to a Python str and its encoding there.
+      return this._call("send", typeof chunk === "string" ? UTF8.encode(chunk) : chunk);
     }
 
     end() {
@@ -146,6 +149,16 @@ function makeSmtpClient(api) {
   return SmtpClient;
 }
 
+/** The Pyodide memory snapshot with pysmtp_wasm imported, written by `./build.sh snapshot`. */
+const SNAPSHOT = "pyodide/pysmtp-snapshot.bin";
+
+/** @param {string} href @returns {Promise<ArrayBuffer | null>} null when there is none */
+function fetchSnapshot(href) {
+  return fetch(href)
+    .then((response) => (response.ok ? response.arrayBuffer() : null))
+    .catch(() => null);
+}
+
 /**
  * @param {string} base
  * @param {any} options
@@ -173,14 +186,22 @@ async function boot(base, options) {
 
   let pyodide = options.pyodide;
   if (!pyodide) {
+    // A memory snapshot (`./build.sh snapshot`) boots Python with pysmtp_wasm already imported;
+    // without one (a 404), or if it fails, the ordinary boot.
+    const snapshot = options.snapshot === false ? null : fetchSnapshot(url(SNAPSHOT));
     if (typeof globalThis.loadPyodide !== "function") await loadScript(url("pyodide/pyodide.js"));
-    pyodide = await globalThis.loadPyodide({ indexURL: url("pyodide/"), ...(options.pyodideOptions || {}) });
+    const config = { indexURL: url("pyodide/"), ...(options.pyodideOptions || {}) };
+    const image = snapshot && (await snapshot);
+    if (image) pyodide = await globalThis.loadPyodide({ ...config, _loadSnapshot: image }).catch(() => null);
+    pyodide ??= await globalThis.loadPyodide(config);
   }
-  /** @type {string[]} */
-  const errors = [];
-  // loadPackage never rejects: its errors come through errorCallback.
-  await pyodide.loadPackage(url(WHEEL), { messageCallback: noop, errorCallback: (m) => errors.push(m) });
-  if (errors.length) throw new Error(`pysmtp-wasm: could not load ${WHEEL}: ${errors.join("; ")}`);
+  if (!pyodide.runPython("'pysmtp_wasm._jsapi' in __import__('sys').modules")) {
+    /** @type {string[]} */
+    const errors = [];
+    // loadPackage never rejects: its errors come through errorCallback.
+    await pyodide.loadPackage(url(WHEEL), { messageCallback: noop, errorCallback: (m) => errors.push(m) });
+    if (errors.length) throw new Error(`pysmtp-wasm: could not load ${WHEEL}: ${errors.join("; ")}`);
+  }
   const api = pyodide.pyimport("pysmtp_wasm._jsapi");
   return {
     SmtpClient: makeSmtpClient(api),
@@ -195,7 +216,9 @@ const PySmtp = {
   /**
    * Boot Pyodide and pysmtp-wasm (once per page; later calls return the same promise).
    * @param {{proxy?: string | ((host: string, port: number) => string), baseURL?: string,
-   *          tlsEngine?: "auto" | "subtls" | "forge", pyodide?: any, pyodideOptions?: object}} [options]
+   *          tlsEngine?: "auto" | "subtls" | "forge", pyodide?: any, pyodideOptions?: object,
+   *          snapshot?: boolean}} [options]
+   *   snapshot: false never tries dist/pyodide/pysmtp-snapshot.bin (default: use it if present)
    */
   load(options = {}) {
     if (!booting) {

@@ -138,6 +138,8 @@ export interface LoadOptions {
   pyodide?: unknown;
   /** Extra options for loadPyodide(). */
   pyodideOptions?: object;
+  /** false: never use dist/pyodide/pysmtp-snapshot.bin (`./build.sh snapshot`); default: use it when present. */
+  snapshot?: boolean;
 }
 
 export interface PySmtpApi {

@@ -1,0 +1,189 @@
+// The benchmark's workloads, run in one page for pysmtp-wasm and emailjs-smtp-client alike.
+// The orchestrator (bench/run.py) calls window.bench.* through WebDriver.
+"use strict";
+
+(() => {
+  const enc = new TextEncoder();
+
+  // ~1 MiB of realistic text: 76 columns + CRLF, every third line starting with "."; cut into
+  // 64 KiB chunks (lines fall across chunk boundaries). A message is this text `passes` times,
+  // so even 100 MB is never held whole: only these 16 chunks exist.
+  const LINES = 13443; // 13443 * 78 = 1048554 bytes
+  let text = "";
+  for (let i = 0; i < LINES; i++) {
+    const head = (i % 3 === 0 ? "." : "") + "line " + i + " ";
+    text += head + "x".repeat(76 - head.length) + "\r\n";
+  }
+  const CHUNK = 64 * 1024;
+  const pool = [];
+  for (let at = 0; at < text.length; at += CHUNK) pool.push(text.slice(at, at + CHUNK));
+  const poolU8 = pool.map((s) => enc.encode(s));
+  const PASS_BYTES = text.length;
+  const HEADER = "From: bench@example.com\r\nTo: sink@example.com\r\nSubject: benchmark\r\n\r\n";
+
+  // a small message (~2 KB): headers + 25 lines
+  const small = HEADER + text.slice(0, 25 * 78);
+
+  let api = null;
+  const ready = PySmtp.load({ proxy: "ws://invalid/" }).then((a) => (api = a));
+
+  function memory() {
+    const m = performance.memory;
+    const wasm = api ? api.pyodide._module.HEAP8.length : 0;
+    return { js: m ? m.usedJSHeapSize : 0, wasm };
+  }
+
+  /** A client of either kind, with its callbacks promisified. */
+  function makeClient(kind, spec) {
+    let client;
+    if (kind === "emailjs") {
+      EmailjsTCPSocket.proxy = spec.proxy;
+      client = new EmailjsSmtpClient("localhost", spec.port, { useSecureTransport: !!spec.tls, ca: spec.ca });
+      client.logLevel = client.LOG_LEVEL_NONE;
+    } else {
+      const options = { proxy: spec.proxy };
+      if (spec.tls) Object.assign(options, { useSecureTransport: true, ca: spec.ca });
+      client = new api.SmtpClient("localhost", spec.port, options);
+    }
+    const waiters = { idle: [], ready: [], done: [], drain: [], close: [] };
+    const fire = (name, value) => {
+      const list = waiters[name];
+      waiters[name] = [];
+      for (const w of list) w(value);
+    };
+    let failure = null;
+    client.onidle = () => fire("idle");
+    client.onready = () => fire("ready");
+    client.ondone = (ok) => fire("done", ok);
+    client.ondrain = () => fire("drain");
+    client.onerror = (e) => {
+      failure = failure || new Error(`${kind}: ${e && e.name}: ${e && e.message}`);
+      for (const name of Object.keys(waiters)) fire(name, undefined);
+    };
+    client.onclose = () => fire("close");
+    const next = (name) =>
+      new Promise((resolve, reject) =>
+        waiters[name].push((v) => (failure ? reject(failure) : resolve(v))),
+      );
+    return { client, next };
+  }
+
+  /** Stream `passes` times the text in 64 KiB send() calls, waiting for ondrain after false. */
+  async function stream(c, passes, bytes, onChunk) {
+    c.client.send(HEADER);
+    const source = bytes ? poolU8 : pool;
+    for (let p = 0; p < passes; p++) {
+      for (const chunk of source) {
+        if (!c.client.send(chunk)) await c.next("drain");
+        if (onChunk) onChunk();
+      }
+    }
+  }
+
+  async function throughput(spec) {
+    await ready;
+    const c = makeClient(spec.client, spec);
+    const idle = c.next("idle");
+    c.client.connect();
+    await idle;
+    if (typeof gc === "function") gc();
+    const base = memory();
+    const peak = { ...base };
+    const sample = () => {
+      const m = memory();
+      if (m.js > peak.js) peak.js = m.js;
+      if (m.wasm > peak.wasm) peak.wasm = m.wasm;
+    };
+    const timer = spec.memory ? setInterval(sample, 20) : null;
+    const readyP = c.next("ready");
+    c.client.useEnvelope({ from: "bench@example.com", to: ["sink@example.com"] });
+    await readyP;
+    const t0 = performance.now();
+    await stream(c, spec.passes, spec.bytes, spec.memory ? sample : null);
+    const done = c.next("done");
+    c.client.end();
+    const ok = await done;
+    const t1 = performance.now();
+    if (timer) clearInterval(timer);
+    const closed = c.next("close");
+    c.client.quit();
+    await closed;
+    return {
+      ok, ms: t1 - t0, bytes: spec.passes * PASS_BYTES + HEADER.length,
+      base, peak,
+    };
+  }
+
+  async function smallMessages(spec) {
+    await ready;
+    const c = makeClient(spec.client, spec);
+    let idle = c.next("idle");
+    c.client.connect();
+    await idle;
+    const t0 = performance.now();
+    for (let i = 0; i < spec.count; i++) {
+      const readyP = c.next("ready");
+      c.client.useEnvelope({ from: "bench@example.com", to: ["sink@example.com"] });
+      await readyP;
+      c.client.send(small);
+      const done = c.next("done");
+      idle = c.next("idle");
+      c.client.end();
+      if (!(await done)) throw new Error("message refused");
+      await idle;
+    }
+    const t1 = performance.now();
+    const closed = c.next("close");
+    c.client.quit();
+    await closed;
+    return { ms: t1 - t0, count: spec.count, size: small.length };
+  }
+
+  /** The path's limit: bytes through a bare WebSocket (plain) or PySmtpSocket (TLS or plain)
+   * into the raw sink, which answers "OK" once it has them all. */
+  async function raw(spec) {
+    await ready;
+    const total = spec.passes * PASS_BYTES;
+    const header = enc.encode(total + "\r\n");
+    if (spec.via === "websocket") {
+      const ws = new WebSocket(spec.proxy, ["binary"]);
+      ws.binaryType = "arraybuffer";
+      await new Promise((resolve, reject) => ((ws.onopen = resolve), (ws.onerror = reject)));
+      const answered = new Promise((resolve) => (ws.onmessage = resolve));
+      const t0 = performance.now();
+      ws.send(header);
+      for (let p = 0; p < spec.passes; p++) {
+        for (const chunk of poolU8) {
+          ws.send(chunk);
+          if (ws.bufferedAmount >= PySmtpSocket.HIGH_WATER) {
+            while (ws.bufferedAmount >= PySmtpSocket.LOW_WATER) await new Promise((r) => setTimeout(r, 4));
+          }
+        }
+      }
+      await answered;
+      const t1 = performance.now();
+      ws.close();
+      return { ms: t1 - t0, bytes: total };
+    }
+    const sock = PySmtpSocket.open("localhost", spec.port, {
+      proxy: spec.proxy, useSecureTransport: !!spec.tls, ca: spec.ca, forge: globalThis.forge,
+    });
+    await new Promise((resolve, reject) => ((sock.onopen = resolve), (sock.onerror = (e) => reject(e.data))));
+    let drain = null;
+    sock.ondrain = () => drain && drain();
+    const answered = new Promise((resolve) => (sock.ondata = resolve));
+    const t0 = performance.now();
+    sock.send(header);
+    for (let p = 0; p < spec.passes; p++) {
+      for (const chunk of poolU8) {
+        if (!sock.send(chunk)) await new Promise((r) => (drain = r));
+      }
+    }
+    await answered;
+    const t1 = performance.now();
+    sock.close();
+    return { ms: t1 - t0, bytes: total };
+  }
+
+  window.bench = { ready, throughput, smallMessages, raw, PASS_BYTES };
+})();

@@ -1,0 +1,410 @@
+"""pysmtp-wasm's benchmark: this project and its references, in one run, on one machine.
+
+    ./build.sh bench            (builds dist/, the emailjs bundle and the snapshot, then this)
+    .venv/bin/python bench/run.py [--runs 5] [--quick]
+
+Everything goes through the same pieces: headless Debian Chromium (Selenium), a static HTTP
+server for dist/ and bench/pages/, one websockify (token mode, numpy installed), and the sinks
+of bench/sink.py in their own process. Each figure is the median of --runs runs. Writes
+bench/results/latest.json ({"metric": {"pysmtp_wasm": x, "emailjs": y, ...}}) and
+bench/results/latest.md (the table for bench/README.md), and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import json
+import os
+import platform
+import shutil
+import smtplib
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("SE_CHROMEDRIVER", "/usr/bin/chromedriver")
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+
+from tests.servers import Websockify, make_rsa_certificate, permissive_client_context  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+MB = 1e6
+
+CHROME_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
+    "--js-flags=--expose-gc",
+    "--enable-precise-memory-info",
+]
+
+
+def log(*args: Any) -> None:
+    print("==>", *args, file=sys.stderr, flush=True)
+
+
+# -- the static web server -----------------------------------------------------------------------
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves the repository; cacheable for an hour, so a second navigation is a warm cache."""
+
+    extensions_map = {
+        **http.server.SimpleHTTPRequestHandler.extensions_map,
+        ".wasm": "application/wasm",
+        ".mjs": "text/javascript",
+        ".js": "text/javascript",
+        ".json": "application/json",
+        ".whl": "application/zip",
+        ".bin": "application/octet-stream",
+    }
+
+    def end_headers(self) -> None:
+        self.send_header("Cache-Control", "public, max-age=3600")
+        super().end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def start_web() -> tuple[http.server.ThreadingHTTPServer, str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(ROOT)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_port}"
+
+
+# -- the browser -----------------------------------------------------------------------------------
+
+
+def new_browser() -> Any:
+    """A fresh Chromium with its own empty profile: nothing cached."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in CHROME_FLAGS:
+        options.add_argument(flag)
+    profile = tempfile.mkdtemp(prefix="bench-chrome-")
+    options.add_argument(f"--user-data-dir={profile}")
+    driver = webdriver.Chrome(options=options, service=Service(os.environ["SE_CHROMEDRIVER"]))
+    driver.set_script_timeout(600)
+    driver._bench_profile = profile  # type: ignore[attr-defined]
+    return driver
+
+
+def close_browser(driver: Any) -> None:
+    profile = driver._bench_profile
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def wait_result(driver: Any, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = driver.execute_script("return window.benchResult || null;")
+        if result:
+            if "error" in result:
+                raise RuntimeError(result["error"])
+            return dict(result)
+        time.sleep(0.02)
+    raise TimeoutError("the page gave no result")
+
+
+def run_js(driver: Any, call: str, *args: Any) -> Any:
+    script = (
+        "const done = arguments[arguments.length - 1];"
+        f"window.bench.ready.then(() => {call}).then("
+        "  (v) => done({ok: true, v}), (e) => done({ok: false, e: String(e && e.stack || e)}));"
+    )
+    result = driver.execute_async_script(script, *args)
+    if not result["ok"]:
+        raise RuntimeError(result["e"])
+    return result["v"]
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+# -- native references (no browser) ------------------------------------------------------------------
+
+
+def message_bytes(passes: int) -> bytes:
+    """The page's message, built the same way (for smtplib and the sink alone)."""
+    lines = []
+    for i in range(13443):
+        head = ("." if i % 3 == 0 else "") + f"line {i} "
+        lines.append(head + "x" * (76 - len(head)) + "\r\n")
+    text = "".join(lines).encode()
+    header = b"From: bench@example.com\r\nTo: sink@example.com\r\nSubject: benchmark\r\n\r\n"
+    return header + text * passes
+
+
+def sink_alone(port: int, message: bytes, runs: int) -> float:
+    """MB/s of the SMTP sink fed by a bare socket: pre-stuffed DATA in one sendall."""
+    stuffed = message.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+    rates = []
+    for _ in range(runs):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            reader = sock.makefile("rb")
+            reader.readline()
+            sock.sendall(b"EHLO bench\r\n")
+            while reader.readline()[3:4] == b"-":
+                pass
+            sock.sendall(b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n")
+            for _ in range(3):
+                reader.readline()
+            t0 = time.perf_counter()
+            sock.sendall(stuffed)
+            assert reader.readline().startswith(b"250")
+            rates.append(len(message) / MB / (time.perf_counter() - t0))
+            sock.sendall(b"QUIT\r\n")
+    return median(rates)
+
+
+def smtplib_throughput(port: int, message: bytes, runs: int, tls: bool = False) -> float:
+    rates = []
+    for _ in range(runs):
+        if tls:
+            server: smtplib.SMTP = smtplib.SMTP_SSL("127.0.0.1", port, context=permissive_client_context())
+        else:
+            server = smtplib.SMTP("127.0.0.1", port)
+        with server:
+            server.ehlo()
+            t0 = time.perf_counter()
+            server.sendmail("bench@example.com", ["sink@example.com"], message)
+            rates.append(len(message) / MB / (time.perf_counter() - t0))
+    return median(rates)
+
+
+def smtplib_small(port: int, count: int, runs: int) -> float:
+    header = message_bytes(0)
+    small = header + message_bytes(1)[len(header) :][: 25 * 78]  # the page's small message
+    rates = []
+    for _ in range(runs):
+        with smtplib.SMTP("127.0.0.1", port) as server:
+            server.ehlo()
+            t0 = time.perf_counter()
+            for _ in range(count):
+                server.sendmail("bench@example.com", ["sink@example.com"], small)
+            rates.append(count / (time.perf_counter() - t0))
+    return median(rates)
+
+
+# -- the benchmark ---------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="runs per figure (the median is kept)")
+    parser.add_argument("--quick", action="store_true", help="1 run each, smaller messages (a smoke test)")
+    args = parser.parse_args()
+    runs = 1 if args.quick else args.runs
+    passes_20 = 2 if args.quick else 20  # ~1.05 MB per pass: "20 MB" is 20.97 MB
+    passes_100 = 4 if args.quick else 96  # 100.7 MB
+    small_count = 20 if args.quick else 200
+    started = time.monotonic()
+
+    if not (ROOT / "bench" / "build" / "emailjs-smtp-client.js").exists():
+        log("bench/build/emailjs-smtp-client.js is missing: run ./build.sh bench")
+        return 1
+    snapshot_present = (ROOT / "dist" / "pyodide" / "pysmtp-snapshot.bin").exists()
+    wheel = sorted((ROOT / "dist").glob("pysmtp_wasm-*.whl"))[-1]
+
+    tmp = Path(tempfile.mkdtemp(prefix="pysmtp-bench-"))
+    cert = make_rsa_certificate(tmp / "certs")
+    sink = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "sink.py"), str(cert.cert_path), str(cert.key_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert sink.stdout is not None
+    ports = json.loads(sink.stdout.readline())
+    (tmp / "websockify").mkdir()
+    proxy = Websockify(tmp / "websockify").start()
+    urls = {name: proxy.url(port) for name, port in ports.items()}
+    web, base = start_web()
+    results: dict[str, dict[str, float]] = {}
+    details: dict[str, Any] = {}
+
+    def put(metric: str, who: str, value: float) -> None:
+        results.setdefault(metric, {})[who] = round(value, 3 if value < 10 else 1)
+        log(f"{metric:32s} {who:22s} {value:10.3f}")
+
+    try:
+        # -- the sink alone and the native references
+        msg20 = message_bytes(passes_20)
+        put("sink_alone_MBps", "sink", sink_alone(ports["smtp"], msg20, runs))
+        put("smtplib_native_MBps", "smtplib", smtplib_throughput(ports["smtp"], msg20, runs))
+        put("smtplib_native_tls_MBps", "smtplib", smtplib_throughput(ports["smtp_tls"], msg20, runs, tls=True))
+        put("small_msgs_per_s", "smtplib", smtplib_small(ports["smtp"], small_count, runs))
+
+        # -- cold start: a fresh browser per run (nothing cached), then a second navigation (warm)
+        cold_pages = {
+            "pysmtp_wasm": f"/bench/pages/cold-pysmtp.html?snapshot=0&proxy={urls['smtp']}&port={ports['smtp']}",
+            "bare_pyodide": "/bench/pages/cold-bare.html",
+            "emailjs": f"/bench/pages/cold-emailjs.html?proxy={urls['smtp']}&port={ports['smtp']}",
+        }
+        if snapshot_present:
+            cold_pages["pysmtp_wasm_snapshot"] = (
+                f"/bench/pages/cold-pysmtp.html?snapshot=1&proxy={urls['smtp']}&port={ports['smtp']}"
+            )
+        from urllib.parse import quote
+
+        cold: dict[str, dict[str, list[dict[str, Any]]]] = {k: {"cold": [], "warm": []} for k in cold_pages}
+        for _ in range(runs):
+            for who, path in cold_pages.items():
+                path = path.replace("proxy=" + urls["smtp"], "proxy=" + quote(urls["smtp"], safe=""))
+                driver = new_browser()
+                try:
+                    driver.get("about:blank")
+                    driver.get(base + path)
+                    cold[who]["cold"].append(wait_result(driver))
+                    driver.get("about:blank")
+                    driver.get(base + path)
+                    cold[who]["warm"].append(wait_result(driver))
+                finally:
+                    close_browser(driver)
+        for who, by in cold.items():
+            for kind, samples in by.items():
+                metric = "cold_start_ms" if kind == "cold" else "warm_start_ms"
+                if who == "bare_pyodide":
+                    put("bare_pyodide_ms" if kind == "cold" else "bare_pyodide_warm_ms", "bare_pyodide",
+                        median([s["idle"] for s in samples]))  # fmt: skip
+                    continue
+                put(metric, who, median([s["idle"] for s in samples]))
+                if "loaded" in samples[0]:
+                    put(metric.replace("_ms", "_connect_ehlo_ms"), who,
+                        median([s["idle"] - s["loaded"] for s in samples]))  # fmt: skip
+                if who.startswith("pysmtp"):
+                    details.setdefault("snapshot_used", {})[who] = [s.get("snapshot") for s in samples]
+        for kind, suffix in (("cold", ""), ("warm", "_warm")):
+            bare = results["bare_pyodide_ms" if kind == "cold" else "bare_pyodide_warm_ms"]["bare_pyodide"]
+            for who in ("pysmtp_wasm", "pysmtp_wasm_snapshot"):
+                metric = "cold_start_ms" if kind == "cold" else "warm_start_ms"
+                if who in results.get(metric, {}):
+                    put(f"our_share_of_start{suffix}_ms", who, results[metric][who] - bare)
+
+        # -- the workloads: one browser, one page
+        driver = new_browser()
+        try:
+            driver.get(base + "/bench/pages/work.html")
+            run_js(driver, "null")
+            ca = cert.cert_pem
+
+            def many(call: str, spec: dict[str, Any], n: int = runs) -> list[dict[str, Any]]:
+                return [run_js(driver, call, spec) for _ in range(n)]
+
+            def mbps(samples: list[dict[str, Any]]) -> float:
+                return median([s["bytes"] / MB / (s["ms"] / 1000) for s in samples])
+
+            # the path's limit
+            put("raw_limit_MBps", "websocket",
+                mbps(many("window.bench.raw(arguments[0])", {"via": "websocket", "proxy": urls["raw"], "passes": passes_20})))  # fmt: skip
+            put("raw_limit_MBps", "pysmtp_socket",
+                mbps(many("window.bench.raw(arguments[0])", {"via": "socket", "proxy": urls["raw"], "port": ports["raw"], "passes": passes_20})))  # fmt: skip
+            put("raw_limit_tls_MBps", "pysmtp_socket",
+                mbps(many("window.bench.raw(arguments[0])", {"via": "socket", "proxy": urls["raw_tls"], "port": ports["raw_tls"], "tls": True, "ca": ca, "passes": passes_20})))  # fmt: skip
+
+            # throughput
+            for client in ("pysmtp_wasm", "emailjs"):
+                kind = "emailjs" if client == "emailjs" else "pysmtp"
+                plain = {"client": kind, "proxy": urls["smtp"], "port": ports["smtp"], "passes": passes_20}
+                put("throughput_plain_MBps", client, mbps(many("window.bench.throughput(arguments[0])", plain)))
+                tls = {**plain, "proxy": urls["smtp_tls"], "port": ports["smtp_tls"], "tls": True, "ca": ca}
+                put("throughput_tls_MBps", client, mbps(many("window.bench.throughput(arguments[0])", tls)))
+                if client == "pysmtp_wasm":
+                    put("throughput_plain_MBps", "pysmtp_wasm_uint8",
+                        mbps(many("window.bench.throughput(arguments[0])", {**plain, "bytes": True})))  # fmt: skip
+
+            # small messages
+            for client in ("pysmtp_wasm", "emailjs"):
+                kind = "emailjs" if client == "emailjs" else "pysmtp"
+                for metric, port in (("small_msgs_per_s", "smtp"), ("small_msgs_per_s_pipelined", "smtp_pipe")):
+                    spec = {"client": kind, "proxy": urls[port], "port": ports[port], "count": small_count}
+                    samples = many("window.bench.smallMessages(arguments[0])", spec)
+                    put(metric, client, median([s["count"] / (s["ms"] / 1000) for s in samples]))
+
+            # memory while streaming ~100 MB
+            for client in ("pysmtp_wasm", "emailjs"):
+                kind = "emailjs" if client == "emailjs" else "pysmtp"
+                spec = {"client": kind, "proxy": urls["smtp"], "port": ports["smtp"], "passes": passes_100,
+                        "memory": True}  # fmt: skip
+                samples = many("window.bench.throughput(arguments[0])", spec)
+                growth = [((s["peak"]["js"] - s["base"]["js"]) + (s["peak"]["wasm"] - s["base"]["wasm"])) / MB
+                          for s in samples]  # fmt: skip
+                put("peak_memory_MB", client, median(growth))
+                put("peak_js_heap_MB", client, median([s["peak"]["js"] / MB for s in samples]))
+                put("wasm_memory_MB", client, median([s["peak"]["wasm"] / MB for s in samples]))
+                put("throughput_100MB_MBps", client, mbps(samples))
+            version = driver.capabilities.get("browserVersion", "?")
+        finally:
+            close_browser(driver)
+    finally:
+        web.shutdown()
+        proxy.stop()
+        sink.terminate()
+        sink.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    results["wheel_size_KB"] = {"pysmtp_wasm": round(wheel.stat().st_size / 1000, 1)}
+    machine = {
+        "cpu": next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name")), platform.processor()),  # fmt: skip
+        "nproc": os.cpu_count(),
+        "memory": subprocess.run(["free", "-h"], capture_output=True, text=True).stdout.splitlines()[1].split()[1],
+        "chromium": version,
+        "python": platform.python_version(),
+        "os": platform.platform(),
+        "runs": runs,
+        "quick": args.quick,
+        "seconds": round(time.monotonic() - started),
+    }
+    results["_machine"] = machine  # type: ignore[assignment]
+    results["_details"] = details  # type: ignore[assignment]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = markdown(results)
+    (RESULTS / "latest.md").write_text(table)
+    print(table)
+    log(f"bench/results/latest.json written ({machine['seconds']} s)")
+    return 0
+
+
+def markdown(results: dict[str, Any]) -> str:
+    columns: list[str] = []
+    for metric, row in results.items():
+        if not metric.startswith("_"):
+            for who in row:
+                if who not in columns:
+                    columns.append(who)
+    lines = ["| metric | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for metric, row in results.items():
+        if metric.startswith("_"):
+            continue
+        lines.append(f"| `{metric}` | " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
+    m = results["_machine"]
+    lines.append("")
+    lines.append(f"Machine: {m['cpu']}, {m['nproc']} cores, {m['memory']} RAM, Chromium {m['chromium']}, "
+                 f"Python {m['python']}, {m['os']}; median of {m['runs']} runs; {m['seconds']} s in all.")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
