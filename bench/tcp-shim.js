@@ -1,9 +1,9 @@
 // emailjs-tcp-socket, replaced (esbuild alias) by pysmtp-wasm's own socket adapter, so that
 // emailjs-smtp-client takes exactly the path pysmtp-wasm takes: the same WebSocket to the same
-// websockify, the same node-forge TLS, the same backpressure (send() false above 256 KiB
-// buffered, ondrain below 64 KiB). socket.js is bundled in (it sets globalThis.PySmtpSocket);
-// the class is captured here, before any other script replaces that global.
-import "../web/src/socket.js";
+// websockify, the same TLS engines, the same backpressure (PySmtpSocket.HIGH_WATER and
+// LOW_WATER). tls.js + socket.js are bundled in (build-emailjs.sh joins them; socket.js sets
+// globalThis.PySmtpSocket); the class is captured here, before any other script replaces it.
+import "./build/pysmtp-socket.js";
 
 const Socket = globalThis.PySmtpSocket;
 
@@ -14,6 +14,7 @@ const TCPSocket = {
     return Socket.open(host, port, {
       proxy: TCPSocket.proxy,
       useSecureTransport: !!options.useSecureTransport,
+      tlsEngine: "forge", // the sink speaks TLS 1.0/1.1, as emailjs's own socket would (forge)
       ca: options.ca,
     });
   },

@@ -42,7 +42,8 @@
       client.logLevel = client.LOG_LEVEL_NONE;
     } else {
       const options = { proxy: spec.proxy };
-      if (spec.tls) Object.assign(options, { useSecureTransport: true, ca: spec.ca });
+      // The sink speaks TLS 1.0/1.1 (what node-forge can): measure node-forge, as for emailjs.
+      if (spec.tls) Object.assign(options, { useSecureTransport: true, ca: spec.ca, tlsEngine: "forge" });
       client = new api.SmtpClient("localhost", spec.port, options);
     }
     const waiters = { idle: [], ready: [], done: [], drain: [], close: [] };
@@ -166,7 +167,7 @@
       return { ms: t1 - t0, bytes: total };
     }
     const sock = PySmtpSocket.open("localhost", spec.port, {
-      proxy: spec.proxy, useSecureTransport: !!spec.tls, ca: spec.ca, forge: globalThis.forge,
+      proxy: spec.proxy, useSecureTransport: !!spec.tls, ca: spec.ca, forge: globalThis.forge, tlsEngine: "forge",
     });
     await new Promise((resolve, reject) => ((sock.onopen = resolve), (sock.onerror = (e) => reject(e.data))));
     let drain = null;
