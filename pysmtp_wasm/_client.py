@@ -12,6 +12,7 @@ import asyncio
 import logging
 import re
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -116,6 +117,8 @@ class SmtpClient:
         self._transport: Transport | None = None
         self._engine: SmtpEngine | None = None
         self._timer: TimerHandle | None = None
+        self._deadline: float | None = None  # time.monotonic() when the current wait times out
+        self._timer_due = 0.0  # when the scheduled timer fires
         self._written_since_reply = 0
         self._writable = True
         self._error: SmtpError | None = None
@@ -439,12 +442,16 @@ class SmtpClient:
             self._transport.close()
 
     def _rearm(self) -> None:
-        """(Re)start the timer for what the server or the network owes us now.
+        """(Re)start the timeout for what the server or the network owes us now.
 
         It restarts when a command is written and when a complete reply arrives, never on a
         partial reply: a server that drips one byte a second still times out.
+
+        Only the deadline moves; the one scheduled timer is left alone unless it would fire too
+        late, and when it fires early it goes back to sleep for the rest. (Each timer is a
+        setTimeout across the FFI in the browser: a message would otherwise cost a dozen.)
         """
-        self._cancel_timer()
+        self._deadline = None
         engine = self._engine
         if engine is None or self._closed or engine.state is State.CLOSED or self._transport is None:
             return
@@ -457,12 +464,24 @@ class SmtpClient:
         # The seed's rule: a lower bound plus an allowance per byte written since the last
         # reply (for the end of data, the whole message).
         allowance = self.options.timeout_multiplier_ms * self._written_since_reply
-        self._timer = self._transport.call_later((base + allowance) / 1000, self._on_timeout)
+        self._deadline = time.monotonic() + (base + allowance) / 1000
+        if self._timer is None or self._timer_due > self._deadline:
+            self._schedule(self._deadline)
+
+    def _schedule(self, due: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        assert self._transport is not None
+        self._timer_due = due
+        self._timer = self._transport.call_later(max(0.0, due - time.monotonic()), self._on_timeout)
 
     def _on_timeout(self) -> None:
         self._timer = None
         engine = self._engine
-        if engine is None or engine.state is State.CLOSED:
+        if engine is None or engine.state is State.CLOSED or self._deadline is None:
+            return
+        if self._deadline > time.monotonic() + 0.001:
+            self._schedule(self._deadline)  # the deadline moved since this timer was set
             return
         waited = {
             State.CONNECTING: "connecting",
@@ -475,6 +494,7 @@ class SmtpClient:
         )
 
     def _cancel_timer(self) -> None:
+        self._deadline = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -22,7 +22,7 @@ import js  # type: ignore[import-not-found]
 from pyodide.ffi import JsProxy, to_js  # type: ignore[import-not-found]
 
 from . import _browser
-from ._client import SmtpClient
+from ._client import SmtpClient, _noop
 from ._events import RecipientResult
 from .errors import SmtpError, SmtpUsageError
 
@@ -91,8 +91,15 @@ class JsClient:
         client.ondone = lambda success: target.ondone(success, _results(client.lastResults))
         client.onerror = lambda error: target.onerror(js_error(error))
         client.ondrain = lambda: target.ondrain()
-        client.onlog = lambda direction, text: target.onlog(direction, text)
         client.onclose = self._onclose
+
+    def set_logging(self, on: bool) -> None:
+        """The page set (or removed) ``onlog``: only then does each transcript line cross to JS."""
+        target = self._target
+        if on and target is not None:
+            self._client.onlog = lambda direction, text: target.onlog(direction, text)
+        else:
+            self._client.onlog = _noop
 
     def _onclose(self, is_error: bool) -> None:
         global live_clients

@@ -4,7 +4,7 @@
 // wrapper (classic script: document.currentScript; ES module: import.meta.url).
 
 /** Callbacks the page may set; each defaults to a no-op. */
-const CALLBACKS = ["onidle", "onready", "ondone", "onerror", "onclose", "ondrain", "onlog"];
+const CALLBACKS = ["onidle", "onready", "ondone", "onerror", "onclose", "ondrain"];
 const noop = () => {};
 const UTF8 = new TextEncoder();
 
@@ -50,6 +50,8 @@ function makeSmtpClient(api) {
      */
     constructor(host = "localhost", port = undefined, options = {}) {
       for (const name of CALLBACKS) this[name] = noop;
+      /** @type {(direction: string, text: string) => void} */
+      this._onlog = noop;
       /** @type {any} */
       this._py = null;
       let created;
@@ -110,6 +112,19 @@ function makeSmtpClient(api) {
 
     close() {
       if (this._py) this._call("close");
+    }
+
+    /**
+     * The transcript callback. Python calls it across the FFI only while one is set: a page
+     * that does not log pays nothing per line.
+     */
+    get onlog() {
+      return this._onlog;
+    }
+
+    set onlog(callback) {
+      this._onlog = typeof callback === "function" ? callback : noop;
+      if (this._py) this._py.set_logging(this._onlog !== noop);
     }
 
     /** The session's state: "new", "connecting", "idle", "data", "closed", ... */
