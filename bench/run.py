@@ -37,24 +37,13 @@ os.environ.setdefault("SE_CHROMEDRIVER", "/usr/bin/chromedriver")
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 
+from tests.servers import CHROME_FLAGS as TEST_CHROME_FLAGS  # noqa: E402
 from tests.servers import Websockify, make_rsa_certificate, permissive_client_context  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 MB = 1e6
 
-CHROME_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
-    "--js-flags=--expose-gc",
-    "--enable-precise-memory-info",
-]
+CHROME_FLAGS = [*TEST_CHROME_FLAGS, "--enable-precise-memory-info"]
 
 
 def log(*args: Any) -> None:

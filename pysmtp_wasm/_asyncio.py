@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable
 from typing import Any
 
-from ._transport import DETACHED, TimerHandle, TransportOwner
+from ._transport import LoopTransport, TransportOwner
 from .errors import SmtpConnectionError, SmtpError, SmtpTlsError
 
 # Bytes queued in asyncio before send() reports a full buffer (asyncio's own default high
@@ -43,7 +42,7 @@ def _tls_error(error: BaseException, host: str) -> SmtpTlsError:
     return SmtpTlsError(f"TLS with {host} failed: {error}", stage="tls")
 
 
-class AsyncioTransport(asyncio.Protocol):
+class AsyncioTransport(LoopTransport, asyncio.Protocol):
     """A transport on the running asyncio loop."""
 
     def __init__(self, owner: TransportOwner) -> None:
@@ -89,13 +88,6 @@ class AsyncioTransport(asyncio.Protocol):
             self._transport.close()  # connection_lost follows
         else:
             self._report_closed()
-
-    def call_later(self, seconds: float, callback: Callable[[], None]) -> TimerHandle:
-        return self._loop.call_later(seconds, callback)
-
-    def detach(self) -> None:
-        self._owner = DETACHED
-        self.close()
 
     # -- the work ------------------------------------------------------------------------------
 

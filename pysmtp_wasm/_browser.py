@@ -16,7 +16,7 @@ from typing import Any
 import js  # type: ignore[import-not-found]
 from pyodide.ffi import JsException, create_proxy, to_js  # type: ignore[import-not-found]
 
-from ._transport import DETACHED, TimerHandle, TransportOwner
+from ._transport import LoopTransport, TransportOwner
 from .errors import SmtpConnectionError, SmtpError, SmtpTlsError
 
 # Options this transport reads from SmtpClient's options.
@@ -36,7 +36,7 @@ def _js_error(event: Any, host: str, port: int) -> SmtpError:
     return SmtpConnectionError(message if host in message else f"{host}:{port}: {message}", stage="connect")
 
 
-class BrowserTransport:
+class BrowserTransport(LoopTransport):
     """A transport on ``PySmtpSocket``; timers run on Pyodide's event loop (setTimeout)."""
 
     OPTION_NAMES = OPTION_NAMES
@@ -100,14 +100,6 @@ class BrowserTransport:
             self._socket.close()  # onclose follows
         elif self._socket is None:
             self._report_closed()
-
-    def call_later(self, seconds: float, callback: Callable[[], None]) -> TimerHandle:
-        return self._loop.call_later(seconds, callback)
-
-    def detach(self) -> None:
-        """Close without reporting anything more to the owner (it moved to another transport)."""
-        self._owner = DETACHED
-        self.close()
 
     # -- the socket's events --------------------------------------------------------------------
 

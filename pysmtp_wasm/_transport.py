@@ -72,3 +72,21 @@ class _Detached:
 
 
 DETACHED: Any = _Detached()
+
+
+class LoopTransport:
+    """What both transports do the same way: timers on their asyncio loop, and ``detach``."""
+
+    _loop: Any
+    _owner: Any
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def call_later(self, seconds: float, callback: Callable[[], None]) -> TimerHandle:
+        return self._loop.call_later(seconds, callback)  # type: ignore[no-any-return]
+
+    def detach(self) -> None:
+        """Close without reporting anything more to the owner (it moved to another transport)."""
+        self._owner = DETACHED
+        self.close()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import trustme
 
-from .servers import Certificate, Websockify, make_rsa_certificate
+from .servers import CHROME_FLAGS, Certificate, Websockify, make_rsa_certificate
 
 DIST = Path(__file__).resolve().parent.parent / "dist"
 
@@ -29,21 +29,7 @@ try:
 except ImportError:  # pragma: no cover - pytest-pyodide is in tests/requirements.txt
     selenium_common = None
 else:
-    get_global_config().set_flags(
-        "chrome",
-        [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
-            "--js-flags=--expose-gc",
-        ],
-    )
+    get_global_config().set_flags("chrome", CHROME_FLAGS)
 
 
 # The page-side harness: one SMTP session, recorded. Tests call it with page.session({...}).

@@ -24,6 +24,21 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
+# Debian's Chromium, headless, on a closed network. The host resolver rule makes every name but
+# localhost unresolvable, so a page that reached for a CDN would fail. Tests and bench use these.
+CHROME_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
+    "--js-flags=--expose-gc",
+]
+
 
 def free_port() -> int:
     with socket.socket() as sock:
