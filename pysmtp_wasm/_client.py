@@ -333,10 +333,7 @@ class SmtpClient:
         self._writable = True
         self._rearm()
         if self._engine is not None and self._engine.state is State.DATA:
-            if self._operation is not None:
-                self._operation.deliver("drain")
-            else:
-                self._call(self.ondrain)
+            self._notify("drain", self.ondrain)
 
     def _transport_error(self, error: SmtpError) -> None:
         if self._engine is None:
@@ -412,21 +409,12 @@ class SmtpClient:
         elif isinstance(event, Idle):
             # A quit() or useEnvelope() in ondone means the session is no longer idle.
             if engine.state is State.IDLE:
-                if self._operation is not None:
-                    self._operation.deliver("idle")
-                else:
-                    self._call(self.onidle)
+                self._notify("idle", self.onidle)
         elif isinstance(event, Ready):
-            if self._operation is not None:
-                self._operation.deliver("ready", event.failed_recipients)
-            else:
-                self._call(self.onready, event.failed_recipients)
+            self._notify("ready", self.onready, event.failed_recipients)
         elif isinstance(event, Done):
             self.lastResults = event.results
-            if self._operation is not None:
-                self._operation.deliver("done", event.success)
-            else:
-                self._call(self.ondone, event.success)
+            self._notify("done", self.ondone, event.success)
         elif isinstance(event, StartTls):
             self._transport.start_tls()
         elif isinstance(event, Failed):
@@ -440,6 +428,13 @@ class SmtpClient:
         elif isinstance(event, Finished):
             self._cancel_timer()
             self._transport.close()
+
+    def _notify(self, what: str, callback: Callable[..., Any], *args: Any) -> None:
+        """A step of the session: to a running ``send_message`` if there is one, else to the page."""
+        if self._operation is not None:
+            self._operation.deliver(what, *args)
+        else:
+            self._call(callback, *args)
 
     def _rearm(self) -> None:
         """(Re)start the timeout for what the server or the network owes us now.

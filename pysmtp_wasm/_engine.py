@@ -153,9 +153,7 @@ class SmtpEngine:
 
     def close(self) -> None:
         """The user closes at once; no more events."""
-        self.state = State.CLOSED
-        self._out.clear()
-        self._parser.reset()
+        self._end()
 
     # -- bytes from the server -------------------------------------------------------------
 
@@ -513,12 +511,15 @@ class SmtpEngine:
         self._events.append(Log(direction, text))
 
     def _fail(self, error: SmtpError) -> None:
+        self._end()
+        self._events.append(Failed(error))
+
+    def _end(self) -> None:
         self.state = State.CLOSED
         self._out.clear()
         # Whatever the server sent that is not yet a reply (up to a chunk past the line bound
         # after a protocol error) is dropped now, not held until the client is collected.
         self._parser.reset()
-        self._events.append(Failed(error))
 
     def _take_events(self) -> list[Event]:
         events = self._events
