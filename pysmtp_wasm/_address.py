@@ -16,6 +16,10 @@ MAX_ADDRESS_OCTETS = 254
 
 _FORBIDDEN = {"<": "'<'", ">": "'>'", "\r": "CR", "\n": "LF", "\0": "NUL"}
 
+# What str.translate deletes to tell whether any forbidden or control character is present
+# (one pass in C instead of one per character).
+_UNSAFE = dict.fromkeys([*map(ord, _FORBIDDEN), *range(0x20), 0x7F])
+
 
 def check_address(address: object, role: str) -> str:
     """Return ``address`` when it is safe to put in a command; raise SmtpEnvelopeError if not.
@@ -24,15 +28,18 @@ def check_address(address: object, role: str) -> str:
     """
     if not isinstance(address, str):
         raise SmtpEnvelopeError(f"invalid {role} address {address!r}: not a string", stage="envelope")
-    for char, name in _FORBIDDEN.items():
-        if char in address:
-            raise SmtpEnvelopeError(f"invalid {role} address {address!r}: contains {name}", stage="envelope")
-    for char in address:
-        if ord(char) < 0x20 or ord(char) == 0x7F:
-            raise SmtpEnvelopeError(
-                f"invalid {role} address {address!r}: contains control character U+{ord(char):04X}",
-                stage="envelope",
-            )
+    if len(address.translate(_UNSAFE)) != len(address):
+        for char, name in _FORBIDDEN.items():
+            if char in address:
+                raise SmtpEnvelopeError(
+                    f"invalid {role} address {address!r}: contains {name}", stage="envelope"
+                )
+        for char in address:
+            if ord(char) < 0x20 or ord(char) == 0x7F:
+                raise SmtpEnvelopeError(
+                    f"invalid {role} address {address!r}: contains control character U+{ord(char):04X}",
+                    stage="envelope",
+                )
     if not address:
         return address  # the null reverse-path "<>" (RFC 5321 §4.5.5) is valid
     local, at, domain = address.rpartition("@")

@@ -2,8 +2,9 @@
 seen from Python inside Pyodide.
 
 The socket speaks raw TCP through a WebSocket-to-TCP proxy (websockify) and does TLS in
-JavaScript. This module only moves bytes across the FFI: a ``Uint8Array`` out per write, an
-``ArrayBuffer`` in per read. The socket's six callbacks are proxies made once per connection
+JavaScript. This module only moves bytes across the FFI: out through one reused
+``Uint8Array`` per connection (the socket copies what it is given before ``send`` returns),
+an ``ArrayBuffer`` in per read. The socket's six callbacks are proxies made once per connection
 and destroyed when it ends (``live_proxies`` counts them, so tests can show none leak).
 """
 
@@ -21,6 +22,9 @@ from .errors import SmtpConnectionError, SmtpError, SmtpTlsError
 
 # Options this transport reads from SmtpClient's options.
 OPTION_NAMES = frozenset({"proxy", "tlsEngine"})
+
+# The initial size of a connection's write buffer (it grows to the largest write).
+WRITE_BUFFER = 64 * 1024
 
 # Proxies created for socket callbacks and not yet destroyed, in this whole page.
 live_proxies = 0
@@ -50,6 +54,10 @@ class BrowserTransport(LoopTransport):
         self._reported = False
         self._host = ""
         self._port = 0
+        # The JS buffer each write is copied into: ``to_js(bytes)`` would make a new
+        # Uint8Array per write (JS garbage, and a fixed cost several times that of a copy).
+        self._buffer: Any = None
+        self._buffer_size = 0
 
     def open(
         self, host: str, port: int, *, secure: bool, ca: str | list[str] | None, options: dict[str, Any]
@@ -89,7 +97,13 @@ class BrowserTransport(LoopTransport):
     def write(self, data: bytes) -> bool:
         if self._socket is None or self._closed:
             return True
-        return bool(self._socket.send(to_js(data)))
+        size = len(data)
+        if size > self._buffer_size:
+            self._buffer_size = max(size, WRITE_BUFFER)
+            self._buffer = js.Uint8Array.new(self._buffer_size)
+        view = self._buffer.subarray(0, size)
+        view.assign(data)
+        return bool(self._socket.send(view))
 
     def start_tls(self) -> None:
         if self._socket is not None and not self._closed:
@@ -141,6 +155,8 @@ class BrowserTransport(LoopTransport):
             proxy.destroy()
             live_proxies -= 1
         self._proxies.clear()
+        self._buffer = None
+        self._buffer_size = 0
 
     def _fail_soon(self, error: SmtpError) -> None:
         def fail() -> None:

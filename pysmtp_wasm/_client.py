@@ -131,7 +131,23 @@ class SmtpClient:
         self.onerror: Callable[[SmtpError], Any] = _noop
         self.onclose: Callable[[bool], Any] = _noop
         self.ondrain: Callable[[], Any] = _noop
-        self.onlog: Callable[[str, str], Any] = _noop
+        self._onlog: Callable[[str, str], Any] = _noop
+
+    @property
+    def onlog(self) -> Callable[[str, str], Any]:
+        """The transcript callback: ``onlog(direction, text)``, direction "C", "S" or "*"."""
+        return self._onlog
+
+    @onlog.setter
+    def onlog(self, callback: Callable[[str, str], Any]) -> None:
+        self._onlog = callback
+        self._update_transcript()
+
+    def _update_transcript(self) -> None:
+        # The engine formats transcript lines only for a listener: onlog, or this module's
+        # logger at DEBUG level (checked at connect() and whenever onlog is set).
+        if self._engine is not None:
+            self._engine.transcript = self._onlog is not _noop or logger.isEnabledFor(logging.DEBUG)
 
     # -- the seed's timeout fields -----------------------------------------------------------
 
@@ -165,6 +181,7 @@ class SmtpClient:
         if self._engine is not None:
             raise SmtpUsageError("connect() was already called; make a new SmtpClient to connect again")
         self._engine = SmtpEngine(self.options)
+        self._update_transcript()
         self._transport = self._transport_factory(self)
         self._log(
             "*",
@@ -359,6 +376,7 @@ class SmtpClient:
         options = replace(self.options, require_tls=True, ignore_tls=False)
         options.extra = {**self.options.extra, "tlsEngine": error.retry_with, "fallback": reason}
         self._engine = SmtpEngine(options)
+        self._update_transcript()
         self._written_since_reply = 0
         self._writable = True
         self._transport = self._transport_factory(self)
@@ -496,7 +514,7 @@ class SmtpClient:
 
     def _log(self, direction: str, text: str) -> None:
         logger.debug("%s: %s", direction, text)
-        self._call(self.onlog, direction, text)
+        self._call(self._onlog, direction, text)
 
     def _call(self, callback: Callable[..., Any], *args: Any) -> None:
         # A callback that raises must not leave the session half-updated: report and go on,

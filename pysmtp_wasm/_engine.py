@@ -54,19 +54,18 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-# States in which the server owes us something: a reply, or the TLS handshake.
-AWAITING = frozenset(
-    {
-        State.GREETING,
-        State.EHLO,
-        State.HELO,
-        State.STARTTLS,
-        State.TLS,
-        State.AUTH,
-        State.ENVELOPE,
-        State.DATA_END,
-        State.QUIT,
-    }
+# States in which the server owes us something: a reply, or the TLS handshake. (A tuple:
+# membership is an identity check in C, where a set would call Enum.__hash__, in Python.)
+AWAITING = (
+    State.GREETING,
+    State.EHLO,
+    State.HELO,
+    State.STARTTLS,
+    State.TLS,
+    State.AUTH,
+    State.ENVELOPE,
+    State.DATA_END,
+    State.QUIT,
 )
 
 
@@ -85,6 +84,10 @@ class SmtpEngine:
         self.extensions = Extensions()
         self.tls_active = options.use_secure_transport
         self.replies_received = 0
+        # Whether to report transcript lines (Log events). The client turns them off while
+        # nobody listens: a line formatted and dispatched for nobody is most of the work of
+        # a reply in WebAssembly.
+        self.transcript = True
         self._parser = ReplyParser()
         self._out: list[bytes] = []
         self._events: list[Event] = []
@@ -174,9 +177,10 @@ class SmtpEngine:
             return self._take_events()
         for position, reply in enumerate(replies, 1):
             self.replies_received += 1
-            for index, line in enumerate(reply.lines):
-                sep = "-" if index < len(reply.lines) - 1 else " "
-                self._log("S", f"{reply.code}{sep}{line}")
+            if self.transcript:
+                for index, line in enumerate(reply.lines):
+                    sep = "-" if index < len(reply.lines) - 1 else " "
+                    self._log("S", f"{reply.code}{sep}{line}")
             try:
                 self._handle(reply)
             except SmtpError as error:
@@ -269,7 +273,7 @@ class SmtpEngine:
     # -- the protocol ------------------------------------------------------------------------
 
     def _handle(self, reply: Reply) -> None:
-        handler = getattr(self, f"_on_{self.state.value}", None)
+        handler = getattr(self, "_on_" + self.state._value_, None)  # (.value is a Python property)
         if handler is None or self.state is State.IDLE or self.state is State.DATA:
             self._unexpected(reply)
         else:
@@ -504,11 +508,12 @@ class SmtpEngine:
 
     def _send_command(self, line: str, shown: str | None = None) -> None:
         self._out.append(line.encode("utf-8") + b"\r\n")
-        if shown != "":
+        if shown != "" and self.transcript:
             self._log("C", line if shown is None else shown)
 
     def _log(self, direction: str, text: str) -> None:
-        self._events.append(Log(direction, text))
+        if self.transcript:
+            self._events.append(Log(direction, text))
 
     def _fail(self, error: SmtpError) -> None:
         self._end()

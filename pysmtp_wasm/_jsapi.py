@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import js  # type: ignore[import-not-found]
-from pyodide.ffi import JsProxy, to_js  # type: ignore[import-not-found]
+from pyodide.ffi import to_js  # type: ignore[import-not-found]
 
 from . import _browser
 from ._client import SmtpClient, _noop
@@ -32,8 +32,10 @@ live_clients = 0
 
 def _py(value: Any) -> Any:
     """A JS value as Python: objects to dicts, arrays to lists, functions kept as they are."""
-    if isinstance(value, JsProxy) and not callable(value):
-        return value.to_py()
+    # (Not isinstance(value, JsProxy): that check runs Python code in Pyodide's metaclass.)
+    to_py = getattr(value, "to_py", None)
+    if to_py is not None and not callable(value):
+        return to_py()
     return value
 
 
@@ -119,13 +121,18 @@ class JsClient:
         return _returning_errors(lambda: self._client.useEnvelope(_py(envelope)))
 
     def send(self, chunk: Any) -> Any:
-        data: Any = chunk
-        if isinstance(chunk, JsProxy):
-            try:
-                data = chunk.to_bytes()
-            except Exception:
-                return js_error(SmtpUsageError("send() takes a string, a Uint8Array or an ArrayBuffer"))
-        return _returning_errors(lambda: self._client.send(data))
+        # The JS side turns strings into a Uint8Array, so this is a JS buffer's proxy.
+        # (A JS number arrives as int, which has a to_bytes() of its own.)
+        try:
+            if isinstance(chunk, (int, float)):
+                raise TypeError
+            data = chunk.to_bytes()
+        except Exception:
+            return js_error(SmtpUsageError("send() takes a string, a Uint8Array or an ArrayBuffer"))
+        try:
+            return self._client.send(data)
+        except SmtpError as error:
+            return js_error(error)
 
     def end(self) -> Any:
         return _returning_errors(self._client.end)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import SmtpProtocolError
 
@@ -20,9 +20,12 @@ MAX_REPLY_LINES = 256
 _ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
 
 
-@dataclass(frozen=True)
-class Reply:
-    """One complete (possibly multi-line) server reply."""
+class Reply(NamedTuple):
+    """One complete (possibly multi-line) server reply.
+
+    (A named tuple rather than a frozen dataclass: one is made per reply, and a frozen
+    dataclass's ``__init__`` costs several times as much in WebAssembly.)
+    """
 
     code: int
     lines: tuple[str, ...]

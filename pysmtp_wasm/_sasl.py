@@ -8,8 +8,6 @@ also says how it should appear in a transcript.
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 from dataclasses import dataclass
 
 from .errors import SmtpAuthError
@@ -132,6 +130,9 @@ class CramMD5(Mechanism):
             raise SmtpAuthError(
                 "AUTH CRAM-MD5: the server's challenge is not base64", code=334, stage="AUTH"
             ) from None
+        import hashlib  # here, not at the top: hashlib's six hash modules slow the page's start
+        import hmac
+
         digest = hmac.new(self._password().encode("utf-8"), nonce, hashlib.md5).hexdigest()
         return _b64(f"{self.credentials.user} {digest}"), MASK
 

@@ -24,8 +24,10 @@ class Harness:
         on_idle: Callable[[Harness], None] | None = None,
         on_ready: Callable[[Harness, list[str]], None] | None = None,
         on_done: Callable[[Harness, Done], None] | None = None,
+        transcript: bool = True,
     ) -> None:
         self.engine = SmtpEngine(parse_options(options or {}))
+        self.engine.transcript = transcript
         self.sent = bytearray()
         self.events: list[Any] = []
         self.log: list[tuple[str, str]] = []

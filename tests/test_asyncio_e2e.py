@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -121,6 +122,36 @@ async def deliver(
 
 
 # -- plain -------------------------------------------------------------------------------------
+
+
+async def test_transcript_lines_are_made_only_while_someone_listens(caplog: pytest.LogCaptureFixture):
+    with SmtpServer() as server:
+        loop = asyncio.get_running_loop()
+        idle, closed = loop.create_future(), loop.create_future()
+        client = SmtpClient("127.0.0.1", server.port)
+        client.onidle = lambda: idle.done() or idle.set_result(None)
+        client.onclose = lambda is_error: closed.set_result(is_error)
+        client.connect()
+        await asyncio.wait_for(idle, 10)
+        engine = client._engine
+        assert engine is not None and engine.transcript is False  # no onlog, no DEBUG logging
+        lines: list[tuple[str, str]] = []
+        client.onlog = lambda direction, text: lines.append((direction, text))
+        assert engine.transcript is True
+        client.quit()
+        assert await asyncio.wait_for(closed, 10) is False
+        assert lines[0] == ("C", "QUIT") and ("S", "221 Bye") in lines
+
+        # DEBUG logging on this package's logger is a listener too.
+        with caplog.at_level(logging.DEBUG, logger="pysmtp_wasm"):
+            idle = loop.create_future()
+            logged = SmtpClient("127.0.0.1", server.port)
+            logged.onidle = lambda: idle.done() or idle.set_result(None)
+            logged.connect()
+            await asyncio.wait_for(idle, 10)
+            assert logged._engine is not None and logged._engine.transcript is True
+            logged.close()
+        assert any(r.getMessage().startswith("C: EHLO") for r in caplog.records)
 
 
 async def test_plain_send_and_quit():

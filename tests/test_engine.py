@@ -82,6 +82,14 @@ def test_full_session_one_chunk_per_reply():
     assert h.engine.state is State.CLOSED
 
 
+def test_without_a_transcript_the_session_is_the_same_and_reports_no_lines():
+    with_lines = run(FULL_SESSION, options=FULL_OPTIONS, **one_message())
+    without = run(FULL_SESSION, options=FULL_OPTIONS, transcript=False, **one_message())
+    assert without.outcome() == with_lines.outcome()
+    assert ("C", "QUIT") in with_lines.log and ("C", "AUTH PLAIN ****") in with_lines.log
+    assert without.log == []
+
+
 def test_full_session_byte_by_byte():
     h = run(FULL_SESSION, chunker=bytewise, options=FULL_OPTIONS, **one_message())
     assert h.outcome()[1] == FULL_OUTCOME
