@@ -54,8 +54,8 @@ ensure_chromium() {
 
 lint() {
   log "ruff and mypy"
-  "$VENV/bin/ruff" check pysmtp_wasm tests web/demo
-  "$VENV/bin/ruff" format --check --quiet pysmtp_wasm tests web/demo
+  "$VENV/bin/ruff" check pysmtp_wasm tests web bench
+  "$VENV/bin/ruff" format --check --quiet pysmtp_wasm tests web bench
   "$VENV/bin/mypy"
 }
 
@@ -91,13 +91,13 @@ build_web() {
     printf '/*! pysmtp-wasm %s (MIT) - classic script: defines globalThis.PySmtp */\n' "$version"
     printf '(function () {\n"use strict";\n'
     printf 'const SCRIPT_URL = (typeof document !== "undefined" && document.currentScript && document.currentScript.src) || location.href;\n'
-    printf 'const VERSION = "%s";\nconst WHEEL = "%s";\n' "$version" "$wheel"
+    printf 'const VERSION = "%s";\nconst WHEEL = "%s";\nconst SNAPSHOT = null;\n' "$version" "$wheel"
     cat web/src/tls.js web/src/socket.js web/src/loader.js
     printf 'globalThis.PySmtp = PySmtp;\n})();\n'
   } >dist/pysmtp-wasm.js
   {
     printf '/*! pysmtp-wasm %s (MIT) - ES module */\n' "$version"
-    printf 'const SCRIPT_URL = import.meta.url;\nconst VERSION = "%s";\nconst WHEEL = "%s";\n' "$version" "$wheel"
+    printf 'const SCRIPT_URL = import.meta.url;\nconst VERSION = "%s";\nconst WHEEL = "%s";\nconst SNAPSHOT = null;\n' "$version" "$wheel"
     cat web/src/tls.js web/src/socket.js web/src/loader.js
     printf 'globalThis.PySmtp ??= PySmtp;\nexport const load = PySmtp.load;\nexport default PySmtp;\n'
   } >dist/pysmtp-wasm.mjs
@@ -133,11 +133,13 @@ serve() {
 }
 
 # dist/pyodide/pysmtp-snapshot.bin: a Pyodide memory snapshot with pysmtp_wasm imported, which
-# PySmtp.load() uses when present (a faster boot). Made in headless Chromium; any rebuild of
-# dist/ drops it (it is tied to that Pyodide build and that wheel).
+# PySmtp.load() then uses (a faster boot). Made in headless Chromium; any rebuild of dist/
+# drops it (it is tied to that Pyodide build and that wheel).
 build_snapshot() {
   log "making the Pyodide memory snapshot"
   "$PY" web/make_snapshot.py
+  # Only now does the loader know of it (without one, a page never asks for the file).
+  sed -i 's|^const SNAPSHOT = null;$|const SNAPSHOT = "pyodide/pysmtp-snapshot.bin";|' dist/pysmtp-wasm.js dist/pysmtp-wasm.mjs
 }
 
 # The benchmark (bench/README.md): this project against emailjs-smtp-client, smtplib and the
@@ -172,5 +174,5 @@ case "${1:-build}" in
   serve) shift; serve "$@" ;;
   snapshot) ensure_venv; ensure_chromium; build_wheel; build_web; build_snapshot ;;
   bench) shift; run_bench "$@" ;;
-  *) echo "usage: $0 [build|test [pytest args]|serve [flags]|snapshot|bench [--runs N] [--quick]]" >&2; exit 2 ;;
+  *) echo "usage: $0 [build|test [pytest args]|serve [flags]|snapshot|bench [--runs N] [--quick] [--only GROUPS]]" >&2; exit 2 ;;
 esac

@@ -167,6 +167,7 @@ def test_envelope_errors_and_wrong_calls_are_clear(page: Page, proxy: Websockify
         }
         const client = new api.SmtpClient("localhost", 25, { proxy: "ws://127.0.0.1:1/" });
         try { client.send("x"); } catch (e) { out.send = [e.name, e.message, e instanceof Error]; }
+        try { client.send(42); } catch (e) { out.number = [e.name, e.message]; }
         client.onclose = (isError) => { out.closed = isError; };
         client.close();  // never connected: closes at once and releases its Python side
         out.state = client.state;
@@ -176,6 +177,7 @@ def test_envelope_errors_and_wrong_calls_are_clear(page: Page, proxy: Websockify
     )
     assert thrown["option"][0] == "SmtpUsageError" and "unknown option 'requireTls'" in thrown["option"][1]
     assert thrown["send"][0] == "SmtpUsageError" and thrown["send"][2] is True
+    assert thrown["number"] == ["SmtpUsageError", "send() takes a string, a Uint8Array or an ArrayBuffer"]
     assert thrown["closed"] is False and thrown["state"] == "closed"
     assert thrown["connectAfterClose"] == "SmtpUsageError"
 
@@ -404,6 +406,9 @@ def test_the_page_needs_nothing_but_its_own_origin(
     resources = page.run("return performance.getEntriesByType('resource').map((e) => e.name);")
     names = {r.rsplit("/", 1)[-1] for r in resources}
     assert {"pysmtp-wasm.js", "pyodide.js", "pyodide.asm.wasm", "python_stdlib.zip", "forge.min.js"} <= names
+    assert any(name.startswith("pysmtp_wasm-") and name.endswith(".whl") for name in names), names
+    # No snapshot was built (./build.sh snapshot): the page does not ask for one (no 404).
+    assert "pysmtp-snapshot.bin" not in names
     assert all(r.startswith(page.base_url + "/") for r in resources), resources
 
 

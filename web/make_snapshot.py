@@ -46,7 +46,9 @@ import ${arguments[1]}
 `);
   const image = pyodide.makeMemorySnapshot();
   const parts = [];
-  for (let i = 0; i < image.length; i += 32768) parts.push(String.fromCharCode.apply(null, image.subarray(i, i + 32768)));
+  for (let i = 0; i < image.length; i += 32768) {
+    parts.push(String.fromCharCode.apply(null, image.subarray(i, i + 32768)));
+  }
   return { b64: btoa(parts.join("")) };
 })().then(done, (e) => done({ error: String((e && e.stack) || e) }));
 """
@@ -64,16 +66,15 @@ def main() -> int:
         return 1
     OUT.unlink(missing_ok=True)
     (DIST / "_snapshot.html").write_text('<!doctype html><script src="pyodide/pyodide.js"></script>\n')
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_Quiet, directory=str(DIST))
-    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(DIST)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  f"--user-data-dir={tempfile.mkdtemp(prefix='snapshot-chrome-')}"):  # fmt: skip
         options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(os.environ.get("SE_CHROMEDRIVER", "/usr/bin/chromedriver")))
+    service = Service(os.environ.get("SE_CHROMEDRIVER", "/usr/bin/chromedriver"))
+    driver = webdriver.Chrome(options=options, service=service)
     try:
         driver.set_script_timeout(300)
         driver.get(f"http://127.0.0.1:{server.server_port}/_snapshot.html")

@@ -1,12 +1,27 @@
 // pysmtp-wasm loader: boots Pyodide from files served beside this script, loads our wheel,
 // and returns a JS SmtpClient class with emailjs-smtp-client's API whose work is done by the
-// Python engine. Concatenated by build.sh after socket.js; SCRIPT_URL and WHEEL come from the
-// wrapper (classic script: document.currentScript; ES module: import.meta.url).
+// Python engine. Concatenated by build.sh after socket.js; SCRIPT_URL, WHEEL and SNAPSHOT
+// come from the wrapper (classic script: document.currentScript; ES module: import.meta.url).
 
 /** Callbacks the page may set; each defaults to a no-op. */
 const CALLBACKS = ["onidle", "onready", "ondone", "onerror", "onclose", "ondrain"];
 const noop = () => {};
 const UTF8 = new TextEncoder();
+
+/** Strings up to this length are encoded into one reused buffer (longer ones get their own). */
+const REUSE_LIMIT = 1024 * 1024;
+let utf8Buffer = new Uint8Array(0);
+
+/**
+ * A string's UTF-8 bytes. For the usual chunk sizes they are written into one reused buffer:
+ * Python copies them out at once, so a chunk leaves no garbage behind in the JS heap.
+ * @param {string} text
+ */
+function utf8(text) {
+  if (text.length > REUSE_LIMIT) return UTF8.encode(text);
+  if (utf8Buffer.length < text.length * 3) utf8Buffer = new Uint8Array(Math.max(text.length * 3, 3 * 65536));
+  return utf8Buffer.subarray(0, UTF8.encodeInto(text, utf8Buffer).written);
+}
 
 /** @type {Promise<any> | null} */
 let booting = null;
@@ -82,7 +97,7 @@ function makeSmtpClient(api) {
     send(chunk) {
       // A string crosses into Python as bytes: TextEncoder is several times faster than
       // Pyodide's conversion of a JS string to a Python str and its encoding there.
-      return this._call("send", typeof chunk === "string" ? UTF8.encode(chunk) : chunk);
+      return this._call("send", typeof chunk === "string" ? utf8(chunk) : chunk);
     }
 
     end() {
@@ -164,8 +179,9 @@ function makeSmtpClient(api) {
   return SmtpClient;
 }
 
-/** The Pyodide memory snapshot with pysmtp_wasm imported, written by `./build.sh snapshot`. */
-const SNAPSHOT = "pyodide/pysmtp-snapshot.bin";
+// SNAPSHOT (from the wrapper): the Pyodide memory snapshot with pysmtp_wasm imported, when
+// `./build.sh snapshot` made one ("pyodide/pysmtp-snapshot.bin"), else null: a page never asks
+// for a file that is not there.
 
 /** @param {string} href @returns {Promise<ArrayBuffer | null>} null when there is none */
 function fetchSnapshot(href) {
@@ -200,24 +216,36 @@ async function boot(base, options) {
   };
 
   let pyodide = options.pyodide;
+  // The wheel is fetched while Python boots (it is not needed when the snapshot has it).
+  /** @type {Promise<ArrayBuffer> | null} */
+  let wheel = null;
+  const fetchWheel = () =>
+    (wheel ??= fetch(url(WHEEL)).then((response) => {
+      if (!response.ok) throw new Error(`pysmtp-wasm: could not load ${WHEEL}: HTTP ${response.status}`);
+      return response.arrayBuffer();
+    }));
   if (!pyodide) {
     // A memory snapshot (`./build.sh snapshot`) boots Python with pysmtp_wasm already imported;
-    // without one (a 404), or if it fails, the ordinary boot.
-    const snapshot = options.snapshot === false ? null : fetchSnapshot(url(SNAPSHOT));
+    // without one, or if it fails, the ordinary boot.
+    const snapshot = options.snapshot === false || !SNAPSHOT ? null : fetchSnapshot(url(SNAPSHOT));
+    if (!snapshot) fetchWheel().catch(noop); // awaited below; a failure is reported there
     if (typeof globalThis.loadPyodide !== "function") await loadScript(url("pyodide/pyodide.js"));
     const config = { indexURL: url("pyodide/"), ...(options.pyodideOptions || {}) };
     const image = snapshot && (await snapshot);
     if (image) pyodide = await globalThis.loadPyodide({ ...config, _loadSnapshot: image }).catch(() => null);
     pyodide ??= await globalThis.loadPyodide(config);
+    // User Timing marks: how long Pyodide took, and how long our part after it (bench/).
+    performance.mark("pysmtp-wasm:pyodide-booted");
   }
   if (!pyodide.runPython("'pysmtp_wasm._jsapi' in __import__('sys').modules")) {
-    /** @type {string[]} */
-    const errors = [];
-    // loadPackage never rejects: its errors come through errorCallback.
-    await pyodide.loadPackage(url(WHEEL), { messageCallback: noop, errorCallback: (m) => errors.push(m) });
-    if (errors.length) throw new Error(`pysmtp-wasm: could not load ${WHEEL}: ${errors.join("; ")}`);
+    // Our wheel is pure Python: unpacking it into site-packages is all it takes to install.
+    // (pyodide.loadPackage(url) does the same, but its first use imports Pyodide's package
+    // machinery: 150 ms of a cold start, where this takes under 20; bench/README.md.)
+    const sitePackages = pyodide.runPython("__import__('site').getsitepackages()[0]");
+    pyodide.unpackArchive(await fetchWheel(), "wheel", { extractDir: sitePackages });
   }
   const api = pyodide.pyimport("pysmtp_wasm._jsapi");
+  performance.mark("pysmtp-wasm:loaded");
   return {
     SmtpClient: makeSmtpClient(api),
     pyodide,
@@ -233,7 +261,8 @@ const PySmtp = {
    * @param {{proxy?: string | ((host: string, port: number) => string), baseURL?: string,
    *          tlsEngine?: "auto" | "subtls" | "forge", pyodide?: any, pyodideOptions?: object,
    *          snapshot?: boolean}} [options]
-   *   snapshot: false never tries dist/pyodide/pysmtp-snapshot.bin (default: use it if present)
+   *   snapshot: false never uses dist/pyodide/pysmtp-snapshot.bin (default: use it when
+   *   `./build.sh snapshot` made one)
    */
   load(options = {}) {
     if (!booting) {

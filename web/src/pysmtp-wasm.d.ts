@@ -138,7 +138,7 @@ export interface LoadOptions {
   pyodide?: unknown;
   /** Extra options for loadPyodide(). */
   pyodideOptions?: object;
-  /** false: never use dist/pyodide/pysmtp-snapshot.bin (`./build.sh snapshot`); default: use it when present. */
+  /** false: never use dist/pyodide/pysmtp-snapshot.bin; default: use it when `./build.sh snapshot` made one. */
   snapshot?: boolean;
 }
 

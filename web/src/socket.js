@@ -19,9 +19,9 @@
 
 const PySmtpSocket = (() => {
   /** send() returns false once this many bytes are buffered. */
-  const HIGH_WATER = 1024 * 1024;
+  const HIGH_WATER = 4 * 1024 * 1024;
   /** ondrain fires when the buffered bytes fall below this. */
-  const LOW_WATER = 256 * 1024;
+  const LOW_WATER = 2 * 1024 * 1024;
   /** WebSocket has no drain event: poll bufferedAmount this often while someone waits. */
   const DRAIN_POLL_MS = 4;
   /** After close(), wait at most this long for the WebSocket's close event. */
@@ -200,6 +200,8 @@ const PySmtpSocket = (() => {
 
     /**
      * Send bytes (plaintext; encrypted when TLS is active). Until TLS is up they are queued.
+     * They are copied (or handed to the WebSocket, which copies them) before this returns, so
+     * the caller may reuse its buffer at once.
      * @param {ArrayBuffer | ArrayBufferView} data
      * @returns {boolean} false when the buffer is full (wait for ondrain), or after close
      */
