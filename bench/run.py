@@ -1,7 +1,7 @@
 """pysmtp-wasm's benchmark: this project and its references, in one run, on one machine.
 
     ./build.sh bench            (builds dist/, the emailjs bundle and the snapshot, then this)
-    .venv/bin/python bench/run.py [--runs 5] [--quick]
+    .venv/bin/python bench/run.py [--runs 5] [--quick] [--only small,throughput,...]
 
 Everything goes through the same pieces: headless Debian Chromium (Selenium), a static HTTP
 server for dist/ and bench/pages/, one websockify (token mode, numpy installed), and the sinks
@@ -75,7 +75,9 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
 
 def start_web() -> tuple[http.server.ThreadingHTTPServer, str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(ROOT)))
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_Handler, directory=str(ROOT))
+    )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_port}"
 
@@ -125,6 +127,30 @@ def run_js(driver: Any, call: str, *args: Any) -> Any:
     if not result["ok"]:
         raise RuntimeError(result["e"])
     return result["v"]
+
+
+def cpu_profile(driver: Any, call: str, spec: dict[str, Any], top: int = 25) -> str:
+    """Run one workload under Chromium's sampling profiler (CDP); the functions with the most
+    self time, as a table. WebAssembly functions show as wasm-function[N] (Pyodide's build has
+    no names), JavaScript ones by name and file."""
+    driver.execute_cdp_cmd("Profiler.enable", {})
+    driver.execute_cdp_cmd("Profiler.setSamplingInterval", {"interval": 100})
+    driver.execute_cdp_cmd("Profiler.start", {})
+    run_js(driver, call, spec)
+    profile = driver.execute_cdp_cmd("Profiler.stop", {})["profile"]
+    driver.execute_cdp_cmd("Profiler.disable", {})
+    by_id = {node["id"]: node for node in profile["nodes"]}
+    self_us: dict[str, float] = {}
+    for sample, delta in zip(profile["samples"], profile["timeDeltas"], strict=True):
+        frame = by_id[sample]["callFrame"]
+        url = frame.get("url", "").rsplit("/", 1)[-1]
+        name = f"{frame.get('functionName') or '(anonymous)'} {url}".strip()
+        self_us[name] = self_us.get(name, 0.0) + delta
+    total = sum(self_us.values()) or 1.0
+    lines = [f"{'self ms':>9} {'%':>5}  function"]
+    for name, us in sorted(self_us.items(), key=lambda item: -item[1])[:top]:
+        lines.append(f"{us / 1000:9.1f} {100 * us / total:5.1f}  {name}")
+    return "\n".join(lines)
 
 
 def median(values: list[float]) -> float:
@@ -199,11 +225,30 @@ def smtplib_small(port: int, count: int, runs: int) -> float:
 # -- the benchmark ---------------------------------------------------------------------------------
 
 
+GROUPS = ("native", "cold", "raw", "throughput", "small", "memory")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="runs per figure (the median is kept)")
     parser.add_argument("--quick", action="store_true", help="1 run each, smaller messages (a smoke test)")
+    parser.add_argument(
+        "--only",
+        default=",".join(GROUPS),
+        help=f"comma-separated groups to measure, of {', '.join(GROUPS)} (default: all); "
+        "a partial run writes bench/results/partial.json",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also print Chromium's CPU profile of one small-message run and one "
+        "throughput run of each client",
+    )
     args = parser.parse_args()
+    only = set(args.only.split(","))
+    if only - set(GROUPS):
+        parser.error(f"unknown group(s): {', '.join(sorted(only - set(GROUPS)))}")
+    partial = only != set(GROUPS)
     runs = 1 if args.quick else args.runs
     passes_20 = 2 if args.quick else 20  # ~1.05 MB per pass: "20 MB" is 20.97 MB
     passes_100 = 4 if args.quick else 96  # 100.7 MB
@@ -238,26 +283,32 @@ def main() -> int:
 
     try:
         # -- the sink alone and the native references
-        msg20 = message_bytes(passes_20)
-        put("sink_alone_MBps", "sink", sink_alone(ports["smtp"], msg20, runs))
-        put("smtplib_native_MBps", "smtplib", smtplib_throughput(ports["smtp"], msg20, runs))
-        put("smtplib_native_tls_MBps", "smtplib", smtplib_throughput(ports["smtp_tls"], msg20, runs, tls=True))
-        put("small_msgs_per_s", "smtplib", smtplib_small(ports["smtp"], small_count, runs))
+        if "native" in only:
+            msg20 = message_bytes(passes_20)
+            put("sink_alone_MBps", "sink", sink_alone(ports["smtp"], msg20, runs))
+            put("smtplib_native_MBps", "smtplib", smtplib_throughput(ports["smtp"], msg20, runs))
+            put(
+                "smtplib_native_tls_MBps",
+                "smtplib",
+                smtplib_throughput(ports["smtp_tls"], msg20, runs, tls=True),
+            )
+            put("small_msgs_per_s", "smtplib", smtplib_small(ports["smtp"], small_count, runs))
 
         # -- cold start: a fresh browser per run (nothing cached), then a second navigation (warm)
+        target = f"proxy={urls['smtp']}&port={ports['smtp']}"
         cold_pages = {
-            "pysmtp_wasm": f"/bench/pages/cold-pysmtp.html?snapshot=0&proxy={urls['smtp']}&port={ports['smtp']}",
+            "pysmtp_wasm": f"/bench/pages/cold-pysmtp.html?snapshot=0&{target}",
             "bare_pyodide": "/bench/pages/cold-bare.html",
-            "emailjs": f"/bench/pages/cold-emailjs.html?proxy={urls['smtp']}&port={ports['smtp']}",
+            "emailjs": f"/bench/pages/cold-emailjs.html?{target}",
         }
         if snapshot_present:
-            cold_pages["pysmtp_wasm_snapshot"] = (
-                f"/bench/pages/cold-pysmtp.html?snapshot=1&proxy={urls['smtp']}&port={ports['smtp']}"
-            )
+            cold_pages["pysmtp_wasm_snapshot"] = f"/bench/pages/cold-pysmtp.html?snapshot=1&{target}"
         from urllib.parse import quote
 
         cold: dict[str, dict[str, list[dict[str, Any]]]] = {k: {"cold": [], "warm": []} for k in cold_pages}
-        for _ in range(runs):
+        if "cold" not in only:
+            cold = {}
+        for _ in range(runs if cold else 0):
             for who, path in cold_pages.items():
                 path = path.replace("proxy=" + urls["smtp"], "proxy=" + quote(urls["smtp"], safe=""))
                 driver = new_browser()
@@ -274,16 +325,30 @@ def main() -> int:
             for kind, samples in by.items():
                 metric = "cold_start_ms" if kind == "cold" else "warm_start_ms"
                 if who == "bare_pyodide":
-                    put("bare_pyodide_ms" if kind == "cold" else "bare_pyodide_warm_ms", "bare_pyodide",
-                        median([s["idle"] for s in samples]))  # fmt: skip
+                    put(
+                        "bare_pyodide_ms" if kind == "cold" else "bare_pyodide_warm_ms",
+                        "bare_pyodide",
+                        median([s["idle"] for s in samples]),
+                    )
                     continue
                 put(metric, who, median([s["idle"] for s in samples]))
                 if "loaded" in samples[0]:
-                    put(metric.replace("_ms", "_connect_ehlo_ms"), who,
-                        median([s["idle"] - s["loaded"] for s in samples]))  # fmt: skip
+                    put(
+                        metric.replace("_ms", "_connect_ehlo_ms"),
+                        who,
+                        median([s["idle"] - s["loaded"] for s in samples]),
+                    )
+                if samples[0].get("booted") is not None:
+                    # Measured in the page: loadPyodide resolved -> first onidle (wheel, imports,
+                    # connect, EHLO). Less noisy than the difference of two ~3 s medians.
+                    put(
+                        metric.replace("_ms", "_after_pyodide_ms"),
+                        who,
+                        median([s["idle"] - s["booted"] for s in samples]),
+                    )
                 if who.startswith("pysmtp"):
                     details.setdefault("snapshot_used", {})[who] = [s.get("snapshot") for s in samples]
-        for kind, suffix in (("cold", ""), ("warm", "_warm")):
+        for kind, suffix in (("cold", ""), ("warm", "_warm")) if cold else ():
             bare = results["bare_pyodide_ms" if kind == "cold" else "bare_pyodide_warm_ms"]["bare_pyodide"]
             for who in ("pysmtp_wasm", "pysmtp_wasm_snapshot"):
                 metric = "cold_start_ms" if kind == "cold" else "warm_start_ms"
@@ -304,40 +369,103 @@ def main() -> int:
                 return median([s["bytes"] / MB / (s["ms"] / 1000) for s in samples])
 
             # the path's limit
-            put("raw_limit_MBps", "websocket",
-                mbps(many("window.bench.raw(arguments[0])", {"via": "websocket", "proxy": urls["raw"], "passes": passes_20})))  # fmt: skip
-            put("raw_limit_MBps", "pysmtp_socket",
-                mbps(many("window.bench.raw(arguments[0])", {"via": "socket", "proxy": urls["raw"], "port": ports["raw"], "passes": passes_20})))  # fmt: skip
-            put("raw_limit_tls_MBps", "pysmtp_socket",
-                mbps(many("window.bench.raw(arguments[0])", {"via": "socket", "proxy": urls["raw_tls"], "port": ports["raw_tls"], "tls": True, "ca": ca, "passes": passes_20})))  # fmt: skip
+            if "raw" in only:
+                put(
+                    "raw_limit_MBps",
+                    "websocket",
+                    mbps(
+                        many(
+                            "window.bench.raw(arguments[0])",
+                            {"via": "websocket", "proxy": urls["raw"], "passes": passes_20},
+                        )
+                    ),
+                )
+                put(
+                    "raw_limit_MBps",
+                    "pysmtp_socket",
+                    mbps(
+                        many(
+                            "window.bench.raw(arguments[0])",
+                            {
+                                "via": "socket",
+                                "proxy": urls["raw"],
+                                "port": ports["raw"],
+                                "passes": passes_20,
+                            },
+                        )
+                    ),
+                )
+                put(
+                    "raw_limit_tls_MBps",
+                    "pysmtp_socket",
+                    mbps(
+                        many(
+                            "window.bench.raw(arguments[0])",
+                            {
+                                "via": "socket",
+                                "proxy": urls["raw_tls"],
+                                "port": ports["raw_tls"],
+                                "tls": True,
+                                "ca": ca,
+                                "passes": passes_20,
+                            },
+                        )
+                    ),
+                )
 
             # throughput
-            for client in ("pysmtp_wasm", "emailjs"):
+            for client in ("pysmtp_wasm", "emailjs") if "throughput" in only else ():
                 kind = "emailjs" if client == "emailjs" else "pysmtp"
                 plain = {"client": kind, "proxy": urls["smtp"], "port": ports["smtp"], "passes": passes_20}
-                put("throughput_plain_MBps", client, mbps(many("window.bench.throughput(arguments[0])", plain)))
+                samples = many("window.bench.throughput(arguments[0])", plain)
+                put("throughput_plain_MBps", client, mbps(samples))
+                put("send_us_per_64KiB", client, median([s["sendMs"] * 1000 / s["chunks"] for s in samples]))
                 tls = {**plain, "proxy": urls["smtp_tls"], "port": ports["smtp_tls"], "tls": True, "ca": ca}
                 put("throughput_tls_MBps", client, mbps(many("window.bench.throughput(arguments[0])", tls)))
                 if client == "pysmtp_wasm":
-                    put("throughput_plain_MBps", "pysmtp_wasm_uint8",
-                        mbps(many("window.bench.throughput(arguments[0])", {**plain, "bytes": True})))  # fmt: skip
+                    samples = many("window.bench.throughput(arguments[0])", {**plain, "bytes": True})
+                    put("throughput_plain_MBps", "pysmtp_wasm_uint8", mbps(samples))
+                    put(
+                        "send_us_per_64KiB",
+                        "pysmtp_wasm_uint8",
+                        median([s["sendMs"] * 1000 / s["chunks"] for s in samples]),
+                    )
 
             # small messages
-            for client in ("pysmtp_wasm", "emailjs"):
+            for client in ("pysmtp_wasm", "emailjs") if "small" in only else ():
                 kind = "emailjs" if client == "emailjs" else "pysmtp"
-                for metric, port in (("small_msgs_per_s", "smtp"), ("small_msgs_per_s_pipelined", "smtp_pipe")):
+                for metric, port in (
+                    ("small_msgs_per_s", "smtp"),
+                    ("small_msgs_per_s_pipelined", "smtp_pipe"),
+                ):
                     spec = {"client": kind, "proxy": urls[port], "port": ports[port], "count": small_count}
                     samples = many("window.bench.smallMessages(arguments[0])", spec)
                     put(metric, client, median([s["count"] / (s["ms"] / 1000) for s in samples]))
 
+            if args.profile:
+                for client in ("pysmtp", "emailjs"):
+                    for port, call, extra in (
+                        ("smtp", "window.bench.smallMessages(arguments[0])", {"count": small_count}),
+                        ("smtp", "window.bench.throughput(arguments[0])", {"passes": passes_20}),
+                    ):
+                        spec = {"client": client, "proxy": urls[port], "port": ports[port], **extra}
+                        log(f"profile of {client}: {call.split('(')[0]}\n" + cpu_profile(driver, call, spec))
+
             # memory while streaming ~100 MB
-            for client in ("pysmtp_wasm", "emailjs"):
+            for client in ("pysmtp_wasm", "emailjs") if "memory" in only else ():
                 kind = "emailjs" if client == "emailjs" else "pysmtp"
-                spec = {"client": kind, "proxy": urls["smtp"], "port": ports["smtp"], "passes": passes_100,
-                        "memory": True}  # fmt: skip
+                spec = {
+                    "client": kind,
+                    "proxy": urls["smtp"],
+                    "port": ports["smtp"],
+                    "passes": passes_100,
+                    "memory": True,
+                }
                 samples = many("window.bench.throughput(arguments[0])", spec)
-                growth = [((s["peak"]["js"] - s["base"]["js"]) + (s["peak"]["wasm"] - s["base"]["wasm"])) / MB
-                          for s in samples]  # fmt: skip
+                growth = [
+                    ((s["peak"]["js"] - s["base"]["js"]) + (s["peak"]["wasm"] - s["base"]["wasm"])) / MB
+                    for s in samples
+                ]
                 put("peak_memory_MB", client, median(growth))
                 put("peak_js_heap_MB", client, median([s["peak"]["js"] / MB for s in samples]))
                 put("wasm_memory_MB", client, median([s["peak"]["wasm"] / MB for s in samples]))
@@ -354,25 +482,35 @@ def main() -> int:
 
     results["wheel_size_KB"] = {"pysmtp_wasm": round(wheel.stat().st_size / 1000, 1)}
     machine = {
-        "cpu": next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name")), platform.processor()),  # fmt: skip
+        "cpu": next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        ),
         "nproc": os.cpu_count(),
-        "memory": subprocess.run(["free", "-h"], capture_output=True, text=True).stdout.splitlines()[1].split()[1],
+        "memory": subprocess.run(["free", "-h"], capture_output=True, text=True)
+        .stdout.splitlines()[1]
+        .split()[1],
         "chromium": version,
         "python": platform.python_version(),
         "os": platform.platform(),
         "runs": runs,
         "quick": args.quick,
+        "only": sorted(only) if partial else "all",
         "seconds": round(time.monotonic() - started),
     }
     results["_machine"] = machine  # type: ignore[assignment]
     results["_details"] = details  # type: ignore[assignment]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    name = "partial" if partial else "latest"
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
-    (RESULTS / "latest.md").write_text(table)
+    (RESULTS / f"{name}.md").write_text(table)
     print(table)
-    log(f"bench/results/latest.json written ({machine['seconds']} s)")
+    log(f"bench/results/{name}.json written ({machine['seconds']} s)")
     return 0
 
 
@@ -390,8 +528,10 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| `{metric}` | " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
     m = results["_machine"]
     lines.append("")
-    lines.append(f"Machine: {m['cpu']}, {m['nproc']} cores, {m['memory']} RAM, Chromium {m['chromium']}, "
-                 f"Python {m['python']}, {m['os']}; median of {m['runs']} runs; {m['seconds']} s in all.")  # fmt: skip
+    lines.append(
+        f"Machine: {m['cpu']}, {m['nproc']} cores, {m['memory']} RAM, Chromium {m['chromium']}, "
+        f"Python {m['python']}, {m['os']}; median of {m['runs']} runs; {m['seconds']} s in all."
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -98,7 +98,7 @@ class SmtpSink(asyncio.Protocol):
 
 
 class RawSink(asyncio.Protocol):
-    """"N\\r\\n" then N bytes, then "OK\\r\\n"; repeat."""
+    """ "N\\r\\n" then N bytes, then "OK\\r\\n"; repeat."""
 
     def __init__(self) -> None:
         self.head = b""

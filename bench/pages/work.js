@@ -70,15 +70,21 @@
   }
 
   /** Stream `passes` times the text in 64 KiB send() calls, waiting for ondrain after false. */
+  /** Returns the time spent inside send() (the page's own work), in ms. */
   async function stream(c, passes, bytes, onChunk) {
     c.client.send(HEADER);
     const source = bytes ? poolU8 : pool;
+    let inside = 0;
     for (let p = 0; p < passes; p++) {
       for (const chunk of source) {
-        if (!c.client.send(chunk)) await c.next("drain");
+        const t = performance.now();
+        const more = c.client.send(chunk);
+        inside += performance.now() - t;
+        if (!more) await c.next("drain");
         if (onChunk) onChunk();
       }
     }
+    return inside;
   }
 
   async function throughput(spec) {
@@ -100,7 +106,7 @@
     c.client.useEnvelope({ from: "bench@example.com", to: ["sink@example.com"] });
     await readyP;
     const t0 = performance.now();
-    await stream(c, spec.passes, spec.bytes, spec.memory ? sample : null);
+    const sendMs = await stream(c, spec.passes, spec.bytes, spec.memory ? sample : null);
     const done = c.next("done");
     c.client.end();
     const ok = await done;
@@ -111,7 +117,7 @@
     await closed;
     return {
       ok, ms: t1 - t0, bytes: spec.passes * PASS_BYTES + HEADER.length,
-      base, peak,
+      base, peak, sendMs, chunks: spec.passes * pool.length,
     };
   }
 

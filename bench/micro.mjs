@@ -1,0 +1,188 @@
+// A micro-benchmark of the page's own work, in Node (no browser, no network): Pyodide from
+// web/node_modules, our wheel from dist/, the real loader (dist/pysmtp-wasm.mjs), and a fake
+// PySmtpSocket that answers like an instant SMTP server and discards what it is sent.
+// It times what the page spends per 64 KiB send() and per small message, so a change to the
+// engine or the FFI crossing can be measured in seconds:
+//
+//   node bench/micro.mjs [--profile] [--only=send|small]
+//   (after ./build.sh; --profile: cProfile inside Pyodide, sorted by own time)
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import path from "node:path";
+
+const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+const { loadPyodide } = await import(path.join(root, "web/node_modules/pyodide/pyodide.mjs"));
+const profile = process.argv.includes("--profile");
+const only = (process.argv.find((a) => a.startsWith("--only=")) || "").slice(7); // "send" or "small"
+
+const t0 = performance.now();
+const pyodide = await loadPyodide({ indexURL: path.join(root, "web/node_modules/pyodide/") });
+const tBoot = performance.now();
+const wheel = new Uint8Array(readFileSync(path.join(root, "dist", "pysmtp_wasm-0.1.0-py3-none-any.whl")));
+pyodide.unpackArchive(wheel, "wheel");
+const tWheel = performance.now();
+pyodide.runPython("import pysmtp_wasm._jsapi");
+const tImport = performance.now();
+console.log(
+  `boot ${(tBoot - t0).toFixed(0)} ms, wheel ${(tWheel - tBoot).toFixed(0)} ms, import ${(tImport - tWheel).toFixed(0)} ms`,
+);
+
+const PySmtp = (await import(path.join(root, "dist/pysmtp-wasm.mjs"))).default;
+
+const ENCODER = new TextEncoder();
+const DECODER = new TextDecoder();
+
+/** An instant SMTP server: replies on the next macrotask, like a socket would. */
+class FakeSocket {
+  static open(host, port, options) {
+    return new FakeSocket();
+  }
+  constructor() {
+    for (const n of ["onopen", "ondata", "onsecure", "ondrain", "onerror", "onclose"]) this[n] = null;
+    this.inData = false;
+    this.tail = "";
+    this.bytes = 0;
+    setImmediate(() => {
+      this.onopen({ type: "open" });
+      this.reply("220 fake ESMTP");
+    });
+  }
+  reply(text) {
+    const u8 = ENCODER.encode(text + "\r\n");
+    setImmediate(() => this.ondata && this.ondata({ type: "data", data: u8.buffer }));
+  }
+  send(u8) {
+    this.bytes += u8.length;
+    if (this.inData) {
+      // only the last bytes matter: is it the end of data?
+      const end = String.fromCharCode(...u8.subarray(Math.max(0, u8.length - 5)));
+      this.tail = (this.tail + end).slice(-5);
+      if (this.tail === "\r\n.\r\n") {
+        this.inData = false;
+        this.tail = "";
+        this.reply("250 queued");
+      }
+      return true;
+    }
+    const text = DECODER.decode(u8);
+    for (const line of text.split("\r\n")) {
+      if (!line) continue;
+      const verb = line.slice(0, 4).toUpperCase();
+      if (verb === "EHLO") this.reply("250-fake\r\n250-8BITMIME\r\n250 SIZE 100000000");
+      else if (verb === "DATA") {
+        this.inData = true;
+        this.reply("354 go ahead");
+      } else if (verb === "QUIT") {
+        this.reply("221 bye");
+        setImmediate(() => this.onclose && this.onclose({ type: "close" }));
+      } else this.reply("250 ok");
+    }
+    return true;
+  }
+  upgradeToSecure() {}
+  close() {
+    setImmediate(() => this.onclose && this.onclose({ type: "close" }));
+  }
+}
+
+const api = await PySmtp.load({ pyodide });
+globalThis.PySmtpSocket = FakeSocket;
+
+function client() {
+  const c = new api.SmtpClient("localhost", 25, {});
+  const waiters = {};
+  const next = (name) => new Promise((resolve) => (waiters[name] = resolve));
+  for (const name of ["onidle", "onready", "ondone", "ondrain", "onclose"]) {
+    c[name] = (v) => {
+      const w = waiters[name];
+      delete waiters[name];
+      if (w) w(v);
+    };
+  }
+  c.onerror = (e) => {
+    throw e;
+  };
+  return { c, next };
+}
+
+// ~1 MiB of 76-column text, every third line starting with ".", in 64 KiB chunks (as bench/pages/work.js)
+let text = "";
+for (let i = 0; i < 13443; i++) {
+  const head = (i % 3 === 0 ? "." : "") + "line " + i + " ";
+  text += head + "x".repeat(76 - head.length) + "\r\n";
+}
+const pool = [];
+for (let at = 0; at < text.length; at += 65536) pool.push(text.slice(at, at + 65536));
+const poolU8 = pool.map((s) => new TextEncoder().encode(s));
+
+async function throughput(source, passes) {
+  const { c, next } = client();
+  let idle = next("onidle");
+  c.connect();
+  await idle;
+  const ready = next("onready");
+  c.useEnvelope({ from: "a@example.com", to: ["b@example.com"] });
+  await ready;
+  const t = performance.now();
+  let n = 0;
+  for (let p = 0; p < passes; p++) for (const chunk of source) (c.send(chunk), n++);
+  const spent = performance.now() - t;
+  const done = next("ondone");
+  c.end();
+  await done;
+  const closed = next("onclose");
+  c.quit();
+  await closed;
+  return (spent / n) * 1000;
+}
+
+async function small(count) {
+  const { c, next } = client();
+  const message = "From: a@example.com\r\nSubject: x\r\n\r\n" + text.slice(0, 25 * 78);
+  let idle = next("onidle");
+  c.connect();
+  await idle;
+  const t = performance.now();
+  for (let i = 0; i < count; i++) {
+    const ready = next("onready");
+    c.useEnvelope({ from: "a@example.com", to: ["b@example.com"] });
+    await ready;
+    c.send(message);
+    const done = next("ondone");
+    idle = next("onidle");
+    c.end();
+    await done;
+    await idle;
+  }
+  const spent = performance.now() - t;
+  const closed = next("onclose");
+  c.quit();
+  await closed;
+  return (spent / count) * 1000;
+}
+
+// An empty round of setImmediate hops, to subtract what the fake server's scheduling costs.
+async function hops(count) {
+  const t = performance.now();
+  for (let i = 0; i < count; i++) await new Promise((r) => setImmediate(r));
+  return ((performance.now() - t) / count) * 1000;
+}
+
+if (profile) pyodide.runPython("import cProfile; _prof = cProfile.Profile(); _prof.enable()");
+for (let round = 0; round < 6; round++) {
+  const s = only === "small" ? NaN : await throughput(pool, 8);
+  const u = only === "small" ? NaN : await throughput(poolU8, 8);
+  const m = only === "send" ? NaN : await small(300);
+  const h = await hops(2000);
+  console.log(
+    `send(64 KiB string) ${s.toFixed(0)} µs, send(64 KiB Uint8Array) ${u.toFixed(0)} µs, ` +
+      `small message ${m.toFixed(0)} µs (8 setImmediate hops: ${(8 * h).toFixed(0)} µs)`,
+  );
+}
+if (profile) {
+  pyodide.runPython(`
+_prof.disable()
+import pstats
+pstats.Stats(_prof).sort_stats("tottime").print_stats(25)
+`);
+}
