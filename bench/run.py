@@ -301,8 +301,15 @@ def main() -> int:
             "bare_pyodide": "/bench/pages/cold-bare.html",
             "emailjs": f"/bench/pages/cold-emailjs.html?{target}",
         }
+        # The same with the WebSocket (connection, greeting) opened while Python boots.
+        cold_pages["pysmtp_wasm_preconnect"] = (
+            f"/bench/pages/cold-pysmtp.html?snapshot=0&preconnect=1&{target}"
+        )
         if snapshot_present:
             cold_pages["pysmtp_wasm_snapshot"] = f"/bench/pages/cold-pysmtp.html?snapshot=1&{target}"
+            cold_pages["pysmtp_wasm_snapshot_preconnect"] = (
+                f"/bench/pages/cold-pysmtp.html?snapshot=1&preconnect=1&{target}"
+            )
         from urllib.parse import quote
 
         cold: dict[str, dict[str, list[dict[str, Any]]]] = {k: {"cold": [], "warm": []} for k in cold_pages}
@@ -350,7 +357,7 @@ def main() -> int:
                     details.setdefault("snapshot_used", {})[who] = [s.get("snapshot") for s in samples]
         for kind, suffix in (("cold", ""), ("warm", "_warm")) if cold else ():
             bare = results["bare_pyodide_ms" if kind == "cold" else "bare_pyodide_warm_ms"]["bare_pyodide"]
-            for who in ("pysmtp_wasm", "pysmtp_wasm_snapshot"):
+            for who in (name for name in cold_pages if name.startswith("pysmtp")):
                 metric = "cold_start_ms" if kind == "cold" else "warm_start_ms"
                 if who in results.get(metric, {}):
                     put(f"our_share_of_start{suffix}_ms", who, results[metric][who] - bare)

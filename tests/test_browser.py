@@ -4,6 +4,7 @@ socket through a real websockify to real aiosmtpd servers, node-forge TLS with p
 from __future__ import annotations
 
 import hashlib
+import time
 from email import message_from_bytes
 from email import policy as email_policy
 from pathlib import Path
@@ -453,6 +454,55 @@ def test_the_es_module_entry(page: Page, proxy: Websockify) -> None:
         )
     assert result == {"seen": ["done"], "isError": False, "version": "0.1.0", "same": True}
     assert server.recorder.messages[0].mail_from == "esm@example.com"
+
+
+# -- preconnect --------------------------------------------------------------------------------------
+
+PRECONNECT = """
+PySmtp.Socket.preconnect("localhost", args[0], args[1]);
+await new Promise((resolve) => setTimeout(resolve, 500));  // as if Python were still booting
+"""
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "implicit-tls"])
+def test_a_preconnected_socket_is_taken_over_by_the_first_matching_client(
+    page: Page, proxy: Websockify, rsa_cert: Certificate, tls: bool
+) -> None:
+    context = legacy_tls_context(rsa_cert) if tls else None
+    with SmtpServer(implicit_tls=context) as server:
+        options = {"proxy": proxy.url(server.port)}
+        if tls:
+            options |= {"useSecureTransport": True, "ca": rsa_cert.cert_pem, "tlsEngine": "forge"}
+        count = server.recorder.connections_total  # (the server's own readiness probe)
+        page.run(PRECONNECT, server.port, options)
+        # The connection (and the TLS handshake) happened before any client existed.
+        assert server.recorder.connections_total == count + 1
+        first = page.session(port=server.port, options=options)
+        assert server.recorder.connections_total == count + 1  # it took that one over
+        # A client with other options (here: another proxy URL) gets a connection of its own.
+        other = page.session(port=server.port, options={**options, "proxy": proxy.url(server.port) + "&x=1"})
+        second = page.session(port=server.port, options=options)
+    assert first["done"] == other["done"] == second["done"] == [True]
+    assert first["errors"] == [] and first["closed"] is False
+    assert server.recorder.connections_total == count + 3 and len(server.recorder.messages) == 3
+    # The greeting that arrived while the socket waited is the first thing the client read.
+    assert [line for line in first["log"] if line.startswith("S: ")][0].startswith("S: 220 ")
+
+
+def test_an_unclaimed_preconnected_socket_is_closed(page: Page, proxy: Websockify) -> None:
+    with SmtpServer() as server:
+        count = server.recorder.connections_total
+        page.run(
+            "PySmtp.Socket.PARK_MS = 300;" + PRECONNECT + "PySmtp.Socket.PARK_MS = 30000;",
+            server.port,
+            {"proxy": proxy.url(server.port)},
+        )
+        deadline = time.monotonic() + 10
+        while server.recorder.connections_open and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.recorder.connections_total == count + 1 and server.recorder.connections_open == 0
+        rec = page.session(port=server.port, options={"proxy": proxy.url(server.port)})
+    assert rec["done"] == [True] and server.recorder.connections_total == count + 2
 
 
 # -- the high-level API --------------------------------------------------------------------------------

@@ -214,6 +214,12 @@ async function boot(base, options) {
     forge: loadForge,
     subtls: loadSubtls,
   };
+  // Connections the page will want: opened now, so that they are ready when Python is.
+  for (const target of [].concat(options.preconnect ?? [])) {
+    const { host = "localhost", port, ...socketOptions } = target;
+    const secure = !!socketOptions.useSecureTransport;
+    globalThis.PySmtpSocket.preconnect(host, port ?? (secure ? 465 : 25), { ...socketOptions, useSecureTransport: secure });
+  }
 
   let pyodide = options.pyodide;
   // The wheel is fetched while Python boots (it is not needed when the snapshot has it).
@@ -260,9 +266,12 @@ const PySmtp = {
    * Boot Pyodide and pysmtp-wasm (once per page; later calls return the same promise).
    * @param {{proxy?: string | ((host: string, port: number) => string), baseURL?: string,
    *          tlsEngine?: "auto" | "subtls" | "forge", pyodide?: any, pyodideOptions?: object,
-   *          snapshot?: boolean}} [options]
+   *          snapshot?: boolean, preconnect?: object | object[]}} [options]
    *   snapshot: false never uses dist/pyodide/pysmtp-snapshot.bin (default: use it when
    *   `./build.sh snapshot` made one)
+   *   preconnect: {host, port, useSecureTransport, ca, proxy, tlsEngine} (or a list of them): open
+   *   these connections while Python boots; the first SmtpClient to the same target with the
+   *   same options takes its connection over (the greeting, and the TLS handshake, already done)
    */
   load(options = {}) {
     if (!booting) {

@@ -140,6 +140,34 @@ export interface LoadOptions {
   pyodideOptions?: object;
   /** false: never use dist/pyodide/pysmtp-snapshot.bin; default: use it when `./build.sh snapshot` made one. */
   snapshot?: boolean;
+  /**
+   * Connections to open while Python boots. The first SmtpClient to the same target with the
+   * same options (useSecureTransport, ca, proxy, tlsEngine) takes the connection over, with
+   * the greeting (and the TLS handshake) already done; unclaimed, it closes after 30 s.
+   */
+  preconnect?: PreconnectTarget | PreconnectTarget[];
+}
+
+export interface PreconnectTarget {
+  /** Default "localhost". */
+  host?: string;
+  /** Default 465 with useSecureTransport, else 25. */
+  port?: number;
+  useSecureTransport?: boolean;
+  ca?: string | string[];
+  proxy?: ProxyOption;
+  tlsEngine?: TlsEngine;
+}
+
+/** The socket adapter (TCP through websockify, TLS in JavaScript); SmtpClient uses it. */
+export interface PySmtpSocketClass {
+  /** Open a connection now for a client that comes later (LoadOptions.preconnect). */
+  preconnect(host: string, port: number, options: PreconnectTarget): void;
+  /** How long a preconnected socket waits for its client (ms, default 30000). */
+  PARK_MS: number;
+  /** send() returns false at this many buffered bytes; ondrain comes below LOW_WATER. */
+  HIGH_WATER: number;
+  LOW_WATER: number;
 }
 
 export interface PySmtpApi {
@@ -152,6 +180,7 @@ export interface PySmtpApi {
 
 export interface PySmtpNamespace {
   version: string;
+  Socket: PySmtpSocketClass;
   load(options?: LoadOptions): Promise<PySmtpApi>;
 }
 

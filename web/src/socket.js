@@ -46,6 +46,36 @@ const PySmtpSocket = (() => {
     return null;
   }
 
+  // -- preconnected sockets ----------------------------------------------------------------------
+
+  const EVENTS = ["open", "data", "secure", "drain", "error", "close"];
+
+  /** Sockets opened by PySmtpSocket.preconnect, not yet claimed, by target. */
+  const parked = new Map();
+
+  /**
+   * What makes two opens the same connection: the target, and every option that changes what
+   * is on the wire or what is trusted (after PySmtpSocket.defaults fill in what is missing).
+   * @param {string} host @param {number} port @param {PySmtpSocketOptions} options
+   */
+  function targetKey(host, port, options) {
+    const opts = options || {};
+    const defaults = PySmtpSocket.defaults || {};
+    let proxy = opts.proxy ?? defaults.proxy;
+    if (typeof proxy === "function") proxy = proxy(host, Number(port));
+    return JSON.stringify([
+      host,
+      Number(port),
+      !!opts.useSecureTransport,
+      opts.ca == null ? null : [].concat(opts.ca),
+      proxy == null ? null : String(proxy),
+      opts.tlsEngine ?? defaults.tlsEngine ?? "auto",
+      opts.servername ?? null,
+      opts.fallback ?? null,
+      opts.rootsUrl ?? defaults.rootsUrl ?? null,
+    ]);
+  }
+
   // -- the socket ------------------------------------------------------------------------------
 
   /**
@@ -71,13 +101,64 @@ const PySmtpSocket = (() => {
    */
   class PySmtpSocket {
     /**
+     * A socket to host:port. When PySmtpSocket.preconnect opened one to the same target with
+     * the same options, that socket is handed over instead: what it received while it waited
+     * (the greeting, the TLS handshake's outcome, or its failure) comes to the handlers set
+     * right after this call, in order, before anything newer.
      * @param {string} host
      * @param {number} port
      * @param {PySmtpSocketOptions} options
      * @returns {PySmtpSocket}
      */
     static open(host, port, options) {
-      return new PySmtpSocket(host, port, options);
+      if (parked.size === 0) return new PySmtpSocket(host, port, options);
+      const key = targetKey(host, port, options);
+      const waiting = parked.get(key);
+      if (!waiting) return new PySmtpSocket(host, port, options);
+      parked.delete(key);
+      clearTimeout(waiting.timer);
+      const { socket, events } = waiting;
+      for (const type of EVENTS) socket["on" + type] = noop;
+      // The caller sets its handlers when this returns; a microtask runs before any new
+      // WebSocket event (those are tasks), so the order of events is kept.
+      queueMicrotask(() => {
+        for (const [type, event] of events) socket._emit(type, event);
+      });
+      return socket;
+    }
+
+    /**
+     * Open a socket now, for a client that will come later (while Python boots): the WebSocket,
+     * the TCP connection, the server's greeting and, with useSecureTransport, the TLS handshake
+     * happen meanwhile. The first PySmtpSocket.open to the same target with the same options
+     * gets it; unclaimed, it is closed after PARK_MS. A second preconnect to a target that
+     * already has a socket waiting does nothing.
+     * @param {string} host
+     * @param {number} port
+     * @param {PySmtpSocketOptions} options
+     */
+    static preconnect(host, port, options) {
+      const key = targetKey(host, port, options);
+      if (parked.has(key)) return;
+      const socket = new PySmtpSocket(host, port, options);
+      /** @type {{socket: PySmtpSocket, events: [string, object][], timer: any}} */
+      const waiting = { socket, events: [], timer: null };
+      for (const type of EVENTS) {
+        socket["on" + type] = (/** @type {object} */ event) => {
+          waiting.events.push([type, event]);
+          // A socket that ended while it waited is no use to anyone: the client opens its own.
+          if (type === "close" && parked.get(key) === waiting) {
+            parked.delete(key);
+            clearTimeout(waiting.timer);
+          }
+        };
+      }
+      waiting.timer = setTimeout(() => {
+        if (parked.get(key) !== waiting) return;
+        parked.delete(key);
+        socket.close();
+      }, PySmtpSocket.PARK_MS);
+      parked.set(key, waiting);
     }
 
     /**
@@ -583,10 +664,15 @@ const PySmtpSocket = (() => {
 
   /** Fallbacks for options.proxy, rootsUrl, tlsEngine, forge and subtls (set by the loader). */
   PySmtpSocket.defaults = {};
+  /** How long a preconnected socket waits for its client before it is closed (ms). */
+  PySmtpSocket.PARK_MS = 30000;
   PySmtpSocket.HIGH_WATER = HIGH_WATER;
   PySmtpSocket.LOW_WATER = LOW_WATER;
   PySmtpSocket.engines = ENGINES;
   return PySmtpSocket;
 })();
 
-globalThis.PySmtpSocket = PySmtpSocket;
+// One socket class per page, like PySmtp: when both builds are loaded (the classic script and
+// the ES module), the first one's class serves both, so preconnected sockets and the defaults
+// are the ones every client sees.
+globalThis.PySmtpSocket ??= PySmtpSocket;
