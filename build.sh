@@ -137,9 +137,7 @@ serve() {
 # drops it (it is tied to that Pyodide build and that wheel).
 build_snapshot() {
   log "making the Pyodide memory snapshot"
-  "$PY" web/make_snapshot.py
-  # Only now does the loader know of it (without one, a page never asks for the file).
-  sed -i 's|^const SNAPSHOT = null;$|const SNAPSHOT = "pyodide/pysmtp-snapshot.bin";|' dist/pysmtp-wasm.js dist/pysmtp-wasm.mjs
+  "$PY" web/make_snapshot.py  # it also tells the loader in dist/ that there is a snapshot
 }
 
 # The benchmark (bench/README.md): this project against emailjs-smtp-client, smtplib and the

@@ -1,17 +1,20 @@
 """Write dist/pyodide/pysmtp-snapshot.bin: a Pyodide memory snapshot with pysmtp_wasm imported.
 
-    .venv/bin/python web/make_snapshot.py        (run by `./build.sh snapshot`, after the build)
+    .venv/bin/python web/make_snapshot.py [--dist DIR]   (run by `./build.sh snapshot`, after the build)
 
 A snapshot is the WebAssembly memory of a booted Python: loading it skips Python's start-up
 and our imports. It is tied to the exact Pyodide build in dist/pyodide/ and to the wheel in
 dist/, which is why it lives in dist/pyodide/ (every build starts that folder afresh). It is
 made in the same headless Chromium the tests use: the wheel is unpacked into site-packages
 with zipfile (pyodide.loadPackage leaves JS state that cannot be snapshotted), then every
-module of pysmtp_wasm is imported, with asyncio and the email package it uses.
+module of pysmtp_wasm is imported, with asyncio and the email package it uses. Last, the
+loader in dist/ (pysmtp-wasm.js and .mjs) is told that there is a snapshot: without one it
+never asks for the file.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import functools
 import http.server
@@ -25,7 +28,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
 DIST = Path(__file__).resolve().parent.parent / "dist"
-OUT = DIST / "pyodide" / "pysmtp-snapshot.bin"
+SNAPSHOT = "pyodide/pysmtp-snapshot.bin"
+LOADERS = ("pysmtp-wasm.js", "pysmtp-wasm.mjs")
 
 MODULES = (
     "asyncio, email.message, email.policy, email.utils, email.headerregistry, email.generator, "
@@ -60,13 +64,17 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 
 def main() -> int:
-    wheels = sorted(DIST.glob("pysmtp_wasm-*.whl"))
-    if not wheels or not (DIST / "pyodide" / "pyodide.js").exists():
-        print("make_snapshot: build dist/ first (./build.sh)", file=sys.stderr)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dist", type=Path, default=DIST, help="the built dist/ folder (default: ./dist)")
+    dist: Path = parser.parse_args().dist
+    out = dist / SNAPSHOT
+    wheels = sorted(dist.glob("pysmtp_wasm-*.whl"))
+    if not wheels or not (dist / "pyodide" / "pyodide.js").exists():
+        print(f"make_snapshot: build {dist} first (./build.sh)", file=sys.stderr)
         return 1
-    OUT.unlink(missing_ok=True)
-    (DIST / "_snapshot.html").write_text('<!doctype html><script src="pyodide/pyodide.js"></script>\n')
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(DIST)))
+    out.unlink(missing_ok=True)
+    (dist / "_snapshot.html").write_text('<!doctype html><script src="pyodide/pyodide.js"></script>\n')
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(dist)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
@@ -82,12 +90,21 @@ def main() -> int:
     finally:
         driver.quit()
         server.shutdown()
-        (DIST / "_snapshot.html").unlink(missing_ok=True)
+        (dist / "_snapshot.html").unlink(missing_ok=True)
     if "error" in result:
         print("make_snapshot: " + result["error"], file=sys.stderr)
         return 1
-    OUT.write_bytes(base64.b64decode(result["b64"]))
-    print(f"{OUT.relative_to(DIST.parent)}: {OUT.stat().st_size / 1e6:.1f} MB", file=sys.stderr)
+    out.write_bytes(base64.b64decode(result["b64"]))
+    for name in LOADERS:
+        loader = dist / name
+        text = loader.read_text()
+        if f'const SNAPSHOT = "{SNAPSHOT}";' in text:
+            continue  # made again: the loader knows already
+        if "const SNAPSHOT = null;" not in text:
+            print(f"make_snapshot: {loader} does not declare SNAPSHOT: rebuild dist/", file=sys.stderr)
+            return 1
+        loader.write_text(text.replace("const SNAPSHOT = null;", f'const SNAPSHOT = "{SNAPSHOT}";', 1))
+    print(f"{out}: {out.stat().st_size / 1e6:.1f} MB; {' and '.join(LOADERS)} use it", file=sys.stderr)
     return 0
 
 
