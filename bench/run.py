@@ -147,7 +147,21 @@ def cpu_profile(driver: Any, call: str, spec: dict[str, Any], top: int = 25) -> 
         name = f"{frame.get('functionName') or '(anonymous)'} {url}".strip()
         self_us[name] = self_us.get(name, 0.0) + delta
     total = sum(self_us.values()) or 1.0
-    lines = [f"{'self ms':>9} {'%':>5}  function"]
+    groups: dict[str, float] = {}
+    for name, us in self_us.items():
+        if name.startswith("wasm-function"):
+            group = "WebAssembly (CPython, Pyodide's C)"
+        elif name.endswith("pyodide.asm.mjs"):
+            group = "Pyodide's JavaScript (the FFI)"
+        elif name.startswith("("):
+            group = name
+        else:
+            group = "other JavaScript and built-ins"
+        groups[group] = groups.get(group, 0.0) + us
+    lines = [f"{us / 1000:9.1f} {100 * us / total:5.1f}  [{group}]" for group, us in
+             sorted(groups.items(), key=lambda item: -item[1])]  # fmt: skip
+    lines.insert(0, f"{'self ms':>9} {'%':>5}  function")
+    lines.append("")
     for name, us in sorted(self_us.items(), key=lambda item: -item[1])[:top]:
         lines.append(f"{us / 1000:9.1f} {100 * us / total:5.1f}  {name}")
     return "\n".join(lines)
@@ -448,6 +462,8 @@ def main() -> int:
                     spec = {"client": kind, "proxy": urls[port], "port": ports[port], "count": small_count}
                     samples = many("window.bench.smallMessages(arguments[0])", spec)
                     put(metric, client, median([s["count"] / (s["ms"] / 1000) for s in samples]))
+                    put(metric.replace("small_msgs_per_s", "reaction_us"), client,
+                        median([s["reactionUs"] for s in samples]))  # fmt: skip
 
             if args.profile:
                 for client in ("pysmtp", "emailjs"):

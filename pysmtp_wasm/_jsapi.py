@@ -29,6 +29,8 @@ from .errors import SmtpError, SmtpUsageError
 # JsClient objects alive (not yet released after onclose), for leak checks.
 live_clients = 0
 
+_from_entries = js.Object.fromEntries  # looked up once: each js.<name> is an FFI call
+
 
 def _py(value: Any) -> Any:
     """A JS value as Python: objects to dicts, arrays to lists, functions kept as they are."""
@@ -64,7 +66,7 @@ def _results(results: list[RecipientResult]) -> Any:
             }
             for r in results
         ],
-        dict_converter=js.Object.fromEntries,
+        dict_converter=_from_entries,
     )
 
 
@@ -88,18 +90,21 @@ class JsClient:
         self._client = client
         self._target = target
         self._tasks: set[asyncio.Future[None]] = set()
-        client.onidle = lambda: target.onidle()
-        client.onready = lambda failed: target.onready(to_js(failed))
-        client.ondone = lambda success: target.ondone(success, _results(client.lastResults))
-        client.onerror = lambda error: target.onerror(js_error(error))
-        client.ondrain = lambda: target.ondrain()
+        # target._fire(name, ...args) calls the page's current callback of that name: one FFI
+        # call, where target.onidle() would be two (the lookup, then the call).
+        fire = self._fire = target._fire
+        client.onidle = lambda: fire("onidle")
+        client.onready = lambda failed: fire("onready", to_js(failed))
+        client.ondone = lambda success: fire("ondone", success, _results(client.lastResults))
+        client.onerror = lambda error: fire("onerror", js_error(error))
+        client.ondrain = lambda: fire("ondrain")
         client.onclose = self._onclose
 
     def set_logging(self, on: bool) -> None:
         """The page set (or removed) ``onlog``: only then does each transcript line cross to JS."""
-        target = self._target
-        if on and target is not None:
-            self._client.onlog = lambda direction, text: target.onlog(direction, text)
+        fire = self._fire
+        if on and self._target is not None:
+            self._client.onlog = lambda direction, text: fire("onlog", direction, text)
         else:
             self._client.onlog = _noop
 
@@ -176,7 +181,7 @@ class JsClient:
                     "messageId": result.message_id,
                     "size": result.size,
                 },
-                dict_converter=js.Object.fromEntries,
+                dict_converter=_from_entries,
             )
         )
 
@@ -196,5 +201,5 @@ def counters() -> Any:
     """Live objects at the boundary, for leak checks: socket callback proxies and clients."""
     return to_js(
         {"socketProxies": _browser.live_proxies, "clients": live_clients},
-        dict_converter=js.Object.fromEntries,
+        dict_converter=_from_entries,
     )

@@ -165,6 +165,14 @@ function makeSmtpClient(api) {
       return result;
     }
 
+    /**
+     * Python calls the page's callbacks through this (it looks it up once per client).
+     * @param {string} name @param {...any} args
+     */
+    _fire(name, ...args) {
+      return this[name](...args);
+    }
+
     /** Called by Python after onclose: drop our proxy of the Python side. */
     _release() {
       const py = this._py;
