@@ -18,19 +18,30 @@ PY=$VENV/bin/python
 
 log() { printf '==> %s\n' "$*" >&2; }
 
+# Run "$@" (an install from LOCK) unless STAMP says LOCK has not changed since the last one.
+when_changed() {
+  local lock=$1 stamp=$2 want
+  shift 2
+  want=$(sha256sum "$lock" | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "installing $lock"
+    "$@"
+    echo "$want" >"$stamp"
+  fi
+}
+
+pip_install() { "$PY" -m pip install --quiet --disable-pip-version-check -r "$1"; }
+
+# npm packages exactly as DIR/package-lock.json pins them.
+npm_ci() { (cd "$1" && npm ci --no-audit --no-fund --loglevel=error); }
+
 # A venv with the pinned test requirements, refreshed when tests/requirements.txt changes.
 ensure_venv() {
   if [ ! -x "$PY" ]; then
     log "creating $VENV"
     python3 -m venv "$VENV"
   fi
-  local stamp=$VENV/.requirements.sha256 want
-  want=$(sha256sum tests/requirements.txt | cut -d' ' -f1)
-  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    log "installing tests/requirements.txt"
-    "$PY" -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
-    echo "$want" >"$stamp"
-  fi
+  when_changed tests/requirements.txt "$VENV/.requirements.sha256" pip_install tests/requirements.txt
 }
 
 build_wheel() {
@@ -59,15 +70,12 @@ lint() {
   "$VENV/bin/mypy"
 }
 
-# The npm packages, exactly as web/package-lock.json pins them.
-ensure_npm() {
-  local stamp=web/node_modules/.lock.sha256 want
-  want=$(sha256sum web/package-lock.json | cut -d' ' -f1)
-  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    log "npm ci (web/)"
-    (cd web && npm ci --no-audit --no-fund --loglevel=error)
-    echo "$want" >"$stamp"
-  fi
+ensure_npm() { when_changed web/package-lock.json web/node_modules/.lock.sha256 npm_ci web; }
+
+# The constants and sources shared by both builds of the loader (classic script, ES module).
+loader_body() {
+  printf 'const VERSION = "%s";\nconst WHEEL = "%s";\nconst SNAPSHOT = null;\n' "$1" "$2"
+  cat web/src/tls.js web/src/socket.js web/src/loader.js
 }
 
 # dist/: what a page needs, served from one folder (no CDN).
@@ -91,14 +99,13 @@ build_web() {
     printf '/*! pysmtp-wasm %s (MIT) - classic script: defines globalThis.PySmtp */\n' "$version"
     printf '(function () {\n"use strict";\n'
     printf 'const SCRIPT_URL = (typeof document !== "undefined" && document.currentScript && document.currentScript.src) || location.href;\n'
-    printf 'const VERSION = "%s";\nconst WHEEL = "%s";\nconst SNAPSHOT = null;\n' "$version" "$wheel"
-    cat web/src/tls.js web/src/socket.js web/src/loader.js
+    loader_body "$version" "$wheel"
     printf 'globalThis.PySmtp = PySmtp;\n})();\n'
   } >dist/pysmtp-wasm.js
   {
     printf '/*! pysmtp-wasm %s (MIT) - ES module */\n' "$version"
-    printf 'const SCRIPT_URL = import.meta.url;\nconst VERSION = "%s";\nconst WHEEL = "%s";\nconst SNAPSHOT = null;\n' "$version" "$wheel"
-    cat web/src/tls.js web/src/socket.js web/src/loader.js
+    printf 'const SCRIPT_URL = import.meta.url;\n'
+    loader_body "$version" "$wheel"
     printf 'globalThis.PySmtp ??= PySmtp;\nexport const load = PySmtp.load;\nexport default PySmtp;\n'
   } >dist/pysmtp-wasm.mjs
 }
@@ -144,23 +151,12 @@ build_snapshot() {
 # raw limit of the path, in one run. Not part of `test`: it takes about 10 minutes.
 run_bench() {
   ensure_venv
-  local stamp=$VENV/.bench-requirements.sha256 want
-  want=$(sha256sum bench/requirements.txt | cut -d' ' -f1)
-  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    log "installing bench/requirements.txt"
-    "$PY" -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
-    echo "$want" >"$stamp"
-  fi
+  when_changed bench/requirements.txt "$VENV/.bench-requirements.sha256" pip_install bench/requirements.txt
   ensure_chromium
   build_wheel
   build_web
   build_snapshot
-  want=$(sha256sum bench/package-lock.json | cut -d' ' -f1)
-  if [ "$(cat bench/node_modules/.lock.sha256 2>/dev/null)" != "$want" ]; then
-    log "npm ci (bench/)"
-    (cd bench && npm ci --no-audit --no-fund --loglevel=error)
-    echo "$want" >bench/node_modules/.lock.sha256
-  fi
+  when_changed bench/package-lock.json bench/node_modules/.lock.sha256 npm_ci bench
   log "bundling emailjs-smtp-client"
   bench/build-emailjs.sh
   "$PY" bench/run.py "$@"

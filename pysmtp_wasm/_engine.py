@@ -508,7 +508,7 @@ class SmtpEngine:
 
     def _send_command(self, line: str, shown: str | None = None) -> None:
         self._out.append(line.encode("utf-8") + b"\r\n")
-        if shown != "" and self.transcript:
+        if shown != "":
             self._log("C", line if shown is None else shown)
 
     def _log(self, direction: str, text: str) -> None:

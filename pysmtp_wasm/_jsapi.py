@@ -134,10 +134,7 @@ class JsClient:
             data = chunk.to_bytes()
         except Exception:
             return js_error(SmtpUsageError("send() takes a string, a Uint8Array or an ArrayBuffer"))
-        try:
-            return self._client.send(data)
-        except SmtpError as error:
-            return js_error(error)
+        return _returning_errors(lambda: self._client.send(data))
 
     def end(self) -> Any:
         return _returning_errors(self._client.end)

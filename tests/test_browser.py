@@ -8,6 +8,7 @@ import time
 from email import message_from_bytes
 from email import policy as email_policy
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -186,6 +187,11 @@ def test_envelope_errors_and_wrong_calls_are_clear(page: Page, proxy: Websockify
 # -- TLS -----------------------------------------------------------------------------------------
 
 
+def implicit_tls(proxy: Websockify, port: int, cert: Certificate) -> dict[str, Any]:
+    """Options for implicit TLS with trust pinned to ``cert``."""
+    return {"proxy": proxy.url(port), "useSecureTransport": True, "ca": cert.cert_pem}
+
+
 def test_implicit_tls_with_the_certificate_pinned(
     page: Page, proxy: Websockify, rsa_cert: Certificate
 ) -> None:
@@ -193,7 +199,7 @@ def test_implicit_tls_with_the_certificate_pinned(
         rec = page.session(
             host="localhost",
             port=server.port,
-            options={"proxy": proxy.url(server.port), "useSecureTransport": True, "ca": rsa_cert.cert_pem},
+            options=implicit_tls(proxy, server.port, rsa_cert),
         )
     assert rec["errors"] == [] and rec["done"] == [True]
     assert server.recorder.messages[0].tls is True
@@ -401,7 +407,7 @@ def test_the_page_needs_nothing_but_its_own_origin(
         rec = page.session(
             host="localhost",
             port=server.port,
-            options={"proxy": proxy.url(server.port), "useSecureTransport": True, "ca": rsa_cert.cert_pem},
+            options=implicit_tls(proxy, server.port, rsa_cert),
         )
     assert rec["done"] == [True]
     resources = page.run("return performance.getEntriesByType('resource').map((e) => e.name);")
@@ -421,7 +427,7 @@ def test_a_pinned_certificate_for_another_host_name_is_refused(
         rec = page.session(
             host="localhost",
             port=server.port,
-            options={"proxy": proxy.url(server.port), "useSecureTransport": True, "ca": other.cert_pem},
+            options=implicit_tls(proxy, server.port, other),
         )
     (error,) = rec["errors"]
     assert error["name"] == "SmtpTlsError" and "is for mail.example.net" in error["message"]

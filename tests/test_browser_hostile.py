@@ -21,7 +21,13 @@ from .servers import (
     free_port,
     legacy_tls_context,
 )
-from .test_hostile import BAD_ENVELOPES, INJECTED, greet_and_accept_envelope, starttls_script
+from .test_hostile import (
+    BAD_ENVELOPES,
+    INJECTED,
+    closes_mid_tls_handshake,
+    greet_and_accept_envelope,
+    starttls_script,
+)
 
 USER, PASSWORD = "alice", "s3cret-pass"
 
@@ -78,6 +84,16 @@ def settle(check: Any, timeout: float = 5) -> Any:
 # -- STARTTLS injection through the JS socket ---------------------------------------------------------
 
 
+def scripted_tls_options(proxy: Websockify, port: int, cert: Certificate) -> dict[str, Any]:
+    """STARTTLS against a scripted TLS 1.1 server, pinned, with credentials."""
+    return {
+        "proxy": proxy.url(port),
+        "tlsEngine": "forge",  # a scripted TLS 1.1 server takes one connection: no TLS 1.3 try
+        "ca": cert.cert_pem,
+        "auth": {"user": USER, "pass": PASSWORD},
+    }
+
+
 def test_starttls_injection_in_the_same_read_is_discarded(
     page: Page, proxy: Websockify, rsa_cert: Certificate
 ) -> None:
@@ -85,12 +101,7 @@ def test_starttls_injection_in_the_same_read_is_discarded(
         rec = page.session(
             host="localhost",
             port=server.port,
-            options={
-                "proxy": proxy.url(server.port),
-                "tlsEngine": "forge",  # a scripted TLS 1.1 server takes one connection: no TLS 1.3 try
-                "ca": rsa_cert.cert_pem,
-                "auth": {"user": USER, "pass": PASSWORD},
-            },
+            options=scripted_tls_options(proxy, server.port, rsa_cert),
         )
     assert rec["errors"] == [] and rec["done"] == [True] and rec["closed"] is False
     assert server.plaintext == b"EHLO localhost\r\nSTARTTLS\r\n"
@@ -106,12 +117,7 @@ def test_starttls_injection_in_a_later_read_fails_the_handshake(
         rec = page.session(
             host="localhost",
             port=server.port,
-            options={
-                "proxy": proxy.url(server.port),
-                "tlsEngine": "forge",  # a scripted TLS 1.1 server takes one connection: no TLS 1.3 try
-                "ca": rsa_cert.cert_pem,
-                "auth": {"user": USER, "pass": PASSWORD},
-            },
+            options=scripted_tls_options(proxy, server.port, rsa_cert),
         )
     error = assert_failed(rec, "SmtpTlsError")
     assert "did not answer in TLS" in error["message"] and "250-evil" in error["message"]
@@ -153,16 +159,7 @@ def test_server_closes_mid_data(page: Page, proxy: Websockify) -> None:
 def test_server_closes_mid_tls_handshake(
     page: Page, proxy: Websockify, rsa_cert: Certificate, mode: str
 ) -> None:
-    def script(conn: Conn) -> None:
-        if mode == "starttls":
-            conn.send(b"220 hi\r\n")
-            conn.line()
-            conn.send(b"250-hi\r\n250 STARTTLS\r\n")
-            conn.line()
-            conn.send(b"220 go ahead\r\n")
-        conn.read(1)  # the ClientHello begins: hang up
-
-    with ScriptedServer(script) as server:
+    with ScriptedServer(closes_mid_tls_handshake(mode)) as server:
         rec = page.session(
             host="localhost",
             port=server.port,

@@ -9,6 +9,7 @@ import base64
 import ssl
 import time
 import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -245,8 +246,10 @@ async def test_server_closes_mid_data_while_the_client_streams() -> None:
     assert "during the message data" in str(error) or "before it answered" in str(error)
 
 
-@pytest.mark.parametrize("mode", ["starttls", "implicit"])
-async def test_server_closes_mid_tls_handshake(ca: trustme.CA, mode: str) -> None:
+def closes_mid_tls_handshake(mode: str) -> Callable[[Conn], None]:
+    """A server that hangs up as the ClientHello begins: after "220 go ahead" to STARTTLS
+    (``mode`` "starttls"), or at once (implicit TLS)."""
+
     def script(conn: Conn) -> None:
         if mode == "starttls":
             conn.send(b"220 hi\r\n")
@@ -256,7 +259,12 @@ async def test_server_closes_mid_tls_handshake(ca: trustme.CA, mode: str) -> Non
             conn.send(b"220 go ahead\r\n")
         conn.read(1)  # the ClientHello begins: hang up
 
-    with ScriptedServer(script) as server:
+    return script
+
+
+@pytest.mark.parametrize("mode", ["starttls", "implicit"])
+async def test_server_closes_mid_tls_handshake(ca: trustme.CA, mode: str) -> None:
+    with ScriptedServer(closes_mid_tls_handshake(mode)) as server:
         options = pinned(ca, auth={"user": USER, "pass": PASSWORD}, useSecureTransport=mode == "implicit")
         out = await deliver(SmtpClient("localhost", server.port, options), timeout=5)
     assert out.errors and isinstance(out.errors[0], (SmtpTlsError, SmtpConnectionError))

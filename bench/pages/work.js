@@ -115,12 +115,25 @@
     return inside;
   }
 
-  async function throughput(spec) {
+  /** A client of either kind, connected and idle. */
+  async function connected(spec) {
     await ready;
     const c = makeClient(spec.client, spec);
     const idle = c.next("idle");
     c.client.connect();
     await idle;
+    return c;
+  }
+
+  /** QUIT, and wait for the close. */
+  async function quit(c) {
+    const closed = c.next("close");
+    c.client.quit();
+    await closed;
+  }
+
+  async function throughput(spec) {
+    const c = await connected(spec);
     if (typeof gc === "function") gc();
     const base = memory();
     const peak = { ...base };
@@ -140,9 +153,7 @@
     const ok = await done;
     const t1 = performance.now();
     if (timer) clearInterval(timer);
-    const closed = c.next("close");
-    c.client.quit();
-    await closed;
+    await quit(c);
     return {
       ok, ms: t1 - t0, bytes: spec.passes * PASS_BYTES + HEADER.length,
       base, peak, sendMs, chunks: spec.passes * pool.length,
@@ -150,11 +161,7 @@
   }
 
   async function smallMessages(spec) {
-    await ready;
-    const c = makeClient(spec.client, spec);
-    let idle = c.next("idle");
-    c.client.connect();
-    await idle;
+    const c = await connected(spec);
     Object.assign(reaction, { armed: 0, total: 0, count: 0 });
     const t0 = performance.now();
     for (let i = 0; i < spec.count; i++) {
@@ -163,16 +170,14 @@
       await readyP;
       c.client.send(small);
       const done = c.next("done");
-      idle = c.next("idle");
+      const idle = c.next("idle");
       c.client.end();
       if (!(await done)) throw new Error("message refused");
       await idle;
     }
     const t1 = performance.now();
     const reactionUs = (reaction.total / reaction.count) * 1000;
-    const closed = c.next("close");
-    c.client.quit();
-    await closed;
+    await quit(c);
     return { ms: t1 - t0, count: spec.count, size: small.length, reactionUs };
   }
 
