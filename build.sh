@@ -90,7 +90,7 @@ build_web() {
     cp "web/node_modules/pyodide/$f" dist/pyodide/
   done
   cp web/node_modules/node-forge/dist/forge.min.js dist/
-  cp web/node_modules/subtls/index.js dist/subtls.mjs
+  web/openssl/build.sh dist/openssl  # OpenSSL in WebAssembly: built once, then from the cache
   # Mozilla's root store, as certifi packages it, for TLS without a pinned `ca`.
   cp "$("$PY" -c 'import certifi; print(certifi.where())')" dist/roots.pem
   cp web/src/pysmtp-wasm.d.ts web/minimal.html dist/

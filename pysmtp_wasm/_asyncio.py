@@ -34,6 +34,15 @@ def make_ssl_context(ca: str | list[str] | None) -> ssl.SSLContext:
     return context
 
 
+def _negotiated(transport: asyncio.BaseTransport) -> str | None:
+    """What TLS a transport negotiated, for the transcript: "TLSv1.3, TLS_AES_256_GCM_SHA384"."""
+    ssl_object = transport.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return None
+    cipher = ssl_object.cipher()
+    return f"{ssl_object.version()}, {cipher[0]}" if cipher else str(ssl_object.version())
+
+
 def _tls_error(error: BaseException, host: str) -> SmtpTlsError:
     if isinstance(error, ssl.SSLCertVerificationError):
         return SmtpTlsError(
@@ -129,7 +138,7 @@ class AsyncioTransport(LoopTransport, asyncio.Protocol):
             )
             return
         self._transport = transport
-        self._owner._transport_tls()
+        self._owner._transport_tls(_negotiated(transport))
 
     def _fail(self, error: SmtpError) -> None:
         self._owner._transport_error(error)
@@ -146,7 +155,7 @@ class AsyncioTransport(LoopTransport, asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        self._owner._transport_open()
+        self._owner._transport_open(_negotiated(transport))
 
     def data_received(self, data: bytes) -> None:
         self._owner._transport_data(data)

@@ -32,6 +32,15 @@ MAX_VIEWS = 32
 live_proxies = 0
 
 
+def _negotiated(event: Any) -> str | None:
+    """What TLS the socket negotiated, for the transcript: "TLS 1.3, TLS_AES_256_GCM_SHA384 (openssl)"."""
+    tls = getattr(event, "tls", None)
+    if not tls:
+        return None
+    cipher = getattr(tls, "cipher", None)
+    return f"{tls.protocol}{', ' + str(cipher) if cipher else ''} ({tls.engine})"
+
+
 def _js_error(event: Any, host: str, port: int) -> SmtpError:
     error = getattr(event, "data", None)
     name = str(getattr(error, "name", "") or "")
@@ -137,13 +146,13 @@ class BrowserTransport(LoopTransport):
         setattr(self._socket, name, proxy)
 
     def _on_open(self, event: Any) -> None:
-        self._owner._transport_open()
+        self._owner._transport_open(_negotiated(event))
 
     def _on_data(self, event: Any) -> None:
         self._owner._transport_data(event.data.to_bytes())
 
     def _on_secure(self, event: Any) -> None:
-        self._owner._transport_tls()
+        self._owner._transport_tls(_negotiated(event))
 
     def _on_drain(self, event: Any) -> None:
         self._owner._transport_drain()

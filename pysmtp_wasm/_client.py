@@ -324,10 +324,10 @@ class SmtpClient:
 
     # -- reports from the transport -------------------------------------------------------
 
-    def _transport_open(self) -> None:
+    def _transport_open(self, tls: str | None = None) -> None:
         if self._engine is None or self._engine.state is not State.CONNECTING:
             return
-        self._log("*", "connected")
+        self._log("*", f"connected with {tls}" if tls else "connected")
         self._after(self._engine.connection_made(), rearm=True)
 
     def _transport_data(self, data: bytes) -> None:
@@ -341,9 +341,11 @@ class SmtpClient:
             self._written_since_reply = 0
         self._after(events, rearm=progressed)
 
-    def _transport_tls(self) -> None:
+    def _transport_tls(self, tls: str | None = None) -> None:
         if self._engine is None or self._engine.state is not State.TLS:
             return
+        if tls:
+            self._log("*", tls)
         self._after(self._engine.tls_established(), rearm=True)
 
     def _transport_drain(self) -> None:

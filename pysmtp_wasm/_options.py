@@ -51,7 +51,7 @@ _KEYS = {
     "timeoutSocketMultiplier": "timeout_multiplier_ms",
 }
 # Transport options with a fixed set of values, checked here so a typo fails at construction.
-TRANSPORT_VALUES: dict[str, tuple[str, ...]] = {"tlsEngine": ("auto", "subtls", "forge")}
+TRANSPORT_VALUES: dict[str, tuple[str, ...]] = {"tlsEngine": ("auto", "openssl", "forge")}
 _BOOLS = {"use_secure_transport", "disable_escaping", "ignore_tls", "require_tls", "lmtp"}
 _NUMBERS = {"timeout_greeting_ms", "timeout_lower_bound_ms", "timeout_multiplier_ms"}
 

@@ -20,14 +20,16 @@ class TimerHandle(Protocol):
 class TransportOwner(Protocol):
     """The calls a transport makes, each at most once per happening, on the event loop."""
 
-    def _transport_open(self) -> None:
-        """Connected (for implicit TLS: after the handshake and the certificate check)."""
+    def _transport_open(self, tls: str | None = None) -> None:
+        """Connected (for implicit TLS: after the handshake and the certificate check; ``tls``
+        then says what was negotiated, for the transcript)."""
 
     def _transport_data(self, data: bytes) -> None:
         """Bytes arrived (plaintext; after STARTTLS, decrypted)."""
 
-    def _transport_tls(self) -> None:
-        """The STARTTLS handshake succeeded and the certificate is trusted."""
+    def _transport_tls(self, tls: str | None = None) -> None:
+        """The STARTTLS handshake succeeded and the certificate is trusted (``tls``: what was
+        negotiated, for the transcript)."""
 
     def _transport_drain(self) -> None:
         """The write buffer, full before, has room again."""

@@ -122,6 +122,12 @@ class Page:
             raise AssertionError("JavaScript failed: " + result["error"])
         return result["value"]
 
+    def goto(self, url: str) -> None:
+        """Load another page (``minimal.html`` from another origin, say) with the harness."""
+        self.driver.get(url)
+        self.run("await window.smtp;")
+        self.driver.execute_script(HARNESS)
+
     def session(self, **spec: Any) -> dict[str, Any]:
         """One SMTP session through the page's SmtpClient; returns what happened."""
         return self.run("return await window.session(args[0]);", json.loads(json.dumps(spec)))
@@ -153,10 +159,8 @@ def page(
         request, runtime, web_server_main, load_pyodide=False, browsers=playwright_browsers
     ) as sel:
         sel.driver.set_script_timeout(300)
-        sel.driver.get(f"{sel.base_url}/minimal.html")
         tab = Page(sel.driver, sel.base_url)
-        tab.run("await window.smtp;")
-        tab.driver.execute_script(HARNESS)
+        tab.goto(f"{sel.base_url}/minimal.html")
         yield tab
 
 

@@ -24,6 +24,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
+INSECURE_HOST = "insecure.pysmtp.test"
+
 # Debian's Chromium, headless, on a closed network. The host resolver rule makes every name but
 # localhost unresolvable, so a page that reached for a CDN would fail. Tests and bench use these.
 CHROME_FLAGS = [
@@ -35,7 +37,10 @@ CHROME_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
+    # INSECURE_HOST is 127.0.0.1 under a name that is not localhost: a page served from it is not
+    # a secure context (no WebCrypto), as a page on a plain http:// intranet host is not.
+    f"--host-resolver-rules=MAP {INSECURE_HOST} 127.0.0.1, "
+    "MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
     "--js-flags=--expose-gc",
 ]
 
@@ -457,6 +462,42 @@ def make_rsa_certificate(directory: Path, name: str = "localhost", days: int = 3
     return Certificate(cert.read_text(), cert, key)
 
 
+def make_self_signed_leaf(directory: Path, name: str = "localhost") -> Certificate:
+    """A self-signed ECDSA P-256 server certificate that is **not** a CA (basicConstraints
+    CA:FALSE): what a small server makes for itself, and what a client pins by itself."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    directory.mkdir(parents=True, exist_ok=True)
+    key = _new_key("ec")
+    subject = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = _sign(
+        _builder(name, subject, key, now - datetime.timedelta(hours=1), now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        ),
+        key,
+    )
+    cert_path, key_path = directory / f"self-signed-{name}.crt", directory / f"self-signed-{name}.key"
+    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    cert_path.write_text(pem)
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return Certificate(pem, cert_path, key_path)
+
+
 def legacy_tls_context(cert: Certificate) -> ssl.SSLContext:
     """What node-forge can speak: TLS 1.0/1.1, RSA key exchange, AES-CBC-SHA, at SECLEVEL 0."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -589,7 +630,7 @@ class Chain:
     def issue(
         self, name: str = "localhost", *, expired: bool = False, label: str | None = None
     ) -> Certificate:
-        """A leaf for ``name`` (and 127.0.0.1) signed by the intermediate; ``cert_path`` holds
+        """A leaf for ``name`` (and 127.0.0.1 and ::1) signed by the intermediate; ``cert_path`` holds
         the leaf then the intermediate (what a server sends), ``cert_pem`` the leaf alone."""
         import datetime
         import ipaddress
@@ -612,7 +653,11 @@ class Chain:
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(
                 x509.SubjectAlternativeName(
-                    [x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                    [
+                        x509.DNSName(name),
+                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                        x509.IPAddress(ipaddress.ip_address("::1")),
+                    ]
                 ),
                 critical=False,
             )
@@ -643,6 +688,8 @@ def _new_key(kind: str) -> Any:
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
     if kind == "ec":
         return ec.generate_private_key(ec.SECP256R1())
+    if kind == "ec384":
+        return ec.generate_private_key(ec.SECP384R1())
     raise ValueError(kind)
 
 
@@ -662,13 +709,16 @@ def _builder(cn: str, issuer: Any, key: Any, start: Any, end: Any) -> Any:
 
 
 def _sign(builder: Any, key: Any) -> Any:
+    """SHA-256, or SHA-384 with a P-384 key (as CAs pair them)."""
     from cryptography.hazmat.primitives import hashes
 
-    return builder.sign(key, hashes.SHA256())
+    p384 = getattr(getattr(key, "curve", None), "name", "") == "secp384r1"
+    return builder.sign(key, hashes.SHA384() if p384 else hashes.SHA256())
 
 
 def make_chain(directory: Path, kind: str = "rsa") -> Chain:
-    """A root CA and an intermediate CA (``kind``: "rsa" 2048 or "ec" P-256), both SHA-256 signed."""
+    """A root CA and an intermediate CA (``kind``: "rsa" 2048, "ec" P-256 or "ec384" P-384 with
+    SHA-384), and ``issue()`` leaves under them."""
     import datetime
 
     from cryptography import x509

@@ -220,7 +220,7 @@ def test_starttls_with_the_certificate_pinned_then_auth(
             },
         )
     assert rec["errors"] == [] and rec["done"] == [True]
-    # The first STARTTLS tried TLS 1.3; this TLS 1.1 server refused it (protocol_version), and
+    # The first STARTTLS tried TLS 1.2/1.3 (OpenSSL); this TLS 1.1 server refused it, and
     # the default engine ("auto") replayed EHLO and STARTTLS on a new connection with node-forge.
     assert recorder.commands == ["STARTTLS", "STARTTLS", "AUTH PLAIN"]
     assert recorder.messages[0].tls is True and recorder.messages[0].login == USER
@@ -249,7 +249,7 @@ def test_pinning_mismatch_is_refused_before_any_smtp_byte(
     assert error["name"] == "SmtpTlsError" and "not trusted" in error["message"]
     assert rec["closed"] is True and rec["idles"] == 0
     # Implicit TLS: not one SMTP command; STARTTLS: nothing after STARTTLS. The session is said
-    # twice: the TLS 1.3 try, refused for its version, then node-forge on a new connection.
+    # twice: the TLS 1.2/1.3 try, refused for its version, then node-forge on a new connection.
     expected = [] if mode == "implicit" else ["C: EHLO localhost", "C: STARTTLS"] * 2
     assert client_lines(rec) == expected
     assert recorder.commands == ([] if mode == "implicit" else ["STARTTLS"] * 2) and recorder.messages == []
@@ -275,7 +275,7 @@ def test_unknown_ca_is_refused_against_the_bundled_root_store(
 def test_a_tls_1_2_only_server_is_refused_by_node_forge_with_a_clear_error(
     page: Page, proxy: Websockify, rsa_cert: Certificate, mode: str
 ) -> None:
-    # The default engine reaches this server with TLS 1.3 (test_browser_tls.py); node-forge alone cannot.
+    # The default engine reaches this server with OpenSSL (test_browser_tls.py); node-forge alone cannot.
     tls = modern_tls_context(rsa_cert)  # Python's default server settings
     kwargs = {"implicit_tls": tls} if mode == "implicit" else {"starttls": tls}
     with SmtpServer(**kwargs) as server:  # type: ignore[arg-type]
@@ -401,7 +401,8 @@ def test_the_page_needs_nothing_but_its_own_origin(
     page: Page, proxy: Websockify, rsa_cert: Certificate
 ) -> None:
     # Chromium runs with every host name but localhost unresolvable (conftest): a fetch from a
-    # CDN would fail. Here: a TLS session (which loads node-forge lazily), then every resource
+    # CDN would fail. Here: a TLS session (which loads OpenSSL, then node-forge, lazily: this TLS 1.1
+    # server refuses OpenSSL's TLS 1.2/1.3), then every resource
     # the page loaded must have come from dist/ on the page's own origin.
     with SmtpServer(implicit_tls=legacy_tls_context(rsa_cert)) as server:
         rec = page.session(
@@ -413,6 +414,7 @@ def test_the_page_needs_nothing_but_its_own_origin(
     resources = page.run("return performance.getEntriesByType('resource').map((e) => e.name);")
     names = {r.rsplit("/", 1)[-1] for r in resources}
     assert {"pysmtp-wasm.js", "pyodide.js", "pyodide.asm.wasm", "python_stdlib.zip", "forge.min.js"} <= names
+    assert {"openssl-tls.js", "openssl-tls.wasm"} <= names, names
     assert any(name.startswith("pysmtp_wasm-") and name.endswith(".whl") for name in names), names
     # No snapshot was built (./build.sh snapshot): the page does not ask for one (no 404).
     assert "pysmtp-snapshot.bin" not in names

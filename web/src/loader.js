@@ -212,15 +212,21 @@ async function boot(base, options) {
       ? Promise.resolve(globalThis.forge)
       : loadScript(url("forge.min.js")).then(() => globalThis.forge));
   /** @type {Promise<any> | null} */
-  let subtls = null;
-  // subtls (an ES module) likewise, by dynamic import, which classic scripts may use too.
-  const loadSubtls = () => (subtls ??= globalThis.subtls ? Promise.resolve(globalThis.subtls) : import(url("subtls.mjs")));
+  let openssl = null;
+  // OpenSSL (openssl/openssl-tls.js and its .wasm) likewise: one instance per page, shared by
+  // every connection. A failed load may be retried by a later connection.
+  const loadOpenSSL = () => {
+    openssl ??= (globalThis.PySmtpOpenSSL ? Promise.resolve() : loadScript(url("openssl/openssl-tls.js")))
+      .then(() => globalThis.PySmtpOpenSSL({ locateFile: (/** @type {string} */ file) => url(`openssl/${file}`) }));
+    openssl.catch(() => (openssl = null));
+    return openssl;
+  };
   globalThis.PySmtpSocket.defaults = {
     proxy: options.proxy,
     rootsUrl: url("roots.pem"),
     tlsEngine: options.tlsEngine,
     forge: loadForge,
-    subtls: loadSubtls,
+    openssl: loadOpenSSL,
   };
   // Connections the page will want: opened now, so that they are ready when Python is.
   for (const target of [].concat(options.preconnect ?? [])) {
@@ -273,7 +279,7 @@ const PySmtp = {
   /**
    * Boot Pyodide and pysmtp-wasm (once per page; later calls return the same promise).
    * @param {{proxy?: string | ((host: string, port: number) => string), baseURL?: string,
-   *          tlsEngine?: "auto" | "subtls" | "forge", pyodide?: any, pyodideOptions?: object,
+   *          tlsEngine?: "auto" | "openssl" | "forge", pyodide?: any, pyodideOptions?: object,
    *          snapshot?: boolean, preconnect?: object | object[]}} [options]
    *   snapshot: false never uses dist/pyodide/pysmtp-snapshot.bin (default: use it when
    *   `./build.sh snapshot` made one)

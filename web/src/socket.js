@@ -6,9 +6,9 @@
 // A plain script: the build concatenates it (after tls.js, before loader.js) into one
 // classic-script IIFE, so only `PySmtpSocket` is declared at the top.
 //
-// tlsEngine "auto" (the default) tries TLS 1.3 (subtls) first. Only when the server says that
-// the version is the problem — a protocol_version alert, or a ServerHello choosing TLS 1.0/1.1 —
-// is node-forge (TLS 1.0/1.1, announcing TLS_FALLBACK_SCSV) tried, on a new connection. Never
+// tlsEngine "auto" (the default) tries TLS 1.2/1.3 (OpenSSL) first. Only when the server says
+// that the version is the problem — a protocol_version alert, or a ServerHello choosing TLS
+// 1.0/1.1 — is node-forge (TLS 1.0/1.1, announcing TLS_FALLBACK_SCSV) tried, on a new connection. Never
 // after a certificate, pinning or host-name failure, a timeout or a silent close. For implicit
 // TLS the socket retries by itself. For STARTTLS it cannot: the new connection needs a new SMTP
 // session up to STARTTLS, and SMTP is the Python engine's business, not this socket's. So the
@@ -86,11 +86,11 @@ const PySmtpSocket = (() => {
    * @property {string | string[]} [ca] PEM certificate(s): trust exactly these
    * @property {string} [servername] the name to verify and send as SNI (default: host)
    * @property {string} [rootsUrl] URL of a PEM bundle used only when no `ca` is given
-   * @property {"auto" | "subtls" | "forge"} [tlsEngine] the TLS engine(s) (default "auto")
+   * @property {"auto" | "openssl" | "forge"} [tlsEngine] the TLS engine(s) (default "auto")
    * @property {any} [forge] the node-forge namespace, or a function returning (a promise of) it
    *   (default globalThis.forge)
-   * @property {any} [subtls] the subtls module, or a function returning (a promise of) it
-   *   (default globalThis.subtls)
+   * @property {any} [openssl] the OpenSSL module (web/openssl/), or a function returning (a
+   *   promise of) it (default: made once from globalThis.PySmtpOpenSSL, which openssl-tls.js defines)
    * @property {string} [fallback] this connection retries one whose server refused the TLS
    *   version (the reason): the legacy engine announces TLS_FALLBACK_SCSV (RFC 7507)
    */
@@ -169,7 +169,7 @@ const PySmtpSocket = (() => {
     constructor(host, port, options) {
       const defaults = PySmtpSocket.defaults || {};
       const opts = Object.assign({}, options || {});
-      for (const key of ["proxy", "rootsUrl", "forge", "subtls", "tlsEngine"]) {
+      for (const key of ["proxy", "rootsUrl", "forge", "openssl", "tlsEngine"]) {
         if (opts[key] == null && defaults[key] != null) opts[key] = defaults[key];
       }
       if (typeof host !== "string" || !host) throw new TypeError("PySmtpSocket: host must be a non-empty string");
@@ -183,7 +183,7 @@ const PySmtpSocket = (() => {
       this.port = portNumber;
       /** true once TLS is active (handshake done, certificate verified) */
       this.ssl = false;
-      /** @type {{engine: string, protocol: string, fallback: string | null} | null} once TLS is active */
+      /** @type {{engine: string, protocol: string, cipher: string | null, fallback: string | null} | null} once TLS is active */
       this.tls = null;
       /** @type {"connecting" | "open" | "closing" | "closed"} */
       this.readyState = "connecting";
@@ -243,7 +243,7 @@ const PySmtpSocket = (() => {
       this._servername = opts.servername ? String(opts.servername) : host;
       this._rootsUrl = opts.rootsUrl ? String(opts.rootsUrl) : null;
       this._forgeOption = opts.forge;
-      this._subtlsOption = opts.subtls;
+      this._opensslOption = opts.openssl;
 
       // State
       this._done = false; // onclose has fired (or is firing)
@@ -563,7 +563,7 @@ const PySmtpSocket = (() => {
         ca: this._ca,
         rootsUrl: this._rootsUrl,
         forge: this._forgeOption,
-        subtls: this._subtlsOption,
+        openssl: this._opensslOption,
         fallback: this._fallback,
         error: (/** @type {any} */ name, /** @type {string} */ message, /** @type {object} */ extra) =>
           this._error(name, message, extra),
@@ -583,7 +583,7 @@ const PySmtpSocket = (() => {
         data: (/** @type {Uint8Array} */ u8) => {
           if (current() && !this._closing) this._emit("data", { type: "data", data: u8.buffer });
         },
-        secure: (/** @type {{engine: string, protocol: string}} */ info) => {
+        secure: (/** @type {{engine: string, protocol: string, cipher?: string}} */ info) => {
           if (current() && !this._closing) this._onSecure(info);
         },
         fail: (/** @type {Error} */ error) => {
@@ -602,11 +602,11 @@ const PySmtpSocket = (() => {
       }
     }
 
-    /** @param {{engine: string, protocol: string}} info */
+    /** @param {{engine: string, protocol: string, cipher?: string}} info */
     _onSecure(info) {
       this._tlsState = "active";
       this.ssl = true;
-      this.tls = { engine: info.engine, protocol: info.protocol, fallback: this._fallback };
+      this.tls = { engine: info.engine, protocol: info.protocol, cipher: info.cipher ?? null, fallback: this._fallback };
       const queued = this._queueSecure;
       this._queueSecure = [];
       for (const u8 of queued) {
@@ -662,7 +662,7 @@ const PySmtpSocket = (() => {
     }
   }
 
-  /** Fallbacks for options.proxy, rootsUrl, tlsEngine, forge and subtls (set by the loader). */
+  /** Fallbacks for options.proxy, rootsUrl, tlsEngine, forge and openssl (set by the loader). */
   PySmtpSocket.defaults = {};
   /** How long a preconnected socket waits for its client before it is closed (ms). */
   PySmtpSocket.PARK_MS = 30000;

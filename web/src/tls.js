@@ -18,9 +18,10 @@
 //                         in an alert or in its ServerHello, that the protocol version is the problem
 //   io.closed()           the peer closed the TLS connection (close_notify)
 //
-// Engines: "forge" (node-forge 1.4.3: TLS 1.0/1.1, RSA key exchange, RSA certificates) and
-// "subtls" (subtls 0.5.0 over WebCrypto: TLS 1.3, P-256, TLS_AES_128_GCM_SHA256). Both verify
-// the chain and the host name before io.secure, so nothing of the application goes out before.
+// Engines: "openssl" (OpenSSL 3 compiled to WebAssembly, web/openssl/: TLS 1.2 and 1.3, verified
+// by OpenSSL itself) and "forge" (node-forge 1.4.3: TLS 1.0/1.1, RSA key exchange, RSA
+// certificates, for legacy servers). Both verify the chain and the host name before io.secure,
+// so nothing of the application goes out before.
 //
 // A plain script: the build concatenates it before socket.js, inside one IIFE.
 
@@ -50,8 +51,7 @@ const PySmtpTls = (() => {
     120: "no_application_protocol",
   };
   const FORGE_HINT = "node-forge speaks only TLS 1.0/1.1";
-  const SUBTLS_HINT = "subtls speaks only TLS 1.3";
-  /** TLS_FALLBACK_SCSV (RFC 7507): sent by forge when it runs as the fallback of a TLS 1.3 try. */
+  /** TLS_FALLBACK_SCSV (RFC 7507): sent by forge when it runs as the fallback of a TLS 1.2/1.3 try. */
   const FALLBACK_SCSV = { id: [0x56, 0x00], name: "TLS_FALLBACK_SCSV" };
 
   // -- bytes -----------------------------------------------------------------------------------
@@ -403,7 +403,7 @@ const PySmtpTls = (() => {
       const forge = this._forge;
       const suites = forge.tls.CipherSuites;
       const cipherSuites = [suites.TLS_RSA_WITH_AES_128_CBC_SHA, suites.TLS_RSA_WITH_AES_256_CBC_SHA];
-      // As the fallback of a TLS 1.3 try: tell the server (RFC 7507), so that a server that does
+      // As the fallback of a TLS 1.2/1.3 try: tell the server (RFC 7507), so that a server that does
       // speak a newer version refuses (inappropriate_fallback) instead of being downgraded.
       if (ctx.fallback) cipherSuites.push(FALLBACK_SCSV);
       this._tls = forge.tls.createConnection({
@@ -504,9 +504,9 @@ const PySmtpTls = (() => {
 
     _versionHint() {
       return this._ctx.fallback
-        ? `before that, on another connection: ${this._ctx.fallback}; ${FORGE_HINT}: it most likely ` +
-            "speaks only TLS 1.2, which neither engine speaks"
-        : `it most likely requires TLS 1.2 or newer; ${FORGE_HINT}`;
+        ? `before that, on another connection: ${this._ctx.fallback}; so the server speaks neither TLS 1.2/1.3 ` +
+            `nor TLS 1.0/1.1 with RSA key exchange and AES-CBC (or something on the path interferes)`
+        : `it most likely requires TLS 1.2 or newer; ${FORGE_HINT}: choose tlsEngine "auto" or "openssl"`;
     }
 
     /** @param {Error} error */
@@ -551,8 +551,8 @@ const PySmtpTls = (() => {
           return ctx.error(
             "TLSError",
             `TLS handshake with ${hp} failed: ${ctx.fallback}; on a new connection it refused the fallback ` +
-              `to TLS 1.0/1.1 because it speaks a newer version (${alertText}): it most likely speaks only TLS 1.2, ` +
-              "which neither engine speaks (or someone on the path forged the TLS 1.3 refusal)",
+              `to TLS 1.0/1.1 because it speaks a newer version (${alertText}): someone on the path forged the ` +
+              "refusal of TLS 1.2/1.3, or the server is misconfigured",
             extra,
           );
         }
@@ -561,9 +561,9 @@ const PySmtpTls = (() => {
             "TLSError",
             `TLS handshake with ${hp} failed: ` +
               (ctx.fallback
-                ? `${ctx.fallback}; on a new connection it refused TLS 1.0/1.1 (node-forge) too (${alertText}): it most ` +
-                  "likely speaks only TLS 1.2, which neither engine speaks"
-                : `the server requires TLS 1.2 or newer, and ${FORGE_HINT} (${alertText})`),
+                ? `${ctx.fallback}; on a new connection it refused TLS 1.0/1.1 (node-forge) too (${alertText})`
+                : `the server requires TLS 1.2 or newer, and ${FORGE_HINT} (${alertText}): choose tlsEngine ` +
+                  '"auto" or "openssl"'),
             Object.assign(extra, { versionRefused: true }),
           );
         }
@@ -655,394 +655,447 @@ const PySmtpTls = (() => {
     }
   }
 
-  // == subtls =====================================================================================
+  // == OpenSSL ====================================================================================
+
+  // OpenSSL's codes that the messages below tell apart (include/openssl/sslerr.h, x509_vfy.h).
+  const ERR_LIB_SSL = 20;
+  const SSL_R_CERTIFICATE_VERIFY_FAILED = 134;
+  const SSL_R_UNSUPPORTED_PROTOCOL = 258;
+  const SSL_R_WRONG_VERSION_NUMBER = 267;
+  const SSL_R_PACKET_LENGTH_TOO_LONG = 198;
+  /** An alert the peer sent is reported as reason SSL_AD_REASON_OFFSET + its description. */
+  const SSL_AD_REASON_OFFSET = 1000;
+  const X509_V_ERR = {
+    UNABLE_TO_GET_ISSUER_CERT: 2,
+    CERT_NOT_YET_VALID: 9,
+    CERT_HAS_EXPIRED: 10,
+    DEPTH_ZERO_SELF_SIGNED_CERT: 18,
+    SELF_SIGNED_CERT_IN_CHAIN: 19,
+    UNABLE_TO_GET_ISSUER_CERT_LOCALLY: 20,
+    UNABLE_TO_VERIFY_LEAF_SIGNATURE: 21,
+    HOSTNAME_MISMATCH: 62,
+    IP_ADDRESS_MISMATCH: 64,
+  };
+  const UNTRUSTED = new Set([
+    X509_V_ERR.UNABLE_TO_GET_ISSUER_CERT,
+    X509_V_ERR.DEPTH_ZERO_SELF_SIGNED_CERT,
+    X509_V_ERR.SELF_SIGNED_CERT_IN_CHAIN,
+    X509_V_ERR.UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
+    X509_V_ERR.UNABLE_TO_VERIFY_LEAF_SIGNATURE,
+  ]);
+  /** Bytes moved in and out of WebAssembly memory per call (4 TLS records). */
+  const OPENSSL_SCRATCH = 64 * 1024;
 
   /**
-   * @param {any} option the subtls module, a function returning (a promise of) it, or undefined
-   *   for globalThis.subtls
+   * The OpenSSL module (web/openssl/tls.c, built by web/openssl/build.sh) with what the engine
+   * needs around its exports: one scratch buffer, strings, trust contexts. One per module, and
+   * one module per page: every connection shares it (it is single-threaded; calls never nest).
    */
-  async function resolveSubtls(option) {
-    let lib = option == null ? globalThis.subtls : option;
-    if (typeof lib === "function" && typeof lib.startTls !== "function") lib = await lib();
-    if (!lib || typeof lib.startTls !== "function" || typeof lib.ReadQueue !== "function" || !lib.TrustedCert) {
-      throw new Error("subtls is not available (serve dist/subtls.mjs beside pysmtp-wasm.js, or pass options.subtls)");
+  class OpenSSL {
+    /** @param {any} module the Emscripten module (PySmtpOpenSSL() resolved) */
+    constructor(module) {
+      this.m = module;
+      if (!module._pt_init()) {
+        throw new Error("OpenSSL could not start (no entropy: crypto.getRandomValues is missing?)");
+      }
+      this.scratch = module._malloc(OPENSSL_SCRATCH);
+      this.intPtr = module._malloc(4);
+      this._decoder = new TextDecoder();
+      /** @type {Map<string, {ctx: number, count: number, skipped: number}>} pinned contexts by `ca` */
+      this.pinned = new Map();
+    }
+
+    /** @param {number} ptr a NUL-terminated string in WebAssembly memory */
+    str(ptr) {
+      const heap = this.m.HEAPU8;
+      let end = ptr;
+      while (heap[end]) end++;
+      return this._decoder.decode(heap.subarray(ptr, end));
+    }
+
+    /**
+     * @template T
+     * @param {string} s @param {(ptr: number, length: number) => T} fn
+     * @returns {T} fn called with s as a NUL-terminated UTF-8 string in WebAssembly memory
+     */
+    withString(s, fn) {
+      const bytes = new TextEncoder().encode(s);
+      const ptr = this.m._malloc(bytes.length + 1);
+      try {
+        this.m.HEAPU8.set(bytes, ptr);
+        this.m.HEAPU8[ptr + bytes.length] = 0;
+        return fn(ptr, bytes.length);
+      } finally {
+        this.m._free(ptr);
+      }
+    }
+
+    /**
+     * A client context trusting the PEM certificates in `pem`.
+     * @param {string} pem @param {boolean} pinned any of them may end a chain, a leaf included
+     */
+    context(pem, pinned) {
+      const ctx = this.m._pt_ctx_new(pinned ? 1 : 0);
+      if (!ctx) throw new Error("OpenSSL could not make a TLS context");
+      const count = this.withString(pem, (ptr, length) => this.m._pt_ctx_add_pem(ctx, ptr, length, this.intPtr));
+      const skipped = this.m.HEAPU32[this.intPtr >> 2];
+      return { ctx, count, skipped };
+    }
+  }
+
+  /** @type {WeakMap<object, OpenSSL>} */
+  const openSSLs = new WeakMap();
+  /** @type {Promise<any> | null} the module made from globalThis.PySmtpOpenSSL */
+  let defaultOpenSSL = null;
+
+  /**
+   * @param {any} option the Emscripten module, a function returning (a promise of) it, or
+   *   undefined for globalThis.PySmtpOpenSSL (the factory openssl-tls.js defines)
+   * @returns {Promise<OpenSSL>}
+   */
+  async function resolveOpenSSL(option) {
+    let module = option;
+    if (module == null && typeof globalThis.PySmtpOpenSSL === "function") {
+      module = defaultOpenSSL ??= globalThis.PySmtpOpenSSL(); // one instance per page
+    }
+    if (typeof module === "function" && typeof module._pt_new !== "function") module = module();
+    module = await module;
+    if (!module || typeof module._pt_new !== "function") {
+      throw new Error("OpenSSL is not available (serve dist/openssl/ beside pysmtp-wasm.js, or pass options.openssl)");
+    }
+    let lib = openSSLs.get(module);
+    if (!lib) {
+      lib = new OpenSSL(module);
+      openSSLs.set(module, lib);
     }
     return lib;
   }
 
-  /** WebCrypto (crypto.subtle) exists only in secure contexts: https pages and localhost. */
-  function webCryptoProblem() {
-    const subtle = globalThis.crypto && globalThis.crypto.subtle;
-    if (subtle && globalThis.isSecureContext !== false) return null;
-    const where = (globalThis.location && globalThis.location.origin) || "this page";
-    return (
-      `TLS 1.3 (subtls) needs WebCrypto (crypto.subtle), which browsers give only to secure contexts: ` +
-      `pages served over https:// or from localhost; ${where} is not one. Serve the page over https ` +
-      `(or from localhost), or choose tlsEngine: "forge" explicitly (TLS 1.0/1.1 only, deprecated)`
-    );
-  }
+  /** @type {Map<string, Promise<{ctx: number, count: number, skipped: number}>>} */
+  const opensslRootsCache = new Map();
 
-  /**
-   * subtls's root database ({index: {offsets, subjects}, data}) built like its databaseFromPEM(),
-   * but one certificate at a time, skipping those subtls cannot parse instead of failing them all.
-   * @param {any} lib @param {string[]} blocks
-   */
-  async function subtlsDatabase(lib, blocks) {
-    const ders = [];
-    const subjects = /** @type {Record<string, number>} */ ({});
-    let skipped = 0;
-    for (const block of blocks) {
-      let der;
-      let cert;
-      try {
-        der = pemToDer(block);
-        cert = await lib.TrustedCert.create(der);
-      } catch (_) {
-        skipped += 1;
-        continue;
-      }
-      const index = ders.length;
-      if (cert.subjectKeyIdentifier) subjects[lib.hexFromU8(cert.subjectKeyIdentifier)] = index;
-      subjects[lib.Cert.stringFromDistinguishedName(cert.subject)] = index;
-      ders.push(der);
-    }
-    const offsets = [0];
-    for (const der of ders) offsets.push(offsets[offsets.length - 1] + der.length);
-    const data = new Uint8Array(offsets[offsets.length - 1]);
-    ders.forEach((der, i) => data.set(der, offsets[i]));
-    return { db: { index: { offsets, subjects }, data }, count: ders.length, skipped };
-  }
-
-  /** @type {Map<string, Promise<{db: any, count: number, skipped: number}>>} */
-  const subtlsRootsCache = new Map();
-
-  /** @type {WeakMap<any, any>} a ReadQueue subclass per subtls module */
-  const feedQueues = new WeakMap();
-
-  /** @param {any} lib a ReadQueue we feed from the WebSocket (subtls pulls from it) */
-  function feedQueue(lib) {
-    let FeedQueue = feedQueues.get(lib);
-    if (!FeedQueue) {
-      FeedQueue = class extends lib.ReadQueue {
-        constructor() {
-          super();
-          this.ended = false;
-        }
-        moreDataMayFollow() {
-          return !this.ended;
-        }
-      };
-      feedQueues.set(lib, FeedQueue);
-    }
-    return new FeedQueue();
-  }
-
-  const subtlsEngine = {
-    name: "subtls",
-    protocols: "TLS 1.3",
+  const opensslEngine = {
+    name: "openssl",
+    protocols: "TLS 1.2/1.3",
 
     /** @param {any} ctx */
     async prepare(ctx) {
-      const problem = webCryptoProblem();
-      if (problem) throw ctx.error("TLSError", `cannot start TLS with ${ctx.hostPort}: ${problem}`, { engine: "subtls" });
-      const lib = await resolveSubtls(ctx.subtls);
+      let lib;
+      try {
+        lib = await resolveOpenSSL(ctx.openssl);
+      } catch (error) {
+        throw ctx.error("TLSError", `cannot start TLS with ${ctx.hostPort}: ${error && error.message}`, { engine: "openssl" });
+      }
       if (ctx.ca) {
-        const blocks = ctx.ca.flatMap(pemBlocks);
-        const { db, count, skipped } = await subtlsDatabase(lib, blocks);
-        if (!count) {
+        const pem = ctx.ca.flatMap(pemBlocks).join("\n");
+        let trust = lib.pinned.get(pem);
+        if (!trust) {
+          trust = lib.context(pem, true);
+          lib.pinned.set(pem, trust);
+        }
+        if (!trust.count) {
           throw ctx.error(
             "TLSError",
-            `cannot verify the certificate of ${ctx.hostPort}: subtls cannot read the \`ca\` certificate` +
-              `${blocks.length > 1 ? "s" : ""} (it reads X.509 v3 certificates with RSA or ECDSA P-256/P-384 keys)`,
+            `cannot verify the certificate of ${ctx.hostPort}: OpenSSL cannot read the \`ca\` certificate` +
+              `${trust.skipped > 1 ? "s" : ""}`,
+            { engine: "openssl" },
           );
         }
         const anchors =
-          `the pinned \`ca\` certificate${count > 1 ? "s" : ""}` +
-          (skipped ? ` (${skipped} more that subtls cannot read were ignored)` : "");
-        return { lib, db, anchors, pinned: true };
+          `the pinned \`ca\` certificate${trust.count > 1 ? "s" : ""}` +
+          (trust.skipped ? ` (${trust.skipped} more that OpenSSL cannot read were ignored)` : "");
+        return { lib, ctx: trust.ctx, anchors };
       }
       if (ctx.rootsUrl) {
-        const roots = await loadRootsFor(ctx, "subtls", (url) =>
-          cachedRoots(subtlsRootsCache, url, async (blocks) => {
-            const parsed = await subtlsDatabase(lib, blocks);
-            if (!parsed.count) throw new Error("it contains no certificate subtls can read");
-            return parsed;
+        const roots = await loadRootsFor(ctx, "OpenSSL", (url) =>
+          cachedRoots(opensslRootsCache, url, async (blocks) => {
+            const trust = lib.context(blocks.join("\n"), false);
+            if (!trust.count) throw new Error("it contains no certificate OpenSSL can read");
+            return trust;
           }),
         );
         const anchors =
           `any of the ${roots.count} root certificates from ${ctx.rootsUrl}` +
-          (roots.skipped ? ` (${roots.skipped} that subtls cannot read were skipped)` : "");
-        return { lib, db: roots.db, anchors, pinned: false };
+          (roots.skipped ? ` (${roots.skipped} that OpenSSL cannot read were skipped)` : "");
+        return { lib, ctx: roots.ctx, anchors };
       }
       throw noAnchors(ctx);
     },
 
     /** @param {any} prepared @param {any} ctx @param {any} io */
     connect(prepared, ctx, io) {
-      return new SubtlsSession(prepared, ctx, io);
+      return new OpenSSLSession(prepared, ctx, io);
     },
   };
 
-  class SubtlsSession {
+  class OpenSSLSession {
     /** @param {any} prepared @param {any} ctx @param {any} io */
     constructor(prepared, ctx, io) {
-      this._prepared = prepared;
+      /** @type {OpenSSL} */
+      this._lib = prepared.lib;
+      this._anchors = prepared.anchors;
       this._ctx = ctx;
       this._io = io;
       this._closed = false;
       this._active = false;
-      this._queue = feedQueue(prepared.lib);
-      /** The server's first bytes, until its first record is complete (for the alert/version). */
-      /** @type {Uint8Array | null} */
-      this._head = new Uint8Array(0);
-      /** @type {{kind: "alert", level: number, description: number} | {kind: "hello", version: number} | {kind: "other", type: number} | null} */
-      this._first = null;
-      this._writes = Promise.resolve();
-      this.pending = 0;
-      this.busy = false;
-      /** @type {(() => Promise<Uint8Array | undefined>) | null} */
-      this._read = null;
-      /** @type {((u8: Uint8Array) => Promise<void>) | null} */
-      this._write = null;
-      const host = normalizeName(ctx.servername);
-      const isIp = !!ipBytes(host);
-      prepared.lib
-        .startTls(host, prepared.db, this._queue.read.bind(this._queue), (/** @type {Uint8Array} */ u8) => {
-          if (!this._closed) this._io.write(u8);
-        }, {
-          useSNI: !isIp, // RFC 6066: never an IP literal
-          // subtls wants digitalSignature in a CA's keyUsage (CAs have keyCertSign, often alone),
-          // and a serverAuth extKeyUsage in every leaf: we check the leaf's EKU below instead,
-          // as OpenSSL does (when it is present, it must allow serverAuth).
-          requireServerTlsExtKeyUsage: false,
-          requireDigitalSigKeyUsage: false,
-        })
-        .then(
-          (/** @type {any} */ result) => {
-            if (this._closed) return;
-            const leaf = result.userCert;
-            if (leaf && leaf.extKeyUsage && !leaf.extKeyUsage.serverTls) {
-              this._fail(
-                ctx.error("TLSError", `the certificate of ${ctx.hostPort} is not for TLS servers (its extKeyUsage lacks serverAuth)`, {
-                  engine: "subtls",
-                  certificate: true,
-                }),
-              );
-              return;
-            }
-            this._read = result.read;
-            this._write = result.write;
-            this._active = true;
-            this._io.secure({ engine: "subtls", protocol: "TLS 1.3" });
-            this._readLoop();
-          },
-          (/** @type {any} */ error) => this._fail(this._errorFrom(error)),
+      this._depth = 0;
+      /** @type {Uint8Array | null} the server's first bytes, to name what a non-TLS server said */
+      this._firstBytes = null;
+      this.pending = 0; // OpenSSL encrypts at once: nothing waits in here
+      this._host = normalizeName(ctx.servername);
+      this._ssl = this._lib.withString(this._host, (ptr) => this._lib.m._pt_new(prepared.ctx, ptr));
+      if (!this._ssl) {
+        this._closed = true;
+        queueMicrotask(() =>
+          io.fail(ctx.error("TLSError", `cannot start TLS with ${ctx.hostPort}: OpenSSL refused the name ${JSON.stringify(this._host)}`, { engine: "openssl" })),
         );
+        return;
+      }
+      this._call(() => this._pump()); // the ClientHello
     }
 
-    /** @param {Uint8Array} u8 */
+    get busy() {
+      return this._depth > 0;
+    }
+
+    /** @param {Uint8Array} u8 ciphertext from the network */
     receive(u8) {
       if (this._closed) return;
-      if (this._head) this._sniff(u8);
-      this._queue.enqueue(u8.slice());
+      if (!this._active && !this._firstBytes) this._firstBytes = u8.slice(0, 64);
+      this._call(() => {
+        const { m, scratch } = this._lib;
+        for (let i = 0; i < u8.length && !this._closed; i += OPENSSL_SCRATCH) {
+          const part = u8.subarray(i, i + OPENSSL_SCRATCH);
+          m.HEAPU8.set(part, scratch);
+          m._pt_feed(this._ssl, scratch, part.length);
+          this._pump();
+        }
+      });
     }
 
-    /** @param {Uint8Array} u8 */
+    /** @param {Uint8Array} u8 plaintext to encrypt and send (only after io.secure) */
     send(u8) {
-      if (this._closed || !this._write) return;
-      const copy = u8.slice(); // encrypted later: the caller may reuse its buffer
-      const write = this._write;
-      this.pending += copy.length;
-      // One write at a time: concurrent writes would interleave record sequence numbers.
-      this._writes = this._writes.then(async () => {
-        if (this._closed) return;
-        try {
-          await write(copy);
-        } catch (error) {
-          this._fail(this._ctx.error("TLSError", `TLS connection to ${this._ctx.hostPort} failed: ${error && error.message}`));
-        } finally {
-          this.pending -= copy.length;
+      if (this._closed || !this._active) return;
+      this._call(() => {
+        const { m, scratch } = this._lib;
+        for (let i = 0; i < u8.length && !this._closed; i += OPENSSL_SCRATCH) {
+          const part = u8.subarray(i, i + OPENSSL_SCRATCH);
+          m.HEAPU8.set(part, scratch);
+          if (m._pt_write(this._ssl, scratch, part.length) < 0) {
+            this._fail(this._errorFrom());
+            return;
+          }
         }
+        this._flush();
       });
     }
 
     /** The network closed. @returns {Error | null} */
     end() {
       if (this._closed) return null;
-      this._queue.ended = true;
-      this._queue.dequeue(); // a pending read gets "no more data"
-      if (this._active) return null;
-      this._closed = true;
-      return this._handshakeError(null);
+      if (this._active) {
+        this._free();
+        return null;
+      }
+      const error = this._notTls() || this._ctx.error(
+        "TLSError",
+        `TLS handshake with ${this._ctx.hostPort} failed: the server closed the connection during the handshake without ` +
+          `saying why (no alert); OpenSSL speaks TLS 1.2 and 1.3: for a server that speaks only TLS 1.0/1.1 and ` +
+          `hangs up instead of refusing, choose tlsEngine: "forge"`,
+        { engine: "openssl" },
+      );
+      this._free();
+      return error;
     }
 
     close() {
       if (this._closed) return;
+      if (this._active) {
+        // close_notify, written before the WebSocket closes
+        this._call(() => {
+          this._lib.m._pt_shutdown(this._ssl);
+          this._flush();
+        });
+      }
+      this._free();
+    }
+
+    _free() {
       this._closed = true;
-      this._queue.ended = true;
+      if (this._ssl) this._lib.m._pt_free(this._ssl);
+      this._ssl = 0;
+    }
+
+    /** @param {() => void} fn a call into OpenSSL; io callbacks may run inside it */
+    _call(fn) {
+      this._depth += 1;
       try {
-        this._queue.dequeue();
-      } catch (_) {
-        /* nothing was waiting */
+        fn();
+      } catch (error) {
+        this._fail(this._ctx.error("TLSError", `TLS failure on the connection to ${this._ctx.hostPort}: ${error && error.message}`, { engine: "openssl" }));
+      } finally {
+        this._depth -= 1;
       }
     }
 
-    async _readLoop() {
-      const read = /** @type {() => Promise<Uint8Array | undefined>} */ (this._read);
-      while (!this._closed) {
-        let record;
-        try {
-          record = await read();
-        } catch (error) {
-          if (!this._closed) {
-            this._fail(this._ctx.error("TLSError", `TLS connection to ${this._ctx.hostPort} failed: ${error && error.message}`));
-          }
+    /** Move the handshake on, then read what plaintext there is. */
+    _pump() {
+      const m = this._lib.m;
+      if (!this._active) {
+        const r = m._pt_handshake(this._ssl);
+        this._flush();
+        if (r === -2 || r === -1) {
+          this._fail(this._errorFrom());
           return;
         }
+        if (r === 0) return;
+        this._active = true;
+        this._io.secure({
+          engine: "openssl",
+          protocol: this._lib.str(m._pt_version(this._ssl)).replace(/^TLSv/, "TLS "),
+          cipher: this._lib.str(m._pt_cipher(this._ssl)),
+        });
         if (this._closed) return;
-        if (record === undefined) {
-          // close_notify, or the network closed (the socket reports that itself)
-          if (!this._queue.ended) {
-            this._closed = true;
-            this._io.closed();
-          }
-          return;
-        }
-        if (record.length) this._io.data(record.slice());
       }
+      this._readPlaintext();
+    }
+
+    _readPlaintext() {
+      const { m, scratch } = this._lib;
+      /** @type {Uint8Array[]} */
+      const parts = [];
+      let filled = 0;
+      let r = 0;
+      for (;;) {
+        r = m._pt_read(this._ssl, scratch + filled, OPENSSL_SCRATCH - filled);
+        if (r > 0) {
+          filled += r;
+          if (filled === OPENSSL_SCRATCH) {
+            parts.push(m.HEAPU8.slice(scratch, scratch + filled));
+            filled = 0;
+          }
+          continue;
+        }
+        break;
+      }
+      if (filled) parts.push(m.HEAPU8.slice(scratch, scratch + filled));
+      this._flush(); // a read may answer something (a KeyUpdate, a close_notify)
+      for (const part of parts) {
+        if (this._closed) return;
+        this._io.data(part);
+      }
+      if (this._closed) return;
+      if (r === -1) {
+        this._free();
+        this._io.closed(); // the peer's close_notify
+      } else if (r === -2) {
+        this._fail(this._errorFrom());
+      }
+    }
+
+    /** Hand the ciphertext OpenSSL wrote to the network, in one piece. */
+    _flush() {
+      const { m, scratch } = this._lib;
+      const total = m._pt_pending(this._ssl);
+      if (!total) return;
+      const out = new Uint8Array(total);
+      let got = 0;
+      while (got < total) {
+        const n = m._pt_take(this._ssl, scratch, Math.min(OPENSSL_SCRATCH, total - got));
+        if (n <= 0) break;
+        out.set(m.HEAPU8.subarray(scratch, scratch + n), got);
+        got += n;
+      }
+      if (!this._closed) this._io.write(got === total ? out : out.subarray(0, got));
     }
 
     /** @param {Error} error */
     _fail(error) {
       if (this._closed) return;
-      this._closed = true;
+      this._free();
       this._io.fail(error);
     }
 
-    /**
-     * Look at the server's first record: a plaintext alert, or the version in its ServerHello.
-     * @param {Uint8Array} u8
-     */
-    _sniff(u8) {
-      const head = /** @type {Uint8Array} */ (this._head);
-      const joined = new Uint8Array(head.length + u8.length);
-      joined.set(head);
-      joined.set(u8, head.length);
-      if (joined.length < (joined[0] === 21 ? 7 : 11)) {
-        this._head = joined;
-        return;
-      }
-      this._head = null;
-      const type = joined[0];
-      if (type === 21) {
-        this._first = { kind: "alert", level: joined[5], description: joined[6] };
-      } else if (type === 22 && joined[5] === 2) {
-        this._first = { kind: "hello", version: (joined[9] << 8) | joined[10] };
-      } else {
-        this._first = { kind: "other", type, bytes: joined.slice(0, 64) };
-      }
+    /** @returns {Error | null} when the server's first bytes are not TLS at all */
+    _notTls() {
+      const first = this._firstBytes;
+      if (!first || !first.length || (first[0] >= 20 && first[0] <= 24)) return null;
+      return this._ctx.error(
+        "TLSError",
+        `TLS handshake with ${this._ctx.hostPort} failed: the server did not answer in TLS (it sent ${preview(first)}); ` +
+          "is this a plaintext port? (for STARTTLS, connect without useSecureTransport)",
+        { engine: "openssl" },
+      );
     }
 
-    /** @param {any} error subtls's Error, or null when the network closed */
-    _errorFrom(error) {
-      const message = String((error && error.message) || error || "unknown error").split("\n")[0].trim();
+    /** The error of the call that just failed, in OpenSSL's words and ours. */
+    _errorFrom() {
+      const { m } = this._lib;
       const ctx = this._ctx;
       const hp = ctx.hostPort;
-      const extra = { engine: "subtls", certificate: true };
-      const anchors = this._prepared.anchors;
-      if (/No matching subjectAltName/.test(message)) {
-        return ctx.error(
-          "TLSError",
-          `the certificate of ${hp} is not valid for ${normalizeName(ctx.servername)}: none of its DNS names matches ` +
-            `(subtls: ${message}${ipBytes(normalizeName(ctx.servername)) ? "; subtls checks DNS names only, not IP addresses" : ""})`,
-          extra,
-        );
-      }
-      if (/End-user certificate is not valid now/.test(message)) {
-        return ctx.error("TLSError", `the certificate of ${hp} is not valid now: it has expired or is not yet valid (subtls: ${message})`, extra);
-      }
-      if (/Signing certificate is not valid now/.test(message)) {
-        return ctx.error("TLSError", `the certificate of ${hp} is not trusted: a CA certificate of its chain has expired or is not yet valid (subtls: ${message})`, extra);
-      }
-      if (/Ran out of certificates|did not end in a trusted root/.test(message)) {
-        return ctx.error(
-          "TLSError",
-          `the certificate of ${hp} is not trusted: it does not chain to ${anchors} (subtls: ${message}` +
-            (this._prepared.pinned ? "; with subtls, `ca` must hold a CA certificate of the chain (its root or an intermediate), not the leaf alone" : "") +
-            ")",
-          extra,
-        );
-      }
-      if (/certificate verify failed|Unsupported signing|basicConstraints|pathLength|keyUsage|extKeyUsage/.test(message)) {
-        return ctx.error("TLSError", `the certificate of ${hp} is not trusted: ${message}`, extra);
-      }
-      if (/Invalid server verify hash|certificate verify signature type/.test(message)) {
-        return ctx.error("TLSError", `TLS handshake with ${hp} failed: the server's handshake signature could not be verified (subtls: ${message}; it verifies ECDSA P-256/SHA-256 and RSA-PSS/SHA-256 only)`, { engine: "subtls" });
-      }
-      if (/HelloRetryRequest/.test(message)) {
-        return ctx.error("TLSError", `TLS handshake with ${hp} failed: the server wants a key exchange group other than P-256, the only one subtls offers (subtls: ${message})`, { engine: "subtls" });
-      }
-      return this._handshakeError(message);
-    }
-
-    /** @param {string | null} message subtls's, or null when the network closed */
-    _handshakeError(message) {
-      const ctx = this._ctx;
-      const hp = ctx.hostPort;
-      const first = this._first || (this._head && this._head.length ? { kind: "partial" } : null);
-      const detail = message ? ` (subtls: ${message})` : "";
-      if (!this._active && first && first.kind === "alert") {
-        const alertText = `server alert: ${alertName(first.description)}`;
-        const extra = { engine: "subtls", alert: first.description, alertOrigin: "server" };
-        if (first.description === ALERT_PROTOCOL_VERSION) {
+      const str = (/** @type {number} */ p) => this._lib.str(p);
+      m._pt_error_take();
+      const lib = m._pt_error_lib();
+      const reason = m._pt_error_reason();
+      const text = str(m._pt_error_string());
+      const what = this._active ? "TLS connection to" : "TLS handshake with";
+      if (lib === ERR_LIB_SSL && reason === SSL_R_CERTIFICATE_VERIFY_FAILED && this._ssl) {
+        const code = m._pt_verify_result(this._ssl);
+        const words = str(m._pt_verify_string(code));
+        const names = str(m._pt_peer_names(this._ssl));
+        const extra = { engine: "openssl", certificate: true, verifyCode: code };
+        if (code === X509_V_ERR.HOSTNAME_MISMATCH || code === X509_V_ERR.IP_ADDRESS_MISMATCH) {
           return ctx.error(
             "TLSError",
-            `TLS handshake with ${hp} failed: the server refused TLS 1.3 (${alertText}); ${SUBTLS_HINT}`,
+            `the certificate of ${hp} is not valid for ${this._host} (OpenSSL: ${words}): it is for ${names || "no name"}`,
+            extra,
+          );
+        }
+        if (code === X509_V_ERR.CERT_HAS_EXPIRED || code === X509_V_ERR.CERT_NOT_YET_VALID) {
+          return ctx.error("TLSError", `the certificate of ${hp} is not valid now (OpenSSL: ${words})`, extra);
+        }
+        if (UNTRUSTED.has(code)) {
+          return ctx.error(
+            "TLSError",
+            `the certificate of ${hp} is not trusted: it does not chain to ${this._anchors} (OpenSSL: ${words})`,
+            extra,
+          );
+        }
+        return ctx.error("TLSError", `the certificate of ${hp} is not trusted (OpenSSL: ${words})`, extra);
+      }
+      if (lib === ERR_LIB_SSL && reason >= SSL_AD_REASON_OFFSET && reason < SSL_AD_REASON_OFFSET + 256) {
+        const description = reason - SSL_AD_REASON_OFFSET;
+        const alertText = `server alert: ${alertName(description)}`;
+        const extra = { engine: "openssl", alert: description, alertOrigin: "server" };
+        if (!this._active && description === ALERT_PROTOCOL_VERSION) {
+          return ctx.error(
+            "TLSError",
+            `${what} ${hp} failed: the server refused TLS 1.2 and 1.3 (${alertText})`,
             Object.assign(extra, { versionRefused: true }),
           );
         }
+        return ctx.error("TLSError", `${what} ${hp} failed (${alertText})`, extra);
+      }
+      if (!this._active && lib === ERR_LIB_SSL && reason === SSL_R_UNSUPPORTED_PROTOCOL) {
         return ctx.error(
           "TLSError",
-          `TLS handshake with ${hp} failed: the server refused the TLS 1.3 handshake (${alertText}); subtls offers ` +
-            "only TLS_AES_128_GCM_SHA256 with P-256 key exchange",
-          extra,
+          `${what} ${hp} failed: the server chose a TLS version older than 1.2 (OpenSSL: ${text})`,
+          { engine: "openssl", versionRefused: true },
         );
       }
-      if (!this._active && first && first.kind === "hello" && first.version < 0x0303) {
-        const name = first.version === 0x0302 ? "TLS 1.1" : first.version === 0x0301 ? "TLS 1.0" : `version 0x${first.version.toString(16)}`;
-        return ctx.error(
-          "TLSError",
-          `TLS handshake with ${hp} failed: the server chose ${name} in its ServerHello; ${SUBTLS_HINT}`,
-          { engine: "subtls", versionRefused: true, serverVersion: first.version },
-        );
+      if (!this._active && lib === ERR_LIB_SSL && (reason === SSL_R_WRONG_VERSION_NUMBER || reason === SSL_R_PACKET_LENGTH_TOO_LONG)) {
+        const notTls = this._notTls();
+        if (notTls) return notTls;
       }
-      if (!this._active && first && first.kind === "other") {
-        if (first.type < 20 || first.type > 24) {
-          return ctx.error(
-            "TLSError",
-            `TLS handshake with ${hp} failed: the server did not answer in TLS (it sent ${preview(first.bytes)}); ` +
-              "is this a plaintext port? (for STARTTLS, connect without useSecureTransport)",
-            { engine: "subtls" },
-          );
-        }
-      }
-      if (message === null) {
-        return ctx.error(
-          "TLSError",
-          `TLS handshake with ${hp} failed: the server closed the connection during the TLS 1.3 handshake without ` +
-            `saying why (no alert); ${SUBTLS_HINT}: for a server that speaks only TLS 1.0/1.1, choose tlsEngine: "forge"`,
-          { engine: "subtls" },
-        );
-      }
-      return ctx.error("TLSError", `TLS handshake with ${hp} failed${detail}`, { engine: "subtls" });
+      return ctx.error("TLSError", `${what} ${hp} failed (OpenSSL: ${text || "unknown error"})`, { engine: "openssl" });
     }
   }
 
   /** @type {Record<string, any>} */
-  const engines = { subtls: subtlsEngine, forge: forgeEngine };
+  const engines = { openssl: opensslEngine, forge: forgeEngine };
 
   /** What each tlsEngine option value tries, in order. */
-  const PLANS = { auto: ["subtls", "forge"], subtls: ["subtls"], forge: ["forge"] };
+  const PLANS = { auto: ["openssl", "forge"], openssl: ["openssl"], forge: ["forge"] };
 
-  return { engines, PLANS, makeError, pemBlocks, webCryptoProblem };
+  return { engines, PLANS, makeError, pemBlocks };
 })();
