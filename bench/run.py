@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gzip
 import http.server
 import json
 import os
@@ -239,7 +240,7 @@ def smtplib_small(port: int, count: int, runs: int) -> float:
 # -- the benchmark ---------------------------------------------------------------------------------
 
 
-GROUPS = ("native", "cold", "raw", "throughput", "small", "memory")
+GROUPS = ("native", "cold", "raw", "throughput", "tls", "small", "memory")
 
 
 def main() -> int:
@@ -416,23 +417,6 @@ def main() -> int:
                         )
                     ),
                 )
-                put(
-                    "raw_limit_tls_MBps",
-                    "pysmtp_socket",
-                    mbps(
-                        many(
-                            "window.bench.raw(arguments[0])",
-                            {
-                                "via": "socket",
-                                "proxy": urls["raw_tls"],
-                                "port": ports["raw_tls"],
-                                "tls": True,
-                                "ca": ca,
-                                "passes": passes_20,
-                            },
-                        )
-                    ),
-                )
 
             # throughput: run by run, the raw path and the clients one after the other, so that
             # each ratio compares figures taken under the same conditions (on this shared VM
@@ -463,10 +447,38 @@ def main() -> int:
                         put(
                             "throughput_vs_emailjs", who, median([mine / theirs for mine, _, theirs in pairs])
                         )
-                for who, kind in (("pysmtp_wasm", "pysmtp"), ("emailjs", "emailjs")):
-                    tls = {**plain, "client": kind, "proxy": urls["smtp_tls"], "port": ports["smtp_tls"],
-                           "tls": True, "ca": ca}  # fmt: skip
+
+            # TLS: OpenSSL (TLS 1.3 against the sink's modern port) beside node-forge and emailjs
+            # (TLS 1.0/1.1 against its legacy port, all they speak): throughput, the path's limit
+            # through each engine, the handshake, connect() to the first onidle, the module's size
+            if "tls" in only:
+                engines = {
+                    "pysmtp_wasm_openssl": ("pysmtp", "openssl", "smtp_tls_modern", "raw_tls_modern"),
+                    "pysmtp_wasm_forge": ("pysmtp", "forge", "smtp_tls", "raw_tls"),
+                    "emailjs": ("emailjs", None, "smtp_tls", None),
+                }
+                for who, (kind, engine, port, raw_port) in engines.items():
+                    tls = {"client": kind, "engine": engine, "proxy": urls[port], "port": ports[port],
+                           "passes": passes_20, "tls": True, "ca": ca}  # fmt: skip
                     put("throughput_tls_MBps", who, mbps(many("window.bench.throughput(arguments[0])", tls)))
+                    if raw_port:
+                        raw_tls = {**tls, "via": "socket", "proxy": urls[raw_port], "port": ports[raw_port]}
+                        put("raw_limit_tls_MBps", who, mbps(many("window.bench.raw(arguments[0])", raw_tls)))
+                    setup = run_js(
+                        driver,
+                        "window.bench.tlsSetup(arguments[0])",
+                        {**tls, "count": 3 if args.quick else 21},
+                    )
+                    # the first of each is a cold start (the engine's module loads): left out
+                    if setup["handshakeMs"]:
+                        put("tls_handshake_ms", who, median(setup["handshakeMs"][1:] or setup["handshakeMs"]))
+                    put("tls_connect_to_idle_ms", who, median(setup["idleMs"][1:] or setup["idleMs"]))
+                wasm = ROOT / "dist" / "openssl" / "openssl-tls.wasm"
+                put(
+                    "openssl_module_gzip_KB",
+                    "pysmtp_wasm_openssl",
+                    len(gzip.compress(wasm.read_bytes(), 9)) / 1000,
+                )
 
             # small messages
             for client in ("pysmtp_wasm", "emailjs") if "small" in only else ():

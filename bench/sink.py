@@ -7,8 +7,10 @@ Listeners (all on 127.0.0.1):
   smtp        plain SMTP, no PIPELINING advertised
   smtp_pipe   plain SMTP with PIPELINING
   smtp_tls    implicit TLS (TLS 1.0/1.1, AES-CBC-SHA: what node-forge speaks), PIPELINING
+  smtp_tls_modern  implicit TLS with Python's default server settings (TLS 1.2/1.3), PIPELINING
   raw         reads "N\\r\\n", then N bytes, answers "OK\\r\\n" (again and again)
-  raw_tls     the same over implicit TLS
+  raw_tls     the same over implicit TLS (TLS 1.0/1.1)
+  raw_tls_modern  the same over TLS 1.2/1.3
 
 Every reply is written as soon as the commands in hand are parsed, so PIPELINING works: a
 batch of commands gets one batch of replies. DATA is scanned for CRLF.CRLF with a 4-byte carry
@@ -135,15 +137,24 @@ def legacy_context(cert: str, key: str) -> ssl.SSLContext:
     return context
 
 
+def modern_context(cert: str, key: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
 async def main(cert: str, key: str) -> None:
     loop = asyncio.get_running_loop()
     tls = legacy_context(cert, key)
+    modern = modern_context(cert, key)
     factories = {
         "smtp": (lambda: SmtpSink(False), None),
         "smtp_pipe": (lambda: SmtpSink(True), None),
         "smtp_tls": (lambda: SmtpSink(True), tls),
+        "smtp_tls_modern": (lambda: SmtpSink(True), modern),
         "raw": (RawSink, None),
         "raw_tls": (RawSink, tls),
+        "raw_tls_modern": (RawSink, modern),
     }
     ports = {}
     for name, (factory, context) in factories.items():

@@ -114,7 +114,7 @@ def test_options_are_checked():
     with pytest.raises(SmtpUsageError, match="pass or xoauth2"):
         parse_options({"auth": {"user": "u"}})
     with pytest.raises(SmtpUsageError, match="tlsEngine must be one of"):
-        parse_options({"tlsEngine": "openssl"}, frozenset({"tlsEngine"}))
+        parse_options({"tlsEngine": "subtls"}, frozenset({"tlsEngine"}))
     assert parse_options({"tlsEngine": "forge"}, frozenset({"tlsEngine"})).extra == {"tlsEngine": "forge"}
     options = parse_options({"auth": {"user": "u", "pass": "p"}, "authMethod": "plain", "lmtp": 1})
     assert options.auth_method == "PLAIN" and options.lmtp is True

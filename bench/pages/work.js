@@ -70,8 +70,9 @@
       client.logLevel = client.LOG_LEVEL_NONE;
     } else {
       const options = { proxy: spec.proxy };
-      // The sink speaks TLS 1.0/1.1 (what node-forge can): measure node-forge, as for emailjs.
-      if (spec.tls) Object.assign(options, { useSecureTransport: true, ca: spec.ca, tlsEngine: "forge" });
+      // spec.engine: "openssl" against the sink's TLS 1.2/1.3 port, "forge" (as emailjs) against
+      // its TLS 1.0/1.1 port.
+      if (spec.tls) Object.assign(options, { useSecureTransport: true, ca: spec.ca, tlsEngine: spec.engine || "forge" });
       client = new api.SmtpClient("localhost", spec.port, options);
     }
     const waiters = { idle: [], ready: [], done: [], drain: [], close: [] };
@@ -208,7 +209,7 @@
       return { ms: t1 - t0, bytes: total };
     }
     const sock = PySmtpSocket.open("localhost", spec.port, {
-      proxy: spec.proxy, useSecureTransport: !!spec.tls, ca: spec.ca, forge: globalThis.forge, tlsEngine: "forge",
+      proxy: spec.proxy, useSecureTransport: !!spec.tls, ca: spec.ca, tlsEngine: spec.engine || "forge",
     });
     await new Promise((resolve, reject) => ((sock.onopen = resolve), (sock.onerror = (e) => reject(e.data))));
     let drain = null;
@@ -227,5 +228,28 @@
     return { ms: t1 - t0, bytes: total };
   }
 
-  window.bench = { ready, throughput, smallMessages, raw, PASS_BYTES };
+  /** TLS set-up, `count` times: the socket's handshake (ClientHello to verified certificate,
+   * measured by PySmtpSocket) and, for whole clients, connect() to the first onidle. */
+  async function tlsSetup(spec) {
+    await ready;
+    const handshakeMs = [];
+    const idleMs = [];
+    for (let i = 0; i < spec.count; i++) {
+      if (spec.client === "pysmtp") {
+        const sock = PySmtpSocket.open("localhost", spec.port, {
+          proxy: spec.proxy, useSecureTransport: true, ca: spec.ca, tlsEngine: spec.engine,
+        });
+        await new Promise((resolve, reject) => ((sock.onopen = resolve), (sock.onerror = (e) => reject(e.data))));
+        handshakeMs.push(sock.tls.handshakeMs);
+        await new Promise((resolve) => ((sock.onclose = resolve), sock.close()));
+      }
+      const t0 = performance.now();
+      const c = await connected(spec);
+      idleMs.push(performance.now() - t0);
+      await quit(c);
+    }
+    return { handshakeMs, idleMs };
+  }
+
+  window.bench = { ready, throughput, smallMessages, raw, tlsSetup, PASS_BYTES };
 })();

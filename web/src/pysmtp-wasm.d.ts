@@ -12,7 +12,7 @@ export interface SmtpClientOptions {
   auth?: { user: string; pass?: string; xoauth2?: string };
   /** Force a mechanism: "PLAIN", "LOGIN", "XOAUTH2" or "CRAM-MD5". */
   authMethod?: "PLAIN" | "LOGIN" | "XOAUTH2" | "CRAM-MD5" | string;
-  /** PEM certificate(s): trust exactly these (pinning). */
+  /** PEM certificate(s): trust exactly these (pinning); any of them ends a chain, a leaf included. */
   ca?: string | string[];
   /** Send the message as given: no dot-stuffing, no line-ending repair. */
   disableEscaping?: boolean;
@@ -35,11 +35,11 @@ export interface SmtpClientOptions {
 }
 
 /**
- * "auto": TLS 1.3 (subtls) first; node-forge (TLS 1.0/1.1) on a new connection only when the server
- * refuses the protocol version. "subtls": TLS 1.3 only (needs a secure context: https or localhost).
- * "forge": TLS 1.0/1.1 only (deprecated by RFC 8996).
+ * "auto": TLS 1.2/1.3 with OpenSSL (WebAssembly, dist/openssl/) first; node-forge (TLS 1.0/1.1) on a
+ * new connection only when the server refuses the protocol version. "openssl": TLS 1.2/1.3 only.
+ * "forge": TLS 1.0/1.1 only (deprecated by RFC 8996). No engine needs WebCrypto or a secure context.
  */
-export type TlsEngine = "auto" | "subtls" | "forge";
+export type TlsEngine = "auto" | "openssl" | "forge";
 
 export interface Envelope {
   /** The sender (default "anonymous@" + name); "" is the null sender. */

@@ -183,7 +183,11 @@ const PySmtpSocket = (() => {
       this.port = portNumber;
       /** true once TLS is active (handshake done, certificate verified) */
       this.ssl = false;
-      /** @type {{engine: string, protocol: string, cipher: string | null, fallback: string | null} | null} once TLS is active */
+      /**
+       * Once TLS is active: the engine, "TLS 1.3", the cipher suite (OpenSSL), why the engine was
+       * a fallback, and the handshake's time from the ClientHello to the verified certificate.
+       * @type {{engine: string, protocol: string, cipher: string | null, fallback: string | null, handshakeMs: number} | null}
+       */
       this.tls = null;
       /** @type {"connecting" | "open" | "closing" | "closed"} */
       this.readyState = "connecting";
@@ -265,6 +269,7 @@ const PySmtpSocket = (() => {
       /** @type {Uint8Array[]} ciphertext received before the TLS session exists */
       this._cipherIn = [];
       this._needDrain = false;
+      this._handshakeStart = 0;
       this._drainTimer = null;
       this._closeTimer = null;
       this._drainTick = this._drainTick.bind(this);
@@ -575,6 +580,7 @@ const PySmtpSocket = (() => {
       if (this._ws.readyState !== WS_OPEN) return;
       const ws = this._ws;
       this._tlsState = "handshaking";
+      this._handshakeStart = performance.now();
       const current = () => !this._done && this._ws === ws;
       this._session = this._engine.connect(this._prepared, this._context(), {
         write: (/** @type {Uint8Array} */ u8) => {
@@ -606,7 +612,13 @@ const PySmtpSocket = (() => {
     _onSecure(info) {
       this._tlsState = "active";
       this.ssl = true;
-      this.tls = { engine: info.engine, protocol: info.protocol, cipher: info.cipher ?? null, fallback: this._fallback };
+      this.tls = {
+        engine: info.engine,
+        protocol: info.protocol,
+        cipher: info.cipher ?? null,
+        fallback: this._fallback,
+        handshakeMs: performance.now() - this._handshakeStart, // ClientHello to verified
+      };
       const queued = this._queueSecure;
       this._queueSecure = [];
       for (const u8 of queued) {

@@ -899,7 +899,7 @@ const PySmtpTls = (() => {
       }
       const error = this._notTls() || this._ctx.error(
         "TLSError",
-        `TLS handshake with ${this._ctx.hostPort} failed: the server closed the connection during the handshake without ` +
+        `TLS handshake with ${this._ctx.hostPort} failed: the server closed the connection during the TLS handshake without ` +
           `saying why (no alert); OpenSSL speaks TLS 1.2 and 1.3: for a server that speaks only TLS 1.0/1.1 and ` +
           `hangs up instead of refusing, choose tlsEngine: "forge"`,
         { engine: "openssl" },
