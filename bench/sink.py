@@ -7,7 +7,10 @@ Listeners (all on 127.0.0.1):
   smtp        plain SMTP, no PIPELINING advertised
   smtp_pipe   plain SMTP with PIPELINING
   smtp_tls    implicit TLS (TLS 1.0/1.1, AES-CBC-SHA: what node-forge speaks), PIPELINING
-  smtp_tls_modern  implicit TLS with Python's default server settings (TLS 1.2/1.3), PIPELINING
+  smtp_tls_modern  implicit TLS 1.2/1.3, the client's cipher order honoured (as Postfix, Exim and
+              Dovecot do by default), PIPELINING
+  smtp_tls_server_order  the same with Python's default server settings, which impose the
+              server's order (OpenSSL's: AES-256-GCM first)
   raw         reads "N\\r\\n", then N bytes, answers "OK\\r\\n" (again and again)
   raw_tls     the same over implicit TLS (TLS 1.0/1.1)
   raw_tls_modern  the same over TLS 1.2/1.3
@@ -137,8 +140,10 @@ def legacy_context(cert: str, key: str) -> ssl.SSLContext:
     return context
 
 
-def modern_context(cert: str, key: str) -> ssl.SSLContext:
+def modern_context(cert: str, key: str, server_order: bool) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    if not server_order:
+        context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
     context.load_cert_chain(cert, key)
     return context
 
@@ -146,12 +151,13 @@ def modern_context(cert: str, key: str) -> ssl.SSLContext:
 async def main(cert: str, key: str) -> None:
     loop = asyncio.get_running_loop()
     tls = legacy_context(cert, key)
-    modern = modern_context(cert, key)
+    modern = modern_context(cert, key, server_order=False)
     factories = {
         "smtp": (lambda: SmtpSink(False), None),
         "smtp_pipe": (lambda: SmtpSink(True), None),
         "smtp_tls": (lambda: SmtpSink(True), tls),
         "smtp_tls_modern": (lambda: SmtpSink(True), modern),
+        "smtp_tls_server_order": (lambda: SmtpSink(True), modern_context(cert, key, server_order=True)),
         "raw": (RawSink, None),
         "raw_tls": (RawSink, tls),
         "raw_tls_modern": (RawSink, modern),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # web/openssl/build.sh OUTDIR — OpenSSL 3 and tls.c compiled to WebAssembly with Debian's
 # emscripten: writes OUTDIR/openssl-tls.js (the loader, a classic script defining
-# PySmtpOpenSSL) and OUTDIR/openssl-tls.wasm.
+# PySmtpOpenSSL), OUTDIR/openssl-tls.wasm and OUTDIR/LICENSE-openssl.txt.
 #
 # Pinned inputs: openssl.pin (the source tarball's version and sha256), tls.c, this script, the
 # emcc version. The result is cached outside the work tree under a key made of those inputs
@@ -85,7 +85,7 @@ if [ ! -f "$libs/libcrypto.a" ]; then
     exit 1
   }
   mkdir -p "$work/lib"
-  cp -r "$src/include" "$src/libssl.a" "$src/libcrypto.a" "$work/lib/"
+  cp -r "$src/include" "$src/libssl.a" "$src/libcrypto.a" "$src/LICENSE.txt" "$work/lib/"
   rm -rf "$libs"
   mv "$work/lib" "$libs"
 fi
@@ -97,9 +97,11 @@ if [ ! -f "$built/openssl-tls.wasm" ]; then
     rm -rf "$tmp"
     exit 1
   }
+  cp "$libs/LICENSE.txt" "$tmp/LICENSE-openssl.txt" # Apache-2.0: its text goes with the binary
+  chmod 755 "$tmp"
   rm -rf "$built"
   mv "$tmp" "$built"
 fi
 mkdir -p "$out"
-cp "$built/openssl-tls.js" "$built/openssl-tls.wasm" "$out/"
-chmod 644 "$out/openssl-tls.js" "$out/openssl-tls.wasm"
+cp "$built/openssl-tls.js" "$built/openssl-tls.wasm" "$built/LICENSE-openssl.txt" "$out/"
+chmod 644 "$out/openssl-tls.js" "$out/openssl-tls.wasm" "$out/LICENSE-openssl.txt"
