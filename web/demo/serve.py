@@ -4,9 +4,9 @@
   ``/api/config`` (the SMTP targets the page may use), ``/api/messages`` (what the embedded
   server received, newest first) and ``/api/messages/<id>.eml`` (one message, as received);
 - an embedded aiosmtpd that keeps every message in a store directory, on two ports: plain SMTP
-  offering STARTTLS, and implicit TLS. Its TLS is what node-forge speaks (TLS 1.0/1.1,
-  AES-CBC-SHA, an RSA certificate made at start-up), and it accepts AUTH PLAIN/LOGIN for a
-  demo user without requiring it;
+  offering STARTTLS, and implicit TLS. Its TLS is Python's default server TLS (TLS 1.2/1.3,
+  a self-signed RSA certificate made at start-up, which the page pins), what the page's default
+  engine (OpenSSL) speaks, and it accepts AUTH PLAIN/LOGIN for a demo user without requiring it;
 - websockify, whose token file names only those targets (or the one real server given with
   ``--smtp-host``): the page picks a token, never a host, so the proxy cannot reach anything
   else. It also accepts WebSockets only from the demo page's own origin, so that other pages
@@ -46,11 +46,11 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-# The certificate and TLS helpers the tests use for node-forge's servers serve the demo too.
+# The certificate and TLS helpers of the tests serve the demo too.
 sys.path.insert(0, str(ROOT))
 from tests.servers import (  # noqa: E402
-    legacy_tls_context,
     make_rsa_certificate,
+    modern_tls_context,
     permissive_client_context,
     wait_for_port,
 )
@@ -184,8 +184,8 @@ def start_smtp(port: int, handler: Handler, *, starttls: ssl.SSLContext | None,
                implicit_tls: ssl.SSLContext | None) -> Controller:  # fmt: skip
     class DemoController(Controller):
         def _trigger_server(self) -> None:
-            # aiosmtpd's start-up check speaks TLS with a default (TLS 1.2+) context, which a
-            # TLS 1.1 server refuses: check with a context that accepts anything.
+            # aiosmtpd's start-up check would have to trust our self-signed certificate:
+            # check with a context that accepts anything.
             if not self.ssl_context:
                 super()._trigger_server()  # type: ignore[no-untyped-call]
                 return
@@ -401,8 +401,8 @@ def serve(args: argparse.Namespace, stopping: threading.Event) -> int:
             certificate = make_rsa_certificate(workdir)
             ca = certificate.cert_pem
             for port, via, starttls, implicit in (
-                (args.smtp_port, "smtp", legacy_tls_context(certificate), None),
-                (args.smtps_port, "smtps", None, legacy_tls_context(certificate)),
+                (args.smtp_port, "smtp", modern_tls_context(certificate), None),
+                (args.smtps_port, "smtps", None, modern_tls_context(certificate)),
             ):
                 try:
                     controller = start_smtp(
@@ -454,7 +454,7 @@ def serve(args: argparse.Namespace, stopping: threading.Event) -> int:
         print(f"\n  pysmtp-wasm demo: open http://127.0.0.1:{args.http_port}/\n", flush=True)
         if store is not None:
             print(f"  embedded SMTP:  localhost:{args.smtp_port} (STARTTLS), "
-                  f"localhost:{args.smtps_port} (implicit TLS); TLS 1.0/1.1 for node-forge")  # fmt: skip
+                  f"localhost:{args.smtps_port} (implicit TLS); TLS 1.2/1.3")  # fmt: skip
             print(f"  demo login:     user {DEMO_USER!r}, password {DEMO_PASSWORD!r} (optional)")
             kept = "" if args.store else " (temporary: removed at exit; --store DIR keeps it)"
             print(f"  messages:       {store.directory}{kept}")
