@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -122,7 +123,7 @@ def test_the_demo_stack_sends_from_the_compose_page(
 
     # The page fills in the demo login: AUTH follows STARTTLS, masked in the transcript.
     assert "\nC\nSTARTTLS" in transcript and "\nC\nAUTH PLAIN ****" in transcript
-    assert "TLS 1.3, TLS_CHACHA20_POLY1305_SHA256 (openssl)" in transcript  # the default engine
+    assert re.search(r"\nTLS 1\.3, TLS_\w+ \(openssl\)\n", transcript), transcript  # the default engine
     assert base64.b64encode(b"\0demo\0demo").decode() not in transcript
     (meta,) = stack.api("api/messages")
     assert meta["tls"] is True and meta["login"] == "demo" and meta["mail_from"] == "zoe@example.com"
