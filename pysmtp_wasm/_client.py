@@ -23,7 +23,6 @@ from ._options import parse_options
 from ._transport import TimerHandle, Transport, TransportFactory
 from .errors import (
     SmtpConnectionError,
-    SmtpEnvelopeError,
     SmtpError,
     SmtpReplyError,
     SmtpTimeoutError,
@@ -201,18 +200,11 @@ class SmtpClient:
         """Send MAIL FROM, RCPT TO and DATA; ``onready(failedRecipients)`` follows.
 
         An envelope that cannot be sent (no recipients, an unsafe address, ...) is reported
-        through ``onerror`` with a :class:`SmtpEnvelopeError` (``fatal`` false): nothing is
-        sent and the connection stays idle. Calling it outside ``onidle``'s state raises
-        :class:`SmtpUsageError`.
+        through ``onerror`` with a :class:`SmtpEnvelopeError`: nothing of it is sent, the
+        session ends with QUIT, and ``onclose(true)`` follows, as after every error. Calling it
+        outside ``onidle``'s state raises :class:`SmtpUsageError` (and changes nothing).
         """
-        engine = self._require_engine("useEnvelope()")
-        try:
-            events = engine.use_envelope(envelope)
-        except SmtpEnvelopeError as error:
-            self._log("*", f"envelope refused: {error}")
-            self._call(self.onerror, error)
-            return
-        self._after(events)
+        self._after(self._require_engine("useEnvelope()").use_envelope(envelope))
 
     def send(self, chunk: bytes | str) -> bool:
         """Stream a chunk of the message. Returns False when the buffer is full: then wait
@@ -437,12 +429,14 @@ class SmtpClient:
             self._transport.start_tls()
         elif isinstance(event, Failed):
             self._error = event.error
-            self._cancel_timer()
+            if not event.quitting:
+                self._cancel_timer()  # (with QUIT under way, its timer runs on)
             self._log("*", f"error: {event.error}")
             self._call(self.onerror, event.error)
             if self._operation is not None:
                 self._operation.fail(event.error)
-            self._transport.close()
+            if not event.quitting:
+                self._transport.close()  # onclose(true) follows when the transport reports it
         elif isinstance(event, Finished):
             self._cancel_timer()
             self._transport.close()

@@ -92,6 +92,7 @@ class SmtpEngine:
         self._out: list[bytes] = []
         self._events: list[Event] = []
         self._quit_requested = False
+        self._failed = False  # an error was reported (Failed): the session only ends now
         self._rset_needed = False
         self._mechanism: _sasl.Mechanism | None = None
         # The current transaction.
@@ -198,13 +199,18 @@ class SmtpEngine:
     def use_envelope(self, envelope: Mapping[str, Any]) -> list[Event]:
         """Start a message: MAIL FROM, one RCPT TO per recipient, DATA.
 
-        Raises :class:`SmtpUsageError` outside the idle state and :class:`SmtpEnvelopeError`
-        for an envelope that cannot be sent; in both cases nothing is sent.
+        Raises :class:`SmtpUsageError` outside the idle state (nothing changes). An envelope
+        that cannot be sent ends the session: nothing of it is sent, the events hold
+        ``Failed(SmtpEnvelopeError, quitting=True)`` and QUIT is written.
         """
         self._expect_state(
             State.IDLE, "useEnvelope()", "call it from onidle, after the previous message is done"
         )
-        sender, recipients, size = self._check_envelope(envelope)
+        try:
+            sender, recipients, size = self._check_envelope(envelope)
+        except SmtpEnvelopeError as error:
+            self._fail_and_quit(error)
+            return self._take_events()
         params = ""
         if size is not None and "SIZE" in self.extensions:
             params += f" SIZE={size}"
@@ -517,7 +523,23 @@ class SmtpEngine:
 
     def _fail(self, error: SmtpError) -> None:
         self._end()
+        if self._failed:
+            # One error a session: this one (a timeout, a hang-up or garbage while QUIT is
+            # under way after the first) only ends it.
+            self._log("*", f"after the error: {error}")
+            self._events.append(Finished())
+            return
+        self._failed = True
         self._events.append(Failed(error))
+
+    def _fail_and_quit(self, error: SmtpError) -> None:
+        """Report ``error`` and end the session politely: QUIT, then close (the session is in
+        a state where QUIT may be said, and nothing the user asked for went out)."""
+        self._failed = True
+        self._quit_requested = False
+        self._send_command("QUIT")
+        self.state = State.QUIT
+        self._events.append(Failed(error, quitting=True))
 
     def _end(self) -> None:
         self.state = State.CLOSED

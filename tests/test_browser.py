@@ -147,16 +147,16 @@ def test_twenty_megabytes_in_64k_chunks_with_ondrain_arrive_byte_identical(
 
 def test_envelope_errors_and_wrong_calls_are_clear(page: Page, proxy: Websockify) -> None:
     with SmtpServer() as server:
-        rec = page.session(
-            port=server.port,
-            options={"proxy": proxy.url(server.port)},
-            envelopes=[
-                {"from": "a@example.com", "to": []},
-                {"from": "a@example.com", "to": "x@example.com\r\nDATA"},
-            ],
-        )
-    assert [e["message"] for e in rec["errors"]][0] == "Can't send mail - no recipients defined"
-    assert [e["fatal"] for e in rec["errors"]] == [False, False] and rec["closed"] is False
+        url = proxy.url(server.port)
+        for envelope, message in [
+            ({"from": "a@example.com", "to": []}, "Can't send mail - no recipients defined"),
+            ({"from": "a@example.com", "to": "x@example.com\r\nDATA"}, "invalid to address"),
+        ]:
+            rec = page.session(port=server.port, options={"proxy": url}, envelopes=[envelope])
+            (error,) = rec["errors"]
+            assert error["name"] == "SmtpEnvelopeError" and message in error["message"]
+            assert error["fatal"] is True and rec["order"] == ["error:SmtpEnvelopeError", "close:true"]
+            assert [line for line in rec["log"] if line.startswith("C: ")][-1] == "C: QUIT"
     assert server.recorder.messages == []
     thrown = page.run(
         """

@@ -210,20 +210,20 @@ def test_the_proxy_refuses_the_websocket(page: Page, proxy: Websockify) -> None:
 # -- bad input -------------------------------------------------------------------------------------------
 
 INPUT_SCRIPT = r"""
-const [port, proxy, bad] = args;
+const [port, proxy] = args;
 const api = await window.smtp;
 const client = new api.SmtpClient("localhost", port, { proxy });
 const calls = [];
 const errors = [];
 const refused = (what, fn) => {
-  try { fn(); calls.push([what, "accepted"]); } catch (e) { calls.push([what, e.name, e instanceof Error]); }
+  try { fn(); calls.push([what, "accepted"]); }
+  catch (e) { calls.push([what, e.name, e instanceof Error, e.fatal]); }
 };
 let idles = 0;
 return await new Promise((resolve) => {
   client.onidle = () => {
     idles++;
     if (idles === 1) {
-      for (const envelope of bad) client.useEnvelope(envelope);
       client.useEnvelope({ from: "a@example.com", to: "one@example.com" });
       refused("useEnvelope in flight", () => client.useEnvelope({ to: "x@example.com" }));
       refused("connect twice", () => client.connect());
@@ -248,18 +248,14 @@ return await new Promise((resolve) => {
 """
 
 
-def test_bad_input_is_refused_and_the_connection_stays_usable(page: Page, proxy: Websockify) -> None:
+def test_calls_in_the_wrong_state_are_refused_and_the_connection_stays_usable(
+    page: Page, proxy: Websockify
+) -> None:
     recorder = Recorder(pipelining=True)
-    server = SmtpServer(recorder)
-    server.SMTP_kwargs["enable_SMTPUTF8"] = False
-    with server:
-        out = page.run(INPUT_SCRIPT, server.port, proxy.url(server.port), BAD_ENVELOPES)
-    assert out["isError"] is False
-    assert [(name, fatal) for name, fatal, _ in out["errors"]] == [("SmtpEnvelopeError", False)] * len(
-        BAD_ENVELOPES
-    )
-    assert "SMTPUTF8" in out["errors"][4][2]
-    usage = ["SmtpUsageError", True]
+    with SmtpServer(recorder) as server:
+        out = page.run(INPUT_SCRIPT, server.port, proxy.url(server.port))
+    assert out["isError"] is False and out["errors"] == []
+    usage = ["SmtpUsageError", True, False]  # thrown, an Error, not fatal
     assert (
         out["calls"]
         == [
@@ -274,7 +270,83 @@ def test_bad_input_is_refused_and_the_connection_stays_usable(page: Page, proxy:
         (["one@example.com"], b"Subject: 1\r\n\r\nbody 1\r\n"),
         (["two@example.com"], b"Subject: 2\r\n\r\nbody 2\r\n"),
     ]
-    assert not any("victim" in c for c in recorder.commands)
+
+
+def test_a_bad_envelope_is_an_error_then_quit_then_close_and_nothing_is_sent(
+    page: Page, proxy: Websockify
+) -> None:
+    """Each bad envelope after a first message on its connection: onerror, nothing of it on the
+    wire, QUIT answered, onclose(true). The server stores only the first messages."""
+    recorder = Recorder(pipelining=True)
+    server = SmtpServer(recorder)
+    server.SMTP_kwargs["enable_SMTPUTF8"] = False
+    with server:
+        url = proxy.url(server.port)
+        recs = [
+            page.session(
+                port=server.port,
+                options={"proxy": url},
+                envelopes=[{"from": "a@example.com", "to": f"ok{i}@example.com"}, bad],
+            )
+            for i, bad in enumerate(BAD_ENVELOPES)
+        ]
+        assert settle(lambda: recorder.connections_open) == 0
+    for rec in recs:
+        assert rec["order"] == ["done:true", "error:SmtpEnvelopeError", "close:true"], rec["order"]
+        (error,) = rec["errors"]
+        assert error["fatal"] is True and error["isError"] is True
+        sent = [line for line in rec["log"] if line.startswith("C: ")]
+        assert sent[-1] == "C: QUIT" and sum(line.startswith("C: MAIL") for line in sent) == 1
+        assert "S: 221 Bye" in rec["log"]
+        assert not any("victim" in line or "NOTIFY" in line for line in sent)
+    assert "SMTPUTF8" in recs[4]["errors"][0]["message"]
+    assert [m.rcpt_tos for m in recorder.messages] == [
+        [f"ok{i}@example.com"] for i in range(len(BAD_ENVELOPES))
+    ]
+    assert settle(lambda: sum(page.stats().values())) == 0
+
+
+# emailjs-smtp-client's integration test "should fail with invalid MAIL FROM" (and its two
+# siblings), ported to the page: in onerror the test sets onclose and waits for it.
+SEED_SCRIPT = r"""
+const [port, proxy, envelope] = args;
+const api = await window.smtp;
+const smtp = new api.SmtpClient("127.0.0.1", port, { proxy });
+await new Promise((resolve) => { smtp.onidle = resolve; smtp.connect(); });
+return await new Promise((resolve) => {
+  smtp.onerror = (err) => {
+    smtp.onclose = (isError) => resolve({ name: err.name, message: err.message, fatal: err.fatal, isError });
+  };
+  smtp.useEnvelope(envelope);
+});
+"""
+
+
+@pytest.mark.parametrize(
+    ("envelope", "name", "message"),
+    [
+        ({"from": "invalid", "to": ["receiver@localhost"]}, "SmtpEnvelopeError", "invalid from address"),
+        (
+            {"from": "sender@example.com", "to": []},
+            "SmtpEnvelopeError",
+            "Can't send mail - no recipients defined",
+        ),
+        (
+            {"from": "sender@example.com", "to": ["receiver@example.com"]},
+            "SmtpRecipientsError",
+            "Can't send mail - all recipients were rejected",
+        ),
+    ],
+    ids=["from", "empty", "rejected"],
+)
+def test_the_seeds_should_fail_tests_get_onclose_after_onerror(
+    page: Page, proxy: Websockify, envelope: dict[str, Any], name: str, message: str
+) -> None:
+    with SmtpServer(Recorder(reject={"receiver@example.com"})) as server:
+        out = page.run(SEED_SCRIPT, server.port, proxy.url(server.port), envelope)
+        assert settle(lambda: server.recorder.connections_open) == 0
+    assert out["name"] == name and message in out["message"]
+    assert out["fatal"] is True and out["isError"] is True and server.recorder.messages == []
 
 
 # -- load --------------------------------------------------------------------------------------------------

@@ -15,13 +15,14 @@ from pysmtp_wasm import (
     SmtpEnvelopeError,
     SmtpProtocolError,
     SmtpRecipientsError,
+    SmtpTimeoutError,
     SmtpTlsError,
     SmtpUsageError,
     State,
 )
 from pysmtp_wasm._reply import MAX_REPLY_LINE, MAX_REPLY_LINES
 
-from .script import Harness, bytewise, run
+from .script import Finished, Harness, bytewise, run
 
 MESSAGE = b"Subject: test\r\n\r\n.leading dot\r\nbody"
 STUFFED = b"Subject: test\r\n\r\n..leading dot\r\nbody\r\n.\r\n"
@@ -285,25 +286,34 @@ def test_size_and_smtputf8_parameters():
     assert h.engine.state is State.ENVELOPE
 
 
+HELLO = [(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250 hi\r\n")]
+
+
+def refused_envelope(h: Harness, envelope: object) -> SmtpEnvelopeError:
+    """use_envelope() from idle with an envelope that cannot be sent: nothing of it goes out,
+    the error is reported and QUIT follows; the server's reply to it ends the session."""
+    before = bytes(h.sent)
+    h.call("use_envelope", envelope)
+    failed = h.events[-1]
+    assert isinstance(failed, Failed) and failed.quitting is True
+    assert isinstance(failed.error, SmtpEnvelopeError) and failed.error.fatal is True
+    assert bytes(h.sent) == before + b"QUIT\r\n" and h.engine.state is State.QUIT
+    h.feed(b"221 bye\r\n")
+    assert isinstance(h.events[-1], Finished) and h.engine.state is State.CLOSED
+    assert bytes(h.sent) == before + b"QUIT\r\n"
+    return failed.error
+
+
 def test_size_over_the_servers_limit_is_refused_before_sending():
-    errors = []
-
-    def on_idle(h: Harness) -> None:
-        try:
-            h.call("use_envelope", {"from": "a@example.com", "to": "b@example.com", "size": 101})
-        except SmtpEnvelopeError as error:
-            errors.append(error)
-
-    h = run([(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250-hi\r\n250 SIZE 100\r\n")], on_idle=on_idle)
-    assert "exceeds the server's limit of 100" in str(errors[0])
-    assert h.sent == b"EHLO localhost\r\n" and h.engine.state is State.IDLE
+    h = run([(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250-hi\r\n250 SIZE 100\r\n")])
+    error = refused_envelope(h, {"from": "a@example.com", "to": "b@example.com", "size": 101})
+    assert "exceeds the server's limit of 100" in str(error)
+    assert h.sent == b"EHLO localhost\r\nQUIT\r\n"
 
 
 def test_non_ascii_address_without_smtputf8_is_refused():
-    h = run([(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250 hi\r\n")])
-    with pytest.raises(SmtpEnvelopeError, match="SMTPUTF8"):
-        h.engine.use_envelope({"from": "a@example.com", "to": "jöe@example.com"})
-    assert h.engine.state is State.IDLE
+    h = run(HELLO)
+    assert "SMTPUTF8" in str(refused_envelope(h, {"from": "a@example.com", "to": "jöe@example.com"}))
 
 
 @pytest.mark.parametrize(
@@ -322,25 +332,41 @@ def test_non_ascii_address_without_smtputf8_is_refused():
         "",
     ],
 )
-def test_injection_attempts_are_refused_before_anything_is_sent(address):
-    h = run([(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250 hi\r\n")])
-    before = bytes(h.sent)
-    with pytest.raises(SmtpEnvelopeError):
-        h.engine.use_envelope({"from": "a@example.com", "to": ["ok@example.com", address]})
-    with pytest.raises(SmtpEnvelopeError):
-        h.engine.use_envelope({"from": address or "x", "to": ["ok@example.com"]})
-    assert bytes(h.sent) == before and h.engine.data_to_send() == b""
-    assert h.engine.state is State.IDLE
+@pytest.mark.parametrize("field", ["to", "from"])
+def test_injection_attempts_are_refused_before_anything_is_sent(address, field):
+    h = run(HELLO)
+    if field == "to":
+        envelope = {"from": "a@example.com", "to": ["ok@example.com", address]}
+    else:
+        envelope = {"from": address or "x", "to": ["ok@example.com"]}
+    refused_envelope(h, envelope)
+    assert h.sent == b"EHLO localhost\r\nQUIT\r\n"
 
 
-def test_no_recipients_is_the_seeds_error():
-    h = run([(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250 hi\r\n")])
-    for to in (None, [], ""):
-        envelope = {"from": "a@example.com"} if to is None else {"from": "a@example.com", "to": to}
-        with pytest.raises(SmtpEnvelopeError) as caught:
-            h.engine.use_envelope(envelope)
-        if to != "":
-            assert str(caught.value) == "Can't send mail - no recipients defined"
+@pytest.mark.parametrize("to", [None, [], ""])
+def test_no_recipients_is_the_seeds_error(to):
+    h = run(HELLO)
+    envelope = {"from": "a@example.com"} if to is None else {"from": "a@example.com", "to": to}
+    error = refused_envelope(h, envelope)
+    if to != "":
+        assert str(error) == "Can't send mail - no recipients defined"
+
+
+def test_after_a_refused_envelope_a_timeout_or_a_hang_up_only_ends_the_session():
+    """One error a session: whatever happens while QUIT is under way ends it without a
+    second Failed."""
+    for ending in ("timeout", "lost", "garbage"):
+        h = run(HELLO)
+        h.call("use_envelope", {"from": "a@example.com", "to": []})
+        if ending == "timeout":
+            h._take(h.engine.fail(SmtpTimeoutError("timed out waiting for a reply (quit)")))
+        elif ending == "lost":
+            h._take(h.engine.connection_lost())
+        else:
+            h.feed(b"x" * (MAX_REPLY_LINE + 10))
+        names = [type(e).__name__ for e in h.events]
+        assert names == ["Idle", "Failed", "Finished"], (ending, names)
+        assert h.engine.state is State.CLOSED and h.sent == b"EHLO localhost\r\nQUIT\r\n"
 
 
 def test_quoted_local_part_with_space_is_allowed():

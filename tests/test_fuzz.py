@@ -10,7 +10,8 @@ Whatever happens, these must hold after every step (``Player.check``):
 
 - no exception escapes the engine but ``SmtpUsageError`` from a user's call in the wrong state;
 - memory stays bounded: the parser's buffer, a multi-line reply's lines, the command queues;
-- once closed, nothing more is written or reported; at most one ending (``Failed``/``Finished``);
+- once closed, nothing more is written or reported; one ending (``Failed`` or ``Finished``), or
+  ``Failed`` with QUIT under way (``quitting``) then at most one ``Finished``;
 - ``Done(True)`` only when the server answered the data with a 2xx;
 - nothing is written between "220 ready to start TLS" and the end of the handshake, and bytes
   received in that gap are never read as replies (CVE-2011-0411);
@@ -145,6 +146,7 @@ class Player:
             (len(_as_list(e.get("to"))) for e in given if isinstance(e, dict)), default=0
         )
         self.endings = 0
+        self.quitting = False  # the ending was Failed(quitting=True): a Finished may follow
         self.last_data_end_reply_ok: bool | None = None
         self._take(self.engine.connection_made())
 
@@ -205,9 +207,16 @@ class Player:
                 self.log.append((event.direction, event.text))
                 continue
             self.events.append(event)
-            if isinstance(event, (Failed, Finished)):
+            if isinstance(event, Failed):
                 self.endings += 1
                 assert self.endings == 1, "two endings"
+                self.quitting = event.quitting
+                assert engine.state is (State.QUIT if event.quitting else State.CLOSED)
+                if event.quitting:
+                    assert self.sent.endswith(b"QUIT\r\n"), "Failed(quitting) without a QUIT"
+            elif isinstance(event, Finished):
+                self.endings += 1
+                assert self.endings == 1 or (self.endings == 2 and self.quitting), "two endings"
                 assert engine.state is State.CLOSED
             elif isinstance(event, StartTls):
                 # Never pipelined behind STARTTLS: it is the last thing written.
@@ -259,7 +268,10 @@ class Player:
             assert not any(secret in text for secret in SECRETS), text
 
     def outcome(self) -> str:
-        ending = next((e for e in reversed(self.events) if isinstance(e, (Failed, Finished))), None)
+        # The error, if there was one (a Finished may follow it, after QUIT); else the last event.
+        ending = next((e for e in self.events if isinstance(e, Failed)), None) or next(
+            (e for e in reversed(self.events) if isinstance(e, Finished)), None
+        )
         if isinstance(ending, Failed):
             what = type(ending.error).__name__
         elif ending is not None:
@@ -395,4 +407,4 @@ def test_fuzz_engine_with_mutated_transcripts(transcript: Transcript) -> None:
     player = Player(transcript).play()
     # Whatever state it is left in, the connection can still be lost cleanly.
     player.step("lost", None)
-    assert player.engine.state is State.CLOSED and player.endings <= 1
+    assert player.engine.state is State.CLOSED and player.endings <= (2 if player.quitting else 1)

@@ -331,7 +331,7 @@ async def test_a_flood_without_line_ends_is_stopped_with_bounded_memory() -> Non
     assert peak < 2 * 1024 * 1024, f"{peak} bytes at the peak"
 
 
-# -- bad input: clear errors, no corruption, the connection still usable ------------------------------
+# -- bad input: clear errors, nothing of it sent -----------------------------------------------------
 
 
 def refused(call: Any, *args: Any) -> str:
@@ -352,11 +352,10 @@ BAD_ENVELOPES = [
 ]
 
 
-async def test_bad_input_is_refused_and_the_connection_stays_usable() -> None:
+async def test_calls_in_the_wrong_state_are_refused_and_the_connection_stays_usable() -> None:
+    """SmtpUsageError: raised at once, no onerror, nothing changes; the messages go through."""
     recorder = Recorder(pipelining=True)
-    server = SmtpServer(recorder)
-    server.SMTP_kwargs["enable_SMTPUTF8"] = False
-    with server:
+    with SmtpServer(recorder) as server:
         client = SmtpClient("127.0.0.1", server.port)
         calls: list[tuple[str, str]] = []
         errors: list[SmtpError] = []
@@ -367,8 +366,6 @@ async def test_bad_input_is_refused_and_the_connection_stays_usable() -> None:
             nonlocal idles
             idles += 1
             if idles == 1:
-                for envelope in BAD_ENVELOPES:
-                    client.useEnvelope(envelope)  # each: onerror (fatal false), nothing sent
                 client.useEnvelope({"from": "a@example.com", "to": "one@example.com"})
                 calls.append(("useEnvelope in flight", refused(client.useEnvelope, {"to": "x@example.com"})))
                 calls.append(("connect twice", refused(client.connect)))
@@ -391,8 +388,7 @@ async def test_bad_input_is_refused_and_the_connection_stays_usable() -> None:
         client.onclose = closed.set_result
         client.connect()
         assert await asyncio.wait_for(closed, 10) is False
-    assert [type(e) for e in errors] == [SmtpEnvelopeError] * len(BAD_ENVELOPES)
-    assert all(e.fatal is False for e in errors) and "SMTPUTF8" in str(errors[4])
+    assert errors == []
     assert (
         calls
         == [
@@ -407,7 +403,35 @@ async def test_bad_input_is_refused_and_the_connection_stays_usable() -> None:
         (["one@example.com"], b"Subject: 1\r\n\r\nbody 1\r\n"),
         (["two@example.com"], b"Subject: 2\r\n\r\nbody 2\r\n"),
     ]
-    assert not any("victim" in c for c in recorder.commands)
+
+
+@pytest.mark.parametrize("envelope", BAD_ENVELOPES, ids=range(len(BAD_ENVELOPES)))
+async def test_a_bad_envelope_is_an_error_then_quit_then_close_and_nothing_is_sent(
+    envelope: dict[str, Any],
+) -> None:
+    """After a first message on the same connection, a bad envelope: onerror, nothing of it on
+    the wire, QUIT, onclose(true); the server stored only the first message."""
+    recorder = Recorder(pipelining=True)
+    server = SmtpServer(recorder)
+    server.SMTP_kwargs["enable_SMTPUTF8"] = False
+    with server:
+        good = {"from": "a@example.com", "to": "one@example.com"}
+        out = await deliver(SmtpClient("127.0.0.1", server.port), [good, envelope], timeout=10)
+        for _ in range(50):
+            if recorder.connections_open == 0:
+                break
+            await asyncio.sleep(0.05)
+    assert out.order == ["done:True", "error:SmtpEnvelopeError", "close:True"] and out.idles == 2
+    (error,) = out.errors
+    assert isinstance(error, SmtpEnvelopeError) and error.fatal is True and out.closed is True
+    assert [m.rcpt_tos for m in recorder.messages] == [["one@example.com"]]
+    client_lines = [text for direction, text in out.log if direction == "C"]
+    assert client_lines[-1] == "QUIT" and sum(line.startswith("MAIL") for line in client_lines) == 1
+    assert ("S", "221 Bye") in out.log  # the server answered the QUIT: a clean end
+    assert not any(b"victim" in w or b"NOTIFY" in w for w in out.writes)
+    assert recorder.connections_open == 0
+    if "jörg" in str(envelope):
+        assert "SMTPUTF8" in str(error)
 
 
 # -- load --------------------------------------------------------------------------------------------------

@@ -70,7 +70,8 @@ export interface SmtpError extends Error {
   enhanced?: string;
   /** The step that failed, e.g. "AUTH", "RCPT", "tls". */
   stage?: string;
-  /** False when nothing was sent and the connection stays open and idle. */
+  /** True for every error passed to onerror (the connection closes: onclose(true) follows);
+   *  false for an SmtpUsageError thrown by a call in the wrong state (nothing changed). */
   fatal: boolean;
 }
 
