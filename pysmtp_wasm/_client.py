@@ -60,6 +60,23 @@ class _Operation:
         self._expect: str | None = None
         self._future: asyncio.Future[Any] | None = None
         self.error: SmtpError | None = None
+        self._closed: asyncio.Future[None] = self._loop.create_future()
+        self._awaiting_close = False
+
+    async def until_closed(self) -> None:
+        """Wait for the transport to report the connection closed (``onclose`` was called)."""
+        self._awaiting_close = True
+        try:
+            await self._closed
+        finally:
+            self._awaiting_close = False
+
+    def connection_closed(self) -> None:
+        """The connection closed: an error for a step under way, unless that close was awaited."""
+        if not self._awaiting_close:
+            self.fail(SmtpConnectionError("the connection closed", stage="closed"))
+        if not self._closed.done():
+            self._closed.set_result(None)
 
     def arm(self, what: str) -> asyncio.Future[Any]:
         """Expect ``what`` next ("idle", "ready", "drain", "done"); await the future after acting."""
@@ -254,8 +271,12 @@ class SmtpClient:
         or ``quit()``.
 
         While it runs, ``onidle``, ``onready``, ``ondone`` and ``ondrain`` are not called;
-        ``onerror``, ``onclose`` and ``onlog`` are. Raises :class:`SmtpError` (an
-        :class:`SmtpReplyError` when the server refuses the message).
+        ``onerror``, ``onclose`` and ``onlog`` are. Raises :class:`SmtpError`: an
+        :class:`SmtpReplyError` when the server refuses the message at its end (the
+        connection stays idle); an :class:`SmtpEnvelopeError` at once when the message has no
+        From (and no ``sender`` is given); any other error came through ``onerror`` and is
+        raised after ``onclose(true)``. When the connection is closed (after an error,
+        ``quit()`` or ``close()``), the next call opens a new one by itself.
         """
         from ._message import CHUNK_SIZE, SendResult, prepare
 
@@ -280,6 +301,13 @@ class SmtpClient:
             done = operation.arm("done")
             self.end()
             success = await done
+        except SmtpError:
+            if self._engine is not None and self._engine.state in (State.CLOSED, State.QUIT):
+                # The session ends with this error: raise once onclose(true) has been called, so
+                # that the next call finds the client closed and connects anew.
+                if not self._closed:
+                    await operation.until_closed()
+            raise
         finally:
             self._operation = None
         results = self.lastResults
@@ -300,19 +328,34 @@ class SmtpClient:
         )
 
     async def _until_idle(self, operation: _Operation) -> None:
-        if self._engine is None:
+        engine = self._engine
+        if self._closed or (engine is not None and engine.state in (State.CLOSED, State.QUIT)):
+            # A connection that ended (or is ending): wait for its onclose, then a new one.
+            if not self._closed:
+                await operation.until_closed()
+            self._forget_connection()
+            engine = None
+        if engine is None:
             idle = operation.arm("idle")
             self.connect()
             await idle
             return
-        state = self._engine.state
+        state = engine.state
         if state is State.IDLE:
             return
         if state in (State.ENVELOPE, State.DATA, State.DATA_END):
             raise SmtpUsageError(f"a message is already in flight on this client (state: {state.value})")
-        if state in (State.CLOSED, State.QUIT) or self._closed:
-            raise SmtpUsageError("the connection is closed: make a new SmtpClient")
         await operation.arm("idle")  # the session is still being set up
+
+    def _forget_connection(self) -> None:
+        """Back to "new" after a closed connection, so that ``send_message`` can connect again."""
+        self._cancel_timer()
+        self._engine = None
+        self._transport = None
+        self._written_since_reply = 0
+        self._writable = True
+        self._error = None
+        self._closed = False
 
     # -- reports from the transport -------------------------------------------------------
 
@@ -383,9 +426,9 @@ class SmtpClient:
         self._closed = True
         self._cancel_timer()
         self._log("*", "connection closed")
-        if self._operation is not None:
-            self._operation.fail(self._error or SmtpConnectionError("the connection closed", stage="closed"))
         self._call(self.onclose, self._error is not None)
+        if self._operation is not None:
+            self._operation.connection_closed()
 
     # -- internals --------------------------------------------------------------------------
 
