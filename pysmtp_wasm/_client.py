@@ -106,7 +106,9 @@ class SmtpClient:
         port: the server's port (default 465 with ``useSecureTransport``, else 25).
         options: the seed's options: ``useSecureTransport``, ``name``, ``auth`` ({user,
             pass, xoauth2}), ``authMethod``, ``ca``, ``disableEscaping``, ``ignoreTLS``,
-            ``requireTLS``, ``lmtp``; and the timeouts in milliseconds
+            ``requireTLS``, ``lmtp``; ``allowInsecureAuth`` (AUTH PLAIN, LOGIN or XOAUTH2
+            without TLS to a host that is not ``localhost`` or a loopback address: refused
+            with an :class:`SmtpTlsError` unless this is true); and the timeouts in milliseconds
             ``timeoutGreeting``, ``timeoutSocketLowerBound``, ``timeoutSocketMultiplier``.
         transport: a factory taking the client and returning a transport (default: asyncio
             in CPython, the browser socket in Pyodide).
@@ -196,7 +198,7 @@ class SmtpClient:
         """Open the connection; ``onidle`` follows when the session is ready."""
         if self._engine is not None:
             raise SmtpUsageError("connect() was already called; make a new SmtpClient to connect again")
-        self._engine = SmtpEngine(self.options)
+        self._engine = SmtpEngine(self.options, host=self.host)
         self._update_transcript()
         self._transport = self._transport_factory(self)
         self._log(
@@ -410,7 +412,7 @@ class SmtpClient:
         self._cancel_timer()
         options = replace(self.options, require_tls=True, ignore_tls=False)
         options.extra = {**self.options.extra, "tlsEngine": error.retry_with, "fallback": reason}
-        self._engine = SmtpEngine(options)
+        self._engine = SmtpEngine(options, host=self.host)
         self._update_transcript()
         self._written_since_reply = 0
         self._writable = True

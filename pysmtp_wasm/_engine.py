@@ -78,8 +78,12 @@ def _reply_error(
 class SmtpEngine:
     """One SMTP (or LMTP) session's protocol state."""
 
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: Options, *, host: str | None = None) -> None:
+        """``host`` is the server's name or address as the user gave it: with a loopback one
+        (:func:`pysmtp_wasm._sasl.is_loopback`) AUTH may send a password without TLS. None (not
+        known) counts as not loopback."""
         self.options = options
+        self.host = host
         self.state = State.CONNECTING
         self.extensions = Extensions()
         self.tls_active = options.use_secure_transport
@@ -355,6 +359,27 @@ class SmtpEngine:
         mechanism = _sasl.choose(
             self.extensions.auth_mechanisms, self.options.auth, self.options.auth_method, self.tls_active
         )
+        if (
+            mechanism.sends_secret
+            and not self.tls_active
+            and not self.options.allow_insecure_auth
+            and not _sasl.is_loopback(self.host)
+        ):
+            # RFC 8314 (cleartext considered obsolete): no password or token in the clear
+            # unless the user said so, or the server is this machine. Nothing of them is sent.
+            secret = "token" if mechanism.name == "XOAUTH2" else "password"
+            why = "ignoreTLS is set" if self.options.ignore_tls else "the server offered no STARTTLS"
+            self._fail_and_quit(
+                SmtpTlsError(
+                    f"not sending the {secret} in cleartext: the connection to {self.host or 'the server'} "
+                    f"is not encrypted ({why}) "
+                    f"and AUTH {mechanism.name} would put the {secret} on the wire as it is; "
+                    "use TLS (useSecureTransport, or requireTLS for STARTTLS), or set "
+                    "allowInsecureAuth: true to send it anyway",
+                    stage="AUTH",
+                )
+            )
+            return
         self._mechanism = mechanism
         line, shown = mechanism.start()
         self._send_command(line, shown)

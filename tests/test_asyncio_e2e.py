@@ -25,7 +25,7 @@ from pysmtp_wasm import (
 )
 
 from .conftest import ca_pem
-from .servers import RawServer, Recorder, SmtpServer, free_port
+from .servers import RawServer, Recorder, SmtpServer, free_port, this_machine
 
 USER, PASSWORD, TOKEN = "alice", "s3cret-pass", "ya29.token-xyz"
 
@@ -342,6 +342,35 @@ async def test_auth_mechanisms(auth: dict[str, str], method: str | None, expecte
     transcript = "\n".join(t for _, t in out.log)
     assert PASSWORD not in transcript and TOKEN not in transcript
     assert expected_command in transcript
+
+
+async def test_auth_to_a_host_that_is_not_loopback_needs_tls_or_allow_insecure_auth(ca: trustme.CA):
+    """The same server, reached by this machine's name (not loopback as written): without TLS
+    PLAIN is refused before AUTH and the session ends with QUIT; allowInsecureAuth sends it;
+    after STARTTLS it goes as usual."""
+    name, address = this_machine()
+    recorder = Recorder(users={USER: PASSWORD})
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(name).configure_cert(tls)
+    auth = {"auth": {"user": USER, "pass": PASSWORD}, "authMethod": "PLAIN"}
+    with (
+        SmtpServer(recorder, address=address) as plain,
+        SmtpServer(recorder, starttls=tls, address=address) as secure,
+    ):
+        refused = await deliver(SmtpClient(name, plain.port, auth))
+        assert recorder.commands == [] and recorder.messages == []
+        allowed = await deliver(SmtpClient(name, plain.port, {**auth, "allowInsecureAuth": True}))
+        assert recorder.commands == ["AUTH PLAIN"]
+        over_tls = await deliver(SmtpClient(name, secure.port, {**auth, "ca": ca_pem(ca)}))
+    (error,) = refused.errors
+    assert isinstance(error, SmtpTlsError) and "not sending the password in cleartext" in str(error)
+    assert refused.order == ["error:SmtpTlsError", "close:True"] and refused.idles == 0
+    assert refused.writes == [b"EHLO localhost\r\n", b"QUIT\r\n"]
+    assert (
+        allowed.errors == [] and allowed.done == [True] and over_tls.errors == [] and over_tls.done == [True]
+    )
+    assert recorder.commands == ["AUTH PLAIN", "STARTTLS", "AUTH PLAIN"]
+    assert [(m.login, m.tls) for m in recorder.messages] == [(USER, False), (USER, True)]
 
 
 @pytest.mark.parametrize(

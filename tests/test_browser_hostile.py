@@ -4,6 +4,10 @@ the WebSocket proxy); plus a proxy that refuses, and load from one page."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import ssl
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,7 @@ from .servers import (
 from .test_hostile import (
     BAD_ENVELOPES,
     INJECTED,
+    StrippingMitm,
     closes_mid_tls_handshake,
     greet_and_accept_envelope,
     starttls_script,
@@ -123,6 +128,72 @@ def test_starttls_injection_in_a_later_read_fails_the_handshake(
     assert "did not answer in TLS" in error["message"] and "250-evil" in error["message"]
     assert not any("evil" in line or "fake" in line for line in server_lines(rec))
     assert server.plaintext == b"EHLO localhost\r\nSTARTTLS\r\n" and server.messages == []
+
+
+# -- a man in the middle who strips STARTTLS, between websockify and the server ----------------------
+
+
+class MitmThread:
+    """tests/test_hostile.py's StrippingMitm on an event loop of its own, in a thread (the browser
+    tests are synchronous)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.mitm = StrippingMitm(upstream_port)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> StrippingMitm:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.mitm.__aenter__(), self.loop).result(10)
+        return self.mitm
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.mitm.__aexit__(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.mark.parametrize(
+    ("host", "extra", "authenticates"),
+    [
+        ("mail.example.com", {}, False),  # not loopback: no password in cleartext
+        ("mail.example.com", {"allowInsecureAuth": True}, True),
+        ("127.0.0.1", {}, True),  # the SMTP server is the proxy's own machine
+    ],
+    ids=["remote", "remote-allowInsecureAuth", "loopback"],
+)
+def test_starttls_stripped_without_require_tls(
+    page: Page,
+    proxy: Websockify,
+    server_tls: ssl.SSLContext,
+    host: str,
+    extra: dict[str, Any],
+    authenticates: bool,
+) -> None:
+    """The page names an SMTP host; the proxy's token takes it to the man in the middle, who
+    deletes the STARTTLS offer. Without requireTLS the session stays in plaintext; AUTH PLAIN
+    goes out only to a loopback host or with allowInsecureAuth."""
+    recorder = Recorder(users={USER: PASSWORD})
+    with SmtpServer(recorder, starttls=server_tls) as server, MitmThread(server.port) as mitm:
+        options = {
+            "proxy": proxy.url(mitm.port),
+            "auth": {"user": USER, "pass": PASSWORD},
+            "authMethod": "PLAIN",
+        }
+        rec = page.session(host=host, port=mitm.port, options={**options, **extra})
+        assert settle(lambda: recorder.connections_open) == 0
+    assert mitm.stripped == 1  # the server did offer STARTTLS
+    credentials = base64.b64encode(f"\0{USER}\0{PASSWORD}".encode())
+    if authenticates:
+        assert rec["errors"] == [] and rec["done"] == [True] and recorder.commands == ["AUTH PLAIN"]
+        assert credentials in bytes(mitm.from_client)  # what allowInsecureAuth gives away
+        assert [(m.login, m.tls) for m in recorder.messages] == [(USER, False)]
+    else:
+        error = assert_failed(rec, "SmtpTlsError")
+        assert error["stage"] == "AUTH" and "not sending the password in cleartext" in error["message"]
+        assert host in error["message"] and "allowInsecureAuth" in error["message"]
+        assert bytes(mitm.from_client) == b"EHLO localhost\r\nQUIT\r\n"  # no AUTH line, no message
+        assert recorder.commands == [] and recorder.messages == []
 
 
 # -- the connection breaks ------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from pysmtp_wasm import (
     State,
 )
 from pysmtp_wasm._reply import MAX_REPLY_LINE, MAX_REPLY_LINES
+from pysmtp_wasm._sasl import is_loopback
 
 from .script import Finished, Harness, bytewise, run
 
@@ -520,6 +521,113 @@ def test_auth_failure_carries_server_text():
     error = h.events[-1].error
     assert isinstance(error, SmtpAuthError)
     assert str(error) == "AUTH PLAIN failed: 5.7.8 Authentication credentials invalid"
+
+
+# -- no password in cleartext (RFC 8314) -----------------------------------------------------------
+
+REMOTE = "mail.example.com"
+CLEARTEXT_HELLO = [
+    (b"", b"220 hi\r\n"),
+    (b"EHLO localhost\r\n", b"250-hi\r\n250 AUTH PLAIN LOGIN XOAUTH2\r\n"),
+]
+
+
+@pytest.mark.parametrize(
+    ("auth", "method", "secret"),
+    [
+        ({"user": "u", "pass": "p"}, None, "password"),
+        ({"user": "u", "pass": "p"}, "LOGIN", "password"),
+        ({"user": "u", "xoauth2": "tok"}, None, "token"),
+    ],
+)
+def test_auth_without_tls_to_a_remote_host_is_refused_before_any_credential(auth, method, secret):
+    options = {"auth": auth, **({"authMethod": method} if method else {})}
+    h = run(CLEARTEXT_HELLO, options=options, host=REMOTE)
+    (failed,) = h.events
+    assert isinstance(failed, Failed) and failed.quitting is True
+    error = failed.error
+    assert isinstance(error, SmtpTlsError) and error.stage == "AUTH" and error.fatal is True
+    assert f"not sending the {secret} in cleartext" in str(error) and REMOTE in str(error)
+    assert "allowInsecureAuth" in str(error) and "the server offered no STARTTLS" in str(error)
+    assert h.sent == b"EHLO localhost\r\nQUIT\r\n"  # no AUTH line at all
+    h.feed(b"221 bye\r\n")
+    assert isinstance(h.events[-1], Finished) and h.engine.state is State.CLOSED
+
+
+def test_ignore_tls_with_auth_to_a_remote_host_says_why():
+    h = run(
+        [(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250-hi\r\n250-STARTTLS\r\n250 AUTH PLAIN\r\n")],
+        options={"ignoreTLS": True, "auth": {"user": "u", "pass": "p"}},
+        host=REMOTE,
+    )
+    (failed,) = h.events
+    assert "ignoreTLS is set" in str(failed.error) and h.sent == b"EHLO localhost\r\nQUIT\r\n"
+
+
+def test_allow_insecure_auth_sends_the_password_without_tls():
+    h = run(
+        [*CLEARTEXT_HELLO, (b"AUTH PLAIN " + base64.b64encode(b"\0u\0p") + b"\r\n", b"235 ok\r\n")],
+        options={"auth": {"user": "u", "pass": "p"}, "allowInsecureAuth": True},
+        host=REMOTE,
+    )
+    assert h.outcome()[1] == ["Idle"]
+
+
+def test_cram_md5_may_be_used_without_tls_to_a_remote_host():
+    challenge = b"<1.2@example.net>"
+    digest = hmac.new(b"secret", challenge, hashlib.md5).hexdigest()
+    h = run(
+        [
+            (b"", b"220 hi\r\n"),
+            (b"EHLO localhost\r\n", b"250-hi\r\n250 AUTH PLAIN CRAM-MD5\r\n"),
+            (b"AUTH CRAM-MD5\r\n", b"334 " + base64.b64encode(challenge) + b"\r\n"),
+            (base64.b64encode(f"user {digest}".encode()) + b"\r\n", b"235 ok\r\n"),
+        ],
+        options={"auth": {"user": "user", "pass": "secret"}},
+        host=REMOTE,
+    )
+    assert h.outcome()[1] == ["Idle"]
+
+
+def test_after_starttls_auth_to_a_remote_host_goes_ahead():
+    h = run(
+        [
+            (b"", b"220 hi\r\n"),
+            (b"EHLO localhost\r\n", b"250-hi\r\n250 STARTTLS\r\n"),
+            (b"STARTTLS\r\n", b"220 ready\r\n"),
+            (b"", b"<TLS>"),
+            (b"EHLO localhost\r\n", b"250-hi\r\n250 AUTH PLAIN\r\n"),
+            (b"AUTH PLAIN " + base64.b64encode(b"\0u\0p") + b"\r\n", b"235 ok\r\n"),
+        ],
+        options={"auth": {"user": "u", "pass": "p"}},
+        host=REMOTE,
+    )
+    assert h.outcome()[1] == ["StartTls", "Idle"]
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("localhost", True),
+        ("LocalHost.", True),
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("mail.example.com", False),
+        ("localhost.example.com", False),
+        ("127.0.0.1.nip.io", False),
+        ("10.0.0.1", False),
+        ("::2", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_loopback_is_decided_from_the_host_as_written(host, loopback):
+    assert is_loopback(host) is loopback
+    h = run(CLEARTEXT_HELLO, options={"auth": {"user": "u", "pass": "p"}}, host=host)
+    assert h.sent.startswith(b"EHLO localhost\r\nAUTH PLAIN ") is loopback
+    assert (h.sent == b"EHLO localhost\r\nQUIT\r\n") is not loopback
 
 
 # -- replies that are not SMTP ----------------------------------------------------------------

@@ -71,6 +71,7 @@ BODY = [b"Subject: fuzz\r\n\r\n.dot", b" line\r\n", b"\r\n.\r\nlast"]
 class Transcript:
     name: str
     options: dict[str, Any] = field(default_factory=dict)
+    host: str = "localhost"  # the server's name as the user gave it (loopback: AUTH without TLS)
     envelopes: list[dict[str, Any]] = field(default_factory=lambda: list(DEFAULT_ENVELOPES))
     steps: list[tuple[str, Any]] = field(default_factory=list)
     manual: bool = False  # the user acts only through CALL steps
@@ -83,7 +84,7 @@ def load(path: Path) -> Transcript:
     ``S: <bytes>`` the server sends (Python escapes: \\r \\n \\x00 \\\\; ``S*N:`` N times),
     ``TLS`` the handshake succeeds, ``LOST`` the connection drops, ``TIMEOUT`` a timer fires,
     ``CALL <method> [json]``
-    the user calls a method; ``options:``/``envelopes:`` (JSON), ``user: manual`` (no envelope
+    the user calls a method; ``options:``/``envelopes:`` (JSON), ``host:``, ``user: manual`` (no envelope
     on idle, no message on ready: only the CALL steps act) and ``expect:`` are headers,
     ``#`` starts a comment.
     """
@@ -104,6 +105,8 @@ def load(path: Path) -> Transcript:
             transcript.steps.append(("call", (method, json.loads(argument) if argument else None)))
         elif head == "options:":
             transcript.options = json.loads(rest)
+        elif head == "host:":
+            transcript.host = rest.strip()
         elif head == "envelopes:":
             transcript.envelopes = json.loads(rest)
         elif head == "user:":
@@ -132,7 +135,7 @@ class Player:
 
     def __init__(self, transcript: Transcript) -> None:
         self.transcript = transcript
-        self.engine = SmtpEngine(parse_options(transcript.options))
+        self.engine = SmtpEngine(parse_options(transcript.options), host=transcript.host)
         self.sent = bytearray()
         self.events: list[Any] = []
         self.log: list[tuple[str, str]] = []
@@ -390,7 +393,7 @@ def mutated(draw: st.DrawFn) -> Transcript:
                 steps[index] = ("data", data[:at])
             elif action == "rechunk":
                 steps[index : index + 1] = [("data", data[:at]), ("data", data[at:])]
-    return Transcript(f"mutant of {base.name}", options, envelopes, steps)
+    return Transcript(f"mutant of {base.name}", options, base.host, envelopes, steps)
 
 
 CORPUS_TRANSCRIPTS = corpus()

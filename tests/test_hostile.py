@@ -29,7 +29,7 @@ from pysmtp_wasm._reply import MAX_REPLY_LINE
 from pysmtp_wasm._transport import DETACHED
 
 from .conftest import ca_pem
-from .servers import Conn, Recorder, ScriptedServer, SmtpServer
+from .servers import Conn, Recorder, ScriptedServer, SmtpServer, this_machine
 from .test_asyncio_e2e import Outcome, deliver
 
 USER, PASSWORD = "alice", "s3cret-pass"
@@ -120,15 +120,16 @@ class StrippingMitm:
     EHLO replies and answers a STARTTLS command itself with 454, so the session stays in
     plaintext where it reads everything (``from_client``)."""
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, address: str = "127.0.0.1") -> None:
         self.upstream_port = upstream_port
+        self.address = address  # where it listens
         self.from_client = bytearray()
         self.stripped = 0
         self.port = 0
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> StrippingMitm:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._handle, self.address, 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -182,24 +183,84 @@ async def test_starttls_stripped_with_require_tls_stops_before_auth(server_tls: 
     assert not any(c.startswith("AUTH") for c in recorder.commands) and recorder.messages == []
 
 
-async def test_starttls_stripped_without_require_tls_is_plaintext_and_the_mitm_reads_it(
-    server_tls: ssl.SSLContext,
+TOKEN = "ya29.token-xyz"
+
+
+@pytest.mark.parametrize(
+    ("auth", "method", "secret"),
+    [
+        ({"user": USER, "pass": PASSWORD}, "PLAIN", "password"),
+        ({"user": USER, "pass": PASSWORD}, "LOGIN", "password"),
+        ({"user": USER, "xoauth2": TOKEN}, None, "token"),
+    ],
+)
+async def test_starttls_stripped_without_require_tls_sends_no_credentials(
+    server_tls: ssl.SSLContext, auth: dict[str, str], method: str | None, secret: str
 ) -> None:
-    """Opportunistic TLS, as the README explains: without requireTLS the client uses TLS when
-    the server *appears* to offer it. A man in the middle who removes the offer gets a
-    plaintext session: the message and, with PLAIN or LOGIN, the password."""
+    """Opportunistic TLS: without requireTLS the client uses TLS when the server *appears* to
+    offer it. A man in the middle who removes the offer gets a plaintext session, but no
+    password or token: AUTH is refused before any of it is written (the host is not loopback),
+    QUIT follows, and nothing else."""
+    name, address = this_machine()
+    recorder = Recorder(users={USER: PASSWORD}, tokens={USER: TOKEN})
+    with SmtpServer(recorder, starttls=server_tls) as server:
+        async with StrippingMitm(server.port, address) as mitm:
+            options = {"auth": auth, **({"authMethod": method} if method else {})}
+            out = await deliver(SmtpClient(name, mitm.port, options))
+            for _ in range(50):
+                if recorder.connections_open == 0:
+                    break
+                await asyncio.sleep(0.05)
+    error = assert_failed(out, SmtpTlsError)
+    assert error.stage == "AUTH" and f"not sending the {secret} in cleartext" in str(error)
+    assert "allowInsecureAuth" in str(error) and name in str(error)
+    assert mitm.stripped == 1  # the server did offer STARTTLS
+    assert bytes(mitm.from_client) == b"EHLO localhost\r\nQUIT\r\n"  # no AUTH, no message
+    assert recorder.commands == [] and recorder.messages == [] and recorder.connections_open == 0
+
+
+async def test_starttls_stripped_without_require_tls_may_use_cram_md5(server_tls: ssl.SSLContext) -> None:
+    """CRAM-MD5 puts only an HMAC on the wire: it stays allowed without TLS (and is preferred)."""
+    name, address = this_machine()
     recorder = Recorder(users={USER: PASSWORD})
     with SmtpServer(recorder, starttls=server_tls) as server:
-        async with StrippingMitm(server.port) as mitm:
-            client = SmtpClient(
-                "127.0.0.1", mitm.port, {"auth": {"user": USER, "pass": PASSWORD}, "authMethod": "PLAIN"}
-            )
-            out = await deliver(client)
+        async with StrippingMitm(server.port, address) as mitm:
+            out = await deliver(SmtpClient(name, mitm.port, {"auth": {"user": USER, "pass": PASSWORD}}))
+    assert out.errors == [] and out.done == [True] and recorder.commands == ["AUTH CRAM-MD5"]
+    seen = bytes(mitm.from_client)
+    assert PASSWORD.encode() not in seen and base64.b64encode(PASSWORD.encode()) not in seen
+
+
+async def test_starttls_stripped_with_allow_insecure_auth_is_plaintext_and_the_mitm_reads_it(
+    server_tls: ssl.SSLContext,
+) -> None:
+    """What allowInsecureAuth gives away, as the README says: the password and the message."""
+    name, address = this_machine()
+    recorder = Recorder(users={USER: PASSWORD})
+    with SmtpServer(recorder, starttls=server_tls) as server:
+        async with StrippingMitm(server.port, address) as mitm:
+            options = {
+                "auth": {"user": USER, "pass": PASSWORD},
+                "authMethod": "PLAIN",
+                "allowInsecureAuth": True,
+            }
+            out = await deliver(SmtpClient(name, mitm.port, options))
     assert out.errors == [] and out.done == [True]
-    assert recorder.messages[0].tls is False and "STARTTLS" not in recorder.commands
+    assert recorder.messages[0].tls is False and recorder.commands == ["AUTH PLAIN"]
     seen = bytes(mitm.from_client)
     assert base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()) in seen  # the credentials
     assert b"Subject: hi\r\n\r\nhello\r\n" in seen  # the message
+
+
+async def test_starttls_stripped_on_loopback_authenticates_in_plaintext(server_tls: ssl.SSLContext) -> None:
+    """A loopback host (the server is this machine) may take the password without TLS."""
+    recorder = Recorder(users={USER: PASSWORD})
+    with SmtpServer(recorder, starttls=server_tls) as server:
+        async with StrippingMitm(server.port) as mitm:
+            options = {"auth": {"user": USER, "pass": PASSWORD}, "authMethod": "LOGIN"}
+            out = await deliver(SmtpClient("127.0.0.1", mitm.port, options))
+    assert out.errors == [] and out.done == [True] and recorder.commands == ["AUTH LOGIN"]
+    assert recorder.messages[0].login == USER and recorder.messages[0].tls is False
 
 
 # -- the connection breaks -----------------------------------------------------------------------------

@@ -22,6 +22,11 @@ export interface SmtpClientOptions {
   requireTLS?: boolean;
   /** Speak LMTP. */
   lmtp?: boolean;
+  /**
+   * Allow AUTH PLAIN, LOGIN or XOAUTH2 without TLS to a host that is not "localhost" or a
+   * loopback address (default false: refused with an SmtpTlsError before any credential is sent).
+   */
+  allowInsecureAuth?: boolean;
   /** Milliseconds to wait for the connection and greeting (default 30000). */
   timeoutGreeting?: number;
   /** Milliseconds to wait at least for any reply (default 10000). */
