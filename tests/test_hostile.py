@@ -495,6 +495,28 @@ async def test_a_bad_envelope_is_an_error_then_quit_then_close_and_nothing_is_se
         assert "SMTPUTF8" in str(error)
 
 
+async def test_a_bad_envelope_and_no_answer_to_quit_still_closes_with_one_error() -> None:
+    """The QUIT after an envelope error has the usual timer: a server that never answers it
+    gets the connection closed, and the page hears one onerror and one onclose(true)."""
+    quits = []
+
+    def script(conn: Conn) -> None:
+        conn.send(b"220 hi\r\n")
+        conn.line()
+        conn.send(b"250 hi\r\n")
+        quits.append(conn.line())
+        conn.server.stop.wait(10)  # and never a reply
+
+    with ScriptedServer(script) as server:
+        client = SmtpClient("127.0.0.1", server.port, {"timeoutSocketLowerBound": 500})
+        started = time.monotonic()
+        out = await deliver(client, [{"from": "a@example.com", "to": []}], timeout=5)
+        elapsed = time.monotonic() - started
+    assert out.order == ["error:SmtpEnvelopeError", "close:True"] and quits == [b"QUIT"]
+    assert 0.4 < elapsed < 3
+    assert any(text.startswith("after the error: timed out") for _, text in out.log), out.log
+
+
 # -- load --------------------------------------------------------------------------------------------------
 
 
