@@ -118,7 +118,11 @@ export declare class SmtpClient {
   /** Returns false when the buffer is full: wait for ondrain. */
   send(chunk: string | Uint8Array | ArrayBuffer): boolean;
   end(): void;
-  /** Build the MIME message and send it (connecting if needed); rejects with an SmtpError. */
+  /**
+   * Build the MIME message and send it (connecting if needed); rejects with an SmtpError (after
+   * onclose(true) when the error closed the connection). On a closed or closing client it opens
+   * a new connection by itself.
+   */
   sendMail(mail: Mail, options?: { onprogress?: (sent: number, total: number) => void }): Promise<SendMailResult>;
   quit(): void;
   close(): void;
