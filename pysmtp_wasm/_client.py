@@ -23,7 +23,6 @@ from ._options import parse_options
 from ._transport import TimerHandle, Transport, TransportFactory
 from .errors import (
     SmtpConnectionError,
-    SmtpEnvelopeError,
     SmtpError,
     SmtpReplyError,
     SmtpTimeoutError,
@@ -61,6 +60,23 @@ class _Operation:
         self._expect: str | None = None
         self._future: asyncio.Future[Any] | None = None
         self.error: SmtpError | None = None
+        self._closed: asyncio.Future[None] = self._loop.create_future()
+        self._awaiting_close = False
+
+    async def until_closed(self) -> None:
+        """Wait for the transport to report the connection closed (``onclose`` was called)."""
+        self._awaiting_close = True
+        try:
+            await self._closed
+        finally:
+            self._awaiting_close = False
+
+    def connection_closed(self) -> None:
+        """The connection closed: an error for a step under way, unless that close was awaited."""
+        if not self._awaiting_close:
+            self.fail(SmtpConnectionError("the connection closed", stage="closed"))
+        if not self._closed.done():
+            self._closed.set_result(None)
 
     def arm(self, what: str) -> asyncio.Future[Any]:
         """Expect ``what`` next ("idle", "ready", "drain", "done"); await the future after acting."""
@@ -90,7 +106,9 @@ class SmtpClient:
         port: the server's port (default 465 with ``useSecureTransport``, else 25).
         options: the seed's options: ``useSecureTransport``, ``name``, ``auth`` ({user,
             pass, xoauth2}), ``authMethod``, ``ca``, ``disableEscaping``, ``ignoreTLS``,
-            ``requireTLS``, ``lmtp``; and the timeouts in milliseconds
+            ``requireTLS``, ``lmtp``; ``allowInsecureAuth`` (AUTH PLAIN, LOGIN or XOAUTH2
+            without TLS to a host that is not ``localhost`` or a loopback address: refused
+            with an :class:`SmtpTlsError` unless this is true); and the timeouts in milliseconds
             ``timeoutGreeting``, ``timeoutSocketLowerBound``, ``timeoutSocketMultiplier``.
         transport: a factory taking the client and returning a transport (default: asyncio
             in CPython, the browser socket in Pyodide).
@@ -180,7 +198,7 @@ class SmtpClient:
         """Open the connection; ``onidle`` follows when the session is ready."""
         if self._engine is not None:
             raise SmtpUsageError("connect() was already called; make a new SmtpClient to connect again")
-        self._engine = SmtpEngine(self.options)
+        self._engine = SmtpEngine(self.options, host=self.host)
         self._update_transcript()
         self._transport = self._transport_factory(self)
         self._log(
@@ -201,18 +219,11 @@ class SmtpClient:
         """Send MAIL FROM, RCPT TO and DATA; ``onready(failedRecipients)`` follows.
 
         An envelope that cannot be sent (no recipients, an unsafe address, ...) is reported
-        through ``onerror`` with a :class:`SmtpEnvelopeError` (``fatal`` false): nothing is
-        sent and the connection stays idle. Calling it outside ``onidle``'s state raises
-        :class:`SmtpUsageError`.
+        through ``onerror`` with a :class:`SmtpEnvelopeError`: nothing of it is sent, the
+        session ends with QUIT, and ``onclose(true)`` follows, as after every error. Calling it
+        outside ``onidle``'s state raises :class:`SmtpUsageError` (and changes nothing).
         """
-        engine = self._require_engine("useEnvelope()")
-        try:
-            events = engine.use_envelope(envelope)
-        except SmtpEnvelopeError as error:
-            self._log("*", f"envelope refused: {error}")
-            self._call(self.onerror, error)
-            return
-        self._after(events)
+        self._after(self._require_engine("useEnvelope()").use_envelope(envelope))
 
     def send(self, chunk: bytes | str) -> bool:
         """Stream a chunk of the message. Returns False when the buffer is full: then wait
@@ -262,8 +273,12 @@ class SmtpClient:
         or ``quit()``.
 
         While it runs, ``onidle``, ``onready``, ``ondone`` and ``ondrain`` are not called;
-        ``onerror``, ``onclose`` and ``onlog`` are. Raises :class:`SmtpError` (an
-        :class:`SmtpReplyError` when the server refuses the message).
+        ``onerror``, ``onclose`` and ``onlog`` are. Raises :class:`SmtpError`: an
+        :class:`SmtpReplyError` when the server refuses the message at its end (the
+        connection stays idle); an :class:`SmtpEnvelopeError` at once when the message has no
+        From (and no ``sender`` is given); any other error came through ``onerror`` and is
+        raised after ``onclose(true)``. When the connection is closed (after an error,
+        ``quit()`` or ``close()``), the next call opens a new one by itself.
         """
         from ._message import CHUNK_SIZE, SendResult, prepare
 
@@ -288,6 +303,13 @@ class SmtpClient:
             done = operation.arm("done")
             self.end()
             success = await done
+        except SmtpError:
+            if self._engine is not None and self._engine.state in (State.CLOSED, State.QUIT):
+                # The session ends with this error: raise once onclose(true) has been called, so
+                # that the next call finds the client closed and connects anew.
+                if not self._closed:
+                    await operation.until_closed()
+            raise
         finally:
             self._operation = None
         results = self.lastResults
@@ -308,19 +330,34 @@ class SmtpClient:
         )
 
     async def _until_idle(self, operation: _Operation) -> None:
-        if self._engine is None:
+        engine = self._engine
+        if self._closed or (engine is not None and engine.state in (State.CLOSED, State.QUIT)):
+            # A connection that ended (or is ending): wait for its onclose, then a new one.
+            if not self._closed:
+                await operation.until_closed()
+            self._forget_connection()
+            engine = None
+        if engine is None:
             idle = operation.arm("idle")
             self.connect()
             await idle
             return
-        state = self._engine.state
+        state = engine.state
         if state is State.IDLE:
             return
         if state in (State.ENVELOPE, State.DATA, State.DATA_END):
             raise SmtpUsageError(f"a message is already in flight on this client (state: {state.value})")
-        if state in (State.CLOSED, State.QUIT) or self._closed:
-            raise SmtpUsageError("the connection is closed: make a new SmtpClient")
         await operation.arm("idle")  # the session is still being set up
+
+    def _forget_connection(self) -> None:
+        """Back to "new" after a closed connection, so that ``send_message`` can connect again."""
+        self._cancel_timer()
+        self._engine = None
+        self._transport = None
+        self._written_since_reply = 0
+        self._writable = True
+        self._error = None
+        self._closed = False
 
     # -- reports from the transport -------------------------------------------------------
 
@@ -377,7 +414,7 @@ class SmtpClient:
         self._cancel_timer()
         options = replace(self.options, require_tls=True, ignore_tls=False)
         options.extra = {**self.options.extra, "tlsEngine": error.retry_with, "fallback": reason}
-        self._engine = SmtpEngine(options)
+        self._engine = SmtpEngine(options, host=self.host)
         self._update_transcript()
         self._written_since_reply = 0
         self._writable = True
@@ -393,9 +430,9 @@ class SmtpClient:
         self._closed = True
         self._cancel_timer()
         self._log("*", "connection closed")
-        if self._operation is not None:
-            self._operation.fail(self._error or SmtpConnectionError("the connection closed", stage="closed"))
         self._call(self.onclose, self._error is not None)
+        if self._operation is not None:
+            self._operation.connection_closed()
 
     # -- internals --------------------------------------------------------------------------
 
@@ -439,12 +476,14 @@ class SmtpClient:
             self._transport.start_tls()
         elif isinstance(event, Failed):
             self._error = event.error
-            self._cancel_timer()
+            if not event.quitting:
+                self._cancel_timer()  # (with QUIT under way, its timer runs on)
             self._log("*", f"error: {event.error}")
             self._call(self.onerror, event.error)
             if self._operation is not None:
                 self._operation.fail(event.error)
-            self._transport.close()
+            if not event.quitting:
+                self._transport.close()  # onclose(true) follows when the transport reports it
         elif isinstance(event, Finished):
             self._cancel_timer()
             self._transport.close()

@@ -78,8 +78,12 @@ def _reply_error(
 class SmtpEngine:
     """One SMTP (or LMTP) session's protocol state."""
 
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: Options, *, host: str | None = None) -> None:
+        """``host`` is the server's name or address as the user gave it: with a loopback one
+        (:func:`pysmtp_wasm._sasl.is_loopback`) AUTH may send a password without TLS. None (not
+        known) counts as not loopback."""
         self.options = options
+        self.host = host
         self.state = State.CONNECTING
         self.extensions = Extensions()
         self.tls_active = options.use_secure_transport
@@ -92,6 +96,7 @@ class SmtpEngine:
         self._out: list[bytes] = []
         self._events: list[Event] = []
         self._quit_requested = False
+        self._failed = False  # an error was reported (Failed): the session only ends now
         self._rset_needed = False
         self._mechanism: _sasl.Mechanism | None = None
         # The current transaction.
@@ -198,13 +203,18 @@ class SmtpEngine:
     def use_envelope(self, envelope: Mapping[str, Any]) -> list[Event]:
         """Start a message: MAIL FROM, one RCPT TO per recipient, DATA.
 
-        Raises :class:`SmtpUsageError` outside the idle state and :class:`SmtpEnvelopeError`
-        for an envelope that cannot be sent; in both cases nothing is sent.
+        Raises :class:`SmtpUsageError` outside the idle state (nothing changes). An envelope
+        that cannot be sent ends the session: nothing of it is sent, the events hold
+        ``Failed(SmtpEnvelopeError, quitting=True)`` and QUIT is written.
         """
         self._expect_state(
             State.IDLE, "useEnvelope()", "call it from onidle, after the previous message is done"
         )
-        sender, recipients, size = self._check_envelope(envelope)
+        try:
+            sender, recipients, size = self._check_envelope(envelope)
+        except SmtpEnvelopeError as error:
+            self._fail_and_quit(error)
+            return self._take_events()
         params = ""
         if size is not None and "SIZE" in self.extensions:
             params += f" SIZE={size}"
@@ -349,6 +359,27 @@ class SmtpEngine:
         mechanism = _sasl.choose(
             self.extensions.auth_mechanisms, self.options.auth, self.options.auth_method, self.tls_active
         )
+        if (
+            mechanism.sends_secret
+            and not self.tls_active
+            and not self.options.allow_insecure_auth
+            and not _sasl.is_loopback(self.host)
+        ):
+            # RFC 8314 (cleartext considered obsolete): no password or token in the clear
+            # unless the user said so, or the server is this machine. Nothing of them is sent.
+            secret = "token" if mechanism.name == "XOAUTH2" else "password"
+            why = "ignoreTLS is set" if self.options.ignore_tls else "the server offered no STARTTLS"
+            self._fail_and_quit(
+                SmtpTlsError(
+                    f"not sending the {secret} in cleartext: the connection to {self.host or 'the server'} "
+                    f"is not encrypted ({why}) "
+                    f"and AUTH {mechanism.name} would put the {secret} on the wire as it is; "
+                    "use TLS (useSecureTransport, or requireTLS for STARTTLS), or set "
+                    "allowInsecureAuth: true to send it anyway",
+                    stage="AUTH",
+                )
+            )
+            return
         self._mechanism = mechanism
         line, shown = mechanism.start()
         self._send_command(line, shown)
@@ -517,7 +548,23 @@ class SmtpEngine:
 
     def _fail(self, error: SmtpError) -> None:
         self._end()
+        if self._failed:
+            # One error a session: this one (a timeout, a hang-up or garbage while QUIT is
+            # under way after the first) only ends it.
+            self._log("*", f"after the error: {error}")
+            self._events.append(Finished())
+            return
+        self._failed = True
         self._events.append(Failed(error))
+
+    def _fail_and_quit(self, error: SmtpError) -> None:
+        """Report ``error`` and end the session politely: QUIT, then close (the session is in
+        a state where QUIT may be said, and nothing the user asked for went out)."""
+        self._failed = True
+        self._quit_requested = False
+        self._send_command("QUIT")
+        self.state = State.QUIT
+        self._events.append(Failed(error, quitting=True))
 
     def _end(self) -> None:
         self.state = State.CLOSED

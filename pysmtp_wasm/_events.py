@@ -51,9 +51,15 @@ class StartTls:
 
 @dataclass(frozen=True)
 class Failed:
-    """An error ends the session (``onerror`` then ``onclose(true)``): close the transport."""
+    """An error ends the session (``onerror`` then ``onclose(true)``): close the transport.
+
+    With ``quitting`` the engine has written QUIT (the session was in a state to say it):
+    close the transport on :class:`Finished` instead, which follows the reply or, if none
+    comes in time, a timeout passed to :meth:`SmtpEngine.fail`.
+    """
 
     error: SmtpError
+    quitting: bool = False
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ class Options:
     ignore_tls: bool = False
     require_tls: bool = False
     lmtp: bool = False
+    allow_insecure_auth: bool = False
     timeout_greeting_ms: float = DEFAULT_TIMEOUT_GREETING_MS
     timeout_lower_bound_ms: float = DEFAULT_TIMEOUT_LOWER_BOUND_MS
     timeout_multiplier_ms: float = DEFAULT_TIMEOUT_MULTIPLIER_MS
@@ -46,13 +47,21 @@ _KEYS = {
     "ignoreTLS": "ignore_tls",
     "requireTLS": "require_tls",
     "lmtp": "lmtp",
+    "allowInsecureAuth": "allow_insecure_auth",
     "timeoutGreeting": "timeout_greeting_ms",
     "timeoutSocketLowerBound": "timeout_lower_bound_ms",
     "timeoutSocketMultiplier": "timeout_multiplier_ms",
 }
 # Transport options with a fixed set of values, checked here so a typo fails at construction.
 TRANSPORT_VALUES: dict[str, tuple[str, ...]] = {"tlsEngine": ("auto", "openssl", "forge")}
-_BOOLS = {"use_secure_transport", "disable_escaping", "ignore_tls", "require_tls", "lmtp"}
+_BOOLS = {
+    "use_secure_transport",
+    "disable_escaping",
+    "ignore_tls",
+    "require_tls",
+    "lmtp",
+    "allow_insecure_auth",
+}
 _NUMBERS = {"timeout_greeting_ms", "timeout_lower_bound_ms", "timeout_multiplier_ms"}
 
 

@@ -4,11 +4,14 @@ Two families, in the h11 manner:
 
 * the *server or the network* misbehaved or said no (:class:`SmtpReplyError`,
   :class:`SmtpProtocolError`, :class:`SmtpTimeoutError`, :class:`SmtpConnectionError`,
-  :class:`SmtpTlsError`) -- these end the connection (``fatal`` is true);
+  :class:`SmtpTlsError`);
 * *you* asked for something that cannot be done (:class:`SmtpUsageError` for a call in the
-  wrong state, raised at once; :class:`SmtpEnvelopeError` for an envelope that would be
-  unsafe or is not sendable, reported through ``onerror`` with ``fatal`` false, nothing sent
-  and the connection left open and idle).
+  wrong state, raised at once, nothing changed; :class:`SmtpEnvelopeError` for an envelope
+  that would be unsafe or is not sendable: nothing of it is sent).
+
+Every error reported through ``onerror`` ends the connection (``fatal`` is true):
+``onclose(true)`` follows, after a QUIT when the session was in a state to say it. Only
+:class:`SmtpUsageError` is raised instead, and leaves the connection as it was (``fatal`` false).
 
 Every error carries the evidence: the SMTP ``code``, the RFC 3463 ``enhanced`` status code,
 the server's text, and the ``stage`` (which command) that failed.
@@ -97,7 +100,9 @@ class SmtpConnectionError(SmtpError):
 
 
 class SmtpTlsError(SmtpError):
-    """TLS could not be set up: no STARTTLS, a failed handshake or an untrusted certificate.
+    """TLS could not be set up: no STARTTLS, a failed handshake or an untrusted certificate;
+    or AUTH would have sent a password or token in cleartext (``stage`` "AUTH"; see the
+    option ``allowInsecureAuth``).
 
     ``retry_with`` names the TLS engine to try on a new connection when the server refused the
     TLS *version* during STARTTLS (the browser's "auto" engine); the client does that itself.
@@ -109,14 +114,18 @@ class SmtpTlsError(SmtpError):
 
 
 class SmtpUsageError(SmtpError):
-    """A method was called in a state that does not allow it (raised at once, nothing sent)."""
+    """A method was called in a state that does not allow it (raised at once, nothing sent,
+    the connection left as it was)."""
+
+    fatal = False
 
 
 class SmtpEnvelopeError(SmtpUsageError):
     """The envelope cannot be sent: no recipients, an unsafe or malformed address, a size
     over the server's limit, or a non-ASCII address without SMTPUTF8.
 
-    Reported through ``onerror`` before anything is sent; the connection stays open and idle.
+    Reported through ``onerror`` before anything of the envelope is sent; then the session
+    ends with QUIT and ``onclose(true)``, as after every error.
     """
 
-    fatal = False
+    fatal = True

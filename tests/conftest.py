@@ -90,7 +90,6 @@ window.session = async (spec, rec = {}) => {
       rec.order.push("error:" + e.name);
       rec.errors.push({ isError: e instanceof Error, name: e.name, message: e.message, code: e.code ?? null,
                         enhanced: e.enhanced ?? null, stage: e.stage ?? null, fatal: e.fatal });
-      if (e.fatal === false) next();
     };
     client.ondrain = () => { rec.drains++; if (wake) { const w = wake; wake = null; w(); } };
     client.onlog = (d, t) => rec.log.push(d + ": " + t);

@@ -25,8 +25,9 @@ class Harness:
         on_ready: Callable[[Harness, list[str]], None] | None = None,
         on_done: Callable[[Harness, Done], None] | None = None,
         transcript: bool = True,
+        host: str = "localhost",
     ) -> None:
-        self.engine = SmtpEngine(parse_options(options or {}))
+        self.engine = SmtpEngine(parse_options(options or {}), host=host)
         self.engine.transcript = transcript
         self.sent = bytearray()
         self.events: list[Any] = []

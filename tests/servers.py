@@ -45,6 +45,18 @@ CHROME_FLAGS = [
 ]
 
 
+def this_machine() -> tuple[str, str]:
+    """This machine's own host name, and the IPv4 address it resolves to (where a test server
+    then listens). The client decides "loopback" from the host as written, so this name is
+    *not* loopback to it although the connection stays on this machine: it lets the tests show
+    what happens with a remote server's name, for real. (Debian's /etc/hosts maps the name to
+    127.0.1.1; containers to 127.0.0.1 or their own address: any of them works.)"""
+    name = socket.gethostname()
+    address = str(socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM)[0][4][0])
+    assert name.lower() != "localhost" and not name.startswith("127."), name
+    return name, address
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -191,6 +203,7 @@ class SmtpServer(Controller):
         implicit_tls: an ssl.SSLContext to wrap the whole connection in (port 465 style).
         lmtp: speak LMTP.
         auth_require_tls: advertise AUTH only after TLS (aiosmtpd's default).
+        address: where to listen (default 127.0.0.1; see ``this_machine()``).
     """
 
     def __init__(
@@ -202,12 +215,13 @@ class SmtpServer(Controller):
         lmtp: bool = False,
         auth_require_tls: bool = False,
         data_size_limit: int = 64 * 1024 * 1024,
+        address: str = "127.0.0.1",
     ) -> None:
         self.recorder = recorder or Recorder()
         self.lmtp = lmtp
         super().__init__(
             self.recorder,
-            hostname="127.0.0.1",
+            hostname=address,
             port=free_port(),
             ssl_context=implicit_tls,
             tls_context=starttls,

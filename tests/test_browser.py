@@ -147,16 +147,16 @@ def test_twenty_megabytes_in_64k_chunks_with_ondrain_arrive_byte_identical(
 
 def test_envelope_errors_and_wrong_calls_are_clear(page: Page, proxy: Websockify) -> None:
     with SmtpServer() as server:
-        rec = page.session(
-            port=server.port,
-            options={"proxy": proxy.url(server.port)},
-            envelopes=[
-                {"from": "a@example.com", "to": []},
-                {"from": "a@example.com", "to": "x@example.com\r\nDATA"},
-            ],
-        )
-    assert [e["message"] for e in rec["errors"]][0] == "Can't send mail - no recipients defined"
-    assert [e["fatal"] for e in rec["errors"]] == [False, False] and rec["closed"] is False
+        url = proxy.url(server.port)
+        for envelope, message in [
+            ({"from": "a@example.com", "to": []}, "Can't send mail - no recipients defined"),
+            ({"from": "a@example.com", "to": "x@example.com\r\nDATA"}, "invalid to address"),
+        ]:
+            rec = page.session(port=server.port, options={"proxy": url}, envelopes=[envelope])
+            (error,) = rec["errors"]
+            assert error["name"] == "SmtpEnvelopeError" and message in error["message"]
+            assert error["fatal"] is True and rec["order"] == ["error:SmtpEnvelopeError", "close:true"]
+            assert [line for line in rec["log"] if line.startswith("C: ")][-1] == "C: QUIT"
     assert server.recorder.messages == []
     thrown = page.run(
         """
@@ -588,3 +588,55 @@ def test_send_mail_rejections_reach_js_as_errors(page: Page, proxy: Websockify) 
         )
     assert out[0] == ["SmtpEnvelopeError", "Can't send mail - no recipients defined"]
     assert out[1] == ["SmtpRecipientsError", "Can't send mail - all recipients were rejected", 550, "5.1.1"]
+
+
+SEND_MAIL_AGAIN = r"""
+const [port, proxy] = args;
+const api = await window.smtp;
+const client = new api.SmtpClient("localhost", port, { proxy });
+const order = [];
+const mail = (to) => ({ from: "a@example.com", to, subject: to, text: "hello" });
+let retried = null;
+client.onerror = (e) => {
+  order.push("error:" + e.name);
+  // At once, from onerror, while the connection is still closing: it waits, then connects anew.
+  retried ??= client.sendMail(mail("in-onerror@example.com"));
+  retried.then((r) => order.push("resolved:" + r.accepted));
+};
+client.onclose = (isError) => order.push("close:" + isError);
+try {
+  await client.sendMail(mail("x@example.com"));
+} catch (e) {
+  order.push("rejected:" + e.name);
+}
+await retried;
+const third = await client.sendMail(mail("third@example.com"));
+order.push("resolved:" + third.accepted);
+client.quit();
+while (order[order.length - 1] !== "close:false") await new Promise((r) => setTimeout(r, 10));
+await new Promise((r) => setTimeout(r, 10));  // proxies are destroyed just after onclose
+return { order, stats: api.stats() };
+"""
+
+
+def test_send_mail_rejects_after_onclose_and_the_next_call_connects_again(
+    page: Page, proxy: Websockify
+) -> None:
+    with SmtpServer(Recorder(reject={"x@example.com"})) as server:
+        before = server.recorder.connections_total
+        out = page.run(SEND_MAIL_AGAIN, server.port, proxy.url(server.port))
+        connections = server.recorder.connections_total - before
+    assert out["order"] == [
+        "error:SmtpRecipientsError",
+        "close:true",
+        "rejected:SmtpRecipientsError",
+        "resolved:in-onerror@example.com",
+        "resolved:third@example.com",
+        "close:false",
+    ]
+    assert [m.rcpt_tos for m in server.recorder.messages] == [
+        ["in-onerror@example.com"],
+        ["third@example.com"],
+    ]
+    assert connections == 2  # the refused one, then one for both messages
+    assert out["stats"] == {"socketProxies": 0, "clients": 0, "jsClients": 0}

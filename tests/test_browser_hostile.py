@@ -4,6 +4,10 @@ the WebSocket proxy); plus a proxy that refuses, and load from one page."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import ssl
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,7 @@ from .servers import (
 from .test_hostile import (
     BAD_ENVELOPES,
     INJECTED,
+    StrippingMitm,
     closes_mid_tls_handshake,
     greet_and_accept_envelope,
     starttls_script,
@@ -125,6 +130,72 @@ def test_starttls_injection_in_a_later_read_fails_the_handshake(
     assert server.plaintext == b"EHLO localhost\r\nSTARTTLS\r\n" and server.messages == []
 
 
+# -- a man in the middle who strips STARTTLS, between websockify and the server ----------------------
+
+
+class MitmThread:
+    """tests/test_hostile.py's StrippingMitm on an event loop of its own, in a thread (the browser
+    tests are synchronous)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.mitm = StrippingMitm(upstream_port)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> StrippingMitm:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.mitm.__aenter__(), self.loop).result(10)
+        return self.mitm
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.mitm.__aexit__(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.mark.parametrize(
+    ("host", "extra", "authenticates"),
+    [
+        ("mail.example.com", {}, False),  # not loopback: no password in cleartext
+        ("mail.example.com", {"allowInsecureAuth": True}, True),
+        ("127.0.0.1", {}, True),  # the SMTP server is the proxy's own machine
+    ],
+    ids=["remote", "remote-allowInsecureAuth", "loopback"],
+)
+def test_starttls_stripped_without_require_tls(
+    page: Page,
+    proxy: Websockify,
+    server_tls: ssl.SSLContext,
+    host: str,
+    extra: dict[str, Any],
+    authenticates: bool,
+) -> None:
+    """The page names an SMTP host; the proxy's token takes it to the man in the middle, who
+    deletes the STARTTLS offer. Without requireTLS the session stays in plaintext; AUTH PLAIN
+    goes out only to a loopback host or with allowInsecureAuth."""
+    recorder = Recorder(users={USER: PASSWORD})
+    with SmtpServer(recorder, starttls=server_tls) as server, MitmThread(server.port) as mitm:
+        options = {
+            "proxy": proxy.url(mitm.port),
+            "auth": {"user": USER, "pass": PASSWORD},
+            "authMethod": "PLAIN",
+        }
+        rec = page.session(host=host, port=mitm.port, options={**options, **extra})
+        assert settle(lambda: recorder.connections_open) == 0
+    assert mitm.stripped == 1  # the server did offer STARTTLS
+    credentials = base64.b64encode(f"\0{USER}\0{PASSWORD}".encode())
+    if authenticates:
+        assert rec["errors"] == [] and rec["done"] == [True] and recorder.commands == ["AUTH PLAIN"]
+        assert credentials in bytes(mitm.from_client)  # what allowInsecureAuth gives away
+        assert [(m.login, m.tls) for m in recorder.messages] == [(USER, False)]
+    else:
+        error = assert_failed(rec, "SmtpTlsError")
+        assert error["stage"] == "AUTH" and "not sending the password in cleartext" in error["message"]
+        assert host in error["message"] and "allowInsecureAuth" in error["message"]
+        assert bytes(mitm.from_client) == b"EHLO localhost\r\nQUIT\r\n"  # no AUTH line, no message
+        assert recorder.commands == [] and recorder.messages == []
+
+
 # -- the connection breaks ------------------------------------------------------------------------------
 
 
@@ -210,20 +281,20 @@ def test_the_proxy_refuses_the_websocket(page: Page, proxy: Websockify) -> None:
 # -- bad input -------------------------------------------------------------------------------------------
 
 INPUT_SCRIPT = r"""
-const [port, proxy, bad] = args;
+const [port, proxy] = args;
 const api = await window.smtp;
 const client = new api.SmtpClient("localhost", port, { proxy });
 const calls = [];
 const errors = [];
 const refused = (what, fn) => {
-  try { fn(); calls.push([what, "accepted"]); } catch (e) { calls.push([what, e.name, e instanceof Error]); }
+  try { fn(); calls.push([what, "accepted"]); }
+  catch (e) { calls.push([what, e.name, e instanceof Error, e.fatal]); }
 };
 let idles = 0;
 return await new Promise((resolve) => {
   client.onidle = () => {
     idles++;
     if (idles === 1) {
-      for (const envelope of bad) client.useEnvelope(envelope);
       client.useEnvelope({ from: "a@example.com", to: "one@example.com" });
       refused("useEnvelope in flight", () => client.useEnvelope({ to: "x@example.com" }));
       refused("connect twice", () => client.connect());
@@ -248,18 +319,14 @@ return await new Promise((resolve) => {
 """
 
 
-def test_bad_input_is_refused_and_the_connection_stays_usable(page: Page, proxy: Websockify) -> None:
+def test_calls_in_the_wrong_state_are_refused_and_the_connection_stays_usable(
+    page: Page, proxy: Websockify
+) -> None:
     recorder = Recorder(pipelining=True)
-    server = SmtpServer(recorder)
-    server.SMTP_kwargs["enable_SMTPUTF8"] = False
-    with server:
-        out = page.run(INPUT_SCRIPT, server.port, proxy.url(server.port), BAD_ENVELOPES)
-    assert out["isError"] is False
-    assert [(name, fatal) for name, fatal, _ in out["errors"]] == [("SmtpEnvelopeError", False)] * len(
-        BAD_ENVELOPES
-    )
-    assert "SMTPUTF8" in out["errors"][4][2]
-    usage = ["SmtpUsageError", True]
+    with SmtpServer(recorder) as server:
+        out = page.run(INPUT_SCRIPT, server.port, proxy.url(server.port))
+    assert out["isError"] is False and out["errors"] == []
+    usage = ["SmtpUsageError", True, False]  # thrown, an Error, not fatal
     assert (
         out["calls"]
         == [
@@ -274,7 +341,83 @@ def test_bad_input_is_refused_and_the_connection_stays_usable(page: Page, proxy:
         (["one@example.com"], b"Subject: 1\r\n\r\nbody 1\r\n"),
         (["two@example.com"], b"Subject: 2\r\n\r\nbody 2\r\n"),
     ]
-    assert not any("victim" in c for c in recorder.commands)
+
+
+def test_a_bad_envelope_is_an_error_then_quit_then_close_and_nothing_is_sent(
+    page: Page, proxy: Websockify
+) -> None:
+    """Each bad envelope after a first message on its connection: onerror, nothing of it on the
+    wire, QUIT answered, onclose(true). The server stores only the first messages."""
+    recorder = Recorder(pipelining=True)
+    server = SmtpServer(recorder)
+    server.SMTP_kwargs["enable_SMTPUTF8"] = False
+    with server:
+        url = proxy.url(server.port)
+        recs = [
+            page.session(
+                port=server.port,
+                options={"proxy": url},
+                envelopes=[{"from": "a@example.com", "to": f"ok{i}@example.com"}, bad],
+            )
+            for i, bad in enumerate(BAD_ENVELOPES)
+        ]
+        assert settle(lambda: recorder.connections_open) == 0
+    for rec in recs:
+        assert rec["order"] == ["done:true", "error:SmtpEnvelopeError", "close:true"], rec["order"]
+        (error,) = rec["errors"]
+        assert error["fatal"] is True and error["isError"] is True
+        sent = [line for line in rec["log"] if line.startswith("C: ")]
+        assert sent[-1] == "C: QUIT" and sum(line.startswith("C: MAIL") for line in sent) == 1
+        assert "S: 221 Bye" in rec["log"]
+        assert not any("victim" in line or "NOTIFY" in line for line in sent)
+    assert "SMTPUTF8" in recs[4]["errors"][0]["message"]
+    assert [m.rcpt_tos for m in recorder.messages] == [
+        [f"ok{i}@example.com"] for i in range(len(BAD_ENVELOPES))
+    ]
+    assert settle(lambda: sum(page.stats().values())) == 0
+
+
+# emailjs-smtp-client's integration test "should fail with invalid MAIL FROM" (and its two
+# siblings), ported to the page: in onerror the test sets onclose and waits for it.
+SEED_SCRIPT = r"""
+const [port, proxy, envelope] = args;
+const api = await window.smtp;
+const smtp = new api.SmtpClient("127.0.0.1", port, { proxy });
+await new Promise((resolve) => { smtp.onidle = resolve; smtp.connect(); });
+return await new Promise((resolve) => {
+  smtp.onerror = (err) => {
+    smtp.onclose = (isError) => resolve({ name: err.name, message: err.message, fatal: err.fatal, isError });
+  };
+  smtp.useEnvelope(envelope);
+});
+"""
+
+
+@pytest.mark.parametrize(
+    ("envelope", "name", "message"),
+    [
+        ({"from": "invalid", "to": ["receiver@localhost"]}, "SmtpEnvelopeError", "invalid from address"),
+        (
+            {"from": "sender@example.com", "to": []},
+            "SmtpEnvelopeError",
+            "Can't send mail - no recipients defined",
+        ),
+        (
+            {"from": "sender@example.com", "to": ["receiver@example.com"]},
+            "SmtpRecipientsError",
+            "Can't send mail - all recipients were rejected",
+        ),
+    ],
+    ids=["from", "empty", "rejected"],
+)
+def test_the_seeds_should_fail_tests_get_onclose_after_onerror(
+    page: Page, proxy: Websockify, envelope: dict[str, Any], name: str, message: str
+) -> None:
+    with SmtpServer(Recorder(reject={"receiver@example.com"})) as server:
+        out = page.run(SEED_SCRIPT, server.port, proxy.url(server.port), envelope)
+        assert settle(lambda: server.recorder.connections_open) == 0
+    assert out["name"] == name and message in out["message"]
+    assert out["fatal"] is True and out["isError"] is True and server.recorder.messages == []
 
 
 # -- load --------------------------------------------------------------------------------------------------

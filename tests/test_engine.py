@@ -15,13 +15,15 @@ from pysmtp_wasm import (
     SmtpEnvelopeError,
     SmtpProtocolError,
     SmtpRecipientsError,
+    SmtpTimeoutError,
     SmtpTlsError,
     SmtpUsageError,
     State,
 )
 from pysmtp_wasm._reply import MAX_REPLY_LINE, MAX_REPLY_LINES
+from pysmtp_wasm._sasl import is_loopback
 
-from .script import Harness, bytewise, run
+from .script import Finished, Harness, bytewise, run
 
 MESSAGE = b"Subject: test\r\n\r\n.leading dot\r\nbody"
 STUFFED = b"Subject: test\r\n\r\n..leading dot\r\nbody\r\n.\r\n"
@@ -285,25 +287,34 @@ def test_size_and_smtputf8_parameters():
     assert h.engine.state is State.ENVELOPE
 
 
+HELLO = [(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250 hi\r\n")]
+
+
+def refused_envelope(h: Harness, envelope: object) -> SmtpEnvelopeError:
+    """use_envelope() from idle with an envelope that cannot be sent: nothing of it goes out,
+    the error is reported and QUIT follows; the server's reply to it ends the session."""
+    before = bytes(h.sent)
+    h.call("use_envelope", envelope)
+    failed = h.events[-1]
+    assert isinstance(failed, Failed) and failed.quitting is True
+    assert isinstance(failed.error, SmtpEnvelopeError) and failed.error.fatal is True
+    assert bytes(h.sent) == before + b"QUIT\r\n" and h.engine.state is State.QUIT
+    h.feed(b"221 bye\r\n")
+    assert isinstance(h.events[-1], Finished) and h.engine.state is State.CLOSED
+    assert bytes(h.sent) == before + b"QUIT\r\n"
+    return failed.error
+
+
 def test_size_over_the_servers_limit_is_refused_before_sending():
-    errors = []
-
-    def on_idle(h: Harness) -> None:
-        try:
-            h.call("use_envelope", {"from": "a@example.com", "to": "b@example.com", "size": 101})
-        except SmtpEnvelopeError as error:
-            errors.append(error)
-
-    h = run([(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250-hi\r\n250 SIZE 100\r\n")], on_idle=on_idle)
-    assert "exceeds the server's limit of 100" in str(errors[0])
-    assert h.sent == b"EHLO localhost\r\n" and h.engine.state is State.IDLE
+    h = run([(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250-hi\r\n250 SIZE 100\r\n")])
+    error = refused_envelope(h, {"from": "a@example.com", "to": "b@example.com", "size": 101})
+    assert "exceeds the server's limit of 100" in str(error)
+    assert h.sent == b"EHLO localhost\r\nQUIT\r\n"
 
 
 def test_non_ascii_address_without_smtputf8_is_refused():
-    h = run([(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250 hi\r\n")])
-    with pytest.raises(SmtpEnvelopeError, match="SMTPUTF8"):
-        h.engine.use_envelope({"from": "a@example.com", "to": "jöe@example.com"})
-    assert h.engine.state is State.IDLE
+    h = run(HELLO)
+    assert "SMTPUTF8" in str(refused_envelope(h, {"from": "a@example.com", "to": "jöe@example.com"}))
 
 
 @pytest.mark.parametrize(
@@ -322,25 +333,41 @@ def test_non_ascii_address_without_smtputf8_is_refused():
         "",
     ],
 )
-def test_injection_attempts_are_refused_before_anything_is_sent(address):
-    h = run([(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250 hi\r\n")])
-    before = bytes(h.sent)
-    with pytest.raises(SmtpEnvelopeError):
-        h.engine.use_envelope({"from": "a@example.com", "to": ["ok@example.com", address]})
-    with pytest.raises(SmtpEnvelopeError):
-        h.engine.use_envelope({"from": address or "x", "to": ["ok@example.com"]})
-    assert bytes(h.sent) == before and h.engine.data_to_send() == b""
-    assert h.engine.state is State.IDLE
+@pytest.mark.parametrize("field", ["to", "from"])
+def test_injection_attempts_are_refused_before_anything_is_sent(address, field):
+    h = run(HELLO)
+    if field == "to":
+        envelope = {"from": "a@example.com", "to": ["ok@example.com", address]}
+    else:
+        envelope = {"from": address or "x", "to": ["ok@example.com"]}
+    refused_envelope(h, envelope)
+    assert h.sent == b"EHLO localhost\r\nQUIT\r\n"
 
 
-def test_no_recipients_is_the_seeds_error():
-    h = run([(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250 hi\r\n")])
-    for to in (None, [], ""):
-        envelope = {"from": "a@example.com"} if to is None else {"from": "a@example.com", "to": to}
-        with pytest.raises(SmtpEnvelopeError) as caught:
-            h.engine.use_envelope(envelope)
-        if to != "":
-            assert str(caught.value) == "Can't send mail - no recipients defined"
+@pytest.mark.parametrize("to", [None, [], ""])
+def test_no_recipients_is_the_seeds_error(to):
+    h = run(HELLO)
+    envelope = {"from": "a@example.com"} if to is None else {"from": "a@example.com", "to": to}
+    error = refused_envelope(h, envelope)
+    if to != "":
+        assert str(error) == "Can't send mail - no recipients defined"
+
+
+def test_after_a_refused_envelope_a_timeout_or_a_hang_up_only_ends_the_session():
+    """One error a session: whatever happens while QUIT is under way ends it without a
+    second Failed."""
+    for ending in ("timeout", "lost", "garbage"):
+        h = run(HELLO)
+        h.call("use_envelope", {"from": "a@example.com", "to": []})
+        if ending == "timeout":
+            h._take(h.engine.fail(SmtpTimeoutError("timed out waiting for a reply (quit)")))
+        elif ending == "lost":
+            h._take(h.engine.connection_lost())
+        else:
+            h.feed(b"x" * (MAX_REPLY_LINE + 10))
+        names = [type(e).__name__ for e in h.events]
+        assert names == ["Idle", "Failed", "Finished"], (ending, names)
+        assert h.engine.state is State.CLOSED and h.sent == b"EHLO localhost\r\nQUIT\r\n"
 
 
 def test_quoted_local_part_with_space_is_allowed():
@@ -494,6 +521,113 @@ def test_auth_failure_carries_server_text():
     error = h.events[-1].error
     assert isinstance(error, SmtpAuthError)
     assert str(error) == "AUTH PLAIN failed: 5.7.8 Authentication credentials invalid"
+
+
+# -- no password in cleartext (RFC 8314) -----------------------------------------------------------
+
+REMOTE = "mail.example.com"
+CLEARTEXT_HELLO = [
+    (b"", b"220 hi\r\n"),
+    (b"EHLO localhost\r\n", b"250-hi\r\n250 AUTH PLAIN LOGIN XOAUTH2\r\n"),
+]
+
+
+@pytest.mark.parametrize(
+    ("auth", "method", "secret"),
+    [
+        ({"user": "u", "pass": "p"}, None, "password"),
+        ({"user": "u", "pass": "p"}, "LOGIN", "password"),
+        ({"user": "u", "xoauth2": "tok"}, None, "token"),
+    ],
+)
+def test_auth_without_tls_to_a_remote_host_is_refused_before_any_credential(auth, method, secret):
+    options = {"auth": auth, **({"authMethod": method} if method else {})}
+    h = run(CLEARTEXT_HELLO, options=options, host=REMOTE)
+    (failed,) = h.events
+    assert isinstance(failed, Failed) and failed.quitting is True
+    error = failed.error
+    assert isinstance(error, SmtpTlsError) and error.stage == "AUTH" and error.fatal is True
+    assert f"not sending the {secret} in cleartext" in str(error) and REMOTE in str(error)
+    assert "allowInsecureAuth" in str(error) and "the server offered no STARTTLS" in str(error)
+    assert h.sent == b"EHLO localhost\r\nQUIT\r\n"  # no AUTH line at all
+    h.feed(b"221 bye\r\n")
+    assert isinstance(h.events[-1], Finished) and h.engine.state is State.CLOSED
+
+
+def test_ignore_tls_with_auth_to_a_remote_host_says_why():
+    h = run(
+        [(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250-hi\r\n250-STARTTLS\r\n250 AUTH PLAIN\r\n")],
+        options={"ignoreTLS": True, "auth": {"user": "u", "pass": "p"}},
+        host=REMOTE,
+    )
+    (failed,) = h.events
+    assert "ignoreTLS is set" in str(failed.error) and h.sent == b"EHLO localhost\r\nQUIT\r\n"
+
+
+def test_allow_insecure_auth_sends_the_password_without_tls():
+    h = run(
+        [*CLEARTEXT_HELLO, (b"AUTH PLAIN " + base64.b64encode(b"\0u\0p") + b"\r\n", b"235 ok\r\n")],
+        options={"auth": {"user": "u", "pass": "p"}, "allowInsecureAuth": True},
+        host=REMOTE,
+    )
+    assert h.outcome()[1] == ["Idle"]
+
+
+def test_cram_md5_may_be_used_without_tls_to_a_remote_host():
+    challenge = b"<1.2@example.net>"
+    digest = hmac.new(b"secret", challenge, hashlib.md5).hexdigest()
+    h = run(
+        [
+            (b"", b"220 hi\r\n"),
+            (b"EHLO localhost\r\n", b"250-hi\r\n250 AUTH PLAIN CRAM-MD5\r\n"),
+            (b"AUTH CRAM-MD5\r\n", b"334 " + base64.b64encode(challenge) + b"\r\n"),
+            (base64.b64encode(f"user {digest}".encode()) + b"\r\n", b"235 ok\r\n"),
+        ],
+        options={"auth": {"user": "user", "pass": "secret"}},
+        host=REMOTE,
+    )
+    assert h.outcome()[1] == ["Idle"]
+
+
+def test_after_starttls_auth_to_a_remote_host_goes_ahead():
+    h = run(
+        [
+            (b"", b"220 hi\r\n"),
+            (b"EHLO localhost\r\n", b"250-hi\r\n250 STARTTLS\r\n"),
+            (b"STARTTLS\r\n", b"220 ready\r\n"),
+            (b"", b"<TLS>"),
+            (b"EHLO localhost\r\n", b"250-hi\r\n250 AUTH PLAIN\r\n"),
+            (b"AUTH PLAIN " + base64.b64encode(b"\0u\0p") + b"\r\n", b"235 ok\r\n"),
+        ],
+        options={"auth": {"user": "u", "pass": "p"}},
+        host=REMOTE,
+    )
+    assert h.outcome()[1] == ["StartTls", "Idle"]
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("localhost", True),
+        ("LocalHost.", True),
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("mail.example.com", False),
+        ("localhost.example.com", False),
+        ("127.0.0.1.nip.io", False),
+        ("10.0.0.1", False),
+        ("::2", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_loopback_is_decided_from_the_host_as_written(host, loopback):
+    assert is_loopback(host) is loopback
+    h = run(CLEARTEXT_HELLO, options={"auth": {"user": "u", "pass": "p"}}, host=host)
+    assert h.sent.startswith(b"EHLO localhost\r\nAUTH PLAIN ") is loopback
+    assert (h.sent == b"EHLO localhost\r\nQUIT\r\n") is not loopback
 
 
 # -- replies that are not SMTP ----------------------------------------------------------------

@@ -10,7 +10,8 @@ Whatever happens, these must hold after every step (``Player.check``):
 
 - no exception escapes the engine but ``SmtpUsageError`` from a user's call in the wrong state;
 - memory stays bounded: the parser's buffer, a multi-line reply's lines, the command queues;
-- once closed, nothing more is written or reported; at most one ending (``Failed``/``Finished``);
+- once closed, nothing more is written or reported; one ending (``Failed`` or ``Finished``), or
+  ``Failed`` with QUIT under way (``quitting``) then at most one ``Finished``;
 - ``Done(True)`` only when the server answered the data with a 2xx;
 - nothing is written between "220 ready to start TLS" and the end of the handshake, and bytes
   received in that gap are never read as replies (CVE-2011-0411);
@@ -70,6 +71,7 @@ BODY = [b"Subject: fuzz\r\n\r\n.dot", b" line\r\n", b"\r\n.\r\nlast"]
 class Transcript:
     name: str
     options: dict[str, Any] = field(default_factory=dict)
+    host: str = "localhost"  # the server's name as the user gave it (loopback: AUTH without TLS)
     envelopes: list[dict[str, Any]] = field(default_factory=lambda: list(DEFAULT_ENVELOPES))
     steps: list[tuple[str, Any]] = field(default_factory=list)
     manual: bool = False  # the user acts only through CALL steps
@@ -82,7 +84,7 @@ def load(path: Path) -> Transcript:
     ``S: <bytes>`` the server sends (Python escapes: \\r \\n \\x00 \\\\; ``S*N:`` N times),
     ``TLS`` the handshake succeeds, ``LOST`` the connection drops, ``TIMEOUT`` a timer fires,
     ``CALL <method> [json]``
-    the user calls a method; ``options:``/``envelopes:`` (JSON), ``user: manual`` (no envelope
+    the user calls a method; ``options:``/``envelopes:`` (JSON), ``host:``, ``user: manual`` (no envelope
     on idle, no message on ready: only the CALL steps act) and ``expect:`` are headers,
     ``#`` starts a comment.
     """
@@ -103,6 +105,8 @@ def load(path: Path) -> Transcript:
             transcript.steps.append(("call", (method, json.loads(argument) if argument else None)))
         elif head == "options:":
             transcript.options = json.loads(rest)
+        elif head == "host:":
+            transcript.host = rest.strip()
         elif head == "envelopes:":
             transcript.envelopes = json.loads(rest)
         elif head == "user:":
@@ -131,7 +135,7 @@ class Player:
 
     def __init__(self, transcript: Transcript) -> None:
         self.transcript = transcript
-        self.engine = SmtpEngine(parse_options(transcript.options))
+        self.engine = SmtpEngine(parse_options(transcript.options), host=transcript.host)
         self.sent = bytearray()
         self.events: list[Any] = []
         self.log: list[tuple[str, str]] = []
@@ -145,6 +149,7 @@ class Player:
             (len(_as_list(e.get("to"))) for e in given if isinstance(e, dict)), default=0
         )
         self.endings = 0
+        self.quitting = False  # the ending was Failed(quitting=True): a Finished may follow
         self.last_data_end_reply_ok: bool | None = None
         self._take(self.engine.connection_made())
 
@@ -205,9 +210,16 @@ class Player:
                 self.log.append((event.direction, event.text))
                 continue
             self.events.append(event)
-            if isinstance(event, (Failed, Finished)):
+            if isinstance(event, Failed):
                 self.endings += 1
                 assert self.endings == 1, "two endings"
+                self.quitting = event.quitting
+                assert engine.state is (State.QUIT if event.quitting else State.CLOSED)
+                if event.quitting:
+                    assert self.sent.endswith(b"QUIT\r\n"), "Failed(quitting) without a QUIT"
+            elif isinstance(event, Finished):
+                self.endings += 1
+                assert self.endings == 1 or (self.endings == 2 and self.quitting), "two endings"
                 assert engine.state is State.CLOSED
             elif isinstance(event, StartTls):
                 # Never pipelined behind STARTTLS: it is the last thing written.
@@ -259,7 +271,10 @@ class Player:
             assert not any(secret in text for secret in SECRETS), text
 
     def outcome(self) -> str:
-        ending = next((e for e in reversed(self.events) if isinstance(e, (Failed, Finished))), None)
+        # The error, if there was one (a Finished may follow it, after QUIT); else the last event.
+        ending = next((e for e in self.events if isinstance(e, Failed)), None) or next(
+            (e for e in reversed(self.events) if isinstance(e, Finished)), None
+        )
         if isinstance(ending, Failed):
             what = type(ending.error).__name__
         elif ending is not None:
@@ -378,7 +393,7 @@ def mutated(draw: st.DrawFn) -> Transcript:
                 steps[index] = ("data", data[:at])
             elif action == "rechunk":
                 steps[index : index + 1] = [("data", data[:at]), ("data", data[at:])]
-    return Transcript(f"mutant of {base.name}", options, envelopes, steps)
+    return Transcript(f"mutant of {base.name}", options, base.host, envelopes, steps)
 
 
 CORPUS_TRANSCRIPTS = corpus()
@@ -395,4 +410,4 @@ def test_fuzz_engine_with_mutated_transcripts(transcript: Transcript) -> None:
     player = Player(transcript).play()
     # Whatever state it is left in, the connection can still be lost cleanly.
     player.step("lost", None)
-    assert player.engine.state is State.CLOSED and player.endings <= 1
+    assert player.engine.state is State.CLOSED and player.endings <= (2 if player.quitting else 1)

@@ -29,7 +29,7 @@ from pysmtp_wasm._reply import MAX_REPLY_LINE
 from pysmtp_wasm._transport import DETACHED
 
 from .conftest import ca_pem
-from .servers import Conn, Recorder, ScriptedServer, SmtpServer
+from .servers import Conn, Recorder, ScriptedServer, SmtpServer, this_machine
 from .test_asyncio_e2e import Outcome, deliver
 
 USER, PASSWORD = "alice", "s3cret-pass"
@@ -120,15 +120,16 @@ class StrippingMitm:
     EHLO replies and answers a STARTTLS command itself with 454, so the session stays in
     plaintext where it reads everything (``from_client``)."""
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, address: str = "127.0.0.1") -> None:
         self.upstream_port = upstream_port
+        self.address = address  # where it listens
         self.from_client = bytearray()
         self.stripped = 0
         self.port = 0
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> StrippingMitm:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._handle, self.address, 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -182,24 +183,84 @@ async def test_starttls_stripped_with_require_tls_stops_before_auth(server_tls: 
     assert not any(c.startswith("AUTH") for c in recorder.commands) and recorder.messages == []
 
 
-async def test_starttls_stripped_without_require_tls_is_plaintext_and_the_mitm_reads_it(
-    server_tls: ssl.SSLContext,
+TOKEN = "ya29.token-xyz"
+
+
+@pytest.mark.parametrize(
+    ("auth", "method", "secret"),
+    [
+        ({"user": USER, "pass": PASSWORD}, "PLAIN", "password"),
+        ({"user": USER, "pass": PASSWORD}, "LOGIN", "password"),
+        ({"user": USER, "xoauth2": TOKEN}, None, "token"),
+    ],
+)
+async def test_starttls_stripped_without_require_tls_sends_no_credentials(
+    server_tls: ssl.SSLContext, auth: dict[str, str], method: str | None, secret: str
 ) -> None:
-    """Opportunistic TLS, as the README explains: without requireTLS the client uses TLS when
-    the server *appears* to offer it. A man in the middle who removes the offer gets a
-    plaintext session: the message and, with PLAIN or LOGIN, the password."""
+    """Opportunistic TLS: without requireTLS the client uses TLS when the server *appears* to
+    offer it. A man in the middle who removes the offer gets a plaintext session, but no
+    password or token: AUTH is refused before any of it is written (the host is not loopback),
+    QUIT follows, and nothing else."""
+    name, address = this_machine()
+    recorder = Recorder(users={USER: PASSWORD}, tokens={USER: TOKEN})
+    with SmtpServer(recorder, starttls=server_tls) as server:
+        async with StrippingMitm(server.port, address) as mitm:
+            options = {"auth": auth, **({"authMethod": method} if method else {})}
+            out = await deliver(SmtpClient(name, mitm.port, options))
+            for _ in range(50):
+                if recorder.connections_open == 0:
+                    break
+                await asyncio.sleep(0.05)
+    error = assert_failed(out, SmtpTlsError)
+    assert error.stage == "AUTH" and f"not sending the {secret} in cleartext" in str(error)
+    assert "allowInsecureAuth" in str(error) and name in str(error)
+    assert mitm.stripped == 1  # the server did offer STARTTLS
+    assert bytes(mitm.from_client) == b"EHLO localhost\r\nQUIT\r\n"  # no AUTH, no message
+    assert recorder.commands == [] and recorder.messages == [] and recorder.connections_open == 0
+
+
+async def test_starttls_stripped_without_require_tls_may_use_cram_md5(server_tls: ssl.SSLContext) -> None:
+    """CRAM-MD5 puts only an HMAC on the wire: it stays allowed without TLS (and is preferred)."""
+    name, address = this_machine()
     recorder = Recorder(users={USER: PASSWORD})
     with SmtpServer(recorder, starttls=server_tls) as server:
-        async with StrippingMitm(server.port) as mitm:
-            client = SmtpClient(
-                "127.0.0.1", mitm.port, {"auth": {"user": USER, "pass": PASSWORD}, "authMethod": "PLAIN"}
-            )
-            out = await deliver(client)
+        async with StrippingMitm(server.port, address) as mitm:
+            out = await deliver(SmtpClient(name, mitm.port, {"auth": {"user": USER, "pass": PASSWORD}}))
+    assert out.errors == [] and out.done == [True] and recorder.commands == ["AUTH CRAM-MD5"]
+    seen = bytes(mitm.from_client)
+    assert PASSWORD.encode() not in seen and base64.b64encode(PASSWORD.encode()) not in seen
+
+
+async def test_starttls_stripped_with_allow_insecure_auth_is_plaintext_and_the_mitm_reads_it(
+    server_tls: ssl.SSLContext,
+) -> None:
+    """What allowInsecureAuth gives away, as the README says: the password and the message."""
+    name, address = this_machine()
+    recorder = Recorder(users={USER: PASSWORD})
+    with SmtpServer(recorder, starttls=server_tls) as server:
+        async with StrippingMitm(server.port, address) as mitm:
+            options = {
+                "auth": {"user": USER, "pass": PASSWORD},
+                "authMethod": "PLAIN",
+                "allowInsecureAuth": True,
+            }
+            out = await deliver(SmtpClient(name, mitm.port, options))
     assert out.errors == [] and out.done == [True]
-    assert recorder.messages[0].tls is False and "STARTTLS" not in recorder.commands
+    assert recorder.messages[0].tls is False and recorder.commands == ["AUTH PLAIN"]
     seen = bytes(mitm.from_client)
     assert base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()) in seen  # the credentials
     assert b"Subject: hi\r\n\r\nhello\r\n" in seen  # the message
+
+
+async def test_starttls_stripped_on_loopback_authenticates_in_plaintext(server_tls: ssl.SSLContext) -> None:
+    """A loopback host (the server is this machine) may take the password without TLS."""
+    recorder = Recorder(users={USER: PASSWORD})
+    with SmtpServer(recorder, starttls=server_tls) as server:
+        async with StrippingMitm(server.port) as mitm:
+            options = {"auth": {"user": USER, "pass": PASSWORD}, "authMethod": "LOGIN"}
+            out = await deliver(SmtpClient("127.0.0.1", mitm.port, options))
+    assert out.errors == [] and out.done == [True] and recorder.commands == ["AUTH LOGIN"]
+    assert recorder.messages[0].login == USER and recorder.messages[0].tls is False
 
 
 # -- the connection breaks -----------------------------------------------------------------------------
@@ -331,7 +392,7 @@ async def test_a_flood_without_line_ends_is_stopped_with_bounded_memory() -> Non
     assert peak < 2 * 1024 * 1024, f"{peak} bytes at the peak"
 
 
-# -- bad input: clear errors, no corruption, the connection still usable ------------------------------
+# -- bad input: clear errors, nothing of it sent -----------------------------------------------------
 
 
 def refused(call: Any, *args: Any) -> str:
@@ -352,11 +413,10 @@ BAD_ENVELOPES = [
 ]
 
 
-async def test_bad_input_is_refused_and_the_connection_stays_usable() -> None:
+async def test_calls_in_the_wrong_state_are_refused_and_the_connection_stays_usable() -> None:
+    """SmtpUsageError: raised at once, no onerror, nothing changes; the messages go through."""
     recorder = Recorder(pipelining=True)
-    server = SmtpServer(recorder)
-    server.SMTP_kwargs["enable_SMTPUTF8"] = False
-    with server:
+    with SmtpServer(recorder) as server:
         client = SmtpClient("127.0.0.1", server.port)
         calls: list[tuple[str, str]] = []
         errors: list[SmtpError] = []
@@ -367,8 +427,6 @@ async def test_bad_input_is_refused_and_the_connection_stays_usable() -> None:
             nonlocal idles
             idles += 1
             if idles == 1:
-                for envelope in BAD_ENVELOPES:
-                    client.useEnvelope(envelope)  # each: onerror (fatal false), nothing sent
                 client.useEnvelope({"from": "a@example.com", "to": "one@example.com"})
                 calls.append(("useEnvelope in flight", refused(client.useEnvelope, {"to": "x@example.com"})))
                 calls.append(("connect twice", refused(client.connect)))
@@ -391,8 +449,7 @@ async def test_bad_input_is_refused_and_the_connection_stays_usable() -> None:
         client.onclose = closed.set_result
         client.connect()
         assert await asyncio.wait_for(closed, 10) is False
-    assert [type(e) for e in errors] == [SmtpEnvelopeError] * len(BAD_ENVELOPES)
-    assert all(e.fatal is False for e in errors) and "SMTPUTF8" in str(errors[4])
+    assert errors == []
     assert (
         calls
         == [
@@ -407,7 +464,57 @@ async def test_bad_input_is_refused_and_the_connection_stays_usable() -> None:
         (["one@example.com"], b"Subject: 1\r\n\r\nbody 1\r\n"),
         (["two@example.com"], b"Subject: 2\r\n\r\nbody 2\r\n"),
     ]
-    assert not any("victim" in c for c in recorder.commands)
+
+
+@pytest.mark.parametrize("envelope", BAD_ENVELOPES, ids=range(len(BAD_ENVELOPES)))
+async def test_a_bad_envelope_is_an_error_then_quit_then_close_and_nothing_is_sent(
+    envelope: dict[str, Any],
+) -> None:
+    """After a first message on the same connection, a bad envelope: onerror, nothing of it on
+    the wire, QUIT, onclose(true); the server stored only the first message."""
+    recorder = Recorder(pipelining=True)
+    server = SmtpServer(recorder)
+    server.SMTP_kwargs["enable_SMTPUTF8"] = False
+    with server:
+        good = {"from": "a@example.com", "to": "one@example.com"}
+        out = await deliver(SmtpClient("127.0.0.1", server.port), [good, envelope], timeout=10)
+        for _ in range(50):
+            if recorder.connections_open == 0:
+                break
+            await asyncio.sleep(0.05)
+    assert out.order == ["done:True", "error:SmtpEnvelopeError", "close:True"] and out.idles == 2
+    (error,) = out.errors
+    assert isinstance(error, SmtpEnvelopeError) and error.fatal is True and out.closed is True
+    assert [m.rcpt_tos for m in recorder.messages] == [["one@example.com"]]
+    client_lines = [text for direction, text in out.log if direction == "C"]
+    assert client_lines[-1] == "QUIT" and sum(line.startswith("MAIL") for line in client_lines) == 1
+    assert ("S", "221 Bye") in out.log  # the server answered the QUIT: a clean end
+    assert not any(b"victim" in w or b"NOTIFY" in w for w in out.writes)
+    assert recorder.connections_open == 0
+    if "jörg" in str(envelope):
+        assert "SMTPUTF8" in str(error)
+
+
+async def test_a_bad_envelope_and_no_answer_to_quit_still_closes_with_one_error() -> None:
+    """The QUIT after an envelope error has the usual timer: a server that never answers it
+    gets the connection closed, and the page hears one onerror and one onclose(true)."""
+    quits = []
+
+    def script(conn: Conn) -> None:
+        conn.send(b"220 hi\r\n")
+        conn.line()
+        conn.send(b"250 hi\r\n")
+        quits.append(conn.line())
+        conn.server.stop.wait(10)  # and never a reply
+
+    with ScriptedServer(script) as server:
+        client = SmtpClient("127.0.0.1", server.port, {"timeoutSocketLowerBound": 500})
+        started = time.monotonic()
+        out = await deliver(client, [{"from": "a@example.com", "to": []}], timeout=5)
+        elapsed = time.monotonic() - started
+    assert out.order == ["error:SmtpEnvelopeError", "close:True"] and quits == [b"QUIT"]
+    assert 0.4 < elapsed < 3
+    assert any(text.startswith("after the error: timed out") for _, text in out.log), out.log
 
 
 # -- load --------------------------------------------------------------------------------------------------

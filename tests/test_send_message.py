@@ -9,7 +9,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from pysmtp_wasm import SmtpClient, SmtpEnvelopeError, SmtpReplyError
+from pysmtp_wasm import SmtpClient, SmtpEnvelopeError, SmtpRecipientsError, SmtpReplyError
 from pysmtp_wasm._message import build_message, prepare
 
 from .servers import Recorder, SmtpServer
@@ -135,6 +135,47 @@ async def test_refused_message_raises_and_the_connection_stays_usable():
         client.quit()
         assert await asyncio.wait_for(closed, 5) is False
     assert result.accepted == ["b@example.com"] and len(server.recorder.messages) == 1
+
+
+async def test_an_error_raises_after_onclose_and_the_next_call_connects_again():
+    """An error that ends the connection (a bad envelope, every recipient refused) reaches
+    onerror, then onclose(true), then raises; the next send_message opens a new connection."""
+    with SmtpServer(Recorder(reject={"x@example.com"})) as server:
+        client = SmtpClient("127.0.0.1", server.port)
+        order: list[str] = []
+        client.onerror = lambda error: order.append(f"error:{type(error).__name__}")
+        client.onclose = lambda is_error: order.append(f"close:{is_error}")
+        before = server.recorder.connections_total
+        with pytest.raises(SmtpEnvelopeError, match="no recipients defined"):
+            await client.send_message(sample(), recipients=[])
+        assert order == ["error:SmtpEnvelopeError", "close:True"] and client.state == "closed"
+        with pytest.raises(SmtpRecipientsError):
+            await client.send_message(sample(), recipients=["x@example.com"])
+        assert order[2:] == ["error:SmtpRecipientsError", "close:True"]
+        result = await client.send_message(sample(), recipients=["ok@example.com"])
+        client.quit()
+        result_after_quit = await client.send_message(sample(), recipients=["again@example.com"])
+        client.close()
+        for _ in range(100):  # onclose comes when asyncio reports the connection lost
+            if len(order) == 6:
+                break
+            await asyncio.sleep(0.01)
+    assert result.accepted == ["ok@example.com"] and result_after_quit.accepted == ["again@example.com"]
+    assert [m.rcpt_tos for m in server.recorder.messages] == [["ok@example.com"], ["again@example.com"]]
+    assert server.recorder.connections_total - before == 4  # a connection per call
+    assert order[4:] == ["close:False", "close:False"]
+
+
+async def test_a_bad_envelope_quits_and_sends_nothing_of_it():
+    with SmtpServer() as server:
+        client = SmtpClient("127.0.0.1", server.port)
+        lines: list[tuple[str, str]] = []
+        client.onlog = lambda direction, text: lines.append((direction, text))
+        with pytest.raises(SmtpEnvelopeError, match="invalid from address"):
+            await client.send_message(sample(), sender="a@example.com\r\nRCPT TO:<victim@example.com>")
+    sent = [text for direction, text in lines if direction == "C"]
+    assert sent == ["EHLO localhost", "QUIT"] and ("S", "221 Bye") in lines
+    assert server.recorder.messages == []
 
 
 async def test_send_message_and_the_low_level_callbacks_do_not_mix():

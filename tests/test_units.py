@@ -118,3 +118,10 @@ def test_options_are_checked():
     assert parse_options({"tlsEngine": "forge"}, frozenset({"tlsEngine"})).extra == {"tlsEngine": "forge"}
     options = parse_options({"auth": {"user": "u", "pass": "p"}, "authMethod": "plain", "lmtp": 1})
     assert options.auth_method == "PLAIN" and options.lmtp is True
+
+
+def test_allow_insecure_auth_is_a_known_option_and_off_by_default():
+    assert parse_options({}).allow_insecure_auth is False
+    assert parse_options({"allowInsecureAuth": True}).allow_insecure_auth is True
+    with pytest.raises(SmtpUsageError, match="unknown option 'allowInsecureAUTH'.*allowInsecureAuth"):
+        parse_options({"allowInsecureAUTH": True})

@@ -69,15 +69,25 @@ function makeSmtpClient(api) {
       this._onlog = noop;
       /** @type {any} */
       this._py = null;
+      /** What sendMail needs to connect again after the connection closed. */
+      this._args = [host, port ?? null, options];
+      /** @type {(() => void)[]} sendMail calls waiting for the current connection to close */
+      this._afterRelease = [];
+      this._open();
+    }
+
+    /** A Python side for this object: a new connection's worth of state. */
+    _open() {
       let created;
       try {
-        created = api.create_client(host, port ?? null, options, this);
+        created = api.create_client(...this._args, this);
       } catch (error) {
         throw fromPython(error);
       }
       if (created instanceof Error) throw created;
       this._py = created;
       liveClients += 1;
+      if (this._onlog !== noop) created.set_logging(true);
     }
 
     /** Open the connection; onidle follows when the session is ready. */
@@ -108,6 +118,8 @@ function makeSmtpClient(api) {
      * The high-level API: build a MIME message (Python's email package, in Pyodide) and send
      * it, connecting first if needed. The connection stays idle afterwards: send more, or quit().
      * While it runs, onidle/onready/ondone/ondrain are not called; onerror/onclose/onlog are.
+     * An error that ended the connection rejects the promise after onclose(true); when the
+     * connection is closed (or closing), the next call opens a new one by itself.
      * @param {{from: string, to?: string|string[], cc?: string|string[], bcc?: string|string[],
      *          subject?: string, text?: string, html?: string, replyTo?: string,
      *          headers?: Record<string, string>,
@@ -116,9 +128,17 @@ function makeSmtpClient(api) {
      * @returns {Promise<{accepted: string[], rejected: string[], results: object[], messageId: string, size: number}>}
      */
     sendMail(mail, options = {}) {
-      return new Promise((resolve, reject) => {
-        this._call("send_mail", mail, options, resolve, reject);
-      });
+      const start = () =>
+        new Promise((resolve, reject) => {
+          if (!this._py) this._open();
+          this._call("send_mail", mail, options, resolve, reject);
+        });
+      const state = this._py ? this._py.state : "closed";
+      if (this._py && (state === "quit" || state === "closed")) {
+        // The connection is ending (an error, quit() or close()): start once it has closed.
+        return new Promise((resolve) => this._afterRelease.push(resolve)).then(start);
+      }
+      return start();
     }
 
     quit() {
@@ -182,6 +202,7 @@ function makeSmtpClient(api) {
         // Not while Python may still be on the stack of a call through this proxy.
         queueMicrotask(() => py.destroy());
       }
+      for (const resume of this._afterRelease.splice(0)) resume();
     }
   }
   return SmtpClient;

@@ -22,6 +22,11 @@ export interface SmtpClientOptions {
   requireTLS?: boolean;
   /** Speak LMTP. */
   lmtp?: boolean;
+  /**
+   * Allow AUTH PLAIN, LOGIN or XOAUTH2 without TLS to a host that is not "localhost" or a
+   * loopback address (default false: refused with an SmtpTlsError before any credential is sent).
+   */
+  allowInsecureAuth?: boolean;
   /** Milliseconds to wait for the connection and greeting (default 30000). */
   timeoutGreeting?: number;
   /** Milliseconds to wait at least for any reply (default 10000). */
@@ -70,7 +75,8 @@ export interface SmtpError extends Error {
   enhanced?: string;
   /** The step that failed, e.g. "AUTH", "RCPT", "tls". */
   stage?: string;
-  /** False when nothing was sent and the connection stays open and idle. */
+  /** True for every error passed to onerror (the connection closes: onclose(true) follows);
+   *  false for an SmtpUsageError thrown by a call in the wrong state (nothing changed). */
   fatal: boolean;
 }
 
@@ -112,7 +118,11 @@ export declare class SmtpClient {
   /** Returns false when the buffer is full: wait for ondrain. */
   send(chunk: string | Uint8Array | ArrayBuffer): boolean;
   end(): void;
-  /** Build the MIME message and send it (connecting if needed); rejects with an SmtpError. */
+  /**
+   * Build the MIME message and send it (connecting if needed); rejects with an SmtpError (after
+   * onclose(true) when the error closed the connection). On a closed or closing client it opens
+   * a new connection by itself.
+   */
   sendMail(mail: Mail, options?: { onprogress?: (sent: number, total: number) => void }): Promise<SendMailResult>;
   quit(): void;
   close(): void;
