@@ -94,6 +94,15 @@ ensure_mail_servers() {
     for deb in "$MTA_CACHE"/debs/*.deb; do dpkg -x "$deb" "$MTA_CACHE/root"; done
     touch "$MTA_CACHE/.unpacked"
   fi
+  # The system users the unpacked servers look up by their compiled-in names (as their
+  # packages' postinst scripts would make them).
+  getent passwd Debian-exim >/dev/null ||
+    $sudo useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin Debian-exim
+  local user
+  for user in opensmtpd opensmtpq; do
+    getent passwd "$user" >/dev/null ||
+      $sudo useradd --system --user-group --no-create-home --home-dir /var/lib/opensmtpd/empty --shell /usr/sbin/nologin "$user"
+  done
   export PYSMTP_MTA_ROOT="$MTA_CACHE/root"
 }
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import trustme
 
-from .mta import Dovecot, Postfix
+from .mta import Dovecot, Exim, OpenSmtpd, Postfix
 from .servers import CHROME_FLAGS, Certificate, Chain, Websockify, make_chain, make_rsa_certificate
 
 DIST = Path(__file__).resolve().parent.parent / "dist"
@@ -223,4 +223,24 @@ def postfix(mail_chain: Chain, dovecot: Dovecot) -> Iterator[Postfix]:
     if reason:
         pytest.skip(f"Postfix: {reason}")
     with Postfix(mail_chain.issue("localhost", label="postfix"), dovecot=dovecot) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def exim(mail_chain: Chain) -> Iterator[Exim]:
+    """Exim 4 with a certificate from ``mail_chain``, MAIL_USERS at example.test (tests/mta.py)."""
+    reason = Exim.require()
+    if reason:
+        pytest.skip(f"Exim: {reason}")
+    with Exim(mail_chain.issue("localhost", label="exim"), MAIL_USERS) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def opensmtpd(mail_chain: Chain) -> Iterator[OpenSmtpd]:
+    """OpenSMTPD with a certificate from ``mail_chain``, MAIL_USERS at example.test (tests/mta.py)."""
+    reason = OpenSmtpd.require()
+    if reason:
+        pytest.skip(f"OpenSMTPD: {reason}")
+    with OpenSmtpd(mail_chain.issue("localhost", label="opensmtpd"), MAIL_USERS) as server:
         yield server
