@@ -184,6 +184,8 @@ log_path = {root}/dovecot.log
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+# LMTP's RCPT TO:<alice@example.test> and SASL's "alice" are the same user.
+auth_username_format = %Ln
 default_internal_user = dovecot
 default_login_user = dovenull
 first_valid_uid = {min(uid, 500)}
