@@ -27,6 +27,7 @@ class Options:
     auth_method: str | None = None
     ca: str | list[str] | None = None
     disable_escaping: bool = False
+    disable_chunking: bool = False
     ignore_tls: bool = False
     require_tls: bool = False
     lmtp: bool = False
@@ -43,6 +44,7 @@ _KEYS = {
     "authMethod": "auth_method",
     "ca": "ca",
     "disableEscaping": "disable_escaping",
+    "disableChunking": "disable_chunking",
     "ignoreTLS": "ignore_tls",
     "requireTLS": "require_tls",
     "lmtp": "lmtp",
@@ -52,7 +54,7 @@ _KEYS = {
 }
 # Transport options with a fixed set of values, checked here so a typo fails at construction.
 TRANSPORT_VALUES: dict[str, tuple[str, ...]] = {"tlsEngine": ("auto", "subtls", "forge")}
-_BOOLS = {"use_secure_transport", "disable_escaping", "ignore_tls", "require_tls", "lmtp"}
+_BOOLS = {"use_secure_transport", "disable_escaping", "disable_chunking", "ignore_tls", "require_tls", "lmtp"}
 _NUMBERS = {"timeout_greeting_ms", "timeout_lower_bound_ms", "timeout_multiplier_ms"}
 
 
