@@ -458,3 +458,22 @@ async def test_dsn_where_not_offered_is_refused_clearly(dovecot: Dovecot):
     client, out = await run(dovecot.lmtp_port, {"lmtp": True}, [envelope], b"x")
     assert isinstance(out.errors[0], SmtpEnvelopeError) and "does not offer DSN" in str(out.errors[0])
     assert out.errors[0].fatal is False and not any(w.startswith(b"MAIL") for w in out.writes)
+
+
+async def test_send_message_with_dsn(postfix: Postfix, mail_chain: Chain):
+    from email.message import EmailMessage
+
+    token = uuid.uuid4().hex
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "alice@example.test", "carol@example.test", f"dsn {token}"
+    msg.set_content("Hello.\n")
+    client = SmtpClient(HOST, postfix.ports["smtp"], {"ca": mail_chain.root_pem})
+    result = await client.send_message(msg, dsn={"notify": ["SUCCESS"], "envid": token})
+    with pytest.raises(SmtpEnvelopeError, match="dsn: ret must be"):
+        await client.send_message(msg, dsn={"ret": "ALL"})
+    client.close()
+    assert result.accepted == ["carol@example.test"]
+    deadline = time.monotonic() + DELIVERY_TIMEOUT
+    while not [m for m in postfix.mailbox("alice") if f"Original-Envelope-Id: {token}".encode() in m]:
+        assert time.monotonic() < deadline, "no success report for send_message's dsn"
+        time.sleep(0.05)
