@@ -276,8 +276,9 @@ class Postfix:
     intermediates, ``key_path`` its key (``make_chain(...).issue()`` in tests/servers.py makes
     one). Mail to ``user@domain`` for each Dovecot user (or each name in ``mailboxes``) is
     delivered to a Maildir that ``mailbox(user)`` reads back; mail to any other local part of
-    ``domain`` is refused "User unknown". ``main`` adds or overrides main.cf parameters (e.g.
-    ``{"smtpd_tls_protocols": ">=TLSv1.3"}``).
+    ``domain`` is refused "User unknown". ``main`` adds or overrides main.cf parameters: e.g.
+    ``{"smtpd_tls_mandatory_protocols": "<=TLSv1.2"}`` caps TLS on ``submission`` and ``smtps``
+    (TLS is mandatory there), ``smtpd_tls_protocols`` does so on ``smtp``.
 
     ``log_text()`` is Postfix's own log (``maillog_file``, written by postlogd);
     ``tls_versions()`` lists the TLS version of every TLS session smtpd logged, in order.

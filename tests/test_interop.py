@@ -399,8 +399,9 @@ async def test_lmtp_chunking_gives_per_recipient_replies(dovecot: Dovecot):
     token = uuid.uuid4().hex
     body = message(token, b"q" * 3000 + b"\r\n")  # over carol's 1 KB quota
     to = ["alice@example.test", "carol@example.test"]
-    client, out = await run(dovecot.lmtp_port, {"lmtp": True}, [{"from": "s@example.test", "to": to}],
-                            [body[:1000], body[1000:]])  # fmt: skip
+    client, out = await run(
+        dovecot.lmtp_port, {"lmtp": True}, [{"from": "s@example.test", "to": to}], [body[:1000], body[1000:]]
+    )
     assert out.errors == [] and out.done == [True]
     assert [t for d, t in out.log if d == "C" and t.startswith("BDAT")] == [
         "BDAT 1000",
@@ -477,3 +478,29 @@ async def test_send_message_with_dsn(postfix: Postfix, mail_chain: Chain):
     while not [m for m in postfix.mailbox("alice") if f"Original-Envelope-Id: {token}".encode() in m]:
         assert time.monotonic() < deadline, "no success report for send_message's dsn"
         time.sleep(0.05)
+
+
+async def test_postfix_with_its_own_chain_and_tls_settings(tmp_path: Any):
+    """The fixture's knobs, as a TLS test uses them: a chain of the test's own (ECDSA here), a
+    main.cf override (TLS 1.2 at most), and the version read back from Postfix's log."""
+    if Postfix.require():
+        pytest.skip(f"Postfix: {Postfix.require()}")
+    chain = make_chain(tmp_path, "ec")
+    with Postfix(
+        chain.issue("localhost"), mailboxes=("bob",), main={"smtpd_tls_mandatory_protocols": "<=TLSv1.2"}
+    ) as server:
+        token = uuid.uuid4().hex
+        client, out = await run(
+            server.ports["smtps"],
+            {"ca": chain.root_pem, "useSecureTransport": True},
+            [{"from": "alice@example.test", "to": "bob@example.test"}],
+            message(token),
+        )
+        assert out.errors == [] and out.done == [True]
+        assert crlf(strip_trace(Target("postfix", 0, 0, server.mailbox).wait_for("bob", token))) == message(
+            token
+        )
+        assert server.tls_versions() == ["TLSv1.2"]
+        assert server.tls_sessions()[0][1].startswith("ECDHE-ECDSA-")
+        root = server.root
+    assert root is not None and not root.exists()  # stopped and removed
