@@ -7,6 +7,8 @@ Listeners (all on 127.0.0.1):
   smtp        plain SMTP, no PIPELINING advertised
   smtp_pipe   plain SMTP with PIPELINING
   smtp_tls    implicit TLS (TLS 1.0/1.1, AES-CBC-SHA: what node-forge speaks), PIPELINING
+  smtp_chunking  plain SMTP with PIPELINING and CHUNKING (RFC 3030: BDAT chunks are counted
+              and dropped, each answered once its octets are in)
   raw         reads "N\\r\\n", then N bytes, answers "OK\\r\\n" (again and again)
   raw_tls     the same over implicit TLS
 
@@ -27,15 +29,18 @@ END = b"\r\n.\r\n"
 
 
 class SmtpSink(asyncio.Protocol):
-    def __init__(self, pipelining: bool) -> None:
+    def __init__(self, pipelining: bool, chunking: bool = False) -> None:
         ext = [b"250-sink.localhost", b"250-8BITMIME", b"250-SIZE 2147483647"]
         if pipelining:
             ext.append(b"250-PIPELINING")
+        if chunking:
+            ext.append(b"250-CHUNKING")
         ext.append(b"250 SMTPUTF8")
         self.ehlo = b"\r\n".join(ext) + b"\r\n"
         self.buf = b""
         self.in_data = False
         self.carry = b""
+        self.bdat_left = 0  # octets of the current BDAT chunk still to come
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -43,7 +48,13 @@ class SmtpSink(asyncio.Protocol):
         self.transport.write(b"220 sink.localhost ESMTP\r\n")  # type: ignore[union-attr]
 
     def data_received(self, data: bytes) -> None:
-        if self.in_data:
+        if self.bdat_left:
+            data = self._chunk(data)
+            if not data:
+                return
+            self.buf += data
+            self._commands()
+        elif self.in_data:
             self._data(data)
         else:
             self.buf += data
@@ -69,6 +80,20 @@ class SmtpSink(asyncio.Protocol):
                 self.in_data = True
                 self.carry = b"\r\n"  # the data starts at a line start
                 break
+            elif verb == b"BDAT":
+                self.bdat_left = int(line.split()[1])
+                if self.bdat_left == 0:
+                    out.append(b"250 2.0.0 OK\r\n")
+                    continue
+                self.buf = buf
+                if out:
+                    self.transport.write(b"".join(out))  # type: ignore[union-attr]
+                rest, self.buf = self.buf, b""
+                rest = self._chunk(rest)
+                if rest:
+                    self.buf = rest
+                    self._commands()
+                return
             elif verb == b"QUIT":
                 out.append(b"221 2.0.0 bye\r\n")
                 self.transport.write(b"".join(out))  # type: ignore[union-attr]
@@ -82,6 +107,14 @@ class SmtpSink(asyncio.Protocol):
         if self.in_data and self.buf:
             rest, self.buf = self.buf, b""
             self._data(rest)
+
+    def _chunk(self, data: bytes) -> bytes:
+        """Take the current BDAT chunk's octets from ``data``; return what follows them."""
+        take = min(self.bdat_left, len(data))
+        self.bdat_left -= take
+        if self.bdat_left == 0:
+            self.transport.write(b"250 2.0.0 OK\r\n")  # type: ignore[union-attr]
+        return data[take:]
 
     def _data(self, data: bytes) -> None:
         window = self.carry + data
@@ -142,6 +175,7 @@ async def main(cert: str, key: str) -> None:
         "smtp": (lambda: SmtpSink(False), None),
         "smtp_pipe": (lambda: SmtpSink(True), None),
         "smtp_tls": (lambda: SmtpSink(True), tls),
+        "smtp_chunking": (lambda: SmtpSink(True, chunking=True), None),
         "raw": (RawSink, None),
         "raw_tls": (RawSink, tls),
     }

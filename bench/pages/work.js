@@ -72,6 +72,7 @@
       const options = { proxy: spec.proxy };
       // The sink speaks TLS 1.0/1.1 (what node-forge can): measure node-forge, as for emailjs.
       if (spec.tls) Object.assign(options, { useSecureTransport: true, ca: spec.ca, tlsEngine: "forge" });
+      if (spec.options) Object.assign(options, spec.options);
       client = new api.SmtpClient("localhost", spec.port, options);
     }
     const waiters = { idle: [], ready: [], done: [], drain: [], close: [] };
