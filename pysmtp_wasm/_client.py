@@ -204,7 +204,8 @@ class SmtpClient:
         ``envelope``: ``from``, ``to`` (a string or a list), ``size`` (bytes, sent as SIZE=),
         ``dsn`` (RFC 3461: ``{"notify": ["SUCCESS", "FAILURE", "DELAY"] or ["NEVER"], "ret":
         "FULL" or "HDRS", "envid": str, "orcpt": address}``; refused when the server does not
-        offer DSN).
+        offer DSN), ``binary`` (True: ``BODY=BINARYMIME``, the bytes sent unchanged in BDAT
+        chunks; refused unless the server offers BINARYMIME and CHUNKING).
 
         An envelope that cannot be sent (no recipients, an unsafe address, ...) is reported
         through ``onerror`` with a :class:`SmtpEnvelopeError` (``fatal`` false): nothing is

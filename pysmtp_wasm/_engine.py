@@ -107,6 +107,7 @@ class SmtpEngine:
         # end() can send it as "BDAT n LAST". A refused chunk ends the message: what the
         # user sends after it is dropped, and end() reports it.
         self._chunking = False
+        self._binary = False  # BODY=BINARYMIME: the bytes go as they are (RFC 3030 §3)
         self._held: bytes | None = None
         self._bdat_refused: Reply | None = None
         self._rcpt_params = ""
@@ -212,11 +213,13 @@ class SmtpEngine:
         self._expect_state(
             State.IDLE, "useEnvelope()", "call it from onidle, after the previous message is done"
         )
-        sender, recipients, size, dsn = self._check_envelope(envelope)
+        sender, recipients, size, dsn, binary = self._check_envelope(envelope)
         params = ""
         if size is not None and "SIZE" in self.extensions:
             params += f" SIZE={size}"
-        if "8BITMIME" in self.extensions:
+        if binary:
+            params += " BODY=BINARYMIME"
+        elif "8BITMIME" in self.extensions:
             params += " BODY=8BITMIME"
         if needs_smtputf8(sender) or any(needs_smtputf8(r) for r in recipients):
             params += " SMTPUTF8"
@@ -224,6 +227,7 @@ class SmtpEngine:
             params += dsn.mail_params()
         self._rcpt_params = dsn.rcpt_params() if dsn is not None else ""
         self._chunking = "CHUNKING" in self.extensions and not self.options.disable_chunking
+        self._binary = binary
         self._held = None
         self._bdat_refused = None
         self._accepted = []
@@ -269,7 +273,7 @@ class SmtpEngine:
         ends = [""] if not self.options.lmtp else self._accepted
         if self._chunking:
             self._log("C", f"<{self._stuffer.bytes_in} bytes of message data in BDAT chunks>")
-            tail = (self._held or b"") + self._stuffer.finish_line()
+            tail = (self._held or b"") + (b"" if self._binary else self._stuffer.finish_line())
             self._held = None
             self._stuffer = None
             self.state = State.DATA_END
@@ -444,10 +448,10 @@ class SmtpEngine:
 
     def _check_envelope(
         self, envelope: Mapping[str, Any]
-    ) -> tuple[str, list[str], int | None, DsnRequest | None]:
+    ) -> tuple[str, list[str], int | None, DsnRequest | None, bool]:
         if not isinstance(envelope, Mapping):
             raise SmtpEnvelopeError("the envelope must be an object {from, to}", stage="envelope")
-        unknown = set(envelope) - {"from", "to", "size", "dsn"}
+        unknown = set(envelope) - {"from", "to", "size", "dsn", "binary"}
         if unknown:
             raise SmtpEnvelopeError(
                 f"unknown envelope field(s): {', '.join(sorted(unknown))}", stage="envelope"
@@ -497,7 +501,22 @@ class SmtpEngine:
                 "notifications cannot be requested; send without dsn",
                 stage="envelope",
             )
-        return sender, recipients, size, dsn
+        binary = envelope.get("binary", False)
+        if not isinstance(binary, bool):
+            raise SmtpEnvelopeError("envelope.binary must be true or false", stage="envelope")
+        if binary and not (
+            "BINARYMIME" in self.extensions
+            and "CHUNKING" in self.extensions
+            and not self.options.disable_chunking
+        ):
+            # Sent with DATA or to a server without BINARYMIME, the bytes would have to be
+            # changed (line endings, dot-stuffing) or be refused: say so instead.
+            raise SmtpEnvelopeError(
+                "envelope.binary: BODY=BINARYMIME needs the server to offer BINARYMIME and CHUNKING "
+                "(RFC 3030), and disableChunking off",
+                stage="envelope",
+            )
+        return sender, recipients, size, dsn, binary
 
     def _write_queue(self) -> None:
         """Write the next command, or all of them when the server pipelines (RFC 2920)."""
@@ -543,7 +562,7 @@ class SmtpEngine:
         self._write_queue()
 
     def _start_data(self) -> None:
-        escape = not self.options.disable_escaping
+        escape = not self.options.disable_escaping and not self._binary
         self._stuffer = DotStuffer(escape=escape, dots=not self._chunking)
         self.state = State.DATA
         self._events.append(Ready(list(self._rejected)))

@@ -248,3 +248,44 @@ def test_dsn_never_and_xtext():
     assert request is not None and request.rcpt_params() == " NOTIFY=NEVER" and request.mail_params() == ""
     assert parse_dsn({}) is None and parse_dsn(None) is None
     assert xtext("a+b=c d~!") == "a+2Bb+3Dc+20d~!"
+
+
+# -- BINARYMIME ---------------------------------------------------------------------------------------
+
+BINARY_EHLO = b"250-mx\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-BINARYMIME\r\n250 CHUNKING\r\n"
+
+
+def test_binarymime_sends_the_bytes_unchanged():
+    raw = [b"Content-Type: application/octet-stream\r\n\r\n\x00\r.\n", b"\xff\r\n.\r\nend"]
+    session = [
+        (b"", b"220 mx\r\n"),
+        (b"EHLO localhost\r\n", BINARY_EHLO),
+        (
+            b"MAIL FROM:<a@example.com> BODY=BINARYMIME\r\nRCPT TO:<b@example.com>\r\n",
+            b"250 ok\r\n250 ok\r\n",
+        ),
+        (bdat(raw[0]) + bdat(raw[1], last=True), b"250 c1\r\n250 queued\r\n"),
+        (b"QUIT\r\n", b"221 bye\r\n"),
+    ]
+    h = run(session, **user({"from": "a@example.com", "to": "b@example.com", "binary": True}, raw))
+    assert h.outcome()[1][2] == "Done(True, [('b@example.com', 250)])"
+
+
+@pytest.mark.parametrize(
+    ("ehlo", "options"),
+    [
+        (EHLO, {}),  # CHUNKING without BINARYMIME
+        (b"250-mx\r\n250 BINARYMIME\r\n", {}),  # BINARYMIME without CHUNKING
+        (BINARY_EHLO, {"disableChunking": True}),
+    ],
+)
+def test_binarymime_where_it_cannot_be_had_is_an_error_before_anything_is_sent(
+    ehlo: bytes, options: dict[str, Any]
+):
+    h = Harness(options)
+    h.feed(b"220 mx\r\n")
+    h.feed(ehlo)
+    before = len(h.sent)
+    with pytest.raises(SmtpEnvelopeError, match="BINARYMIME needs"):
+        h.call("use_envelope", {"from": "a@example.com", "to": "b@example.com", "binary": True})
+    assert len(h.sent) == before and h.engine.state is State.IDLE

@@ -52,6 +52,9 @@ export interface Envelope {
   size?: number;
   /** Delivery status notifications (RFC 3461); an SmtpEnvelopeError when the server has no DSN. */
   dsn?: Dsn;
+  /** BODY=BINARYMIME: the bytes go unchanged in BDAT chunks (RFC 3030); an SmtpEnvelopeError
+   *  unless the server offers BINARYMIME and CHUNKING. */
+  binary?: boolean;
 }
 
 /** A request for delivery status notifications (RFC 3461), with the RFC's names. */
