@@ -63,6 +63,49 @@ ensure_chromium() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
 }
 
+# The real mail servers of the interop tests (tests/mta.py), from Debian's packages. Postfix,
+# Exim and OpenSMTPD each conflict with mail-transport-agent, so apt installs only Postfix (with
+# debconf's "No configuration": Debian's own instance gets no main.cf and never starts); Exim
+# and OpenSMTPD are unpacked from their .deb into MTA_CACHE, outside the work tree, and run
+# from there with their own configuration. Their shared libraries are installed as usual.
+MTA_CACHE=${PYSMTP_MTA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pysmtp-wasm/mta}
+MTA_DEBS="exim4-base exim4-daemon-light opensmtpd"
+MTA_PACKAGES="postfix dovecot-core dovecot-lmtpd libidn12 libgnutls-dane0 libevent-2.1-7 libdb5.3"
+ensure_mail_servers() {
+  local sudo="" apt missing=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  apt="$sudo apt-get -o DPkg::Lock::Timeout=600"
+  for pkg in $MTA_PACKAGES; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
+  done
+  if [ -n "$missing" ] || [ ! -f "$MTA_CACHE/.unpacked" ]; then
+    log "installing the test mail servers ($MTA_PACKAGES; $MTA_DEBS into $MTA_CACHE)"
+    $apt update -qq
+  fi
+  if [ -n "$missing" ]; then
+    echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $apt install -y -qq $missing >/dev/null
+  fi
+  if [ ! -f "$MTA_CACHE/.unpacked" ]; then
+    rm -rf "$MTA_CACHE" && mkdir -p "$MTA_CACHE/debs" "$MTA_CACHE/root"
+    # shellcheck disable=SC2086
+    (cd "$MTA_CACHE/debs" && apt-get download $MTA_DEBS 2>/dev/null)
+    for deb in "$MTA_CACHE"/debs/*.deb; do dpkg -x "$deb" "$MTA_CACHE/root"; done
+    touch "$MTA_CACHE/.unpacked"
+  fi
+  # The system users the unpacked servers look up by their compiled-in names (as their
+  # packages' postinst scripts would make them).
+  getent passwd Debian-exim >/dev/null ||
+    $sudo useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin Debian-exim
+  local user
+  for user in opensmtpd opensmtpq; do
+    getent passwd "$user" >/dev/null ||
+      $sudo useradd --system --user-group --no-create-home --home-dir /var/lib/opensmtpd/empty --shell /usr/sbin/nologin "$user"
+  done
+  export PYSMTP_MTA_ROOT="$MTA_CACHE/root"
+}
+
 lint() {
   log "ruff and mypy"
   "$VENV/bin/ruff" check pysmtp_wasm tests web bench
@@ -113,6 +156,7 @@ build_web() {
 run_tests() {
   ensure_venv
   ensure_chromium
+  ensure_mail_servers
   lint
   build_wheel
   build_web

@@ -424,10 +424,23 @@ def main() -> int:
             if "throughput" in only:
                 plain = {"proxy": urls["smtp"], "port": ports["smtp"], "passes": passes_20}
                 raw_spec = {"via": "websocket", "proxy": urls["raw"], "passes": passes_20}
+                chunking = {
+                    "proxy": urls["smtp_chunking"],
+                    "port": ports["smtp_chunking"],
+                    "passes": passes_20,
+                }
                 kinds = {
                     "pysmtp_wasm": {**plain, "client": "pysmtp"},
                     "pysmtp_wasm_uint8": {**plain, "client": "pysmtp", "bytes": True},
                     "emailjs": {**plain, "client": "emailjs"},
+                    # CHUNKING beside DATA, on the same sink (it offers PIPELINING and CHUNKING):
+                    # BDAT chunks are not dot-stuffed, DATA is (disableChunking).
+                    "pysmtp_wasm_bdat": {**chunking, "client": "pysmtp"},
+                    "pysmtp_wasm_data": {
+                        **chunking,
+                        "client": "pysmtp",
+                        "options": {"disableChunking": True},
+                    },
                 }
                 by: dict[str, list[dict[str, Any]]] = {"raw": [], **{who: [] for who in kinds}}
                 for _ in range(runs):

@@ -11,6 +11,8 @@ Listeners (all on 127.0.0.1):
               Dovecot do by default), PIPELINING
   smtp_tls_server_order  the same with Python's default server settings, which impose the
               server's order (OpenSSL's: AES-256-GCM first)
+  smtp_chunking  plain SMTP with PIPELINING and CHUNKING (RFC 3030: BDAT chunks are counted
+              and dropped, each answered once its octets are in)
   raw         reads "N\\r\\n", then N bytes, answers "OK\\r\\n" (again and again)
   raw_tls     the same over implicit TLS (TLS 1.0/1.1)
   raw_tls_modern  the same over TLS 1.2/1.3
@@ -32,15 +34,18 @@ END = b"\r\n.\r\n"
 
 
 class SmtpSink(asyncio.Protocol):
-    def __init__(self, pipelining: bool) -> None:
+    def __init__(self, pipelining: bool, chunking: bool = False) -> None:
         ext = [b"250-sink.localhost", b"250-8BITMIME", b"250-SIZE 2147483647"]
         if pipelining:
             ext.append(b"250-PIPELINING")
+        if chunking:
+            ext.append(b"250-CHUNKING")
         ext.append(b"250 SMTPUTF8")
         self.ehlo = b"\r\n".join(ext) + b"\r\n"
         self.buf = b""
         self.in_data = False
         self.carry = b""
+        self.bdat_left = 0  # octets of the current BDAT chunk still to come
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -48,7 +53,13 @@ class SmtpSink(asyncio.Protocol):
         self.transport.write(b"220 sink.localhost ESMTP\r\n")  # type: ignore[union-attr]
 
     def data_received(self, data: bytes) -> None:
-        if self.in_data:
+        if self.bdat_left:
+            data = self._chunk(data)
+            if not data:
+                return
+            self.buf += data
+            self._commands()
+        elif self.in_data:
             self._data(data)
         else:
             self.buf += data
@@ -74,6 +85,20 @@ class SmtpSink(asyncio.Protocol):
                 self.in_data = True
                 self.carry = b"\r\n"  # the data starts at a line start
                 break
+            elif verb == b"BDAT":
+                self.bdat_left = int(line.split()[1])
+                if self.bdat_left == 0:
+                    out.append(b"250 2.0.0 OK\r\n")
+                    continue
+                self.buf = buf
+                if out:
+                    self.transport.write(b"".join(out))  # type: ignore[union-attr]
+                rest, self.buf = self.buf, b""
+                rest = self._chunk(rest)
+                if rest:
+                    self.buf = rest
+                    self._commands()
+                return
             elif verb == b"QUIT":
                 out.append(b"221 2.0.0 bye\r\n")
                 self.transport.write(b"".join(out))  # type: ignore[union-attr]
@@ -87,6 +112,14 @@ class SmtpSink(asyncio.Protocol):
         if self.in_data and self.buf:
             rest, self.buf = self.buf, b""
             self._data(rest)
+
+    def _chunk(self, data: bytes) -> bytes:
+        """Take the current BDAT chunk's octets from ``data``; return what follows them."""
+        take = min(self.bdat_left, len(data))
+        self.bdat_left -= take
+        if self.bdat_left == 0:
+            self.transport.write(b"250 2.0.0 OK\r\n")  # type: ignore[union-attr]
+        return data[take:]
 
     def _data(self, data: bytes) -> None:
         window = self.carry + data
@@ -158,6 +191,7 @@ async def main(cert: str, key: str) -> None:
         "smtp_tls": (lambda: SmtpSink(True), tls),
         "smtp_tls_modern": (lambda: SmtpSink(True), modern),
         "smtp_tls_server_order": (lambda: SmtpSink(True), modern_context(cert, key, server_order=True)),
+        "smtp_chunking": (lambda: SmtpSink(True, chunking=True), None),
         "raw": (RawSink, None),
         "raw_tls": (RawSink, tls),
         "raw_tls_modern": (RawSink, modern),

@@ -105,7 +105,7 @@ class SmtpClient:
         host: the server's host name (default "localhost").
         port: the server's port (default 465 with ``useSecureTransport``, else 25).
         options: the seed's options: ``useSecureTransport``, ``name``, ``auth`` ({user,
-            pass, xoauth2}), ``authMethod``, ``ca``, ``disableEscaping``, ``ignoreTLS``,
+            pass, xoauth2}), ``authMethod``, ``ca``, ``disableEscaping``, ``disableChunking``, ``ignoreTLS``,
             ``requireTLS``, ``lmtp``; ``allowInsecureAuth`` (AUTH PLAIN, LOGIN or XOAUTH2
             without TLS to a host that is not ``localhost`` or a loopback address: refused
             with an :class:`SmtpTlsError` unless this is true); and the timeouts in milliseconds
@@ -216,7 +216,14 @@ class SmtpClient:
         self._rearm()
 
     def useEnvelope(self, envelope: Mapping[str, Any]) -> None:  # noqa: N802 - the seed's name
-        """Send MAIL FROM, RCPT TO and DATA; ``onready(failedRecipients)`` follows.
+        """Send MAIL FROM, RCPT TO and DATA (with CHUNKING: no DATA, the message goes in BDAT
+        chunks); ``onready(failedRecipients)`` follows.
+
+        ``envelope``: ``from``, ``to`` (a string or a list), ``size`` (bytes, sent as SIZE=),
+        ``dsn`` (RFC 3461: ``{"notify": ["SUCCESS", "FAILURE", "DELAY"] or ["NEVER"], "ret":
+        "FULL" or "HDRS", "envid": str, "orcpt": address}``; refused when the server does not
+        offer DSN), ``binary`` (True: ``BODY=BINARYMIME``, the bytes sent unchanged in BDAT
+        chunks; refused unless the server offers BINARYMIME and CHUNKING).
 
         An envelope that cannot be sent (no recipients, an unsafe address, ...) is reported
         through ``onerror`` with a :class:`SmtpEnvelopeError`: nothing of it is sent, the
@@ -263,11 +270,14 @@ class SmtpClient:
         sender: str | None = None,
         recipients: Sequence[str] | None = None,
         progress: Callable[[int, int], Any] | None = None,
+        dsn: Mapping[str, Any] | None = None,
     ) -> SendResult:
         """Send an ``email.message.EmailMessage``; connect first if needed.
 
         The envelope comes from the message (From or Sender; To, Cc and Bcc) unless given;
-        Bcc headers are not sent; SMTPUTF8 is used when an address is not ASCII.
+        Bcc headers are not sent; SMTPUTF8 is used when an address is not ASCII. ``dsn``
+        requests delivery status notifications as ``useEnvelope``'s ``dsn`` does
+        (``{"notify": [...], "ret": ..., "envid": ..., "orcpt": ...}``, RFC 3461).
         ``progress(sent, total)`` is called as the message streams (in 64 KiB pieces,
         honouring backpressure). The connection stays open and idle afterwards: send more,
         or ``quit()``.
@@ -291,7 +301,10 @@ class SmtpClient:
             engine = self._engine
             assert engine is not None
             ready = operation.arm("ready")
-            self._after(engine.use_envelope({"from": prepared.sender, "to": prepared.recipients}))
+            envelope: dict[str, Any] = {"from": prepared.sender, "to": prepared.recipients}
+            if dsn is not None:
+                envelope["dsn"] = dsn
+            self._after(engine.use_envelope(envelope))
             await ready
             data, total = prepared.data, len(prepared.data)
             for offset in range(0, total, CHUNK_SIZE):

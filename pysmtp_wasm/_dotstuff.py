@@ -1,4 +1,4 @@
-"""The DATA stream encoder: line endings, dot-stuffing and the end-of-data marker.
+"""The message stream encoder: line endings, dot-stuffing and the end-of-data marker.
 
 RFC 5321 §4.5.2: a line of the message that begins with "." gets one more "." in front,
 and the data ends with CRLF "." CRLF. Line starts can fall across two ``send()`` chunks, so
@@ -7,6 +7,10 @@ the encoder remembers where the last chunk ended.
 Line endings are made canonical (every bare CR or LF becomes CRLF, RFC 5321 §2.3.8): a
 lone "\\n.\\r\\n" in the body is how SMTP smuggling (CVE-2023-51764 and kin) makes a server
 see an end of data that the client never meant, so no bare line ending leaves this encoder.
+
+With CHUNKING (RFC 3030, ``BDAT``) there is no end-of-data marker and so no dot-stuffing
+(``dots=False``), but the line endings are made CRLF all the same: RFC 3030 §3 keeps that
+rule for 7BIT and 8BITMIME bodies.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ CRLF = b"\r\n"
 
 
 class DotStuffer:
-    """Turns message chunks into DATA bytes."""
+    """Turns message chunks into DATA bytes (or, with ``dots=False``, into BDAT chunk bytes)."""
 
-    def __init__(self, escape: bool = True) -> None:
+    def __init__(self, escape: bool = True, dots: bool = True) -> None:
         self._escape = escape
+        self._dots = dots
         self._line_start = True  # the next byte begins a line
         self._pending_cr = False  # the last chunk ended in CR; its LF may come next
         self._tail = b""  # last two bytes written, for the raw (unescaped) mode
@@ -49,25 +54,29 @@ class DotStuffer:
         line_feeds = data.count(b"\n")
         if data.count(b"\r") == line_feeds and data.count(b"\r\n") == line_feeds:
             # Every line ending is already CRLF (the usual case): only dot-stuffing to do.
-            if line_feeds and b"\n." in data:
+            if line_feeds and self._dots and b"\n." in data:
                 data = b"\r\n..".join(data.split(b"\r\n."))
         else:
             if b"\r" in data:
                 data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
             if b"\n" in data:
                 data = data.replace(b"\n", b"\r\n")
-                if b"\n." in data:
+                if self._dots and b"\n." in data:
                     data = b"\r\n..".join(data.split(b"\r\n."))
-        if self._line_start and data[:1] == b".":
+        if self._dots and self._line_start and data[:1] == b".":
             data = b"." + data
         self._line_start = data.endswith(b"\n")
         return data
 
     def finish(self) -> bytes:
         """The bytes that end the message: a CRLF if the last line lacks one, then "." CRLF."""
+        return self.finish_line() + END_OF_DATA
+
+    def finish_line(self) -> bytes:
+        """The CRLF that ends the last line if it lacks one (a BDAT message ends so too)."""
         if not self._escape:
-            return (b"" if self._tail.endswith(CRLF) or self._tail == b"" else CRLF) + END_OF_DATA
+            return b"" if self._tail.endswith(CRLF) or self._tail == b"" else CRLF
         if self._pending_cr:
             self._pending_cr = False
-            return CRLF + END_OF_DATA
-        return (b"" if self._line_start else CRLF) + END_OF_DATA
+            return CRLF
+        return b"" if self._line_start else CRLF

@@ -21,6 +21,7 @@ from typing import Any
 from . import _sasl
 from ._address import check_address, needs_smtputf8
 from ._dotstuff import DotStuffer
+from ._dsn import DsnRequest, parse_dsn
 from ._events import Done, Event, Failed, Finished, Idle, Log, Ready, RecipientResult, StartTls
 from ._extensions import Extensions
 from ._options import Options
@@ -48,7 +49,7 @@ class State(enum.Enum):
     AUTH = "auth"  # in the SASL conversation
     IDLE = "idle"  # waiting for an envelope
     ENVELOPE = "envelope"  # waiting for the replies to MAIL, RCPT and DATA
-    DATA = "data"  # the user streams the message
+    DATA = "data"  # the user streams the message (with CHUNKING, BDAT replies may come)
     DATA_END = "data_end"  # waiting for the reply (LMTP: replies) to the end of data
     QUIT = "quit"  # waiting for the reply to QUIT
     CLOSED = "closed"
@@ -107,6 +108,14 @@ class SmtpEngine:
         self._rejected: dict[str, Reply] = {}
         self._stuffer: DotStuffer | None = None
         self._results: list[RecipientResult] = []
+        # CHUNKING (RFC 3030): the message goes as BDAT chunks; the newest is held back so that
+        # end() can send it as "BDAT n LAST". A refused chunk ends the message: what the
+        # user sends after it is dropped, and end() reports it.
+        self._chunking = False
+        self._binary = False  # BODY=BINARYMIME: the bytes go as they are (RFC 3030 §3)
+        self._held: bytes | None = None
+        self._bdat_refused: Reply | None = None
+        self._rcpt_params = ""
 
     # -- what the caller reads ------------------------------------------------------------
 
@@ -211,17 +220,26 @@ class SmtpEngine:
             State.IDLE, "useEnvelope()", "call it from onidle, after the previous message is done"
         )
         try:
-            sender, recipients, size = self._check_envelope(envelope)
+            sender, recipients, size, dsn, binary = self._check_envelope(envelope)
         except SmtpEnvelopeError as error:
             self._fail_and_quit(error)
             return self._take_events()
         params = ""
         if size is not None and "SIZE" in self.extensions:
             params += f" SIZE={size}"
-        if "8BITMIME" in self.extensions:
+        if binary:
+            params += " BODY=BINARYMIME"
+        elif "8BITMIME" in self.extensions:
             params += " BODY=8BITMIME"
         if needs_smtputf8(sender) or any(needs_smtputf8(r) for r in recipients):
             params += " SMTPUTF8"
+        if dsn is not None:
+            params += dsn.mail_params()
+        self._rcpt_params = dsn.rcpt_params() if dsn is not None else ""
+        self._chunking = "CHUNKING" in self.extensions and not self.options.disable_chunking
+        self._binary = binary
+        self._held = None
+        self._bdat_refused = None
         self._accepted = []
         self._rejected = {}
         self._queue.clear()
@@ -230,14 +248,16 @@ class SmtpEngine:
             self._queue.append(("RSET", ""))
         self._queue.append(("MAIL", f"MAIL FROM:<{sender}>{params}"))
         self._queue.extend(("RCPT", r) for r in recipients)
-        self._queue.append(("DATA", "DATA"))
+        if not self._chunking:
+            self._queue.append(("DATA", "DATA"))
         self._pipelining = "PIPELINING" in self.extensions
         self.state = State.ENVELOPE
         self._write_queue()
         return self._take_events()
 
     def send(self, chunk: bytes | bytearray | memoryview | str) -> None:
-        """Add a chunk of the message (dot-stuffed unless ``disableEscaping``)."""
+        """Add a chunk of the message (dot-stuffed unless ``disableEscaping``; with CHUNKING, a
+        ``BDAT`` chunk, not dot-stuffed)."""
         self._expect_state(State.DATA, "send()", "call it after onready and before end()")
         if isinstance(chunk, str):
             data = chunk.encode("utf-8")
@@ -247,21 +267,52 @@ class SmtpEngine:
             raise SmtpUsageError(f"send() takes str or bytes, not {type(chunk).__name__}")
         assert self._stuffer is not None
         encoded = self._stuffer.encode(data)
-        if encoded:
+        if not encoded:
+            return
+        if not self._chunking:
             self._out.append(encoded)
+        elif self._bdat_refused is None:
+            if self._held is not None:
+                self._write_chunk(self._held, last=False)
+            self._held = encoded
 
     def end(self) -> list[Event]:
         """End the message; the server's answer comes as :class:`Done`."""
         self._expect_state(State.DATA, "end()", "call it once, after onready")
         assert self._stuffer is not None
+        ends = [""] if not self.options.lmtp else self._accepted
+        if self._chunking:
+            self._log("C", f"<{self._stuffer.bytes_in} bytes of message data in BDAT chunks>")
+            tail = (self._held or b"") + (b"" if self._binary else self._stuffer.finish_line())
+            self._held = None
+            self._stuffer = None
+            self.state = State.DATA_END
+            if self._bdat_refused is None:
+                self._write_chunk(tail, last=True)
+                self._pending.extend(("END", r) for r in ends)
+            elif not self._pending:
+                self._bdat_done()
+            return self._take_events()
         self._out.append(self._stuffer.finish())
         self._log("C", f"<{self._stuffer.bytes_in} bytes of message data>")
         self._log("C", ".")
         self._stuffer = None
         self._pending.clear()
-        self._pending.extend(("END", r) for r in (self._accepted if self.options.lmtp else [""]))
+        self._pending.extend(("END", r) for r in ends)
         self.state = State.DATA_END
         return self._take_events()
+
+    def _write_chunk(self, data: bytes, last: bool) -> None:
+        # RFC 3030 §2: "BDAT size [LAST]" CRLF, then exactly size octets. Each chunk has its
+        # own reply; they are pipelined (the server offers PIPELINING, or answers each BDAT
+        # after reading its octets, which we write at once anyway).
+        command = f"BDAT {len(data)}{' LAST' if last else ''}"
+        self._out.append(command.encode("ascii") + b"\r\n")
+        if data:
+            self._out.append(data)
+        self._log("C", command)
+        if not last:
+            self._pending.append(("BDAT", ""))
 
     def quit(self) -> list[Event]:
         """Say QUIT now when idle, or as soon as the current step is done."""
@@ -284,7 +335,9 @@ class SmtpEngine:
 
     def _handle(self, reply: Reply) -> None:
         handler = getattr(self, "_on_" + self.state._value_, None)  # (.value is a Python property)
-        if handler is None or self.state is State.IDLE or self.state is State.DATA:
+        if self.state is State.DATA and self._pending:
+            self._on_bdat(reply)  # a reply to a BDAT chunk while the user still streams
+        elif handler is None or self.state is State.IDLE or self.state is State.DATA:
             self._unexpected(reply)
         else:
             handler(reply)
@@ -424,10 +477,12 @@ class SmtpEngine:
 
     # -- the envelope ---------------------------------------------------------------------
 
-    def _check_envelope(self, envelope: Mapping[str, Any]) -> tuple[str, list[str], int | None]:
+    def _check_envelope(
+        self, envelope: Mapping[str, Any]
+    ) -> tuple[str, list[str], int | None, DsnRequest | None, bool]:
         if not isinstance(envelope, Mapping):
             raise SmtpEnvelopeError("the envelope must be an object {from, to}", stage="envelope")
-        unknown = set(envelope) - {"from", "to", "size"}
+        unknown = set(envelope) - {"from", "to", "size", "dsn", "binary"}
         if unknown:
             raise SmtpEnvelopeError(
                 f"unknown envelope field(s): {', '.join(sorted(unknown))}", stage="envelope"
@@ -469,13 +524,36 @@ class SmtpEngine:
                     enhanced="5.3.4",
                     stage="envelope",
                 )
-        return sender, recipients, size
+        dsn = parse_dsn(envelope.get("dsn"))
+        if dsn is not None and "DSN" not in self.extensions:
+            # Dropping it would promise notifications that never come.
+            raise SmtpEnvelopeError(
+                "envelope.dsn: the server does not offer DSN (RFC 3461), so delivery status "
+                "notifications cannot be requested; send without dsn",
+                stage="envelope",
+            )
+        binary = envelope.get("binary", False)
+        if not isinstance(binary, bool):
+            raise SmtpEnvelopeError("envelope.binary must be true or false", stage="envelope")
+        if binary and not (
+            "BINARYMIME" in self.extensions
+            and "CHUNKING" in self.extensions
+            and not self.options.disable_chunking
+        ):
+            # Sent with DATA or to a server without BINARYMIME, the bytes would have to be
+            # changed (line endings, dot-stuffing) or be refused: say so instead.
+            raise SmtpEnvelopeError(
+                "envelope.binary: BODY=BINARYMIME needs the server to offer BINARYMIME and CHUNKING "
+                "(RFC 3030), and disableChunking off",
+                stage="envelope",
+            )
+        return sender, recipients, size, dsn, binary
 
     def _write_queue(self) -> None:
         """Write the next command, or all of them when the server pipelines (RFC 2920)."""
         while self._queue:
             kind, arg = self._queue.popleft()
-            line = f"RCPT TO:<{arg}>" if kind == "RCPT" else (arg or kind)
+            line = f"RCPT TO:<{arg}>{self._rcpt_params}" if kind == "RCPT" else (arg or kind)
             self._send_command(line)
             self._pending.append((kind, arg))
             if not self._pipelining:
@@ -507,13 +585,42 @@ class SmtpEngine:
         elif kind == "DATA":
             if reply.code != 354:
                 raise _reply_error(reply, "DATA")
-            self._stuffer = DotStuffer(escape=not self.options.disable_escaping)
-            self.state = State.DATA
-            self._events.append(Ready(list(self._rejected)))
+            self._start_data()
+            return
+        if self._chunking and not self._pending and not self._queue:
+            self._start_data()  # the last RCPT is answered: no DATA command with BDAT
             return
         self._write_queue()
 
+    def _start_data(self) -> None:
+        escape = not self.options.disable_escaping and not self._binary
+        self._stuffer = DotStuffer(escape=escape, dots=not self._chunking)
+        self.state = State.DATA
+        self._events.append(Ready(list(self._rejected)))
+
+    def _on_bdat(self, reply: Reply) -> None:
+        """A reply to a BDAT chunk that is not the last (in DATA or DATA_END)."""
+        self._pending.popleft()
+        if not reply.ok and self._bdat_refused is None:
+            self._bdat_refused = reply
+            self._held = None
+            self._log("*", "the server refused a chunk: the rest of the message is not sent")
+        if self.state is State.DATA_END and not self._pending and self._bdat_refused is not None:
+            self._bdat_done()
+
+    def _bdat_done(self) -> None:
+        """The message ends refused by a BDAT reply: every accepted recipient gets that reply."""
+        refused = self._bdat_refused
+        assert refused is not None
+        self._pending.clear()
+        self._pending.extend(("END", r) for r in (self._accepted if self.options.lmtp else [""]))
+        for _ in range(len(self._pending)):
+            self._on_data_end(refused)
+
     def _on_data_end(self, reply: Reply) -> None:
+        if self._pending and self._pending[0][0] == "BDAT":
+            self._on_bdat(reply)
+            return
         _, recipient = self._pending.popleft()
         results = self._results
         if self.options.lmtp:

@@ -150,22 +150,24 @@ class JsClient:
         package, send it, and settle the JS promise through ``resolve``/``reject``."""
         from ._message import build_message
 
+        fields = _py(mail) or {}
+        dsn = fields.pop("dsn", None) if isinstance(fields, dict) else None
         try:
-            message = build_message(_py(mail) or {})
+            message = build_message(fields)
         except SmtpError as error:
             return js_error(error)
         except (TypeError, ValueError, AttributeError) as error:
             return js_error(SmtpUsageError(f"sendMail(): {error}", stage="message"))
         onprogress = (_py(options) or {}).get("onprogress")
-        task = asyncio.ensure_future(self._send_mail(message, onprogress, resolve, reject))
+        task = asyncio.ensure_future(self._send_mail(message, onprogress, dsn, resolve, reject))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return None
 
-    async def _send_mail(self, message: Any, onprogress: Any, resolve: Any, reject: Any) -> None:
+    async def _send_mail(self, message: Any, onprogress: Any, dsn: Any, resolve: Any, reject: Any) -> None:
         progress = (lambda sent, total: onprogress(sent, total)) if onprogress is not None else None
         try:
-            result = await self._client.send_message(message, progress=progress)
+            result = await self._client.send_message(message, progress=progress, dsn=dsn)
         except Exception as error:
             reject(js_error(error))
             return

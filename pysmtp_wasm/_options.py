@@ -27,6 +27,7 @@ class Options:
     auth_method: str | None = None
     ca: str | list[str] | None = None
     disable_escaping: bool = False
+    disable_chunking: bool = False
     ignore_tls: bool = False
     require_tls: bool = False
     lmtp: bool = False
@@ -44,6 +45,7 @@ _KEYS = {
     "authMethod": "auth_method",
     "ca": "ca",
     "disableEscaping": "disable_escaping",
+    "disableChunking": "disable_chunking",
     "ignoreTLS": "ignore_tls",
     "requireTLS": "require_tls",
     "lmtp": "lmtp",
@@ -60,6 +62,7 @@ _BOOLS = {
     "ignore_tls",
     "require_tls",
     "lmtp",
+    "disable_chunking",
     "allow_insecure_auth",
 }
 _NUMBERS = {"timeout_greeting_ms", "timeout_lower_bound_ms", "timeout_multiplier_ms"}

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import trustme
 
-from .servers import CHROME_FLAGS, Certificate, Websockify, make_rsa_certificate
+from .mta import Dovecot, Exim, OpenSmtpd, Postfix
+from .servers import CHROME_FLAGS, Certificate, Chain, Websockify, make_chain, make_rsa_certificate
 
 DIST = Path(__file__).resolve().parent.parent / "dist"
 
@@ -193,3 +194,56 @@ def server_tls(ca: trustme.CA) -> ssl.SSLContext:
 
 def ca_pem(ca: trustme.CA) -> str:
     return ca.cert_pem.bytes().decode()
+
+
+# -- real mail servers (tests/mta.py) ----------------------------------------------------------
+
+# The users every real server knows; their mailboxes are read back by the tests.
+MAIL_USERS = {"alice": "alice-pass-1", "bob": "bob-pass-2", "carol": "carol-pass-3"}
+
+
+@pytest.fixture(scope="session")
+def mail_chain(tmp_path_factory: pytest.TempPathFactory) -> Chain:
+    """The private CA of the real servers' certificates; clients pin ``mail_chain.root_pem``."""
+    return make_chain(tmp_path_factory.mktemp("mail-certs"), "rsa")
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[Dovecot]:
+    """Dovecot: LMTP on ``dovecot.lmtp_port`` for MAIL_USERS (carol with a 1 KB quota), and SASL."""
+    reason = Dovecot.require()
+    if reason:
+        pytest.skip(f"Dovecot: {reason}")
+    with Dovecot(MAIL_USERS, quota={"carol": "1K"}) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postfix(mail_chain: Chain, dovecot: Dovecot) -> Iterator[Postfix]:
+    """Postfix with a certificate from ``mail_chain`` for localhost and 127.0.0.1, AUTH through
+    ``dovecot``, and a Maildir per MAIL_USERS user at example.test (tests/mta.py)."""
+    reason = Postfix.require()
+    if reason:
+        pytest.skip(f"Postfix: {reason}")
+    with Postfix(mail_chain.issue("localhost", label="postfix"), dovecot=dovecot) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def exim(mail_chain: Chain) -> Iterator[Exim]:
+    """Exim 4 with a certificate from ``mail_chain``, MAIL_USERS at example.test (tests/mta.py)."""
+    reason = Exim.require()
+    if reason:
+        pytest.skip(f"Exim: {reason}")
+    with Exim(mail_chain.issue("localhost", label="exim"), MAIL_USERS) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def opensmtpd(mail_chain: Chain) -> Iterator[OpenSmtpd]:
+    """OpenSMTPD with a certificate from ``mail_chain``, MAIL_USERS at example.test (tests/mta.py)."""
+    reason = OpenSmtpd.require()
+    if reason:
+        pytest.skip(f"OpenSMTPD: {reason}")
+    with OpenSmtpd(mail_chain.issue("localhost", label="opensmtpd"), MAIL_USERS) as server:
+        yield server

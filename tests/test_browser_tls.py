@@ -8,6 +8,7 @@ STARTTLS), which the socket fills in from the engine."""
 from __future__ import annotations
 
 import ssl
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 import trustme
 
 from .conftest import Page
+from .mta import Postfix, strip_trace
 from .servers import (
     INSECURE_HOST,
     Certificate,
@@ -29,6 +31,7 @@ from .servers import (
     make_self_signed_leaf,
     modern_tls_context,
 )
+from .test_interop import Target, crlf, message
 
 USER, PASSWORD = "alice", "s3cret-pass"
 KINDS = ["rsa", "ec", "ec384"]  # RSA-2048, ECDSA P-256, ECDSA P-384 (SHA-384): root, intermediate, leaf
@@ -378,3 +381,49 @@ def test_the_default_engine_works_on_a_page_that_is_not_a_secure_context(
         page.goto(f"{page.base_url}/minimal.html")
     assert_delivered(rec, recorder)
     assert "TLS 1.3" in negotiated(rec) and "(openssl)" in negotiated(rec)
+
+
+# -- a real Postfix (Debian's package, run by tests/mta.py) --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def postfixes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[Postfix, Chain]]]:
+    """Two Postfixes with an ECDSA chain of their own: one as configured by default (TLS 1.2 and
+    1.3), one capped at TLS 1.2 (as a server on OpenSSL 1.0.2 or Exchange 2016 would be)."""
+    reason = Postfix.require()
+    if reason:
+        pytest.skip(f"Postfix: {reason}")
+    capped = {"smtpd_tls_protocols": "<=TLSv1.2", "smtpd_tls_mandatory_protocols": "<=TLSv1.2"}
+    chain = make_chain(tmp_path_factory.mktemp("postfix-chain"), "ec")
+    with (
+        Postfix(chain.issue("localhost", label="postfix-13"), mailboxes=("bob",)) as modern,
+        Postfix(chain.issue("localhost", label="postfix-12"), mailboxes=("bob",), main=capped) as tls12,
+    ):
+        yield {"1.3": (modern, chain), "1.2": (tls12, chain)}
+
+
+@pytest.mark.parametrize("version", ["1.3", "1.2"])
+@pytest.mark.parametrize("mode", ["implicit", "starttls"])
+def test_a_real_postfix_with_default_options(
+    page: Page, proxy: Websockify, postfixes: dict[str, tuple[Postfix, Chain]], mode: str, version: str
+) -> None:
+    # Postfix's own log says which TLS it negotiated; the page's transcript says the same.
+    server, chain = postfixes[version]
+    port = server.ports["smtps" if mode == "implicit" else "smtp"]
+    token = uuid.uuid4().hex
+    sessions = len(server.tls_sessions())
+    rec = page.session(
+        host="localhost",
+        port=port,
+        options={"proxy": proxy.url(port), "useSecureTransport": mode == "implicit", "ca": chain.root_pem},
+        envelopes=[{"from": "alice@example.test", "to": "bob@example.test"}],
+        body=message(token).decode(),
+    )
+    assert rec["errors"] == [] and rec["done"] == [True], rec["errors"]
+    ((protocol, cipher),) = server.tls_sessions()[sessions:]
+    assert protocol == f"TLSv{version}", server.log_text()[-2000:]
+    assert f"TLS {version}," in negotiated(rec) and "(openssl)" in negotiated(rec), negotiated(rec)
+    if version == "1.3":
+        assert f"TLS 1.3, {cipher} (openssl)" in negotiated(rec)  # the same suite, as both name it
+    stored = Target("postfix", 0, 0, server.mailbox).wait_for("bob", token)
+    assert crlf(strip_trace(stored)) == message(token)

@@ -73,6 +73,7 @@
       // spec.engine: "openssl" against the sink's TLS 1.2/1.3 port, "forge" (as emailjs) against
       // its TLS 1.0/1.1 port.
       if (spec.tls) Object.assign(options, { useSecureTransport: true, ca: spec.ca, tlsEngine: spec.engine || "forge" });
+      if (spec.options) Object.assign(options, spec.options);
       client = new api.SmtpClient("localhost", spec.port, options);
     }
     const waiters = { idle: [], ready: [], done: [], drain: [], close: [] };

@@ -16,6 +16,8 @@ export interface SmtpClientOptions {
   ca?: string | string[];
   /** Send the message as given: no dot-stuffing, no line-ending repair. */
   disableEscaping?: boolean;
+  /** Send with DATA even where the server offers CHUNKING (RFC 3030 BDAT, used by default). */
+  disableChunking?: boolean;
   /** Never STARTTLS. */
   ignoreTLS?: boolean;
   /** STARTTLS even when not advertised; if it fails, error and no AUTH. */
@@ -53,6 +55,23 @@ export interface Envelope {
   to: string | string[];
   /** The message size in bytes, sent as SIZE= and checked against the server's limit. */
   size?: number;
+  /** Delivery status notifications (RFC 3461); an SmtpEnvelopeError when the server has no DSN. */
+  dsn?: Dsn;
+  /** BODY=BINARYMIME: the bytes go unchanged in BDAT chunks (RFC 3030); an SmtpEnvelopeError
+   *  unless the server offers BINARYMIME and CHUNKING. */
+  binary?: boolean;
+}
+
+/** A request for delivery status notifications (RFC 3461), with the RFC's names. */
+export interface Dsn {
+  /** When to notify: some of "SUCCESS", "FAILURE", "DELAY", or ["NEVER"] (NOTIFY= on each RCPT). */
+  notify?: Array<"SUCCESS" | "FAILURE" | "DELAY"> | ["NEVER"];
+  /** What a notification returns of the message: "FULL" or "HDRS" (RET= on MAIL). */
+  ret?: "FULL" | "HDRS";
+  /** The envelope identifier, printable ASCII, at most 100 characters (ENVID= on MAIL, xtext). */
+  envid?: string;
+  /** The original recipient's address (ORCPT=rfc822; on each RCPT, xtext). */
+  orcpt?: string;
 }
 
 export interface RecipientResult {
@@ -100,6 +119,8 @@ export interface Mail {
   html?: string;
   headers?: Record<string, string>;
   attachments?: Attachment[];
+  /** Delivery status notifications for this message, as Envelope.dsn. */
+  dsn?: Dsn;
 }
 
 export interface SendMailResult {
