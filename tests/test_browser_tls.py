@@ -156,6 +156,19 @@ def test_a_server_named_by_ip_address(
     assert "TLS 1.3" in negotiated(rec)
 
 
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
+def test_sni_names_the_host_and_never_an_address(
+    page: Page, proxy: Websockify, chains: dict[str, Chain], leaves: dict[str, Certificate], host: str
+) -> None:
+    seen: list[str | None] = []
+    context = modern_tls_context(leaves["rsa"])
+    context.sni_callback = lambda _sslobj, name, _context: seen.append(name)  # type: ignore[assignment,misc]
+    with SmtpServer(implicit_tls=context) as server:
+        rec = session(page, proxy, server, "implicit", host=host, ca=chains["rsa"].root_pem)
+    assert rec["errors"] == [] and rec["done"] == [True], rec["errors"]
+    assert seen[-1] == ("localhost" if host == "localhost" else None)  # RFC 6066 3: no IP literal
+
+
 def test_an_ip_address_not_in_the_certificate_is_refused(
     page: Page, proxy: Websockify, chains: dict[str, Chain], leaves: dict[str, Certificate]
 ) -> None:
