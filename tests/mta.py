@@ -323,14 +323,21 @@ class Postfix:
         """Postfix's own log so far."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def tls_versions(self) -> list[str]:
+    def tls_versions(self, at_least: int = 0) -> list[str]:
         """The protocol of each TLS session smtpd logged so far ("TLSv1.3", "TLSv1.2", ...), from
-        its "... TLS connection established from ...: TLSv1.3 with cipher ..." lines."""
-        return [m.group(1) for m in _TLS_ESTABLISHED.finditer(self.log_text())]
+        its "... TLS connection established from ...: TLSv1.3 with cipher ..." lines, oldest
+        first. With ``at_least``, wait (a few seconds at most) until that many are logged:
+        postlogd writes the log a moment after smtpd sends it."""
+        return [version for version, _ in self.tls_sessions(at_least)]
 
-    def tls_sessions(self) -> list[tuple[str, str]]:
-        """(protocol, cipher) of each TLS session smtpd logged so far."""
-        return [(m.group(1), m.group(2)) for m in _TLS_ESTABLISHED.finditer(self.log_text())]
+    def tls_sessions(self, at_least: int = 0) -> list[tuple[str, str]]:
+        """(protocol, cipher) of each TLS session smtpd logged so far; ``at_least`` as above."""
+        deadline = time.monotonic() + 5
+        while True:
+            found = [(m.group(1), m.group(2)) for m in _TLS_ESTABLISHED.finditer(self.log_text())]
+            if len(found) >= at_least or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
 
     def maildir(self, user: str) -> Path:
         assert self.root is not None

@@ -48,7 +48,7 @@ def test_postfix_starttls_auth_bdat_from_the_page(
     stored = Target("postfix", 0, 0, postfix.mailbox).wait_for("bob", token)
     assert crlf(strip_trace(stored)) == body_of(token).encode()
     assert b"with ESMTPSA" in stored
-    assert postfix.tls_versions()[sessions:] == ["TLSv1.3"]
+    assert postfix.tls_versions(at_least=sessions + 1)[sessions:] == ["TLSv1.3"]
 
 
 def test_postfix_implicit_tls_from_the_page(

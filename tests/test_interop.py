@@ -180,7 +180,7 @@ async def test_postfix_logs_the_tls_version_and_the_sasl_login(postfix: Postfix,
     envelope = {"from": "carol@example.test", "to": "alice@example.test"}
     client, out = await run(postfix.ports["submission"], options, [envelope], message(token))
     assert out.errors == [] and out.closed is False and out.done == [True]
-    assert postfix.tls_versions()[sessions:] == ["TLSv1.3"]
+    assert postfix.tls_versions(at_least=sessions + 1)[sessions:] == ["TLSv1.3"]
     assert "sasl_username=carol" in postfix.log_text()
 
 
@@ -500,7 +500,7 @@ async def test_postfix_with_its_own_chain_and_tls_settings(tmp_path: Any):
         assert crlf(strip_trace(Target("postfix", 0, 0, server.mailbox).wait_for("bob", token))) == message(
             token
         )
-        assert server.tls_versions() == ["TLSv1.2"]
+        assert server.tls_versions(at_least=1) == ["TLSv1.2"]
         assert server.tls_sessions()[0][1].startswith("ECDHE-ECDSA-")
         root = server.root
     assert root is not None and not root.exists()  # stopped and removed
