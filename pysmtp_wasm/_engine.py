@@ -591,6 +591,10 @@ class SmtpEngine:
             self._on_bdat(reply)
             return
         _, recipient = self._pending.popleft()
+        if self._bdat_refused is not None:
+            # A chunk was refused: whatever the server says to the last one, the message is not
+            # whole (RFC 3030 §2: a failed BDAT voids the transaction).
+            reply = self._bdat_refused
         results = self._results
         if self.options.lmtp:
             results.append(RecipientResult(recipient, reply.ok, reply.code, reply.text, reply.enhanced))
