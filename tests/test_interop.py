@@ -19,7 +19,7 @@ import pytest
 
 from pysmtp_wasm import SmtpClient, SmtpEnvelopeError, SmtpTlsError
 
-from .conftest import MAIL_USERS
+from .conftest import MAIL_USERS, UTF8_USER
 from .mta import DELIVERY_TIMEOUT, Dovecot, Exim, OpenSmtpd, Postfix, strip_trace
 from .servers import Chain, make_chain
 from .test_asyncio_e2e import Outcome, deliver
@@ -282,7 +282,7 @@ async def test_8bitmime_body_arrives_unchanged(request: pytest.FixtureRequest, t
 async def test_smtputf8_address(request: pytest.FixtureRequest, target: Target):
     port, options = plain_port(request, target)
     token = uuid.uuid4().hex
-    envelope = {"from": "jörg@example.test", "to": "bob@example.test"}
+    envelope = {"from": "jörg@example.test", "to": ["bob@example.test", f"{UTF8_USER}@example.test"]}
     client, out = await run(port, options, [envelope], message(token))
     if target.name == "opensmtpd":  # no SMTPUTF8: said before anything is sent
         assert isinstance(out.errors[0], SmtpEnvelopeError) and "SMTPUTF8" in str(out.errors[0])
@@ -294,6 +294,7 @@ async def test_smtputf8_address(request: pytest.FixtureRequest, target: Target):
     )
     stored = target.wait_for("bob", token)
     assert crlf(strip_trace(stored)) == message(token)
+    assert crlf(strip_trace(target.wait_for(UTF8_USER, token))) == message(token)  # the non-ASCII mailbox
     if target.name == "postfix":
         assert "Return-Path: <jörg@example.test>".encode() in stored
 
