@@ -63,6 +63,15 @@ class Target:
                 raise AssertionError(f"{self.name}: no message {token} for {user}")
             time.sleep(0.05)
 
+    def wait_for_text(self, user: str, text: str) -> bytes:
+        """The stored message of ``user`` that contains ``text`` (a report, say)."""
+        deadline = time.monotonic() + DELIVERY_TIMEOUT
+        while not (found := [m for m in self.stored(user) if text.encode() in m]):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name}: no message with {text!r} for {user}")
+            time.sleep(0.05)
+        return found[-1]
+
     def has(self, user: str, token: str) -> bool:
         needle = f"<{token}@example.test>".encode()
         return any(needle in m for m in self.stored(user))
