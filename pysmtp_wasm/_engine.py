@@ -294,8 +294,9 @@ class SmtpEngine:
 
     def _write_chunk(self, data: bytes, last: bool) -> None:
         # RFC 3030 §2: "BDAT size [LAST]" CRLF, then exactly size octets. Each chunk has its
-        # own reply; they are pipelined (the server offers PIPELINING, or answers each BDAT
-        # after reading its octets, which we write at once anyway).
+        # own reply, and chunks are written without waiting for it: the length prefix leaves
+        # the server nothing to misread. (Postfix, Exim and Dovecot, which offer CHUNKING,
+        # offer PIPELINING too; a server with CHUNKING and without PIPELINING is not tested.)
         command = f"BDAT {len(data)}{' LAST' if last else ''}"
         self._out.append(command.encode("ascii") + b"\r\n")
         if data:
