@@ -1,11 +1,15 @@
-"""Real mail servers from Debian's packages, for the interop tests: Postfix and Dovecot (SASL for
-Postfix, and its LMTP server), each run on free 127.0.0.1 ports from its own configuration in a
-private folder, and stopped afterwards with nothing left running.
+"""Real mail servers from Debian's packages, for the interop tests: Postfix, Dovecot (SASL for
+Postfix, and its LMTP server), Exim 4 and OpenSMTPD, each run on free 127.0.0.1 ports from its
+own configuration in a private folder, and stopped afterwards with nothing left running (its
+whole process group; ``ps`` shows none after a run).
 
 The machine's own mail system is left alone: the packages are installed by ``./build.sh test``
 (Postfix with debconf's "No configuration", so Debian's own instance has no main.cf and never
-starts); every server here runs from a folder of its own (``postfix -c DIR``, ``dovecot -c FILE``),
-its queue, mailboxes and log inside that folder, and the folder is removed when it stops.
+starts; Exim and OpenSMTPD unpacked from their .deb into a cache folder, ``mta_root()``); every
+server here runs from a folder of its own (``postfix -c DIR``, ``dovecot -c FILE``, ``exim4 -C
+FILE``, OpenSMTPD in a mount namespace), its queue, mailboxes and log inside that folder, and
+the folder is removed when it stops. The session fixtures are in tests/conftest.py
+(``postfix``, ``dovecot``, ``exim``, ``opensmtpd``, and ``mail_chain``, the CA they share).
 
 Use::
 
