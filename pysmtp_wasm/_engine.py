@@ -304,8 +304,9 @@ class SmtpEngine:
 
     def _write_chunk(self, data: bytes, last: bool) -> None:
         # RFC 3030 §2: "BDAT size [LAST]" CRLF, then exactly size octets. Each chunk has its
-        # own reply; they are pipelined (the server offers PIPELINING, or answers each BDAT
-        # after reading its octets, which we write at once anyway).
+        # own reply, and chunks are written without waiting for it: the length prefix leaves
+        # the server nothing to misread. (Postfix, Exim and Dovecot, which offer CHUNKING,
+        # offer PIPELINING too; a server with CHUNKING and without PIPELINING is not tested.)
         command = f"BDAT {len(data)}{' LAST' if last else ''}"
         self._out.append(command.encode("ascii") + b"\r\n")
         if data:
@@ -622,6 +623,10 @@ class SmtpEngine:
             self._on_bdat(reply)
             return
         _, recipient = self._pending.popleft()
+        if self._bdat_refused is not None:
+            # A chunk was refused: whatever the server says to the last one, the message is not
+            # whole (RFC 3030 §2: a failed BDAT voids the transaction).
+            reply = self._bdat_refused
         results = self._results
         if self.options.lmtp:
             results.append(RecipientResult(recipient, reply.ok, reply.code, reply.text, reply.enhanced))

@@ -200,6 +200,8 @@ def ca_pem(ca: trustme.CA) -> str:
 
 # The users every real server knows; their mailboxes are read back by the tests.
 MAIL_USERS = {"alice": "alice-pass-1", "bob": "bob-pass-2", "carol": "carol-pass-3"}
+# A mailbox with a non-ASCII name (RFC 6531), at the servers that offer SMTPUTF8.
+UTF8_USER = "jörg"
 
 
 @pytest.fixture(scope="session")
@@ -225,7 +227,8 @@ def postfix(mail_chain: Chain, dovecot: Dovecot) -> Iterator[Postfix]:
     reason = Postfix.require()
     if reason:
         pytest.skip(f"Postfix: {reason}")
-    with Postfix(mail_chain.issue("localhost", label="postfix"), dovecot=dovecot) as server:
+    cert = mail_chain.issue("localhost", label="postfix")
+    with Postfix(cert, dovecot=dovecot, mailboxes=(UTF8_USER,)) as server:
         yield server
 
 
@@ -235,7 +238,9 @@ def exim(mail_chain: Chain) -> Iterator[Exim]:
     reason = Exim.require()
     if reason:
         pytest.skip(f"Exim: {reason}")
-    with Exim(mail_chain.issue("localhost", label="exim"), MAIL_USERS) as server:
+    with Exim(
+        mail_chain.issue("localhost", label="exim"), {**MAIL_USERS, UTF8_USER: "jörg-pass-4"}
+    ) as server:
         yield server
 
 

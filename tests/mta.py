@@ -1,11 +1,15 @@
-"""Real mail servers from Debian's packages, for the interop tests: Postfix and Dovecot (SASL for
-Postfix, and its LMTP server), each run on free 127.0.0.1 ports from its own configuration in a
-private folder, and stopped afterwards with nothing left running.
+"""Real mail servers from Debian's packages, for the interop tests: Postfix, Dovecot (SASL for
+Postfix, and its LMTP server), Exim 4 and OpenSMTPD, each run on free 127.0.0.1 ports from its
+own configuration in a private folder, and stopped afterwards with nothing left running (its
+whole process group; ``ps`` shows none after a run).
 
 The machine's own mail system is left alone: the packages are installed by ``./build.sh test``
 (Postfix with debconf's "No configuration", so Debian's own instance has no main.cf and never
-starts); every server here runs from a folder of its own (``postfix -c DIR``, ``dovecot -c FILE``),
-its queue, mailboxes and log inside that folder, and the folder is removed when it stops.
+starts; Exim and OpenSMTPD unpacked from their .deb into a cache folder, ``mta_root()``); every
+server here runs from a folder of its own (``postfix -c DIR``, ``dovecot -c FILE``, ``exim4 -C
+FILE``, OpenSMTPD in a mount namespace), its queue, mailboxes and log inside that folder, and
+the folder is removed when it stops. The session fixtures are in tests/conftest.py
+(``postfix``, ``dovecot``, ``exim``, ``opensmtpd``, and ``mail_chain``, the CA they share).
 
 Use::
 
@@ -323,14 +327,21 @@ class Postfix:
         """Postfix's own log so far."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def tls_versions(self) -> list[str]:
+    def tls_versions(self, at_least: int = 0) -> list[str]:
         """The protocol of each TLS session smtpd logged so far ("TLSv1.3", "TLSv1.2", ...), from
-        its "... TLS connection established from ...: TLSv1.3 with cipher ..." lines."""
-        return [m.group(1) for m in _TLS_ESTABLISHED.finditer(self.log_text())]
+        its "... TLS connection established from ...: TLSv1.3 with cipher ..." lines, oldest
+        first. With ``at_least``, wait (a few seconds at most) until that many are logged:
+        postlogd writes the log a moment after smtpd sends it."""
+        return [version for version, _ in self.tls_sessions(at_least)]
 
-    def tls_sessions(self) -> list[tuple[str, str]]:
-        """(protocol, cipher) of each TLS session smtpd logged so far."""
-        return [(m.group(1), m.group(2)) for m in _TLS_ESTABLISHED.finditer(self.log_text())]
+    def tls_sessions(self, at_least: int = 0) -> list[tuple[str, str]]:
+        """(protocol, cipher) of each TLS session smtpd logged so far; ``at_least`` as above."""
+        deadline = time.monotonic() + 5
+        while True:
+            found = [(m.group(1), m.group(2)) for m in _TLS_ESTABLISHED.finditer(self.log_text())]
+            if len(found) >= at_least or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
 
     def maildir(self, user: str) -> Path:
         assert self.root is not None

@@ -289,3 +289,16 @@ def test_binarymime_where_it_cannot_be_had_is_an_error_before_anything_is_sent(
     h.feed(ehlo)
     error = refused_envelope(h, {"from": "a@example.com", "to": "b@example.com", "binary": True})
     assert "BINARYMIME needs" in str(error)
+
+
+def test_a_250_to_the_last_chunk_after_a_refused_one_is_still_a_refusal():
+    h = Harness()
+    h.feed(b"220 mx\r\n")
+    h.feed(EHLO)
+    h.call("use_envelope", {"from": "a@example.com", "to": "b@example.com"})
+    h.feed(b"250 ok\r\n250 ok\r\n")
+    h.engine.send(b"one\r\n")
+    h.engine.send(b"two\r\n")
+    h.call("end")  # both chunks written before any reply
+    h.feed(b"451 4.3.0 chunk lost\r\n250 2.0.0 queued anyway\r\n")
+    assert h.outcome()[1][-2:] == ["Done(False, [('b@example.com', 451)])", "Idle"]

@@ -249,7 +249,11 @@ class Player:
     def last_data_end_ok(self) -> bool:
         # The engine logs the end of data as "C: ." and every reply line it handles after it:
         # at least one of those (LMTP: one per recipient) must be a 2xx.
-        ends = [i for i, line in enumerate(self.log) if line == ("C", ".")]
+        ends = [
+            i
+            for i, line in enumerate(self.log)
+            if line == ("C", ".") or line[0] == "C" and line[1].endswith(" LAST")
+        ]
         answers = [text for direction, text in self.log[ends[-1] :] if direction == "S"] if ends else []
         return any(text.startswith("2") for text in answers)
 
@@ -261,8 +265,10 @@ class Player:
         assert parser.buffered <= MAX_REPLY_LINE
         assert len(parser._lines) < MAX_REPLY_LINES
         assert engine._out == [] and engine._events == []
-        # RSET, MAIL, one RCPT per recipient of the largest envelope ever given, DATA.
-        assert len(engine._pending) + len(engine._queue) <= self.max_recipients + 3
+        # RSET, MAIL, one RCPT per recipient of the largest envelope ever given, DATA; with
+        # CHUNKING, one reply due per BDAT chunk written (at most one per send()).
+        chunks = sum(1 for direction, text in self.log if direction == "C" and text.startswith("BDAT"))
+        assert len(engine._pending) + len(engine._queue) <= self.max_recipients + 3 + chunks
         if engine.state is State.CLOSED:
             sent = len(self.sent)
             assert engine.receive_data(b"250 more\r\n") == [] and engine.data_to_send() == b""

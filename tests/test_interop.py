@@ -19,7 +19,7 @@ import pytest
 
 from pysmtp_wasm import SmtpClient, SmtpEnvelopeError, SmtpTlsError
 
-from .conftest import MAIL_USERS
+from .conftest import MAIL_USERS, UTF8_USER
 from .mta import DELIVERY_TIMEOUT, Dovecot, Exim, OpenSmtpd, Postfix, strip_trace
 from .servers import Chain, make_chain
 from .test_asyncio_e2e import Outcome, deliver
@@ -62,6 +62,15 @@ class Target:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{self.name}: no message {token} for {user}")
             time.sleep(0.05)
+
+    def wait_for_text(self, user: str, text: str) -> bytes:
+        """The stored message of ``user`` that contains ``text`` (a report, say)."""
+        deadline = time.monotonic() + DELIVERY_TIMEOUT
+        while not (found := [m for m in self.stored(user) if text.encode() in m]):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name}: no message with {text!r} for {user}")
+            time.sleep(0.05)
+        return found[-1]
 
     def has(self, user: str, token: str) -> bool:
         needle = f"<{token}@example.test>".encode()
@@ -180,7 +189,7 @@ async def test_postfix_logs_the_tls_version_and_the_sasl_login(postfix: Postfix,
     envelope = {"from": "carol@example.test", "to": "alice@example.test"}
     client, out = await run(postfix.ports["submission"], options, [envelope], message(token))
     assert out.errors == [] and out.closed is False and out.done == [True]
-    assert postfix.tls_versions()[sessions:] == ["TLSv1.3"]
+    assert postfix.tls_versions(at_least=sessions + 1)[sessions:] == ["TLSv1.3"]
     assert "sasl_username=carol" in postfix.log_text()
 
 
@@ -286,7 +295,7 @@ async def test_8bitmime_body_arrives_unchanged(request: pytest.FixtureRequest, t
 async def test_smtputf8_address(request: pytest.FixtureRequest, target: Target):
     port, options = plain_port(request, target)
     token = uuid.uuid4().hex
-    envelope = {"from": "jörg@example.test", "to": "bob@example.test"}
+    envelope = {"from": "jörg@example.test", "to": ["bob@example.test", f"{UTF8_USER}@example.test"]}
     client, out = await run(port, options, [envelope], message(token))
     if target.name == "opensmtpd":  # no SMTPUTF8: said before anything is sent
         assert isinstance(out.errors[0], SmtpEnvelopeError) and "SMTPUTF8" in str(out.errors[0])
@@ -298,6 +307,7 @@ async def test_smtputf8_address(request: pytest.FixtureRequest, target: Target):
     )
     stored = target.wait_for("bob", token)
     assert crlf(strip_trace(stored)) == message(token)
+    assert crlf(strip_trace(target.wait_for(UTF8_USER, token))) == message(token)  # the non-ASCII mailbox
     if target.name == "postfix":
         assert "Return-Path: <jörg@example.test>".encode() in stored
 
@@ -505,7 +515,7 @@ async def test_postfix_with_its_own_chain_and_tls_settings(tmp_path: Any):
         assert crlf(strip_trace(Target("postfix", 0, 0, server.mailbox).wait_for("bob", token))) == message(
             token
         )
-        assert server.tls_versions() == ["TLSv1.2"]
+        assert server.tls_versions(at_least=1) == ["TLSv1.2"]
         assert server.tls_sessions()[0][1].startswith("ECDHE-ECDSA-")
         root = server.root
     assert root is not None and not root.exists()  # stopped and removed

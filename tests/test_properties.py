@@ -201,3 +201,48 @@ def test_disable_escaping_sends_the_bytes_as_given_in_any_chunking(case: tuple[b
     wire = encode(chunks, escape=False)
     ending = b"" if message == b"" or message.endswith(b"\r\n") else b"\r\n"
     assert wire == message + ending + b".\r\n"
+
+
+def reference_unbdat(wire: bytes) -> tuple[bytes, int]:
+    """RFC 3030 framing read independently of the engine: "BDAT n[ LAST]" CRLF then n octets,
+    until LAST. Returns the octets and the number of chunks; fails on anything else."""
+    out, count = b"", 0
+    while True:
+        head, sep, wire = wire.partition(b"\r\n")
+        assert sep and head.startswith(b"BDAT "), head
+        words = head.split(b" ")
+        size, last = int(words[1]), words[2:] == [b"LAST"]
+        assert len(words) == (3 if last else 2)
+        out, wire, count = out + wire[:size], wire[size:], count + 1
+        if last:
+            assert wire == b"", "bytes after BDAT LAST"
+            return out, count
+
+
+def bdat_wire(chunks: list[bytes]) -> tuple[bytes, int]:
+    """What the engine writes for the message after a CHUNKING server accepted the envelope."""
+    from pysmtp_wasm import SmtpEngine, parse_options
+
+    engine = SmtpEngine(parse_options({}))
+    engine.transcript = False
+    engine.connection_made()
+    engine.receive_data(b"220 mx\r\n250-mx\r\n250-PIPELINING\r\n250 CHUNKING\r\n")
+    engine.use_envelope({"from": "a@example.com", "to": "b@example.com"})
+    engine.receive_data(b"250 ok\r\n250 ok\r\n")
+    engine.data_to_send()
+    nonempty = 0
+    for chunk in chunks:
+        engine.send(chunk)
+        nonempty += bool(chunk)
+    engine.end()
+    return engine.data_to_send(), nonempty
+
+
+@PROPERTY_SETTINGS
+@given(chunked(MESSAGES))
+def test_bdat_carries_the_canonical_message_in_any_chunking(case: tuple[bytes, list[bytes]]) -> None:
+    message, chunks = case
+    wire, sent = bdat_wire(chunks)
+    payload, count = reference_unbdat(wire)
+    assert payload == canonical(message)  # CRLF made, no dot-stuffing, the last line ended
+    assert count <= sent + 1  # at most one BDAT per send() (a chunk that is only a CR waits), plus LAST
