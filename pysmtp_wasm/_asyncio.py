@@ -18,6 +18,9 @@ from .errors import SmtpConnectionError, SmtpError, SmtpTlsError
 # water mark is 64 KiB; one more chunk in flight keeps the socket busy while the page
 # produces the next).
 WRITE_HIGH_WATER = 128 * 1024
+# On close, TLS sends its close_notify and waits for the peer's: at most this long (asyncio's
+# default is 30 s). Exim, after an error, never answers it, and onclose must not wait for that.
+TLS_SHUTDOWN_TIMEOUT = 1.0
 
 
 def make_ssl_context(ca: str | list[str] | None) -> ssl.SSLContext:
@@ -104,7 +107,12 @@ class AsyncioTransport(LoopTransport, asyncio.Protocol):
         try:
             context = make_ssl_context(self._ca) if secure else None
             await self._loop.create_connection(
-                lambda: self, host, port, ssl=context, server_hostname=host if secure else None
+                lambda: self,
+                host,
+                port,
+                ssl=context,
+                server_hostname=host if secure else None,
+                ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT if secure else None,
             )
         except asyncio.CancelledError:
             return
@@ -123,7 +131,13 @@ class AsyncioTransport(LoopTransport, asyncio.Protocol):
         assert self._transport is not None
         try:
             context = make_ssl_context(self._ca)
-            transport = await self._loop.start_tls(self._transport, self, context, server_hostname=self._host)
+            transport = await self._loop.start_tls(
+                self._transport,
+                self,
+                context,
+                server_hostname=self._host,
+                ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT,
+            )
         except asyncio.CancelledError:
             return
         except SmtpError as error:
