@@ -444,8 +444,10 @@ def test_fifty_connections_at_once_from_one_page(page: Page, proxy: Websockify) 
         before = (children(proxy.pid), tcp_connections(proxy.port), recorder.connections_total)
         out = page.run(MANY_AT_ONCE, server.port, url, 50)
         assert settle(lambda: recorder.connections_open) == 0
-        assert settle(lambda: children(proxy.pid) - before[0]) == 0  # websockify's per-connection children
-        assert settle(lambda: tcp_connections(proxy.port) - before[1]) == 0
+        # websockify's per-connection children and its connections: none more than before (fewer
+        # is fine: one of an earlier test may still have been on its way out when counted)
+        assert settle(lambda: max(0, children(proxy.pid) - before[0])) == 0
+        assert settle(lambda: max(0, tcp_connections(proxy.port) - before[1])) == 0
     assert out["outcomes"] == [[0, [True], False]] * 50
     assert out["stats"] == {"socketProxies": 0, "clients": 0, "jsClients": 0}
     contents = sorted(m.content for m in recorder.messages)

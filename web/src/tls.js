@@ -13,7 +13,7 @@
 //   session.pending       plaintext bytes accepted by send() and not yet handed to io.write
 //
 //   io.write(u8)          ciphertext to the network          io.data(u8)     plaintext arrived
-//   io.secure(info)       handshake done and the certificate verified: {engine, protocol}
+//   io.secure(info)       handshake done and the certificate verified: {engine, protocol, cipher}
 //   io.fail(error)        a TLSError; error.versionRefused is true only when the server said,
 //                         in an alert or in its ServerHello, that the protocol version is the problem
 //   io.closed()           the peer closed the TLS connection (close_notify)
@@ -103,12 +103,6 @@ const PySmtpTls = (() => {
   /** @param {unknown} text @returns {string[]} the PEM CERTIFICATE blocks in it */
   function pemBlocks(text) {
     return String(text).match(PEM_CERT_RE) || [];
-  }
-
-  /** @param {string} block one PEM block @returns {Uint8Array} its DER */
-  function pemToDer(block) {
-    const b64 = block.replace(/-----(BEGIN|END) CERTIFICATE-----/g, "").replace(/\s+/g, "");
-    return binToU8(atob(b64));
   }
 
   /** @param {string} url */
