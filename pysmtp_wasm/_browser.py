@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import js  # type: ignore[import-not-found]
 from pyodide.ffi import JsException, create_proxy, to_js  # type: ignore[import-not-found]
 
+from ._sasl import is_loopback
 from ._transport import LoopTransport, TransportOwner
 from .errors import SmtpConnectionError, SmtpError, SmtpTlsError
 
@@ -109,6 +111,15 @@ class BrowserTransport(LoopTransport):
         self._listen("ondrain", self._on_drain)
         self._listen("onerror", self._on_error)
         self._listen("onclose", self._on_close)
+
+    def stays_local(self, host: str) -> bool:
+        """A loopback SMTP host is loopback as the proxy sees it: the page-to-proxy leg must be
+        private too, over ``wss://`` or to a proxy on this machine. ``ws://`` to a proxy
+        elsewhere would carry the password in the clear before the proxy does."""
+        if not is_loopback(host) or self._socket is None:
+            return False
+        proxy = urlsplit(str(getattr(self._socket, "proxyUrl", "") or ""))
+        return proxy.scheme == "wss" or is_loopback(proxy.hostname)
 
     def write(self, data: bytes) -> bool:
         if self._socket is None or self._closed:

@@ -213,6 +213,7 @@ class SmtpClient:
             ca=self.options.ca,
             options=self.options.extra,
         )
+        self._engine.stays_local = self._transport.stays_local(self.host)
         self._rearm()
 
     def useEnvelope(self, envelope: Mapping[str, Any]) -> None:  # noqa: N802 - the seed's name
@@ -433,6 +434,7 @@ class SmtpClient:
         self._writable = True
         self._transport = self._transport_factory(self)
         self._transport.open(self.host, self.port, secure=False, ca=options.ca, options=options.extra)
+        self._engine.stays_local = self._transport.stays_local(self.host)
         self._rearm()
 
     def _transport_closed(self) -> None:

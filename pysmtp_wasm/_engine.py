@@ -82,9 +82,12 @@ class SmtpEngine:
     def __init__(self, options: Options, *, host: str | None = None) -> None:
         """``host`` is the server's name or address as the user gave it: with a loopback one
         (:func:`pysmtp_wasm._sasl.is_loopback`) AUTH may send a password without TLS. None (not
-        known) counts as not loopback."""
+        known) counts as not loopback. The transport may know better (in the browser the
+        page-to-proxy leg counts too): the client then sets :attr:`stays_local`."""
         self.options = options
         self.host = host
+        # Whether cleartext written to the server stays on this machine (no password otherwise)
+        self.stays_local = _sasl.is_loopback(host)
         self.state = State.CONNECTING
         self.extensions = Extensions()
         self.tls_active = options.use_secure_transport
@@ -417,7 +420,7 @@ class SmtpEngine:
             mechanism.sends_secret
             and not self.tls_active
             and not self.options.allow_insecure_auth
-            and not _sasl.is_loopback(self.host)
+            and not self.stays_local
         ):
             # RFC 8314 (cleartext considered obsolete): no password or token in the clear
             # unless the user said so, or the server is this machine. Nothing of them is sent.

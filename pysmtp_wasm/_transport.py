@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from ._sasl import is_loopback
 from .errors import SmtpError
 
 
@@ -59,6 +60,10 @@ class Transport(Protocol):
     def call_later(self, seconds: float, callback: Callable[[], None]) -> TimerHandle:
         """Run ``callback`` after ``seconds`` on the same loop as the reports."""
 
+    def stays_local(self, host: str) -> bool:
+        """Whether what is written in cleartext to ``host`` never leaves this machine (then AUTH
+        may send a password without TLS). Asked after ``open``."""
+
     def detach(self) -> None:
         """Close and report nothing more (the owner goes on over another transport)."""
 
@@ -87,6 +92,9 @@ class LoopTransport:
 
     def call_later(self, seconds: float, callback: Callable[[], None]) -> TimerHandle:
         return self._loop.call_later(seconds, callback)  # type: ignore[no-any-return]
+
+    def stays_local(self, host: str) -> bool:
+        return is_loopback(host)
 
     def detach(self) -> None:
         """Close without reporting anything more to the owner (it moved to another transport)."""

@@ -16,6 +16,7 @@ import pytest
 
 from .conftest import Page
 from .servers import (
+    INSECURE_HOST,
     Certificate,
     Conn,
     Recorder,
@@ -154,13 +155,16 @@ class MitmThread:
 
 
 @pytest.mark.parametrize(
-    ("host", "extra", "authenticates"),
+    ("host", "extra", "remote_proxy", "authenticates"),
     [
-        ("mail.example.com", {}, False),  # not loopback: no password in cleartext
-        ("mail.example.com", {"allowInsecureAuth": True}, True),
-        ("127.0.0.1", {}, True),  # the SMTP server is the proxy's own machine
+        ("mail.example.com", {}, False, False),  # not loopback: no password in cleartext
+        ("mail.example.com", {"allowInsecureAuth": True}, False, True),
+        ("127.0.0.1", {}, False, True),  # the SMTP server is the proxy's own machine, and so is the proxy
+        # The SMTP server is the proxy's own machine, but ws:// to a proxy that is not this
+        # machine would carry the password in the clear on the way there.
+        ("127.0.0.1", {}, True, False),
     ],
-    ids=["remote", "remote-allowInsecureAuth", "loopback"],
+    ids=["remote", "remote-allowInsecureAuth", "loopback", "loopback-behind-a-remote-ws-proxy"],
 )
 def test_starttls_stripped_without_require_tls(
     page: Page,
@@ -168,15 +172,20 @@ def test_starttls_stripped_without_require_tls(
     server_tls: ssl.SSLContext,
     host: str,
     extra: dict[str, Any],
+    remote_proxy: bool,
     authenticates: bool,
 ) -> None:
     """The page names an SMTP host; the proxy's token takes it to the man in the middle, who
     deletes the STARTTLS offer. Without requireTLS the session stays in plaintext; AUTH PLAIN
-    goes out only to a loopback host or with allowInsecureAuth."""
+    goes out only to a loopback host behind a proxy on this machine, or with allowInsecureAuth."""
     recorder = Recorder(users={USER: PASSWORD})
     with SmtpServer(recorder, starttls=server_tls) as server, MitmThread(server.port) as mitm:
+        url = proxy.url(mitm.port)
+        if remote_proxy:  # the same proxy, under a name that is not loopback (Chromium maps it)
+            url = url.replace("127.0.0.1", INSECURE_HOST, 1)
+            assert INSECURE_HOST in url
         options = {
-            "proxy": proxy.url(mitm.port),
+            "proxy": url,
             "auth": {"user": USER, "pass": PASSWORD},
             "authMethod": "PLAIN",
         }

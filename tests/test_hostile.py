@@ -606,6 +606,9 @@ class FallbackTransport:
     def call_later(self, seconds: float, callback: Any) -> Any:
         return self.loop.call_later(seconds, callback)
 
+    def stays_local(self, host: str) -> bool:
+        return False
+
 
 async def test_a_version_fallback_retry_must_reach_tls_again() -> None:
     FallbackTransport.opened, FallbackTransport.connections = [], []

@@ -27,6 +27,7 @@ export interface SmtpClientOptions {
   /**
    * Allow AUTH PLAIN, LOGIN or XOAUTH2 without TLS to a host that is not "localhost" or a
    * loopback address (default false: refused with an SmtpTlsError before any credential is sent).
+   * In the page, a loopback host counts only behind a proxy on this machine or over wss://.
    */
   allowInsecureAuth?: boolean;
   /** Milliseconds to wait for the connection and greeting (default 30000). */

@@ -216,6 +216,8 @@ const PySmtpSocket = (() => {
       }
       if (typeof url !== "string") throw new TypeError("PySmtpSocket: options.proxy must give a string URL");
       this._url = url;
+      /** The proxy's WebSocket URL (the client asks whether the page-to-proxy leg is private). */
+      this.proxyUrl = url;
 
       // The TLS engines to try, in order
       const plan = opts.tlsEngine == null ? "auto" : opts.tlsEngine;
