@@ -34,9 +34,10 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from .servers import Certificate, free_port, wait_for_port
 
@@ -117,7 +118,53 @@ def strip_trace(message: bytes) -> bytes:
 # -- Dovecot ---------------------------------------------------------------------------------------
 
 
-class Dovecot:
+class _Daemon:
+    """A server run from a private folder (``root``) as a process group of its own: ``start()``
+    makes the folder and starts it, ``stop()`` kills the group and removes the folder."""
+
+    NAME = "server"
+
+    def __init__(self) -> None:
+        self.root: Path | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def log_text(self) -> str:
+        raise NotImplementedError
+
+    def _started(self, wait: Callable[[], None], stderr: Path | None = None) -> Self:
+        """Wait until it serves; if it does not, stop it and say why, with its logs."""
+        try:
+            wait()
+        except (RuntimeError, subprocess.TimeoutExpired) as error:
+            log = self.log_text() + (stderr.read_text(errors="replace") if stderr and stderr.exists() else "")
+            self.stop()
+            raise RuntimeError(f"{self.NAME} did not start: {error}\n{log}") from None
+        return self
+
+    def _wait_for_ports(self, ports: Iterable[int]) -> None:
+        for port in ports:
+            wait_for_port(port, START_TIMEOUT, self._process)
+
+    def stop(self) -> None:
+        """Stop it and all its children; remove its folder."""
+        if self._process is not None:
+            _stop_group(self._process.pid, self._process)
+            self._process = None
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Dovecot(_Daemon):
     """Dovecot with its own configuration: an LMTP server on ``lmtp_port`` delivering to Maildirs,
     and SASL (PLAIN, LOGIN) for Postfix on the socket ``auth_socket``.
 
@@ -126,15 +173,16 @@ class Dovecot:
     per-recipient reply) once the mailbox is over it.
     """
 
+    NAME = "Dovecot"
+
     DOVECOT = "/usr/sbin/dovecot"
     LMTP = "/usr/lib/dovecot/lmtp"
 
     def __init__(self, users: dict[str, str], quota: dict[str, str] | None = None) -> None:
         self.users = users
         self.quota = quota or {}
-        self.root: Path | None = None
+        super().__init__()
         self.lmtp_port = 0
-        self._process: subprocess.Popen[bytes] | None = None
 
     @staticmethod
     def require() -> str | None:
@@ -231,33 +279,16 @@ service stats {{
             [self.DOVECOT, "-F", "-c", str(root / "dovecot.conf")],
             stdout=subprocess.DEVNULL, stderr=(root / "stderr.log").open("wb"), start_new_session=True,
         )  # fmt: skip
-        try:
-            wait_for_port(self.lmtp_port, START_TIMEOUT, self._process)
+
+        def wait() -> None:
+            self._wait_for_ports([self.lmtp_port])
             deadline = time.monotonic() + START_TIMEOUT
             while not self.auth_socket.exists():
                 if time.monotonic() > deadline:
                     raise RuntimeError("Dovecot made no auth socket")
                 time.sleep(0.05)
-        except RuntimeError as error:
-            log = self.log_text() + (root / "stderr.log").read_text(errors="replace")
-            self.stop()
-            raise RuntimeError(f"Dovecot did not start: {error}\n{log}") from None
-        return self
 
-    def stop(self) -> None:
-        """Stop Dovecot and all its children; remove its folder."""
-        if self._process is not None:
-            _stop_group(self._process.pid, self._process)
-            self._process = None
-        if self.root is not None:
-            shutil.rmtree(self.root, ignore_errors=True)
-            self.root = None
-
-    def __enter__(self) -> Dovecot:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return self._started(wait, root / "stderr.log")
 
 
 # -- Postfix ---------------------------------------------------------------------------------------
@@ -265,7 +296,7 @@ service stats {{
 _TLS_ESTABLISHED = re.compile(r"TLS connection established from \S+: (TLSv[\d.]+|SSLv3) with cipher (\S+)")
 
 
-class Postfix:
+class Postfix(_Daemon):
     """Postfix 3 with its own ``config_directory``, queue, mailboxes and log (``postfix -c DIR``).
 
     Its services, all on 127.0.0.1, in ``ports``:
@@ -288,6 +319,8 @@ class Postfix:
     ``tls_versions()`` lists the TLS version of every TLS session smtpd logged, in order.
     """
 
+    NAME = "Postfix"
+
     POSTFIX = "/usr/sbin/postfix"
     POSTLOGD = "/usr/lib/postfix/sbin/postlogd"
 
@@ -306,7 +339,7 @@ class Postfix:
         self.users = list(dovecot.users) if dovecot else []
         self.users += [name for name in mailboxes if name not in self.users]
         self.main = main or {}
-        self.root: Path | None = None
+        super().__init__()
         self.ports: dict[str, int] = {}
 
     @staticmethod
@@ -461,15 +494,12 @@ class Postfix:
             "postlog unix-dgram n - n - 1 postlogd",
         ]
         (etc / "master.cf").write_text("\n".join(services) + "\n")
-        try:
+
+        def wait() -> None:
             self._run(self.POSTFIX, "-c", str(etc), "start")
-            for port in self.ports.values():
-                wait_for_port(port, START_TIMEOUT)
-        except (RuntimeError, subprocess.TimeoutExpired) as error:
-            log = self.log_text()
-            self.stop()
-            raise RuntimeError(f"Postfix did not start: {error}\n{log}") from None
-        return self
+            self._wait_for_ports(self.ports.values())
+
+        return self._started(wait)
 
     def _master_pid(self) -> int | None:
         assert self.root is not None
@@ -490,12 +520,6 @@ class Postfix:
             _stop_group(pid, None)
         shutil.rmtree(self.root, ignore_errors=True)
         self.root = None
-
-    def __enter__(self) -> Postfix:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 # -- Exim ------------------------------------------------------------------------------------------
@@ -595,7 +619,7 @@ login:
 """
 
 
-class Exim:
+class Exim(_Daemon):
     """Exim 4 (Debian's exim4-daemon-light, unpacked by build.sh) from its own configuration
     (``exim4 -C FILE -bdf``), on 127.0.0.1: ``ports["smtp"]`` (STARTTLS, then AUTH PLAIN and
     LOGIN) and ``ports["smtps"]`` (implicit TLS). It offers PIPELINING, SIZE, 8BITMIME,
@@ -604,14 +628,15 @@ class Exim:
     re-execute the system's /usr/sbin/exim4): ``queued()`` reads it back from the spool.
     """
 
+    NAME = "Exim"
+
     def __init__(self, cert: Certificate, users: dict[str, str], domain: str = "example.test") -> None:
         self.cert = cert
         self.users = users
         self.domain = domain
         self.binary = mta_root() / "usr" / "sbin" / "exim4"
-        self.root: Path | None = None
+        super().__init__()
         self.ports: dict[str, int] = {}
-        self._process: subprocess.Popen[bytes] | None = None
 
     @staticmethod
     def require() -> str | None:
@@ -673,28 +698,7 @@ class Exim:
             [str(self.binary), "-C", str(root / "exim.conf"), "-bdf"],
             stdout=subprocess.DEVNULL, stderr=(root / "stderr.log").open("wb"), start_new_session=True,
         )  # fmt: skip
-        try:
-            for port in self.ports.values():
-                wait_for_port(port, START_TIMEOUT, self._process)
-        except RuntimeError as error:
-            log = self.log_text() + (root / "stderr.log").read_text(errors="replace")
-            self.stop()
-            raise RuntimeError(f"Exim did not start: {error}\n{log}") from None
-        return self
-
-    def stop(self) -> None:
-        if self._process is not None:
-            _stop_group(self._process.pid, self._process)
-            self._process = None
-        if self.root is not None:
-            shutil.rmtree(self.root, ignore_errors=True)
-            self.root = None
-
-    def __enter__(self) -> Exim:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return self._started(lambda: self._wait_for_ports(self.ports.values()), root / "stderr.log")
 
 
 # -- OpenSMTPD ------------------------------------------------------------------------------------
@@ -720,7 +724,7 @@ exec "$MTA/usr/sbin/smtpd" -d -f "$PRIV/smtpd.conf"
 """
 
 
-class OpenSmtpd:
+class OpenSmtpd(_Daemon):
     """OpenSMTPD (Debian's opensmtpd, unpacked by build.sh) from its own configuration, on
     127.0.0.1: ``ports["smtp"]`` (STARTTLS, then AUTH) and ``ports["smtps"]`` (implicit TLS).
     Mail for ``users`` at ``domain`` is delivered to Maildirs (``mailbox(user)``); other
@@ -731,13 +735,14 @@ class OpenSmtpd:
     for STARTTLS and implicit TLS all the same, so the tests show what a client then sees.
     """
 
+    NAME = "OpenSMTPD"
+
     def __init__(self, cert: Certificate, users: dict[str, str], domain: str = "example.test") -> None:
         self.cert = cert
         self.users = users
         self.domain = domain
-        self.root: Path | None = None
+        super().__init__()
         self.ports: dict[str, int] = {}
-        self._process: subprocess.Popen[bytes] | None = None
 
     @staticmethod
     def require() -> str | None:
@@ -813,28 +818,7 @@ match from any for domain "{self.domain}" rcpt-to <rcpts> action "deliver"
             env=env, stdout=subprocess.DEVNULL, stderr=(root / "smtpd.log").open("wb"),
             start_new_session=True,
         )  # fmt: skip
-        try:
-            for port in self.ports.values():
-                wait_for_port(port, START_TIMEOUT, self._process)
-        except RuntimeError as error:
-            log = self.log_text()
-            self.stop()
-            raise RuntimeError(f"OpenSMTPD did not start: {error}\n{log}") from None
-        return self
-
-    def stop(self) -> None:
-        if self._process is not None:
-            _stop_group(self._process.pid, self._process)
-            self._process = None
-        if self.root is not None:
-            shutil.rmtree(self.root, ignore_errors=True)
-            self.root = None
-
-    def __enter__(self) -> OpenSmtpd:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return self._started(lambda: self._wait_for_ports(self.ports.values()))
 
 
 # -- processes ---------------------------------------------------------------------------------
