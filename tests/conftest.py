@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import trustme
 
-from .mta import Dovecot, Exim, OpenSmtpd, Postfix
+from .mta import Dovecot, Exim, OpenSmtpd, Postfix, skip_unless_installed
 from .servers import CHROME_FLAGS, Certificate, Chain, Websockify, make_chain, make_rsa_certificate
 
 DIST = Path(__file__).resolve().parent.parent / "dist"
@@ -213,9 +213,7 @@ def mail_chain(tmp_path_factory: pytest.TempPathFactory) -> Chain:
 @pytest.fixture(scope="session")
 def dovecot() -> Iterator[Dovecot]:
     """Dovecot: LMTP on ``dovecot.lmtp_port`` for MAIL_USERS (carol with a 1 KB quota), and SASL."""
-    reason = Dovecot.require()
-    if reason:
-        pytest.skip(f"Dovecot: {reason}")
+    skip_unless_installed(Dovecot)
     with Dovecot(MAIL_USERS, quota={"carol": "1K"}) as server:
         yield server
 
@@ -224,9 +222,7 @@ def dovecot() -> Iterator[Dovecot]:
 def postfix(mail_chain: Chain, dovecot: Dovecot) -> Iterator[Postfix]:
     """Postfix with a certificate from ``mail_chain`` for localhost and 127.0.0.1, AUTH through
     ``dovecot``, and a Maildir per MAIL_USERS user at example.test (tests/mta.py)."""
-    reason = Postfix.require()
-    if reason:
-        pytest.skip(f"Postfix: {reason}")
+    skip_unless_installed(Postfix)
     cert = mail_chain.issue("localhost", label="postfix")
     with Postfix(cert, dovecot=dovecot, mailboxes=(UTF8_USER,)) as server:
         yield server
@@ -235,9 +231,7 @@ def postfix(mail_chain: Chain, dovecot: Dovecot) -> Iterator[Postfix]:
 @pytest.fixture(scope="session")
 def exim(mail_chain: Chain) -> Iterator[Exim]:
     """Exim 4 with a certificate from ``mail_chain``, MAIL_USERS at example.test (tests/mta.py)."""
-    reason = Exim.require()
-    if reason:
-        pytest.skip(f"Exim: {reason}")
+    skip_unless_installed(Exim)
     with Exim(
         mail_chain.issue("localhost", label="exim"), {**MAIL_USERS, UTF8_USER: "jörg-pass-4"}
     ) as server:
@@ -247,8 +241,6 @@ def exim(mail_chain: Chain) -> Iterator[Exim]:
 @pytest.fixture(scope="session")
 def opensmtpd(mail_chain: Chain) -> Iterator[OpenSmtpd]:
     """OpenSMTPD with a certificate from ``mail_chain``, MAIL_USERS at example.test (tests/mta.py)."""
-    reason = OpenSmtpd.require()
-    if reason:
-        pytest.skip(f"OpenSMTPD: {reason}")
+    skip_unless_installed(OpenSmtpd)
     with OpenSmtpd(mail_chain.issue("localhost", label="opensmtpd"), MAIL_USERS) as server:
         yield server

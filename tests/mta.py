@@ -59,6 +59,15 @@ def missing(*programs: str) -> str | None:
     return f"not installed: {', '.join(absent)} (./build.sh test installs them)" if absent else None
 
 
+def skip_unless_installed(server: type[_Daemon]) -> None:
+    """Skip the test, saying why, when ``server`` cannot be had at all."""
+    reason = server.require()
+    if reason:
+        import pytest
+
+        pytest.skip(f"{server.NAME}: {reason}")
+
+
 def _private_dir(prefix: str) -> Path:
     # Not under pytest's tmp_path: that is mode 0700, and the servers' own users (postfix,
     # dovecot, nobody) must reach their files. Postfix also wants its queue's parents root-owned.
@@ -127,6 +136,11 @@ class _Daemon:
     def __init__(self) -> None:
         self.root: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def require() -> str | None:
+        """Why it cannot be had here (a program not installed), or None."""
+        raise NotImplementedError
 
     def start(self) -> Self:
         raise NotImplementedError

@@ -103,6 +103,29 @@ def run(
     return harness
 
 
+def user(
+    envelope: dict[str, Any] | None = None, chunks: Sequence[bytes] = (), messages: int = 1
+) -> dict[str, Any]:
+    """Harness callbacks that play the user: ``messages`` times an envelope (by default from
+    a@example.com to b@ and c@example.com) and the chunks, then QUIT."""
+
+    def on_idle(h: Harness) -> None:
+        if h.idles <= messages:
+            h.call(
+                "use_envelope",
+                envelope or {"from": "a@example.com", "to": ["b@example.com", "c@example.com"]},
+            )
+        else:
+            h.call("quit")
+
+    def on_ready(h: Harness, failed: list[str]) -> None:
+        for chunk in chunks:
+            h.engine.send(chunk)
+        h.call("end")
+
+    return {"on_idle": on_idle, "on_ready": on_ready}
+
+
 def bytewise(index: int, data: bytes) -> list[bytes]:
     return [data[i : i + 1] for i in range(len(data))]
 

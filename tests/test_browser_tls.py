@@ -18,7 +18,7 @@ import pytest
 import trustme
 
 from .conftest import Page
-from .mta import Postfix, strip_trace
+from .mta import Postfix, skip_unless_installed, strip_trace
 from .servers import (
     INSECURE_HOST,
     Certificate,
@@ -403,9 +403,7 @@ def test_the_default_engine_works_on_a_page_that_is_not_a_secure_context(
 def postfixes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[Postfix, Chain]]]:
     """Two Postfixes with an ECDSA chain of their own: one as configured by default (TLS 1.2 and
     1.3), one capped at TLS 1.2 (as a server on OpenSSL 1.0.2 or Exchange 2016 would be)."""
-    reason = Postfix.require()
-    if reason:
-        pytest.skip(f"Postfix: {reason}")
+    skip_unless_installed(Postfix)
     capped = {"smtpd_tls_protocols": "<=TLSv1.2", "smtpd_tls_mandatory_protocols": "<=TLSv1.2"}
     chain = make_chain(tmp_path_factory.mktemp("postfix-chain"), "ec")
     with (

@@ -23,7 +23,7 @@ from pysmtp_wasm import (
 from pysmtp_wasm._reply import MAX_REPLY_LINE, MAX_REPLY_LINES
 from pysmtp_wasm._sasl import is_loopback
 
-from .script import Finished, Harness, bytewise, run
+from .script import Finished, Harness, bytewise, run, user
 
 MESSAGE = b"Subject: test\r\n\r\n.leading dot\r\nbody"
 STUFFED = b"Subject: test\r\n\r\n..leading dot\r\nbody\r\n.\r\n"
@@ -31,23 +31,8 @@ PLAIN_TOKEN = base64.b64encode(b"\0user\0secret").decode()
 
 
 def one_message(envelope=None):
-    """User callbacks: send one message on the first idle, then quit."""
-
-    def on_idle(h: Harness) -> None:
-        if h.idles == 1:
-            h.call(
-                "use_envelope",
-                envelope or {"from": "a@example.com", "to": ["b@example.com", "c@example.com"]},
-            )
-        else:
-            h.call("quit")
-
-    def on_ready(h: Harness, failed: list[str]) -> None:
-        h.engine.send(MESSAGE[:7])
-        h.engine.send(MESSAGE[7:])
-        h.call("end")
-
-    return {"on_idle": on_idle, "on_ready": on_ready}
+    """User callbacks: send one message (in two chunks) on the first idle, then quit."""
+    return user(envelope, [MESSAGE[:7], MESSAGE[7:]])
 
 
 # A whole session: greeting, EHLO (multi-line, with PIPELINING), AUTH PLAIN, a pipelined

@@ -9,6 +9,7 @@ import pytest
 from pysmtp_wasm import SmtpEnvelopeError, State
 from pysmtp_wasm._dsn import parse_dsn, xtext
 
+from . import script
 from .script import Harness, bytewise, run
 from .test_engine import refused_envelope
 
@@ -22,21 +23,7 @@ PAYLOADS = [b"Subject: t\r\n\r\n.dot", b" line\r\nbare LF\r\n..two", b" dots\r\n
 def user(
     envelope: dict[str, Any] | None = None, chunks: list[bytes] = CHUNKS, messages: int = 1
 ) -> dict[str, Any]:
-    def on_idle(h: Harness) -> None:
-        if h.idles <= messages:
-            h.call(
-                "use_envelope",
-                envelope or {"from": "a@example.com", "to": ["b@example.com", "c@example.com"]},
-            )
-        else:
-            h.call("quit")
-
-    def on_ready(h: Harness, failed: list[str]) -> None:
-        for chunk in chunks:
-            h.engine.send(chunk)
-        h.call("end")
-
-    return {"on_idle": on_idle, "on_ready": on_ready}
+    return script.user(envelope, chunks, messages)
 
 
 def bdat(payload: bytes, last: bool = False) -> bytes:

@@ -20,7 +20,7 @@ import pytest
 from pysmtp_wasm import SmtpClient, SmtpEnvelopeError, SmtpTlsError
 
 from .conftest import MAIL_USERS, UTF8_USER
-from .mta import DELIVERY_TIMEOUT, Dovecot, Exim, OpenSmtpd, Postfix, strip_trace
+from .mta import DELIVERY_TIMEOUT, Dovecot, Exim, OpenSmtpd, Postfix, skip_unless_installed, strip_trace
 from .servers import Chain, make_chain
 from .test_asyncio_e2e import Outcome, deliver
 
@@ -491,8 +491,7 @@ async def test_send_message_with_dsn(postfix: Postfix, mail_chain: Chain):
 async def test_postfix_with_its_own_chain_and_tls_settings(tmp_path: Any):
     """The fixture's knobs, as a TLS test uses them: a chain of the test's own (ECDSA here), a
     main.cf override (TLS 1.2 at most), and the version read back from Postfix's log."""
-    if Postfix.require():
-        pytest.skip(f"Postfix: {Postfix.require()}")
+    skip_unless_installed(Postfix)
     chain = make_chain(tmp_path, "ec")
     with Postfix(
         chain.issue("localhost"), mailboxes=("bob",), main={"smtpd_tls_mandatory_protocols": "<=TLSv1.2"}
