@@ -38,6 +38,10 @@ if ! command -v emcc >/dev/null; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get -o DPkg::Lock::Timeout=600 install -y -qq emscripten >/dev/null
 fi
 
+mkdir -p "$cache"
+# One build at a time per cache (two checkouts building at once would replace each other's work).
+exec 9>"$cache/.lock"
+flock 9
 emcc_version=$(emcc --version | sed -n 1p)  # sed reads it all: head may close the pipe early (pipefail)
 # Two levels: OpenSSL's libraries (the slow part) by source and options; the module by those
 # plus the glue and the link.
