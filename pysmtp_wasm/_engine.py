@@ -239,7 +239,7 @@ class SmtpEngine:
         if dsn is not None:
             params += dsn.mail_params()
         self._rcpt_params = dsn.rcpt_params() if dsn is not None else ""
-        self._chunking = "CHUNKING" in self.extensions and not self.options.disable_chunking
+        self._chunking = self._chunking_usable()
         self._binary = binary
         self._held = None
         self._bdat_refused = None
@@ -481,6 +481,12 @@ class SmtpEngine:
 
     # -- the envelope ---------------------------------------------------------------------
 
+    def _chunking_usable(self) -> bool:
+        # BDAT chunks go out without waiting for each reply: that needs PIPELINING too (RFC
+        # 2920). Without it, DATA (every server in the tests that offers CHUNKING offers both).
+        ext = self.extensions
+        return "CHUNKING" in ext and "PIPELINING" in ext and not self.options.disable_chunking
+
     def _check_envelope(
         self, envelope: Mapping[str, Any]
     ) -> tuple[str, list[str], int | None, DsnRequest | None, bool]:
@@ -539,16 +545,12 @@ class SmtpEngine:
         binary = envelope.get("binary", False)
         if not isinstance(binary, bool):
             raise SmtpEnvelopeError("envelope.binary must be true or false", stage="envelope")
-        if binary and not (
-            "BINARYMIME" in self.extensions
-            and "CHUNKING" in self.extensions
-            and not self.options.disable_chunking
-        ):
+        if binary and not ("BINARYMIME" in self.extensions and self._chunking_usable()):
             # Sent with DATA or to a server without BINARYMIME, the bytes would have to be
             # changed (line endings, dot-stuffing) or be refused: say so instead.
             raise SmtpEnvelopeError(
-                "envelope.binary: BODY=BINARYMIME needs the server to offer BINARYMIME and CHUNKING "
-                "(RFC 3030), and disableChunking off",
+                "envelope.binary: BODY=BINARYMIME needs the server to offer BINARYMIME, CHUNKING "
+                "and PIPELINING (RFC 3030), and disableChunking off",
                 stage="envelope",
             )
         return sender, recipients, size, dsn, binary

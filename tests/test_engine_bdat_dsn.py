@@ -132,13 +132,15 @@ def test_lmtp_bdat_gives_one_reply_per_recipient():
     assert h.outcome()[1][2] == "Done(True, [('b@example.com', 250), ('c@example.com', 552)])"
 
 
-def test_without_pipelining_the_envelope_goes_command_by_command_then_bdat():
+def test_without_pipelining_the_envelope_goes_command_by_command_then_data():
+    # BDAT chunks go out without waiting for each reply: without PIPELINING, DATA instead.
     session = [
         (b"", b"220 mx\r\n"),
         (b"EHLO localhost\r\n", b"250-mx\r\n250 CHUNKING\r\n"),
         (b"MAIL FROM:<a@example.com>\r\n", b"250 ok\r\n"),
         (b"RCPT TO:<b@example.com>\r\n", b"250 ok\r\n"),
-        (bdat(b"hi\r\n", last=True), b"250 queued\r\n"),
+        (b"DATA\r\n", b"354 go\r\n"),
+        (b"hi\r\n.\r\n", b"250 queued\r\n"),
         (b"QUIT\r\n", b"221 bye\r\n"),
     ]
     h = run(session, **user({"from": "a@example.com", "to": "b@example.com"}, chunks=[b"hi"]))
@@ -266,6 +268,7 @@ def test_binarymime_sends_the_bytes_unchanged():
         (EHLO, {}),  # CHUNKING without BINARYMIME
         (b"250-mx\r\n250 BINARYMIME\r\n", {}),  # BINARYMIME without CHUNKING
         (BINARY_EHLO, {"disableChunking": True}),
+        (BINARY_EHLO.replace(b"250-PIPELINING\r\n", b""), {}),  # no PIPELINING: no BDAT
     ],
 )
 def test_binarymime_where_it_cannot_be_had_is_an_error_before_anything_is_sent(
