@@ -43,8 +43,10 @@ def _testing() -> ModuleType:
     try:
         from pysmtp_wasm import testing
     except ImportError as error:
-        pytest.fail(str(error), pytrace=False)
-    return testing
+        missing = str(error)
+    else:
+        return testing
+    pytest.fail(missing, pytrace=False)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -26,7 +26,8 @@ from .mta import Dovecot, Exim, OpenSmtpd, Postfix
 from .servers import CHROME_FLAGS, Certificate, Chain, Websockify, make_chain, make_rsa_certificate
 
 # Installed, the wheel's pytest11 entry point loads the plugin; here it is the source tree's.
-pytest_plugins = ("pysmtp_wasm.pytest_plugin",)
+# pytester runs it in other projects (tests/test_plugin.py).
+pytest_plugins = ("pysmtp_wasm.pytest_plugin", "pytester")
 
 DIST = Path(__file__).resolve().parent.parent / "dist"
 

@@ -37,8 +37,9 @@ class Received:
 
     @functools.cached_property
     def message(self) -> EmailMessage:
-        """``content`` parsed with the ``email`` package's modern policy."""
-        parsed = email.message_from_bytes(self.content, policy=email.policy.default)
+        """``content`` parsed with the ``email`` package's modern policy (line ends made ``\n``,
+        as the package expects: ``get_content()`` is then the text as a program wrote it)."""
+        parsed = email.message_from_bytes(self.content.replace(b"\r\n", b"\n"), policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)
         return parsed
 
