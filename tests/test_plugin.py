@@ -23,6 +23,7 @@ from pysmtp_wasm import SmtpClient
 from pysmtp_wasm.pytest_plugin import SmtpProxy, SmtpServerFactory
 from pysmtp_wasm.testing import Certs, DistServer, SmtpServer
 
+from .servers import CHROME_FLAGS
 from .test_asyncio_e2e import deliver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,6 +171,27 @@ def test_a_page_through_the_fixtures_with_starttls_and_auth(
     assert smtp_proxy.url.endswith("?token=" + smtp_proxy.token)
 
 
+def test_a_playwright_page_through_the_same_fixtures(
+    smtp_server: SmtpServer, smtp_proxy: SmtpProxy, pysmtp_dist: DistServer
+) -> None:
+    # Playwright driving Debian's Chromium (never a downloaded browser): the fixtures are plain
+    # URLs, ports and PEM, so any driver uses them alike.
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROME_FLAGS)
+        try:
+            page = browser.new_page()
+            page.goto(pysmtp_dist.add_page("playwright.html", PAGE))
+            outcome = page.evaluate(
+                "([proxy, port]) => sendMail(proxy, port, {})", [smtp_proxy.url, smtp_server.port]
+            )
+        finally:
+            browser.close()
+    assert outcome == "done:true"
+    assert [m.rcpt_tos for m in smtp_server.messages] == [["you@example.org", "gone@example.org"]]
+
+
 # -- as a user's project runs it --------------------------------------------------------------------
 
 
@@ -272,3 +294,14 @@ def test_the_wheel_with_its_extra_runs_the_example_project(tmp_path: Path) -> No
     run = pytest_in_project()
     assert run.returncode == 0, run.stdout + run.stderr
     assert "test_page.py::test_the_page_sends_mail[chrome] PASSED" in run.stdout, run.stdout
+
+
+def test_the_readme_shows_the_example_project_as_it_is() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Testing your page\n", 1)[1].split("\n## ", 1)[0]
+    blocks = section.split("```")[1::2]  # the fenced blocks' contents, language first
+    shown = {block.split("\n", 1)[0]: block.split("\n", 1)[1] for block in blocks}
+    assert shown["toml"] == (EXAMPLE / "pyproject.toml").read_text()
+    assert shown["html"] == (EXAMPLE / "send.html").read_text()
+    python = [block.split("\n", 1)[1] for block in blocks if block.startswith("python")]
+    assert (EXAMPLE / "test_page.py").read_text() in python
