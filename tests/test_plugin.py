@@ -241,6 +241,20 @@ def test_pysmtp_dist_names_the_folder_it_did_not_find(pytester: pytest.Pytester)
     result.stdout.fnmatch_lines(["*nowhere holds no pysmtp-wasm.js*--pysmtp-dist DIR*"])
 
 
+def test_the_example_with_pytest_pyodides_selenium_fixture(pytester: pytest.Pytester) -> None:
+    # ``selenium`` boots pytest-pyodide's own Pyodide first (from --dist-dir, so dist/pyodide/)
+    # before the test navigates to its page; ``selenium_standalone_noload`` skips that.
+    for name in ("pyproject.toml", "send.html"):
+        (pytester.path / name).write_bytes((EXAMPLE / name).read_bytes())
+    test = (EXAMPLE / "test_page.py").read_text().replace("selenium_standalone_noload", "selenium")
+    (pytester.path / "test_page.py").write_text(test)
+    (pytester.path / "dist").symlink_to(ROOT / "dist")
+    os.environ["SE_CHROMEDRIVER"] = "/usr/bin/chromedriver"
+    result = run_inner(pytester, "--dist-dir", "dist/pyodide", "-v")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*test_the_page_sends_mail?chrome? PASSED*"])
+
+
 def pins(*names: str) -> list[str]:
     """The requirements of tests/requirements.txt with these names, as it pins them."""
     lines = (ROOT / "tests" / "requirements.txt").read_text().splitlines()
