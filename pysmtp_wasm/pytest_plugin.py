@@ -10,7 +10,8 @@ when it is missing. Everything listens on 127.0.0.1 and is stopped when its scop
 - ``smtp_server_factory(**options)``: more servers, or other options: ``starttls=True``,
   ``implicit_tls=True`` (both with ``smtp_certs``), ``auth={"user": "password"}``,
   ``auth_require_tls``, ``lmtp=True``, ``reject={"addr@example.com"}`` (refused at RCPT),
-  ``lmtp_fail`` (failed after DATA), ``size_limit`` (SIZE, in bytes), ``pipelining=True``.
+  ``lmtp_fail`` (failed after DATA), ``size_limit`` (SIZE, in bytes), ``pipelining=True``,
+  ``chunking=True`` (CHUNKING: the server reads BDAT).
 - ``smtp_proxy``: websockify in token mode reaching ``smtp_server`` and nothing else:
   ``smtp_proxy.url`` is the page's ``proxy`` (``ws://127.0.0.1:<port>/?token=<token>``),
   ``smtp_proxy.token`` the token; ``smtp_proxy.for_server(other)`` adds another server and
@@ -88,6 +89,7 @@ def smtp_server_factory(request: pytest.FixtureRequest) -> Iterator[SmtpServerFa
         lmtp_fail: Iterable[str] = (),
         size_limit: int = 64 * 1024 * 1024,
         pipelining: bool = False,
+        chunking: bool = False,
     ) -> SmtpServer:
         if starttls and implicit_tls:
             raise ValueError("starttls or implicit_tls: one server does not do both")
@@ -95,7 +97,7 @@ def smtp_server_factory(request: pytest.FixtureRequest) -> Iterator[SmtpServerFa
             tls_context = request.getfixturevalue("smtp_certs").server_context()
         recorder = testing.Recorder(
             users=dict(auth or {}), tokens=dict(tokens or {}), reject=set(reject),
-            lmtp_fail=set(lmtp_fail), pipelining=pipelining,
+            lmtp_fail=set(lmtp_fail), pipelining=pipelining, chunking=chunking,
         )  # fmt: skip
         server: SmtpServer = testing.SmtpServer(
             recorder,

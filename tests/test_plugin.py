@@ -107,6 +107,52 @@ async def test_lmtp_with_a_recipient_failing_after_data(smtp_server_factory: Smt
     assert any(text.startswith("LHLO") for direction, text in out.log if direction == "C")
 
 
+async def test_chunking_the_message_arrives_by_bdat_as_written(
+    smtp_server_factory: SmtpServerFactory,
+) -> None:
+    server = smtp_server_factory(chunking=True, pipelining=True)
+    text = "".join(f"{'.' if i % 3 == 0 else ''}line {i}\r\n" for i in range(40_000))  # ~400 KB
+    body = "Subject: chunks\r\n\r\n" + text
+    client = SmtpClient("127.0.0.1", server.port)
+    out = await deliver(client, body=[body[:150_000], body[150_000:]])
+    assert out.errors == [] and out.done == [True]
+    sent = [t for d, t in out.log if d == "C"]
+    assert any(t.startswith("BDAT ") and t.endswith(" LAST") for t in sent)
+    assert len([t for t in sent if t.startswith("BDAT ")]) > 1 and "DATA" not in sent
+    [mail] = server.messages
+    assert mail.content == body.encode()  # no dot-stuffing with BDAT: every dot as written
+    assert mail.message.get_content() == text.replace("\r\n", "\n")
+
+
+async def test_chunking_with_lmtp(smtp_server_factory: SmtpServerFactory) -> None:
+    server = smtp_server_factory(chunking=True, lmtp=True, lmtp_fail={"full@example.org"})
+    client = SmtpClient("127.0.0.1", server.port, {"lmtp": True})
+    out = await deliver(client, [{"from": "me@example.com", "to": ["you@example.org", "full@example.org"]}])
+    assert any(t.startswith("BDAT ") for d, t in out.log if d == "C")
+    assert {r.recipient: r.accepted for r in client.lastResults} == {
+        "you@example.org": True, "full@example.org": False,
+    }  # fmt: skip
+    assert [m.rcpt_tos for m in server.messages] == [["you@example.org", "full@example.org"]]
+
+
+def test_bdat_refused_without_chunking_or_recipients(smtp_server_factory: SmtpServerFactory) -> None:
+    plain, chunking = smtp_server_factory(), smtp_server_factory(chunking=True, size_limit=10)
+
+    def talk(port: int, data: bytes, replies: int) -> list[bytes]:
+        with socket.create_connection(("127.0.0.1", port), 5) as sock:
+            sock.sendall(data)
+            lines = sock.makefile("rb").read().split(b"\r\n")  # until the server closes after QUIT
+        return [line for line in lines if line[:1] in b"2345" and line[3:4] == b" "][1 : 1 + replies]
+
+    refused = talk(plain.port, b"EHLO x\r\nBDAT 3 LAST\r\nQUIT\r\n", 2)[1]
+    assert refused == b'500 Error: command "BDAT" not recognized'
+    # The chunk is read even when refused, so "QUIT" in it is no command; then a real QUIT.
+    replies = talk(chunking.port, b"EHLO x\r\nBDAT 6\r\nQUIT\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n"
+                   b"BDAT 8\r\n12345678BDAT 4 LAST\r\n9012QUIT\r\n", 6)  # fmt: skip
+    assert [r[:3] for r in replies] == [b"250", b"503", b"250", b"250", b"250", b"552"]
+    assert chunking.messages == []
+
+
 # -- the static server --------------------------------------------------------------------------------
 
 
@@ -158,7 +204,9 @@ def test_a_page_through_the_fixtures_with_starttls_and_auth(
 ) -> None:
     # pytest-pyodide's selenium fixture, as a user's test would have it; the server that the
     # proxy reaches besides its own (smtp_server) is added with for_server().
-    server = smtp_server_factory(starttls=True, auth={"alice": "pw"}, reject={"gone@example.org"})
+    server = smtp_server_factory(
+        starttls=True, auth={"alice": "pw"}, reject={"gone@example.org"}, chunking=True
+    )
     url = smtp_proxy.for_server(server)
     browser = selenium_standalone_noload
     browser.goto(pysmtp_dist.add_page("plugin.html", PAGE))
@@ -168,6 +216,7 @@ def test_a_page_through_the_fixtures_with_starttls_and_auth(
     [mail] = server.messages
     assert (mail.tls, mail.login, mail.rcpt_tos) == (True, "alice", ["you@example.org"])
     assert mail.message["Subject"] == "from the page"
+    assert server.recorder.commands[0] == "STARTTLS" and server.recorder.commands[-1].endswith(" LAST")
     assert smtp_proxy.url.endswith("?token=" + smtp_proxy.token)
 
 
