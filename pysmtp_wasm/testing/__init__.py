@@ -8,8 +8,9 @@
 - :class:`DistServer`: a static web server for ``dist/`` (and the test's own pages).
 
 The pytest fixtures over them are in :mod:`pysmtp_wasm.pytest_plugin`, which pytest loads by
-itself once ``pysmtp-wasm[testing]`` is installed. This subpackage needs that extra (aiosmtpd,
-trustme, websockify); ``import pysmtp_wasm`` never imports it.
+itself wherever pysmtp-wasm is installed. This subpackage needs the ``testing`` extra,
+``pip install "pysmtp-wasm[testing]"`` (aiosmtpd, trustme, websockify), and says so when it is
+missing; ``import pysmtp_wasm`` never imports it.
 """
 
 from __future__ import annotations
