@@ -108,8 +108,8 @@ ensure_mail_servers() {
 
 lint() {
   log "ruff and mypy"
-  "$VENV/bin/ruff" check pysmtp_wasm tests web bench
-  "$VENV/bin/ruff" format --check --quiet pysmtp_wasm tests web bench
+  "$VENV/bin/ruff" check pysmtp_wasm tests web bench examples
+  "$VENV/bin/ruff" format --check --quiet pysmtp_wasm tests web bench examples
   "$VENV/bin/mypy"
 }
 

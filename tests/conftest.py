@@ -1,7 +1,12 @@
 """Shared fixtures. The browser ones drive Debian's Chromium through pytest-pyodide
 (``--runtime chrome --dist-dir dist``, set by ``./build.sh test``): a page is loaded from
 ``dist/`` (served by pytest-pyodide's own web server) and talks through a real websockify to
-real aiosmtpd servers."""
+real aiosmtpd servers.
+
+The server, proxy and certificate fixtures are the package's own pytest plugin
+(``pysmtp_wasm/pytest_plugin.py``: ``smtp_server``, ``smtp_proxy``, ``smtp_certs``,
+``pysmtp_dist``), the same that users get with ``pysmtp-wasm[testing]``; the older names below
+(``proxy``, ``ca``, ``server_tls``) are built on the same pieces."""
 
 from __future__ import annotations
 
@@ -15,8 +20,14 @@ from typing import Any
 import pytest
 import trustme
 
+from pysmtp_wasm.testing import Certs
+
 from .mta import Dovecot, Exim, OpenSmtpd, Postfix, skip_unless_installed
 from .servers import CHROME_FLAGS, Certificate, Chain, Websockify, make_chain, make_rsa_certificate
+
+# Installed, the wheel's pytest11 entry point loads the plugin; here it is the source tree's.
+# pytester runs it in other projects (tests/test_plugin.py).
+pytest_plugins = ("pysmtp_wasm.pytest_plugin", "pytester")
 
 DIST = Path(__file__).resolve().parent.parent / "dist"
 
@@ -179,17 +190,15 @@ def rsa_cert(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
 
 
 @pytest.fixture(scope="session")
-def ca() -> trustme.CA:
-    """A test CA; its certificate, as PEM, is what the client pins with ``ca``."""
-    return trustme.CA()
+def ca(smtp_certs: Certs) -> trustme.CA:
+    """The plugin's test CA; its certificate, as PEM, is what the client pins with ``ca``."""
+    return smtp_certs.ca
 
 
 @pytest.fixture(scope="session")
-def server_tls(ca: trustme.CA) -> ssl.SSLContext:
-    """Python's default server TLS with a certificate from ``ca`` for localhost and 127.0.0.1."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
-    return context
+def server_tls(smtp_certs: Certs) -> ssl.SSLContext:
+    """Python's default server TLS with the plugin's certificate for localhost and 127.0.0.1."""
+    return smtp_certs.server_context()
 
 
 def ca_pem(ca: trustme.CA) -> str:

@@ -1,28 +1,28 @@
-"""Real servers for the end-to-end tests: aiosmtpd (SMTP, LMTP, STARTTLS, implicit TLS, AUTH)
-and a few misbehaving TCP servers. Each runs in its own thread, on 127.0.0.1."""
+"""Servers for the end-to-end tests, each in its own thread on 127.0.0.1: the general stack
+(aiosmtpd with SMTP, LMTP, STARTTLS, implicit TLS and AUTH; websockify) is the package's own,
+``pysmtp_wasm.testing``, the same that the pytest fixtures of ``pysmtp-wasm[testing]`` use;
+what only this suite needs is here: misbehaving TCP servers, legacy TLS, certificate chains."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import os
-import secrets
-import signal
 import socket
 import ssl
 import subprocess
-import sys
 import threading
-import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiosmtpd.controller import Controller
-from aiosmtpd.lmtp import LMTP
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from pysmtp_wasm.testing import (  # noqa: F401 - the tests import them from here
+    Received,
+    Recorder,
+    SmtpServer,
+    Websockify,
+    free_port,
+    permissive_client_context,
+    wait_for_port,
+)
 
 INSECURE_HOST = "insecure.pysmtp.test"
 
@@ -55,203 +55,6 @@ def this_machine() -> tuple[str, str]:
     address = str(socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM)[0][4][0])
     assert name.lower() != "localhost" and not name.startswith("127."), name
     return name, address
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Received:
-    mail_from: str
-    rcpt_tos: list[str]
-    content: bytes
-    mail_options: list[str]
-    login: str | None
-    tls: bool
-
-
-@dataclass
-class Recorder:
-    """The aiosmtpd handler: keeps every message and the commands of interest."""
-
-    users: dict[str, str] = field(default_factory=dict)  # user -> password
-    tokens: dict[str, str] = field(default_factory=dict)  # user -> XOAUTH2 token
-    reject: set[str] = field(default_factory=set)  # recipients refused at RCPT
-    lmtp_fail: set[str] = field(default_factory=set)  # recipients failed after DATA (LMTP)
-    pipelining: bool = False
-    messages: list[Received] = field(default_factory=list)
-    commands: list[str] = field(default_factory=list)
-    connections_open: int = 0
-    connections_total: int = 0
-
-    async def handle_EHLO(
-        self, server: SMTP, session: Any, envelope: Any, hostname: str, responses: list[str]
-    ) -> list[str]:  # noqa: N802
-        session.host_name = hostname
-        if self.pipelining:
-            responses.insert(1, "250-PIPELINING")
-        return responses
-
-    async def handle_RCPT(
-        self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]
-    ) -> str:  # noqa: N802
-        if address in self.reject:
-            return f"550 5.1.1 <{address}>: recipient rejected"
-        envelope.rcpt_tos.append(address)
-        return "250 2.1.5 OK"
-
-    async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:  # noqa: N802
-        login = session.auth_data.decode() if isinstance(session.auth_data, bytes) else session.auth_data
-        self.messages.append(
-            Received(
-                envelope.mail_from,
-                list(envelope.rcpt_tos),
-                envelope.original_content or envelope.content,
-                list(envelope.mail_options),
-                login,
-                server.transport is not None and server.transport.get_extra_info("ssl_object") is not None,
-            )
-        )
-        if isinstance(server, LMTP):
-            return "\r\n".join(
-                f"550 5.2.1 <{r}>: mailbox unavailable"
-                if r in self.lmtp_fail
-                else f"250 2.1.5 <{r}>: delivered"
-                for r in envelope.rcpt_tos
-            )
-        return "250 2.0.0 OK: queued"
-
-    def authenticate(
-        self, server: SMTP, session: Any, envelope: Any, mechanism: str, data: Any
-    ) -> AuthResult:
-        if isinstance(data, LoginPassword):
-            user, password = data.login.decode(), data.password.decode()
-            if self.users.get(user) == password:
-                return AuthResult(success=True, auth_data=user)
-        return AuthResult(success=False, handled=False)
-
-    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802
-        try:
-            fields = base64.b64decode(args[1]).decode().split("\x01")
-            user = fields[0].removeprefix("user=")
-            token = fields[1].removeprefix("auth=Bearer ")
-        except (IndexError, ValueError):
-            return AuthResult(success=False, handled=False)
-        if self.tokens.get(user) == token:
-            return AuthResult(success=True, auth_data=user)
-        # As Gmail does: a 334 with a JSON error, the client's empty line, then 535.
-        await server.push("334 " + base64.b64encode(b'{"status":"401","schemes":"bearer"}').decode())
-        await server._reader.readline()
-        return AuthResult(
-            success=False, handled=False, message="535 5.7.8 Username and Password not accepted"
-        )
-
-    async def auth_CRAM__MD5(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802
-        nonce = f"<{secrets.token_hex(8)}@localhost>".encode()
-        answer = await server.challenge_auth(nonce)
-        if not isinstance(answer, bytes):
-            return AuthResult(success=False, handled=True)
-        user, _, digest = answer.decode().partition(" ")
-        password = self.users.get(user)
-        if password is not None and hmac.compare_digest(
-            digest, hmac.new(password.encode(), nonce, hashlib.md5).hexdigest()
-        ):
-            return AuthResult(success=True, auth_data=user)
-        return AuthResult(success=False, handled=False)
-
-
-class _RecordingMixin:
-    """Notes AUTH and STARTTLS as the server sees them (to show what the client never sent),
-    and counts the connections open now (to show none is left behind)."""
-
-    event_handler: Recorder
-
-    def connection_made(self, transport: Any) -> None:
-        self.event_handler.connections_open += 1
-        self.event_handler.connections_total += 1
-        super().connection_made(transport)  # type: ignore[misc]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.event_handler.connections_open -= 1
-        super().connection_lost(exc)  # type: ignore[misc]
-
-    async def smtp_AUTH(self, arg: str) -> None:  # noqa: N802
-        self.event_handler.commands.append("AUTH " + arg.split(" ")[0])
-        await super().smtp_AUTH(arg)  # type: ignore[misc]
-
-    async def smtp_STARTTLS(self, arg: str) -> None:  # noqa: N802
-        self.event_handler.commands.append("STARTTLS")
-        await super().smtp_STARTTLS(arg)  # type: ignore[misc]
-
-
-class RecordingSMTP(_RecordingMixin, SMTP):
-    pass
-
-
-class RecordingLMTP(_RecordingMixin, LMTP):
-    pass
-
-
-class SmtpServer(Controller):
-    """aiosmtpd on 127.0.0.1 in a thread.
-
-    Args:
-        starttls: an ssl.SSLContext to offer STARTTLS with.
-        implicit_tls: an ssl.SSLContext to wrap the whole connection in (port 465 style).
-        lmtp: speak LMTP.
-        auth_require_tls: advertise AUTH only after TLS (aiosmtpd's default).
-        address: where to listen (default 127.0.0.1; see ``this_machine()``).
-    """
-
-    def __init__(
-        self,
-        recorder: Recorder | None = None,
-        *,
-        starttls: ssl.SSLContext | None = None,
-        implicit_tls: ssl.SSLContext | None = None,
-        lmtp: bool = False,
-        auth_require_tls: bool = False,
-        data_size_limit: int = 64 * 1024 * 1024,
-        address: str = "127.0.0.1",
-    ) -> None:
-        self.recorder = recorder or Recorder()
-        self.lmtp = lmtp
-        super().__init__(
-            self.recorder,
-            hostname=address,
-            port=free_port(),
-            ssl_context=implicit_tls,
-            tls_context=starttls,
-            authenticator=self.recorder.authenticate,
-            auth_require_tls=auth_require_tls,
-            data_size_limit=data_size_limit,
-            server_hostname="localhost",
-        )
-
-    def factory(self) -> SMTP:
-        cls = RecordingLMTP if self.lmtp else RecordingSMTP
-        return cls(self.handler, **self.SMTP_kwargs)
-
-    def _trigger_server(self) -> None:
-        # aiosmtpd's start-up check speaks TLS with a default (TLS 1.2+) context, which a
-        # legacy TLS 1.1 server refuses: check with a context that accepts anything.
-        if not self.ssl_context:
-            super()._trigger_server()  # type: ignore[no-untyped-call]
-            return
-        client = permissive_client_context()
-        with socket.create_connection((self.hostname, self.port), 1.0) as sock:
-            with client.wrap_socket(sock) as tls:
-                tls.recv(1024)
-
-    def __enter__(self) -> SmtpServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 class RawServer:
@@ -529,101 +332,6 @@ def modern_tls_context(cert: Certificate) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert.cert_path, cert.key_path)
     return context
-
-
-def permissive_client_context() -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        context.minimum_version = ssl.TLSVersion.TLSv1
-    context.set_ciphers("ALL:@SECLEVEL=0")
-    return context
-
-
-# -- the WebSocket-to-TCP proxy -------------------------------------------------------------------
-
-
-def wait_for_port(port: int, timeout: float = 10, process: subprocess.Popen[bytes] | None = None) -> None:
-    """Wait until something listens on 127.0.0.1:``port``; fail at once if ``process`` exits."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), 0.2):
-                return
-        except OSError:
-            if process is not None and process.poll() is not None:
-                raise RuntimeError(f"it exited with status {process.returncode}") from None
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nothing is listening on port {port} after {timeout} s") from None
-            time.sleep(0.05)
-
-
-class Websockify:
-    """websockify in token mode: it reaches only the targets written in its token file.
-
-    ``url(port)`` adds 127.0.0.1:port as a target and returns the WebSocket URL for it.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.tokens = directory / "tokens.cfg"
-        self.tokens.write_text("")
-        self.log_path = directory / "websockify.log"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Websockify:
-        log = self.log_path.open("ab")
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "websockify", "--token-plugin", "TokenFile",
-             "--token-source", str(self.tokens), f"127.0.0.1:{self.port}"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        wait_for_port(self.port)
-        return self
-
-    def url(self, target_port: int) -> str:
-        with self.tokens.open("a") as tokens:
-            tokens.write(f"t{target_port}: 127.0.0.1:{target_port}\n")
-        return f"ws://127.0.0.1:{self.port}/?token=t{target_port}"
-
-    @property
-    def pid(self) -> int:
-        assert self._process is not None
-        return self._process.pid
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def stop(self) -> None:
-        """Stop it and every per-connection child it forked (SIGTERM, then SIGKILL)."""
-        if self._process is None:
-            return
-        try:
-            os.killpg(self._process.pid, signal.SIGTERM)
-            self._process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.kill()
-        except ProcessLookupError:
-            pass
-        self._process.wait()
-
-    def kill(self) -> None:
-        """Die at once, as a crashed proxy does: every connection through it drops."""
-        if self._process is not None:
-            try:
-                os.killpg(self._process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self._process.wait()
-
-    def __enter__(self) -> Websockify:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 # -- certificate chains (root -> intermediate -> leaf), RSA or ECDSA P-256 -------------------------

@@ -11,8 +11,8 @@ import pytest
 
 from pysmtp_wasm import SmtpClient, SmtpEnvelopeError, SmtpRecipientsError, SmtpReplyError
 from pysmtp_wasm._message import build_message, prepare
-
-from .servers import Recorder, SmtpServer
+from pysmtp_wasm.pytest_plugin import SmtpServerFactory
+from pysmtp_wasm.testing import Recorder, SmtpServer
 
 
 def parsed(content: bytes) -> EmailMessage:
@@ -32,12 +32,12 @@ def sample() -> EmailMessage:
     return msg
 
 
-async def test_bcc_recipients_get_it_and_are_absent_from_the_headers():
-    with SmtpServer() as server:
-        client = SmtpClient("127.0.0.1", server.port)
-        msg = sample()
-        result = await client.send_message(msg)
-        client.quit()
+async def test_bcc_recipients_get_it_and_are_absent_from_the_headers(smtp_server: SmtpServer):
+    server = smtp_server
+    client = SmtpClient("127.0.0.1", server.port)
+    msg = sample()
+    result = await client.send_message(msg)
+    client.quit()
     (received,) = server.recorder.messages
     assert received.rcpt_tos == [
         "ana@example.com",
@@ -51,11 +51,11 @@ async def test_bcc_recipients_get_it_and_are_absent_from_the_headers():
     assert msg["Bcc"] == "hidden@example.com, secret@example.com"  # the caller's message is untouched
 
 
-async def test_utf8_headers_and_body_survive():
-    with SmtpServer() as server:
-        client = SmtpClient("127.0.0.1", server.port)
-        await client.send_message(sample())
-        client.quit()
+async def test_utf8_headers_and_body_survive(smtp_server: SmtpServer):
+    server = smtp_server
+    client = SmtpClient("127.0.0.1", server.port)
+    await client.send_message(sample())
+    client.quit()
     content = server.recorder.messages[0].content
     assert content.split(b"\r\n\r\n")[0].isascii()  # no SMTPUTF8 needed: RFC 2047 in headers
     got = parsed(content)
@@ -67,23 +67,23 @@ async def test_utf8_headers_and_body_survive():
     )
 
 
-async def test_non_ascii_addresses_use_smtputf8():
+async def test_non_ascii_addresses_use_smtputf8(smtp_server: SmtpServer):
     msg = EmailMessage()
     msg["From"] = "jörg@exämple.com"
     msg["To"] = "ünï@example.com"
     msg["Subject"] = "SMTPUTF8 ✓"
     msg.set_content("bödy")
-    with SmtpServer() as server:
-        client = SmtpClient("127.0.0.1", server.port)
-        await client.send_message(msg)
-        client.quit()
+    server = smtp_server
+    client = SmtpClient("127.0.0.1", server.port)
+    await client.send_message(msg)
+    client.quit()
     received = server.recorder.messages[0]
     assert "SMTPUTF8" in received.mail_options and received.rcpt_tos == ["ünï@example.com"]
     assert "From: jörg@exämple.com".encode() in received.content  # RFC 6532: UTF-8 headers
     assert parsed(received.content)["Subject"] == "SMTPUTF8 ✓"
 
 
-async def test_attachment_round_trips_byte_identical_with_progress():
+async def test_attachment_round_trips_byte_identical_with_progress(smtp_server_factory: SmtpServerFactory):
     payload = os.urandom(300_000)
     msg = build_message(
         {
@@ -99,10 +99,10 @@ async def test_attachment_round_trips_byte_identical_with_progress():
         }
     )
     seen: list[tuple[int, int]] = []
-    with SmtpServer(Recorder(pipelining=True)) as server:
-        client = SmtpClient("127.0.0.1", server.port)
-        result = await client.send_message(msg, progress=lambda sent, total: seen.append((sent, total)))
-        client.quit()
+    server = smtp_server_factory(pipelining=True)
+    client = SmtpClient("127.0.0.1", server.port)
+    result = await client.send_message(msg, progress=lambda sent, total: seen.append((sent, total)))
+    client.quit()
     got = parsed(server.recorder.messages[0].content)
     attachments = {part.get_filename(): part for part in got.iter_attachments()}
     assert attachments["data.bin"].get_content() == payload
@@ -137,56 +137,58 @@ async def test_refused_message_raises_and_the_connection_stays_usable():
     assert result.accepted == ["b@example.com"] and len(server.recorder.messages) == 1
 
 
-async def test_an_error_raises_after_onclose_and_the_next_call_connects_again():
+async def test_an_error_raises_after_onclose_and_the_next_call_connects_again(
+    smtp_server_factory: SmtpServerFactory,
+):
     """An error that ends the connection (a bad envelope, every recipient refused) reaches
     onerror, then onclose(true), then raises; the next send_message opens a new connection."""
-    with SmtpServer(Recorder(reject={"x@example.com"})) as server:
-        client = SmtpClient("127.0.0.1", server.port)
-        order: list[str] = []
-        client.onerror = lambda error: order.append(f"error:{type(error).__name__}")
-        client.onclose = lambda is_error: order.append(f"close:{is_error}")
-        before = server.recorder.connections_total
-        with pytest.raises(SmtpEnvelopeError, match="no recipients defined"):
-            await client.send_message(sample(), recipients=[])
-        assert order == ["error:SmtpEnvelopeError", "close:True"] and client.state == "closed"
-        with pytest.raises(SmtpRecipientsError):
-            await client.send_message(sample(), recipients=["x@example.com"])
-        assert order[2:] == ["error:SmtpRecipientsError", "close:True"]
-        result = await client.send_message(sample(), recipients=["ok@example.com"])
-        client.quit()
-        result_after_quit = await client.send_message(sample(), recipients=["again@example.com"])
-        client.close()
-        for _ in range(100):  # onclose comes when asyncio reports the connection lost
-            if len(order) == 6:
-                break
-            await asyncio.sleep(0.01)
+    server = smtp_server_factory(reject={"x@example.com"})
+    client = SmtpClient("127.0.0.1", server.port)
+    order: list[str] = []
+    client.onerror = lambda error: order.append(f"error:{type(error).__name__}")
+    client.onclose = lambda is_error: order.append(f"close:{is_error}")
+    before = server.recorder.connections_total
+    with pytest.raises(SmtpEnvelopeError, match="no recipients defined"):
+        await client.send_message(sample(), recipients=[])
+    assert order == ["error:SmtpEnvelopeError", "close:True"] and client.state == "closed"
+    with pytest.raises(SmtpRecipientsError):
+        await client.send_message(sample(), recipients=["x@example.com"])
+    assert order[2:] == ["error:SmtpRecipientsError", "close:True"]
+    result = await client.send_message(sample(), recipients=["ok@example.com"])
+    client.quit()
+    result_after_quit = await client.send_message(sample(), recipients=["again@example.com"])
+    client.close()
+    for _ in range(100):  # onclose comes when asyncio reports the connection lost
+        if len(order) == 6:
+            break
+        await asyncio.sleep(0.01)
     assert result.accepted == ["ok@example.com"] and result_after_quit.accepted == ["again@example.com"]
     assert [m.rcpt_tos for m in server.recorder.messages] == [["ok@example.com"], ["again@example.com"]]
     assert server.recorder.connections_total - before == 4  # a connection per call
     assert order[4:] == ["close:False", "close:False"]
 
 
-async def test_a_bad_envelope_quits_and_sends_nothing_of_it():
-    with SmtpServer() as server:
-        client = SmtpClient("127.0.0.1", server.port)
-        lines: list[tuple[str, str]] = []
-        client.onlog = lambda direction, text: lines.append((direction, text))
-        with pytest.raises(SmtpEnvelopeError, match="invalid from address"):
-            await client.send_message(sample(), sender="a@example.com\r\nRCPT TO:<victim@example.com>")
+async def test_a_bad_envelope_quits_and_sends_nothing_of_it(smtp_server: SmtpServer):
+    server = smtp_server
+    client = SmtpClient("127.0.0.1", server.port)
+    lines: list[tuple[str, str]] = []
+    client.onlog = lambda direction, text: lines.append((direction, text))
+    with pytest.raises(SmtpEnvelopeError, match="invalid from address"):
+        await client.send_message(sample(), sender="a@example.com\r\nRCPT TO:<victim@example.com>")
     sent = [text for direction, text in lines if direction == "C"]
     assert sent == ["EHLO localhost", "QUIT"] and ("S", "221 Bye") in lines
     assert server.recorder.messages == []
 
 
-async def test_send_message_and_the_low_level_callbacks_do_not_mix():
-    with SmtpServer() as server:
-        client = SmtpClient("127.0.0.1", server.port)
-        calls: list[str] = []
-        client.onidle = lambda: calls.append("onidle")
-        client.ondone = lambda ok: calls.append("ondone")
-        await client.send_message(sample())
-        await client.send_message(sample())
-        client.quit()
+async def test_send_message_and_the_low_level_callbacks_do_not_mix(smtp_server: SmtpServer):
+    server = smtp_server
+    client = SmtpClient("127.0.0.1", server.port)
+    calls: list[str] = []
+    client.onidle = lambda: calls.append("onidle")
+    client.ondone = lambda ok: calls.append("ondone")
+    await client.send_message(sample())
+    await client.send_message(sample())
+    client.quit()
     assert calls == [] and len(server.recorder.messages) == 2
 
 

@@ -4,12 +4,9 @@ never fetched) and sends a message through websockify to aiosmtpd."""
 
 from __future__ import annotations
 
-import functools
-import http.server
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +15,10 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-from .servers import CHROME_FLAGS, SmtpServer, Websockify
+from pysmtp_wasm.pytest_plugin import SmtpProxy
+from pysmtp_wasm.testing import DistServer, SmtpServer
+
+from .servers import CHROME_FLAGS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,11 +42,6 @@ window.smtp.then((api) => {
 """
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def snapshot_dist(tmp_path: Path) -> Iterator[str]:
     """A copy of dist/ with a snapshot made for it, served over HTTP; yields its URL."""
@@ -59,17 +54,12 @@ def snapshot_dist(tmp_path: Path) -> Iterator[str]:
         timeout=300,
     )
     assert made.returncode == 0, made.stderr
-    handler = functools.partial(_Quiet, directory=str(dist))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
+    with DistServer(dist) as server:  # what the pysmtp_dist fixture serves, for this copy
+        yield server.url.rstrip("/")
 
 
 def test_a_page_boots_from_the_snapshot_and_sends(
-    snapshot_dist: str, proxy: Websockify, tmp_path: Path
+    snapshot_dist: str, smtp_server: SmtpServer, smtp_proxy: SmtpProxy, tmp_path: Path
 ) -> None:
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
@@ -79,13 +69,12 @@ def test_a_page_boots_from_the_snapshot_and_sends(
     try:
         driver.set_script_timeout(120)
         driver.get(f"{snapshot_dist}/minimal.html")
-        with SmtpServer() as server:
-            result: dict[str, Any] = driver.execute_async_script(SESSION, server.port, proxy.url(server.port))
+        result: dict[str, Any] = driver.execute_async_script(SESSION, smtp_server.port, smtp_proxy.url)
     finally:
         driver.quit()
     assert "error" not in result, result
     assert result["seen"] == [True] and result["isError"] is False
-    assert server.recorder.messages[0].mail_from == "snap@example.com"
+    assert smtp_server.messages[0].mail_from == "snap@example.com"
     resources = dict(result["resources"])
     assert resources.get("pysmtp-snapshot.bin") == 200  # booted from it ...
     assert not any(name.endswith(".whl") for name in resources)  # ... with our package in it

@@ -5,12 +5,15 @@
   server received, newest first) and ``/api/messages/<id>.eml`` (one message, as received);
 - an embedded aiosmtpd that keeps every message in a store directory, on two ports: plain SMTP
   offering STARTTLS, and implicit TLS. Its TLS is Python's default server TLS (TLS 1.2/1.3,
-  a self-signed RSA certificate made at start-up, which the page pins), what the page's default
+  a certificate from a private CA made at start-up, which the page pins), what the page's default
   engine (OpenSSL) speaks, and it accepts AUTH PLAIN/LOGIN for a demo user without requiring it;
 - websockify, whose token file names only those targets (or the one real server given with
   ``--smtp-host``): the page picks a token, never a host, so the proxy cannot reach anything
   else. It also accepts WebSockets only from the demo page's own origin, so that other pages
   open in the same browser cannot use it.
+
+The server, the proxy, the certificates and the static files are the pieces of the pytest
+fixtures (``pysmtp_wasm.testing``); what is the demo's own is the store on disk and the API.
 
 Stop it with Ctrl-C (SIGINT) or SIGTERM: everything it started stops with it.
 """
@@ -24,13 +27,10 @@ import email.policy
 import functools
 import json
 import logging
-import os
 import re
 import secrets
 import shutil
 import signal
-import socket
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -38,21 +38,18 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
-
 ROOT = Path(__file__).resolve().parent.parent.parent
-# The certificate and TLS helpers of the tests serve the demo too.
-sys.path.insert(0, str(ROOT))
-from tests.servers import (  # noqa: E402
-    make_rsa_certificate,
-    modern_tls_context,
-    permissive_client_context,
-    wait_for_port,
+sys.path.insert(0, str(ROOT))  # the package from the source tree (not installed in the venv)
+from pysmtp_wasm.testing import (  # noqa: E402
+    Certs,
+    DistRequestHandler,
+    Recorder,
+    SmtpServer,
+    Websockify,
 )
 
 DIST = ROOT / "dist"
@@ -145,10 +142,11 @@ class Store:
         return path if path.is_file() else None
 
 
-class Handler:
-    """aiosmtpd's handler: stores each message, and knows the demo user."""
+class Handler(Recorder):
+    """aiosmtpd's handler: the fixtures' (AUTH for the demo user), storing each message on disk."""
 
     def __init__(self, store: Store, via: str) -> None:
+        super().__init__(users={DEMO_USER: DEMO_PASSWORD})
         self.store = store
         self.via = via
 
@@ -173,96 +171,6 @@ class Handler:
         return f"250 2.0.0 OK: stored as {meta['id']}"
 
 
-def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
-    if isinstance(data, LoginPassword):
-        if data.login == DEMO_USER.encode() and data.password == DEMO_PASSWORD.encode():
-            return AuthResult(success=True, auth_data=DEMO_USER)
-    return AuthResult(success=False, handled=False)
-
-
-def start_smtp(port: int, handler: Handler, *, starttls: ssl.SSLContext | None,
-               implicit_tls: ssl.SSLContext | None) -> Controller:  # fmt: skip
-    class DemoController(Controller):
-        def _trigger_server(self) -> None:
-            # aiosmtpd's start-up check would have to trust our self-signed certificate:
-            # check with a context that accepts anything.
-            if not self.ssl_context:
-                super()._trigger_server()  # type: ignore[no-untyped-call]
-                return
-            with socket.create_connection((self.hostname, self.port), 2.0) as sock:
-                with permissive_client_context().wrap_socket(sock) as tls:
-                    tls.recv(1024)
-
-    controller = DemoController(
-        handler,
-        hostname="127.0.0.1",
-        port=port,
-        ssl_context=implicit_tls,
-        tls_context=starttls,
-        authenticator=authenticate,
-        auth_require_tls=False,  # a demo on 127.0.0.1: let "none" show AUTH in the clear too
-        data_size_limit=DATA_SIZE_LIMIT,
-        server_hostname="localhost",
-    )
-    controller.start()
-    return controller
-
-
-# -- websockify -----------------------------------------------------------------------------------
-
-
-class Websockify:
-    """websockify in token mode, in its own process group (it forks one child per connection)."""
-
-    def __init__(self, port: int, tokens: dict[str, tuple[str, int]], origins: list[str],
-                 workdir: Path) -> None:  # fmt: skip
-        self.port = port
-        self.token_file = workdir / "tokens.cfg"
-        self.token_file.write_text("".join(f"{t}: {h}:{p}\n" for t, (h, p) in tokens.items()))
-        self.log_path = workdir / "websockify.log"
-        self.origins = origins
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "websockify",
-                 "--token-plugin", "TokenFile", "--token-source", str(self.token_file),
-                 "--auth-plugin", "ExpectOrigin", "--auth-source", " ".join(self.origins),
-                 f"127.0.0.1:{self.port}"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )  # fmt: skip
-        try:
-            wait_for_port(self.port, 15, self.process)
-        except RuntimeError as error:
-            raise RuntimeError(f"websockify on port {self.port}: {error}\n{self.log_tail()}") from None
-
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        """SIGTERM to the whole group (the server and its per-connection children), then SIGKILL."""
-        process = self.process
-        if process is None:
-            return
-        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, sig)
-            try:
-                process.wait(wait)
-            except subprocess.TimeoutExpired:
-                continue
-            # The leader is gone; a child may still linger a moment: make sure of it.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            break
-        self.process = None
-
-
 # -- the HTTP server ------------------------------------------------------------------------------
 
 
@@ -273,24 +181,11 @@ class Site:
     allowed_hosts: set[str]
 
 
-class RequestHandler(SimpleHTTPRequestHandler):
+class RequestHandler(DistRequestHandler):
+    """dist/ as the fixtures serve it (types, no-cache), and the API. The page polls the API
+    every 2 s: only failures are logged."""
+
     site: Site  # set on a subclass by serve()
-
-    extensions_map = {
-        **SimpleHTTPRequestHandler.extensions_map,
-        ".mjs": "text/javascript",
-        ".js": "text/javascript",
-        ".wasm": "application/wasm",
-        ".pem": "application/x-pem-file",
-        ".ts": "text/plain",
-        ".whl": "application/zip",
-    }
-
-    def end_headers(self) -> None:
-        # Revalidate each time (a rebuilt dist/ shows at once; unchanged files answer 304).
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        super().end_headers()
 
     def do_GET(self) -> None:  # noqa: N802
         path = self.path.split("?", 1)[0]
@@ -337,12 +232,6 @@ class RequestHandler(SimpleHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # the page polls the API every 2 s: only failures are worth a line
-
-    def log_error(self, format: str, *args: Any) -> None:
-        sys.stderr.write(f"http: {format % args}\n")
 
 
 # -- putting it together --------------------------------------------------------------------------
@@ -398,19 +287,22 @@ def serve(args: argparse.Namespace, stopping: threading.Event) -> int:
                 store = Store(args.store.resolve())
             else:
                 store = Store(workdir / "store")
-            certificate = make_rsa_certificate(workdir)
-            ca = certificate.cert_pem
+            certs = Certs(workdir / "certs")
+            ca = certs.ca_pem
             for port, via, starttls, implicit in (
-                (args.smtp_port, "smtp", modern_tls_context(certificate), None),
-                (args.smtps_port, "smtps", None, modern_tls_context(certificate)),
+                (args.smtp_port, "smtp", certs.server_context(), None),
+                (args.smtps_port, "smtps", None, certs.server_context()),
             ):
+                # AUTH is offered without TLS too: a demo on 127.0.0.1 lets "none" show it.
+                server = SmtpServer(
+                    Handler(store, via), starttls=starttls, implicit_tls=implicit, port=port,
+                    data_size_limit=DATA_SIZE_LIMIT,
+                )  # fmt: skip
                 try:
-                    controller = start_smtp(
-                        port, Handler(store, via), starttls=starttls, implicit_tls=implicit
-                    )
+                    server.start()
                 except Exception as error:
                     raise RuntimeError(f"the embedded SMTP server cannot listen on {port}: {error}") from None
-                stack.callback(controller.stop)
+                stack.callback(server.stop)
             tokens = {"smtp": ("127.0.0.1", args.smtp_port), "smtps": ("127.0.0.1", args.smtps_port)}
             targets = [
                 {"name": "embedded SMTP (STARTTLS)", "host": "localhost", "port": args.smtp_port,
@@ -431,7 +323,8 @@ def serve(args: argparse.Namespace, stopping: threading.Event) -> int:
             config = {"targets": targets, "embedded": False}
 
         page_hosts = [f"127.0.0.1:{args.http_port}", f"localhost:{args.http_port}"]
-        proxy = Websockify(args.ws_port, tokens, [f"http://{h}" for h in page_hosts], workdir)
+        origins = [f"http://{h}" for h in page_hosts]
+        proxy = Websockify(workdir, port=args.ws_port, tokens=tokens, origins=origins)
         stack.callback(proxy.stop)
         proxy.start()
 

@@ -1,0 +1,59 @@
+"""The test stack for pages (and programs) that send mail with pysmtp-wasm, on 127.0.0.1:
+
+- :class:`SmtpServer`: aiosmtpd that keeps what it receives (:class:`Received`, with the
+  envelope and the message parsed as an ``email.message.EmailMessage``);
+- :class:`Websockify`: the WebSocket-to-TCP proxy a page needs, in token mode, reaching only
+  the servers it is given;
+- :class:`Certs`: a private CA and a server certificate for ``localhost`` and ``127.0.0.1``;
+- :class:`DistServer`: a static web server for ``dist/`` (and the test's own pages).
+
+The pytest fixtures over them are in :mod:`pysmtp_wasm.pytest_plugin`, which pytest loads by
+itself wherever pysmtp-wasm is installed. This subpackage needs the ``testing`` extra,
+``pip install "pysmtp-wasm[testing]"`` (aiosmtpd, trustme, websockify), and says so when it is
+missing; ``import pysmtp_wasm`` never imports it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+MISSING_EXTRA = (
+    'pysmtp_wasm.testing needs the "testing" extra: pip install "pysmtp-wasm[testing]" '
+    "(aiosmtpd, trustme and websockify)"
+)
+
+
+def _missing() -> list[str]:
+    missing = []
+    for name in ("aiosmtpd", "trustme", "websockify"):
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ValueError:  # in sys.modules without a spec: None when an import was blocked
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
+if _missing():
+    raise ImportError(f"{MISSING_EXTRA}; missing: {', '.join(_missing())}")
+
+from ._certs import Certs  # noqa: E402
+from ._http import DistRequestHandler, DistServer  # noqa: E402
+from ._net import free_port, wait_for_port  # noqa: E402
+from ._proxy import Websockify  # noqa: E402
+from ._smtp import Received, Recorder, SmtpServer, permissive_client_context  # noqa: E402
+
+__all__ = [
+    "MISSING_EXTRA",
+    "Certs",
+    "DistRequestHandler",
+    "DistServer",
+    "Received",
+    "Recorder",
+    "SmtpServer",
+    "Websockify",
+    "free_port",
+    "permissive_client_context",
+    "wait_for_port",
+]
