@@ -11,7 +11,8 @@ when it is missing. Everything listens on 127.0.0.1 and is stopped when its scop
   ``implicit_tls=True`` (both with ``smtp_certs``), ``auth={"user": "password"}``,
   ``auth_require_tls``, ``lmtp=True``, ``reject={"addr@example.com"}`` (refused at RCPT),
   ``lmtp_fail`` (failed after DATA), ``size_limit`` (SIZE, in bytes), ``pipelining=True``,
-  ``chunking=True`` (CHUNKING: the server reads BDAT).
+  ``chunking=True`` (CHUNKING: the server reads BDAT; the client sends BDAT only where
+  PIPELINING is offered too, so pass ``pipelining=True`` with it).
 - ``smtp_proxy``: websockify in token mode reaching ``smtp_server`` and nothing else:
   ``smtp_proxy.url`` is the page's ``proxy`` (``ws://127.0.0.1:<port>/?token=<token>``),
   ``smtp_proxy.token`` the token; ``smtp_proxy.for_server(other)`` adds another server and

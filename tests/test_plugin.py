@@ -125,7 +125,7 @@ async def test_chunking_the_message_arrives_by_bdat_as_written(
 
 
 async def test_chunking_with_lmtp(smtp_server_factory: SmtpServerFactory) -> None:
-    server = smtp_server_factory(chunking=True, lmtp=True, lmtp_fail={"full@example.org"})
+    server = smtp_server_factory(chunking=True, pipelining=True, lmtp=True, lmtp_fail={"full@example.org"})
     client = SmtpClient("127.0.0.1", server.port, {"lmtp": True})
     out = await deliver(client, [{"from": "me@example.com", "to": ["you@example.org", "full@example.org"]}])
     assert any(t.startswith("BDAT ") for d, t in out.log if d == "C")
@@ -205,7 +205,7 @@ def test_a_page_through_the_fixtures_with_starttls_and_auth(
     # pytest-pyodide's selenium fixture, as a user's test would have it; the server that the
     # proxy reaches besides its own (smtp_server) is added with for_server().
     server = smtp_server_factory(
-        starttls=True, auth={"alice": "pw"}, reject={"gone@example.org"}, chunking=True
+        starttls=True, auth={"alice": "pw"}, reject={"gone@example.org"}, chunking=True, pipelining=True
     )
     url = smtp_proxy.for_server(server)
     browser = selenium_standalone_noload
