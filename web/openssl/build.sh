@@ -38,7 +38,7 @@ if ! command -v emcc >/dev/null; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get -o DPkg::Lock::Timeout=600 install -y -qq emscripten >/dev/null
 fi
 
-emcc_version=$(emcc --version | head -n 1)
+emcc_version=$(emcc --version | sed -n 1p)  # sed reads it all: head may close the pipe early (pipefail)
 # Two levels: OpenSSL's libraries (the slow part) by source and options; the module by those
 # plus the glue and the link.
 libkey=$(printf '%s\n' "$OPENSSL_SHA256" "${CONFIGURE_OPTIONS[*]}" "$emcc_version" | sha256sum | cut -c1-16)
