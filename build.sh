@@ -75,7 +75,7 @@ ensure_npm() { when_changed web/package-lock.json web/node_modules/.lock.sha256 
 # The constants and sources shared by both builds of the loader (classic script, ES module).
 loader_body() {
   printf 'const VERSION = "%s";\nconst WHEEL = "%s";\nconst SNAPSHOT = null;\n' "$1" "$2"
-  cat web/src/tls.js web/src/socket.js web/src/loader.js
+  cat web/src/tls.js web/src/socket.js web/src/remote.js web/src/loader.js
 }
 
 # dist/: what a page needs, served from one folder (no CDN).
@@ -91,6 +91,11 @@ build_web() {
   done
   cp web/node_modules/node-forge/dist/forge.min.js dist/
   web/openssl/build.sh dist/openssl  # OpenSSL in WebAssembly: built once, then from the cache
+  # ES-module twins of those two classic scripts, for the module Worker of worker mode (it has
+  # no document for a <script>): the same code, setting the same global. (node-forge's wrapper
+  # names `window`, which a Worker does not have.)
+  { printf 'const window = globalThis;\n'; cat dist/forge.min.js; printf '\nexport default globalThis.forge;\n'; } >dist/forge.min.mjs
+  { cat dist/openssl/openssl-tls.js; printf '\nglobalThis.PySmtpOpenSSL = PySmtpOpenSSL;\nexport default PySmtpOpenSSL;\n'; } >dist/openssl/openssl-tls.mjs
   # Mozilla's root store, as certifi packages it, for TLS without a pinned `ca`.
   cp "$("$PY" -c 'import certifi; print(certifi.where())')" dist/roots.pem
   cp web/src/pysmtp-wasm.d.ts web/minimal.html dist/
@@ -108,6 +113,15 @@ build_web() {
     loader_body "$version" "$wheel"
     printf 'globalThis.PySmtp ??= PySmtp;\nexport const load = PySmtp.load;\nexport default PySmtp;\n'
   } >dist/pysmtp-wasm.mjs
+  {
+    # PySmtp.load({worker: true}): the script of a module Worker (Pyodide refuses classic ones):
+    # the same loader, and web/src/worker.js to forward messages.
+    printf '/*! pysmtp-wasm %s (MIT) - the Worker of PySmtp.load({worker: true}) */\n' "$version"
+    printf '(function () {\n"use strict";\nconst SCRIPT_URL = location.href;\n'
+    loader_body "$version" "$wheel"
+    cat web/src/worker.js
+    printf '})();\n'
+  } >dist/pysmtp-wasm-worker.js
 }
 
 run_tests() {

@@ -27,8 +27,25 @@ function utf8(text) {
 let booting = null;
 let liveClients = 0;
 
-/** @param {string} url */
+/**
+ * Run one of dist/'s scripts: a <script> element in a page. In the Worker of worker mode
+ * (web/src/worker.js) there is no document, and it is a module Worker (Pyodide refuses classic
+ * ones), so the script's ES-module twin is imported instead: pyodide/pyodide.mjs (whose
+ * loadPyodide is made global, as pyodide.js does), and the ones the build makes of node-forge
+ * and OpenSSL's glue (forge.min.mjs, openssl/openssl-tls.mjs), which set the same globals.
+ * @param {string} url
+ */
 function loadScript(url) {
+  if (typeof document === "undefined") {
+    return import(url.replace(/\.js$/, ".mjs")).then(
+      (module) => {
+        if (typeof module.loadPyodide === "function") globalThis.loadPyodide ??= module.loadPyodide;
+      },
+      (error) => {
+        throw new Error(`pysmtp-wasm: could not load ${url}: ${error && error.message}`);
+      },
+    );
+  }
   return new Promise((resolve, reject) => {
     const script = document.createElement("script");
     script.src = url;
@@ -301,16 +318,20 @@ const PySmtp = {
    * Boot Pyodide and pysmtp-wasm (once per page; later calls return the same promise).
    * @param {{proxy?: string | ((host: string, port: number) => string), baseURL?: string,
    *          tlsEngine?: "auto" | "openssl" | "forge", pyodide?: any, pyodideOptions?: object,
-   *          snapshot?: boolean, preconnect?: object | object[]}} [options]
+   *          snapshot?: boolean, preconnect?: object | object[], worker?: boolean}} [options]
    *   snapshot: false never uses dist/pyodide/pysmtp-snapshot.bin (default: use it when
    *   `./build.sh snapshot` made one)
    *   preconnect: {host, port, useSecureTransport, ca, proxy, tlsEngine} (or a list of them): open
    *   these connections while Python boots; the first SmtpClient to the same target with the
    *   same options takes its connection over (the greeting, and the TLS handshake, already done)
+   *   worker: true runs Pyodide, the engine, the sockets and TLS in one dedicated Worker
+   *   (pysmtp-wasm-worker.js) shared by every client of the page; the SmtpClient is the same,
+   *   its calls and callbacks forwarded by messages (web/src/remote.js)
    */
   load(options = {}) {
     if (!booting) {
-      booting = boot(new URL(options.baseURL ?? ".", SCRIPT_URL).href, options);
+      const base = new URL(options.baseURL ?? ".", SCRIPT_URL).href;
+      booting = options.worker ? PySmtpRemote.boot(base, options, () => (booting = null)) : boot(base, options);
       booting.catch(() => {
         booting = null; // a failed boot may be retried
       });
