@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from email import message_from_bytes
 from email import policy as email_policy
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -356,3 +357,38 @@ def test_terminate_ends_the_worker_and_its_connections(page: Page, proxy: Websoc
         assert server.recorder.connections_open == 0  # the Worker's WebSocket went with it
         rec = page.session(port=server.port, options={"proxy": proxy.url(server.port)})
     assert rec["done"] == [True] and len(server.recorder.messages) == 1
+
+
+PRECONNECT_PAGE = """<!doctype html>
+<meta charset="utf-8">
+<script src="pysmtp-wasm.js"></script>
+<script>
+  const q = new URLSearchParams(location.search);
+  // A proxy function: called on the page (functions do not cross postMessage).
+  window.smtp = PySmtp.load({ worker: true, proxy: (host, port) => q.get("proxy"),
+                              preconnect: { host: "localhost", port: Number(q.get("port")) } });
+</script>
+"""
+
+
+def test_preconnect_opens_the_connection_in_the_worker_while_it_boots(page: Page, proxy: Websockify) -> None:
+    html = DIST / "_worker_preconnect.html"
+    html.write_text(PRECONNECT_PAGE)
+    try:
+        with SmtpServer() as server:
+            count = server.recorder.connections_total  # (the server's own readiness probe)
+            url = proxy.url(server.port)
+            page.goto(f"{page.base_url}/{html.name}?port={server.port}&proxy={quote(url)}")
+            deadline = time.monotonic() + 5
+            while server.recorder.connections_total == count and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert server.recorder.connections_total == count + 1  # before any client existed
+            first = page.session(port=server.port)
+            assert server.recorder.connections_total == count + 1  # the client took it over
+            second = page.session(port=server.port)
+        assert first["done"] == second["done"] == [True] and first["errors"] == []
+        assert [line for line in first["log"] if line.startswith("S: ")][0].startswith("S: 220 ")
+        assert server.recorder.connections_total == count + 2 and len(server.recorder.messages) == 2
+    finally:
+        html.unlink()
+        page.goto(f"{page.base_url}/minimal.html?worker")
