@@ -122,11 +122,45 @@ build_web() {
     cat web/src/worker.js
     printf '})();\n'
   } >dist/pysmtp-wasm-worker.js
+  npm_manifest "$version" >dist/package.json
+}
+
+# dist/package.json: dist/ as an npm package (`npm pack dist`): the ES module entry, the classic
+# script, the types, and every asset the loader fetches at run time (served from node_modules/
+# pysmtp-wasm/ or a copy of it: README "npm"), the snapshot when `./build.sh snapshot` made one
+# (the loaders then ask for it); not the demo.
+npm_manifest() {
+  "$PY" - "$1" <<'PYEOF'
+import json, sys
+print(json.dumps({
+    "name": "pysmtp-wasm",
+    "version": sys.argv[1],
+    "description": "SMTP/LMTP client with emailjs-smtp-client's API, its engine in Python (Pyodide), for the browser",
+    "license": "MIT",
+    "module": "./pysmtp-wasm.mjs",
+    "types": "./pysmtp-wasm.d.ts",
+    "exports": {
+        ".": {"types": "./pysmtp-wasm.d.ts", "default": "./pysmtp-wasm.mjs"},
+        "./pysmtp-wasm.js": "./pysmtp-wasm.js",
+        "./package.json": "./package.json",
+    },
+    "sideEffects": True,
+    "files": [
+        "pysmtp-wasm.mjs", "pysmtp-wasm.js", "pysmtp-wasm.d.ts", "pysmtp-wasm-worker.js",
+        "pysmtp_wasm-*.whl", "roots.pem", "forge.min.js", "forge.min.mjs", "openssl/",
+        "pyodide/pyodide.js", "pyodide/pyodide.mjs", "pyodide/pyodide.asm.mjs",
+        "pyodide/pyodide.asm.wasm", "pyodide/python_stdlib.zip", "pyodide/pyodide-lock.json",
+        "pyodide/pysmtp-snapshot.bin", "minimal.html",
+    ],
+}, indent=2))
+PYEOF
 }
 
 run_tests() {
   ensure_venv
   ensure_chromium
+  # esbuild and TypeScript for tests/test_npm_package.py (the packed dist/, bundled and type-checked)
+  when_changed tests/npm/package-lock.json tests/npm/node_modules/.lock.sha256 npm_ci tests/npm
   lint
   build_wheel
   build_web
