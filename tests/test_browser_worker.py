@@ -392,3 +392,23 @@ def test_preconnect_opens_the_connection_in_the_worker_while_it_boots(page: Page
     finally:
         html.unlink()
         page.goto(f"{page.base_url}/minimal.html?worker")
+
+
+def test_a_constructor_argument_python_refuses_is_thrown_by_the_next_call(page: Page) -> None:
+    out = page.run(
+        """
+        const api = await window.smtp;
+        // No throw here: the Worker decides.
+        const client = new api.SmtpClient("localhost", 25, { requireTls: true });
+        const early = client.sendMail({ from: "a@example.com", to: "b@example.com" })
+          .then(() => null, (e) => [e.name, e.message]);
+        const rejected = await early;
+        let thrown = null;
+        try { client.connect(); } catch (e) { thrown = [e.name, e.message, e.fatal]; }
+        return { rejected, thrown, stats: await api.stats() };
+        """
+    )
+    assert out["rejected"][0] == "SmtpUsageError" and "unknown option 'requireTls'" in out["rejected"][1]
+    assert out["thrown"][:1] == ["SmtpUsageError"] and "unknown option 'requireTls'" in out["thrown"][1]
+    assert out["thrown"][2] is False
+    assert out["stats"]["pageClients"] == 0 and out["stats"]["workerClients"] == 0

@@ -51,7 +51,11 @@ const PySmtpRemote = (() => {
     else if (chunk instanceof ArrayBuffer) bytes = new Uint8Array(chunk);
     if (!bytes) throw usageError("send() takes a string, a Uint8Array or an ArrayBuffer");
     const whole = bytes.buffer instanceof ArrayBuffer && bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength;
-    return whole ? bytes : bytes.slice();
+    if (!whole) return bytes.slice();
+    // Detached now, not when the batch is posted: the caller may fill the buffer again at once.
+    // (ArrayBuffer.prototype.transfer moves the memory, without copying it.)
+    const buffer = bytes.buffer;
+    return new Uint8Array(typeof buffer.transfer === "function" ? buffer.transfer() : structuredClone(buffer, { transfer: [buffer] }));
   }
 
   /**
@@ -79,6 +83,24 @@ const PySmtpRemote = (() => {
       return { ...target, host, port, proxy: proxyFor(target.proxy ?? proxy, host, port) };
     });
     const loadOptions = { ...rest, baseURL: base, preconnect: targets, proxy: typeof proxy === "function" ? undefined : proxy };
+    // The calls of one task go to the Worker in one message (send() and end(), say), with
+    // every chunk among them transferred: each message costs a wake-up of the Worker.
+    /** @type {any[]} */
+    let outbox = [];
+    /** @type {Transferable[]} */
+    let transfers = [];
+    const flush = () => {
+      const messages = outbox;
+      const transfer = transfers;
+      outbox = [];
+      transfers = [];
+      worker.postMessage(messages.length === 1 ? messages[0] : { type: "batch", messages }, transfer);
+    };
+    /** @param {any} message @param {Transferable[]} [transfer] */
+    const post = (message, transfer) => {
+      if (transfer) transfers.push(...transfer);
+      if (outbox.push(message) === 1) queueMicrotask(flush);
+    };
     /** @type {Map<number, RemoteClient>} */
     const live = new Map();
     /** @type {Map<number, (value: any) => void>} */
@@ -126,7 +148,7 @@ const PySmtpRemote = (() => {
         this._calls = 0;
         this._refused = null;
         live.set(this._id, this);
-        worker.postMessage({ type: "new", id: this._id, args: this._args });
+        post({ type: "new", id: this._id, args: this._args });
         if (this._onlog !== noop) this._post("onlog", [true]);
       }
 
@@ -170,6 +192,7 @@ const PySmtpRemote = (() => {
        */
       sendMail(mail, options = {}) {
         return new Promise((resolve, reject) => {
+          if (this._refused) throw this._refused;
           // Closed (or closing after our close()): a new connection, under a new id. (Closing
           // otherwise, after quit() or an error, the Worker's client waits and connects again.)
           if (this._state === "closed") this._open();
@@ -207,7 +230,7 @@ const PySmtpRemote = (() => {
       /** @param {string} name @param {any[]} args @param {Transferable[]} [transfer] */
       _post(name, args, transfer) {
         this._calls += 1;
-        worker.postMessage({ type: "call", id: this._id, name, args }, transfer || []);
+        post({ type: "call", id: this._id, name, args }, transfer);
       }
 
       /** A message from the Worker about this client. @param {any} data */
@@ -221,7 +244,14 @@ const PySmtpRemote = (() => {
             if (data.full) this._workerFull = true;
             return this._maybeDrain();
           case "refused":
-            if (data.name === "new") this._refused = revive(data.error);
+            if (data.name === "new") {
+              // The Worker could not make the client: the next call throws why, and sendMail
+              // calls already posted (the Worker drops them) reject with it.
+              this._refused = revive(data.error);
+              live.delete(data.id);
+              for (const mail of this._mails.values()) mail.reject(this._refused);
+              this._mails.clear();
+            }
             return undefined; // a call the Worker refused after the page allowed it: the connection ended meanwhile
           case "progress":
             return this._mails.get(data.ticket)?.onprogress?.(data.sent, data.total);
@@ -291,8 +321,11 @@ const PySmtpRemote = (() => {
         event.preventDefault();
         if (!rules) reject(new Error(`pysmtp-wasm: the Worker failed: ${event.message}`));
       };
-      worker.onmessage = ({ data }) => {
-        if (data.type === "loaded") {
+      /** @param {any} data */
+      const receive = (data) => {
+        if (data.type === "batch") {
+          for (const message of data.messages) receive(message);
+        } else if (data.type === "loaded") {
           rules = data.rules;
           resolve({
             SmtpClient: RemoteClient,
@@ -302,7 +335,7 @@ const PySmtpRemote = (() => {
               new Promise((done) => {
                 const ticket = nextId++;
                 statsWaiting.set(ticket, done);
-                worker.postMessage({ type: "stats", ticket });
+                post({ type: "stats", ticket });
               }).then((stats) => ({ ...stats, pageClients: live.size })),
             terminate: () => {
               terminated = true;
@@ -321,6 +354,7 @@ const PySmtpRemote = (() => {
           live.get(data.id)?._receive(data);
         }
       };
+      worker.onmessage = ({ data }) => receive(data);
       worker.postMessage({ type: "load", options: loadOptions });
     });
   }

@@ -11,6 +11,7 @@
 //   {type: "new", id, args}; {type: "call", id, name, args} for connect, useEnvelope, send
 //   (args[0] a transferred Uint8Array), end, quit, close, onlog (args[0]: whether to log),
 //   sendMail (args[0] the mail; progress reports when args[1]); and {type: "stats", ticket}.
+// What one task posts goes as one {type: "batch", messages} (either way).
 // Messages to the page: {type: "loaded", rules} or {type: "failed", error};
 //   {type: "event", id, name, args, state, seen} for onidle, onready, ondone, onerror, ondrain,
 //   onlog, onclose; {type: "sent", id, bytes, full} after each send(); {type: "refused", id,
@@ -25,8 +26,19 @@
   const clients = new Map();
   const CALLBACKS = ["onidle", "onready", "ondone", "onerror", "ondrain"];
 
-  /** @param {object} message @param {Transferable[]} [transfer] */
-  const post = (message, transfer) => self.postMessage(message, transfer || []);
+  // What one task says to the page goes in one message (ondone and onidle together, say): each
+  // message costs a wake-up of the page's thread, and small messages are bound by those.
+  /** @type {object[]} */
+  let outbox = [];
+  const flush = () => {
+    const messages = outbox;
+    outbox = [];
+    self.postMessage(messages.length === 1 ? messages[0] : { type: "batch", messages });
+  };
+  /** @param {object} message */
+  const post = (message) => {
+    if (outbox.push(message) === 1) queueMicrotask(flush);
+  };
 
   /**
    * An Error as data (structured cloning keeps only name and message of an Error).
@@ -103,8 +115,11 @@
     }
   }
 
-  self.onmessage = async (/** @type {MessageEvent} */ { data }) => {
-    if (data.type === "load") {
+  /** @param {any} data */
+  async function receive(data) {
+    if (data.type === "batch") {
+      for (const message of data.messages) receive(message);
+    } else if (data.type === "load") {
       try {
         api = await PySmtp.load(data.options);
         const rules = api.pyodide.pyimport("pysmtp_wasm._jsapi").usage_rules();
@@ -123,5 +138,7 @@
     } else if (data.type === "stats") {
       post({ type: "stats", ticket: data.ticket, stats: { ...api.stats(), workerClients: clients.size } });
     }
-  };
+  }
+
+  self.onmessage = (/** @type {MessageEvent} */ { data }) => receive(data);
 })();
