@@ -184,6 +184,9 @@ def test_wrong_calls_throw_at_once_with_the_in_page_messages(page: Page, proxy: 
                 client.useEnvelope({ from: "a@example.com", to: "b@example.com" });
                 attempt("useEnvelope in flight", () => client.useEnvelope({ to: "c@example.com" }));
                 attempt("send before onready", () => client.send("x"));
+                const kept = new Uint8Array(5);
+                attempt("bytes before onready", () => client.send(kept));
+                thrown.push(["kept", kept.byteLength]);  // a refused send() did not take the bytes
               };
               client.onready = () => {
                 client.send("Subject: s\\r\\n\\r\\nbody\\r\\n");
@@ -214,6 +217,7 @@ def test_wrong_calls_throw_at_once_with_the_in_page_messages(page: Page, proxy: 
     ]  # fmt: skip
     assert thrown["useEnvelope in flight"][1].startswith("useEnvelope() is not possible in state envelope")
     assert thrown["send before onready"][1].startswith("send() is not possible in state envelope")
+    assert thrown["bytes before onready"][1] == thrown["send before onready"][1] and thrown["kept"] == [5]
     assert thrown["quit mid-message"][1].startswith("quit() is not possible while a message is in flight")
     assert thrown["end twice"][1].startswith("end() is not possible in state data_end")
     assert thrown["send after end"][1].startswith("send() is not possible in state data_end")

@@ -48,6 +48,7 @@ const PySmtpRemote = (() => {
     if (typeof chunk === "string") return encoder.encode(chunk);
     let bytes = null;
     if (chunk instanceof Uint8Array) bytes = chunk;
+    else if (ArrayBuffer.isView(chunk)) bytes = new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     else if (chunk instanceof ArrayBuffer) bytes = new Uint8Array(chunk);
     if (!bytes) throw usageError("send() takes a string, a Uint8Array or an ArrayBuffer");
     const whole = bytes.buffer instanceof ArrayBuffer && bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength;
@@ -163,8 +164,12 @@ const PySmtpRemote = (() => {
 
       /** @param {string | Uint8Array | ArrayBuffer} chunk @returns {boolean} false: wait for ondrain */
       send(chunk) {
+        if (typeof chunk !== "string" && !ArrayBuffer.isView(chunk) && !(chunk instanceof ArrayBuffer)) {
+          throw usageError("send() takes a string, a Uint8Array or an ArrayBuffer");
+        }
+        this._check("send"); // before the chunk is taken: a refused call changes nothing
         const bytes = transferable(chunk);
-        const length = bytes.byteLength; // (0 once transferred)
+        const length = bytes.byteLength;
         this._call("send", [bytes], [bytes.buffer]);
         this._unacked += length;
         const full = this._workerFull || this._unacked >= HIGH_WATER;
@@ -219,12 +224,22 @@ const PySmtpRemote = (() => {
 
       /** @param {string} name @param {any[]} args @param {Transferable[]} [transfer] */
       _call(name, args, transfer) {
+        const next = this._check(name);
+        this._post(name, args, transfer);
+        if (next) this._state = next;
+      }
+
+      /**
+       * Throw now if the call is not possible in the state the page knows; else the state it
+       * leads to (null: unchanged).
+       * @param {string} name
+       */
+      _check(name) {
         if (this._refused) throw this._refused;
         if (this._state === "closed") throw usageError(`${name}() is not possible: the connection is closed`);
         const [message, stage, next] = rules[this._state]?.[name] ?? [null, null, null];
         if (message) throw usageError(message, stage);
-        this._post(name, args, transfer);
-        if (next) this._state = next;
+        return next;
       }
 
       /** @param {string} name @param {any[]} args @param {Transferable[]} [transfer] */
