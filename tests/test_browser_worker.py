@@ -409,10 +409,21 @@ def test_a_constructor_argument_python_refuses_is_thrown_by_the_next_call(page: 
         const rejected = await early;
         let thrown = null;
         try { client.connect(); } catch (e) { thrown = [e.name, e.message, e.fatal]; }
-        return { rejected, thrown, stats: await api.stats() };
+        let uncloneable = null;
+        try { new api.SmtpClient("localhost", 25, { name: () => "x" }); }
+        catch (e) { uncloneable = [e.name, e.message.split(":")[0]]; }
+        const ok = new api.SmtpClient("localhost", 25, {});
+        const mail = await ok.sendMail({ from: "a@example.com", to: "b@example.com", text: () => 1 })
+          .then(() => null, (e) => [e.name, e.message.split(":")[0]]);
+        ok.close();
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        return { rejected, thrown, uncloneable, mail, stats: await api.stats() };
         """
     )
     assert out["rejected"][0] == "SmtpUsageError" and "unknown option 'requireTls'" in out["rejected"][1]
     assert out["thrown"][:1] == ["SmtpUsageError"] and "unknown option 'requireTls'" in out["thrown"][1]
     assert out["thrown"][2] is False
+    # What cannot be posted to the Worker (a function) is thrown, or rejected, at once.
+    assert out["uncloneable"] == ["SmtpUsageError", "new SmtpClient(host, port, options)"]
+    assert out["mail"] == ["SmtpUsageError", "sendMail()"]
     assert out["stats"]["pageClients"] == 0 and out["stats"]["workerClients"] == 0

@@ -200,7 +200,8 @@ export interface PySmtpApi {
  * methods, callbacks and errors as in-page, with these differences: a chunk given to send() as a
  * Uint8Array that fills its ArrayBuffer, or an ArrayBuffer, is transferred to the Worker (it is
  * empty afterwards; a view on part of a buffer is copied); a constructor argument the Python side
- * refuses (an unknown option, say) is thrown by the next call instead of the constructor;
+ * refuses (an unknown option, say) is thrown by the next call instead of the constructor (a
+ * value that cannot be posted to a Worker, such as a function, is thrown by the constructor);
  * callbacks come a message later; close() reports onclose(false) asynchronously.
  */
 export interface PySmtpWorkerApi {

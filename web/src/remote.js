@@ -102,6 +102,19 @@ const PySmtpRemote = (() => {
       if (transfer) transfers.push(...transfer);
       if (outbox.push(message) === 1) queueMicrotask(flush);
     };
+    /**
+     * Post what the caller gave (options, a mail) at once, after what is queued: a value that
+     * cannot be cloned (a function, say) throws here, to the caller, not later in a microtask.
+     * @param {any} message @param {string} what the call, for the error
+     */
+    const postNow = (message, what) => {
+      if (outbox.length) flush();
+      try {
+        worker.postMessage(message);
+      } catch (error) {
+        throw usageError(`${what}: ${/** @type {any} */ (error).message}`);
+      }
+    };
     /** @type {Map<number, RemoteClient>} */
     const live = new Map();
     /** @type {Map<number, (value: any) => void>} */
@@ -148,8 +161,8 @@ const PySmtpRemote = (() => {
         this._state = "new";
         this._calls = 0;
         this._refused = null;
+        postNow({ type: "new", id: this._id, args: this._args }, "new SmtpClient(host, port, options)");
         live.set(this._id, this);
-        post({ type: "new", id: this._id, args: this._args });
         if (this._onlog !== noop) this._post("onlog", [true]);
       }
 
@@ -204,7 +217,15 @@ const PySmtpRemote = (() => {
           const ticket = nextId++;
           const onprogress = options && options.onprogress;
           this._mails.set(ticket, { resolve, reject, onprogress });
-          this._post("sendMail", [mail, ticket, typeof onprogress === "function"]);
+          this._calls += 1;
+          try {
+            const args = [mail, ticket, typeof onprogress === "function"];
+            postNow({ type: "call", id: this._id, name: "sendMail", args }, "sendMail()");
+          } catch (error) {
+            this._calls -= 1;
+            this._mails.delete(ticket);
+            throw error;
+          }
         });
       }
 

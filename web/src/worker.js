@@ -14,16 +14,21 @@
 // What one task posts goes as one {type: "batch", messages} (either way).
 // Messages to the page: {type: "loaded", rules} or {type: "failed", error};
 //   {type: "event", id, name, args, state, seen} for onidle, onready, ondone, onerror, ondrain,
-//   onlog, onclose; {type: "sent", id, bytes, full} after each send(); {type: "refused", id,
-//   error} when a call threw in the Worker all the same (the page let it through on an older
+//   onlog, onclose; {type: "sent", id, bytes, full} for the send() calls taken (ACK_BYTES);
+//   {type: "refused", id, name, error} when a call threw in the Worker all the same (the page let it through on an older
 //   state: the connection ended meanwhile); {type: "settled", id, ticket, ok, value};
 //   {type: "progress", id, ticket, sent, total}; {type: "released", id}; {type: "stats", ...}.
 
 (() => {
   /** @type {any} what PySmtp.load resolved to in this Worker */
   let api = null;
-  /** @type {Map<number, {client: any, seen: number, pending: number}>} */
+  /** @type {Map<number, {client: any, seen: number, pending: number, taken: number}>} */
   const clients = new Map();
+  // The bytes of send() calls taken are reported to the page (its backpressure) with the next
+  // message about that client, at once when the socket is full, and at least every ACK_BYTES:
+  // less than remote.js's LOW_WATER, so the page's count of bytes not taken falls to its
+  // ondrain mark once the Worker has taken them all.
+  const ACK_BYTES = 1024 * 1024;
   const CALLBACKS = ["onidle", "onready", "ondone", "onerror", "ondrain"];
 
   // What one task says to the page goes in one message (ondone and onidle together, say): each
@@ -55,9 +60,11 @@
   /** @param {number} id */
   function create(id, /** @type {any[]} */ args) {
     const client = new api.SmtpClient(...args);
-    const entry = { client, seen: 0, pending: 0 };
-    const event = (/** @type {string} */ name, /** @type {any[]} */ values) =>
+    const entry = { client, seen: 0, pending: 0, taken: 0 };
+    const event = (/** @type {string} */ name, /** @type {any[]} */ values) => {
+      if (entry.taken) acknowledge(id, entry, false);
       post({ type: "event", id, name, args: values, state: client.state, seen: entry.seen });
+    };
     for (const name of CALLBACKS) {
       client[name] = (/** @type {any[]} */ ...values) => event(name, name === "onerror" ? [wire(values[0])] : values);
     }
@@ -66,6 +73,12 @@
       if (entry.pending === 0) release(id, entry);
     };
     clients.set(id, entry);
+  }
+
+  /** @param {number} id @param {any} entry @param {boolean} full */
+  function acknowledge(id, entry, full) {
+    post({ type: "sent", id, bytes: entry.taken, full });
+    entry.taken = 0;
   }
 
   /** Forget a closed client (not while a sendMail on it runs: it may connect again). */
@@ -106,12 +119,15 @@
       });
       return;
     }
+    let result;
     try {
-      const result = client[name](...args);
-      if (name === "send") post({ type: "sent", id, bytes: args[0].byteLength, full: result === false });
+      result = client[name](...args);
     } catch (error) {
-      if (name === "send") post({ type: "sent", id, bytes: args[0].byteLength, full: false });
       post({ type: "refused", id, name, error: wire(error) });
+    }
+    if (name === "send") {
+      entry.taken += args[0].byteLength;
+      if (result === false || entry.taken >= ACK_BYTES) acknowledge(id, entry, result === false);
     }
   }
 
