@@ -187,6 +187,11 @@ class JsClient:
     def state(self) -> str:
         return self._client.state
 
+    @property
+    def lastResults(self) -> Any:  # noqa: N802 - the seed's style of name
+        """The last message's results, one per recipient (what ``ondone`` gets)."""
+        return _results(self._client.lastResults)
+
 
 def _returning_errors(call: Callable[[], Any]) -> Any:
     try:

@@ -67,6 +67,7 @@ def test_plain_message_with_a_proxy_function_and_partial_rejection(page: Page, p
     assert rec["errors"] == [] and rec["closed"] is False and rec["idles"] == 3
     assert rec["ready"] == [["bad@example.com"]] * 2 and rec["done"] == [True, True]
     results = rec["results"][0]
+    assert rec["lastResults"] == rec["results"][1]  # client.lastResults: what the last ondone got
     assert {r["recipient"]: (r["accepted"], r["code"]) for r in results} == {
         "good@example.com": (True, 250),
         "bad@example.com": (False, 550),
@@ -267,7 +268,8 @@ def test_send_mail_with_an_attachment_then_again_after_an_error_closed_it(
             const closed = new Promise((resolve) => (client.onclose = resolve));
             client.quit();
             await closed;
-            return { result, digest, progress, refused, again: again.accepted };
+            return { result, digest, progress, refused, again: again.accepted,
+                     last: client.lastResults.map((r) => [r.recipient, r.code]) };
             """,
             server.port,
             proxy.url(server.port),
@@ -287,6 +289,7 @@ def test_send_mail_with_an_attachment_then_again_after_an_error_closed_it(
         "order": ["error:SmtpRecipientsError", "close:true"],
     }  # fmt: skip
     assert out["again"] == ["b@example.com"] and len(server.recorder.messages) == 2
+    assert out["last"] == [["b@example.com", 250]]  # the last sendMail's, kept after quit()
     assert settle(page) == ZERO
 
 

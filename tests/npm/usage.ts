@@ -67,6 +67,7 @@ async function inPage(): Promise<void> {
   client.onlog = (direction: "C" | "S" | "*", text: string) => void [direction, text];
   client.connect();
   const state: string = client.state;
+  const last: RecipientResult[] = client.lastResults;
   const mail: Mail = {
     from: "me@example.com",
     to: "you@example.org",
@@ -83,7 +84,7 @@ async function inPage(): Promise<void> {
   const fields: [string[], string[], RecipientResult[], string, number] = [
     result.accepted, result.rejected, result.results, result.messageId, result.size,
   ];
-  void [stats, state, fields];
+  void [stats, state, last, fields];
   // @ts-expect-error: a typo in an option name is an error (as at run time)
   new api.SmtpClient("h", 25, { requireTls: true });
   // @ts-expect-error: subtls is gone

@@ -86,6 +86,8 @@ function makeSmtpClient(api) {
       this._onlog = noop;
       /** @type {any} */
       this._py = null;
+      /** @type {object[]} lastResults once the Python side is gone */
+      this._lastResults = [];
       /** What sendMail needs to connect again after the connection closed. */
       this._args = [host, port ?? null, options];
       /** @type {(() => void)[]} sendMail calls waiting for the current connection to close */
@@ -184,6 +186,15 @@ function makeSmtpClient(api) {
       return this._py ? this._py.state : "closed";
     }
 
+    /**
+     * The last message's results, one per recipient (ondone's second argument; also set by
+     * sendMail). Kept after the connection closed; a new connection starts empty.
+     * @returns {{recipient: string, accepted: boolean, code: number, message: string, enhanced: string | null}[]}
+     */
+    get lastResults() {
+      return this._py ? this._py.lastResults : this._lastResults;
+    }
+
     /** @param {string} name @param {...any} args */
     _call(name, ...args) {
       const py = this._py;
@@ -215,6 +226,7 @@ function makeSmtpClient(api) {
       const py = this._py;
       this._py = null;
       if (py) {
+        this._lastResults = py.lastResults;
         liveClients -= 1;
         // Not while Python may still be on the stack of a call through this proxy.
         queueMicrotask(() => py.destroy());

@@ -127,6 +127,8 @@ export declare class SmtpClient {
   quit(): void;
   close(): void;
   readonly state: string;
+  /** The last message's results, one per recipient (ondone's second argument; sendMail sets it too). */
+  readonly lastResults: RecipientResult[];
   onidle: () => void;
   onready: (failedRecipients: string[]) => void;
   ondone: (success: boolean, results: RecipientResult[]) => void;

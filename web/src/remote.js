@@ -149,6 +149,8 @@ const PySmtpRemote = (() => {
         this._waitingDrain = false;
         /** @type {Map<number, {resolve: any, reject: any, onprogress: any}>} */
         this._mails = new Map();
+        /** @type {object[]} the last message's results (from ondone, or a sendMail's outcome) */
+        this.lastResults = [];
         /** @type {any} an error the Worker gave for the constructor's arguments: thrown by the next call */
         this._refused = null;
         this._id = 0;
@@ -295,6 +297,7 @@ const PySmtpRemote = (() => {
             const mail = this._mails.get(data.ticket);
             this._mails.delete(data.ticket);
             if (data.seen === this._calls && this._state !== "closed") this._state = data.state;
+            if (data.lastResults) this.lastResults = data.lastResults;
             if (data.ok) mail?.resolve(data.value);
             else mail?.reject(revive(data.value));
             return undefined;
@@ -341,6 +344,7 @@ const PySmtpRemote = (() => {
           return this._maybeDrain();
         }
         if (name === "onerror") return this.onerror(revive(args[0]));
+        if (name === "ondone") this.lastResults = args[1];
         return this[name](...args);
       }
 

@@ -114,7 +114,8 @@
         (error) => ({ ok: false, value: wire(error) }),
       ).then((outcome) => {
         entry.pending -= 1;
-        post({ type: "settled", id, ticket, state: client.state, seen: entry.seen, ...outcome });
+        const lastResults = client.lastResults;
+        post({ type: "settled", id, ticket, state: client.state, seen: entry.seen, lastResults, ...outcome });
         if (entry.pending === 0 && client.state === "closed") release(id, entry);
       });
       return;
