@@ -10,8 +10,9 @@ import time
 from collections.abc import Iterator
 from email import message_from_bytes
 from email import policy as email_policy
+from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pytest
 
@@ -430,3 +431,34 @@ def test_a_constructor_argument_python_refuses_is_thrown_by_the_next_call(page: 
     assert out["uncloneable"] == ["SmtpUsageError", "new SmtpClient(host, port, options)"]
     assert out["mail"] == ["SmtpUsageError", "sendMail()"]
     assert out["stats"]["pageClients"] == 0 and out["stats"]["workerClients"] == 0
+
+
+def test_the_main_thread_has_no_long_task_from_navigation_to_ondone(page: Page, proxy: Websockify) -> None:
+    # bench/pages/blocking.html, served from dist/: a 5 MB message right after navigation, the
+    # page's long tasks (Long Tasks API) until ondone. In-page, the boot is one (the test can fail).
+    html = DIST / "_blocking.html"
+    html.write_text(
+        (Path(__file__).resolve().parent.parent / "bench" / "pages" / "blocking.html")
+        .read_text()
+        .replace('src="/dist/pysmtp-wasm.js"', 'src="pysmtp-wasm.js"')
+    )
+    found = {}
+    try:
+        with SmtpServer() as server:
+            for mode in ("0", "1"):
+                query = urlencode(
+                    {"worker": mode, "passes": 5, "port": server.port, "proxy": proxy.url(server.port)}
+                )
+                page.driver.get(f"{page.base_url}/{html.name}?{query}")
+                found[mode] = page.run(
+                    "while (!window.benchResult) await new Promise((r) => setTimeout(r, 50));"
+                    "return window.benchResult;"
+                )
+        assert len(server.recorder.messages) == 2
+    finally:
+        html.unlink()
+        page.goto(f"{page.base_url}/minimal.html?worker")
+    in_page, worker = found["0"], found["1"]
+    assert in_page["ok"] is True and worker["ok"] is True, found
+    assert in_page["longest"] > 100  # Python's boot, on the page's main thread
+    assert worker["longest"] <= 100 and worker["tbt"] <= 50, worker
