@@ -347,18 +347,23 @@ def test_terminate_ends_the_worker_and_its_connections(page: Page, proxy: Websoc
             const api = await window.smtp;
             const client = new api.SmtpClient("localhost", args[0], { proxy: args[1] });
             await new Promise((resolve) => { client.onidle = resolve; client.connect(); });
+            const pending = client.sendMail({ from: "a@example.com", to: "b@example.com", text: "x" })
+              .then(() => "resolved", (e) => e.message);
             api.terminate();
+            const mail = await pending;
+            const stats = await api.stats().then(() => "resolved", (e) => e.message);
             let after = null;
             try { new api.SmtpClient("localhost", args[0], { proxy: args[1] }); }
             catch (e) { after = [e.name, e.message]; }
             // PySmtp.load boots a new Worker; the page's harness uses it from now on.
             window.smtp = PySmtp.load({ worker: true });
-            return { after, same: (await window.smtp).worker === api.worker };
+            return { after, mail, stats, same: (await window.smtp).worker === api.worker };
             """,
             server.port,
             proxy.url(server.port),
         )
-        assert out == {"after": ["SmtpUsageError", "the pysmtp-wasm Worker was terminated"], "same": False}
+        gone = "the pysmtp-wasm Worker was terminated"
+        assert out == {"after": ["SmtpUsageError", gone], "mail": gone, "stats": gone, "same": False}
         deadline = time.monotonic() + 5
         while server.recorder.connections_open and time.monotonic() < deadline:
             time.sleep(0.05)

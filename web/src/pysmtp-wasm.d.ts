@@ -214,7 +214,10 @@ export interface PySmtpWorkerApi {
   worker: Worker;
   /** Objects alive at the boundary in the Worker, its clients, and the page's clients. */
   stats(): Promise<{ socketProxies: number; clients: number; jsClients: number; workerClients: number; pageClients: number }>;
-  /** End the Worker and every connection in it at once (no callbacks); PySmtp.load may boot a new one. */
+  /**
+   * End the Worker and every connection in it at once: no callbacks, pending sendMail promises
+   * and later stats() reject, every later call throws; PySmtp.load may boot a new one.
+   */
   terminate(): void;
 }
 

@@ -373,6 +373,7 @@ const PySmtpRemote = (() => {
             worker,
             stats: () =>
               new Promise((done) => {
+                if (terminated) throw usageError("the pysmtp-wasm Worker was terminated");
                 const ticket = nextId++;
                 statsWaiting.set(ticket, done);
                 post({ type: "stats", ticket });
@@ -380,6 +381,11 @@ const PySmtpRemote = (() => {
             terminate: () => {
               terminated = true;
               worker.terminate();
+              // No callbacks, but no promise left waiting either.
+              for (const client of new Set(live.values())) {
+                for (const mail of client._mails.values()) mail.reject(usageError("the pysmtp-wasm Worker was terminated"));
+                client._mails.clear();
+              }
               live.clear();
               onterminate();
             },
