@@ -118,7 +118,7 @@ ensure_npm() { when_changed web/package-lock.json web/node_modules/.lock.sha256 
 # The constants and sources shared by both builds of the loader (classic script, ES module).
 loader_body() {
   printf 'const VERSION = "%s";\nconst WHEEL = "%s";\nconst SNAPSHOT = null;\n' "$1" "$2"
-  cat web/src/tls.js web/src/socket.js web/src/loader.js
+  cat web/src/tls.js web/src/socket.js web/src/remote.js web/src/loader.js
 }
 
 # dist/: what a page needs, served from one folder (no CDN).
@@ -134,6 +134,11 @@ build_web() {
   done
   cp web/node_modules/node-forge/dist/forge.min.js dist/
   web/openssl/build.sh dist/openssl  # OpenSSL in WebAssembly: built once, then from the cache
+  # ES-module twins of those two classic scripts, for the module Worker of worker mode (it has
+  # no document for a <script>): the same code, setting the same global. (node-forge's wrapper
+  # names `window`, which a Worker does not have.)
+  { printf 'const window = globalThis;\n'; cat dist/forge.min.js; printf '\nexport default globalThis.forge;\n'; } >dist/forge.min.mjs
+  { cat dist/openssl/openssl-tls.js; printf '\nglobalThis.PySmtpOpenSSL = PySmtpOpenSSL;\nexport default PySmtpOpenSSL;\n'; } >dist/openssl/openssl-tls.mjs
   # Mozilla's root store, as certifi packages it, for TLS without a pinned `ca`.
   cp "$("$PY" -c 'import certifi; print(certifi.where())')" dist/roots.pem
   cp web/src/pysmtp-wasm.d.ts web/minimal.html dist/
@@ -151,12 +156,55 @@ build_web() {
     loader_body "$version" "$wheel"
     printf 'globalThis.PySmtp ??= PySmtp;\nexport const load = PySmtp.load;\nexport default PySmtp;\n'
   } >dist/pysmtp-wasm.mjs
+  {
+    # PySmtp.load({worker: true}): the script of a module Worker (Pyodide refuses classic ones):
+    # the same loader, and web/src/worker.js to forward messages.
+    printf '/*! pysmtp-wasm %s (MIT) - the Worker of PySmtp.load({worker: true}) */\n' "$version"
+    printf '(function () {\n"use strict";\nconst SCRIPT_URL = location.href;\n'
+    loader_body "$version" "$wheel"
+    cat web/src/worker.js
+    printf '})();\n'
+  } >dist/pysmtp-wasm-worker.js
+  npm_manifest "$version" >dist/package.json
+}
+
+# dist/package.json: dist/ as an npm package (`npm pack dist`): the ES module entry, the classic
+# script, the types, and every asset the loader fetches at run time (served from node_modules/
+# pysmtp-wasm/ or a copy of it: README "npm"), the snapshot when `./build.sh snapshot` made one
+# (the loaders then ask for it); not the demo.
+npm_manifest() {
+  "$PY" - "$1" <<'PYEOF'
+import json, sys
+print(json.dumps({
+    "name": "pysmtp-wasm",
+    "version": sys.argv[1],
+    "description": "SMTP/LMTP client with emailjs-smtp-client's API, its engine in Python (Pyodide), for the browser",
+    "license": "MIT",
+    "module": "./pysmtp-wasm.mjs",
+    "types": "./pysmtp-wasm.d.ts",
+    "exports": {
+        ".": {"types": "./pysmtp-wasm.d.ts", "default": "./pysmtp-wasm.mjs"},
+        "./pysmtp-wasm.js": "./pysmtp-wasm.js",
+        "./package.json": "./package.json",
+    },
+    "sideEffects": True,
+    "files": [
+        "pysmtp-wasm.mjs", "pysmtp-wasm.js", "pysmtp-wasm.d.ts", "pysmtp-wasm-worker.js",
+        "pysmtp_wasm-*.whl", "roots.pem", "forge.min.js", "forge.min.mjs", "openssl/",
+        "pyodide/pyodide.js", "pyodide/pyodide.mjs", "pyodide/pyodide.asm.mjs",
+        "pyodide/pyodide.asm.wasm", "pyodide/python_stdlib.zip", "pyodide/pyodide-lock.json",
+        "pyodide/pysmtp-snapshot.bin", "minimal.html",
+    ],
+}, indent=2))
+PYEOF
 }
 
 run_tests() {
   ensure_venv
   ensure_chromium
   ensure_mail_servers
+  # esbuild and TypeScript for tests/test_npm_package.py (the packed dist/, bundled and type-checked)
+  when_changed tests/npm/package-lock.json tests/npm/node_modules/.lock.sha256 npm_ci tests/npm
   lint
   build_wheel
   build_web

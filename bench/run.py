@@ -240,7 +240,7 @@ def smtplib_small(port: int, count: int, runs: int) -> float:
 # -- the benchmark ---------------------------------------------------------------------------------
 
 
-GROUPS = ("native", "cold", "raw", "throughput", "tls", "small", "memory")
+GROUPS = ("native", "cold", "blocking", "raw", "throughput", "tls", "small", "memory")
 
 
 def main() -> int:
@@ -320,10 +320,15 @@ def main() -> int:
         cold_pages["pysmtp_wasm_preconnect"] = (
             f"/bench/pages/cold-pysmtp.html?snapshot=0&preconnect=1&{target}"
         )
+        # Worker mode: Pyodide boots in a Worker; the first onidle is still the page's.
+        cold_pages["pysmtp_wasm_worker"] = f"/bench/pages/cold-pysmtp.html?snapshot=0&worker=1&{target}"
         if snapshot_present:
             cold_pages["pysmtp_wasm_snapshot"] = f"/bench/pages/cold-pysmtp.html?snapshot=1&{target}"
             cold_pages["pysmtp_wasm_snapshot_preconnect"] = (
                 f"/bench/pages/cold-pysmtp.html?snapshot=1&preconnect=1&{target}"
+            )
+            cold_pages["pysmtp_wasm_worker_snapshot"] = (
+                f"/bench/pages/cold-pysmtp.html?snapshot=1&worker=1&{target}"
             )
         from urllib.parse import quote
 
@@ -376,6 +381,36 @@ def main() -> int:
                 metric = "cold_start_ms" if kind == "cold" else "warm_start_ms"
                 if who in results.get(metric, {}):
                     put(f"our_share_of_start{suffix}_ms", who, results[metric][who] - bare)
+
+        # -- the page's main thread from navigation to ondone of a 20 MB message: total blocking
+        # time (the sum over long tasks of their time beyond 50 ms) and the longest task, from
+        # the Long Tasks API; in-page and worker mode, without and with the snapshot. A fresh
+        # browser per run: the cold start is where the long tasks are.
+        if "blocking" in only:
+            from urllib.parse import quote as quoted
+
+            modes = {"pysmtp_wasm": "worker=0&snapshot=0", "pysmtp_wasm_worker": "worker=1&snapshot=0"}
+            if snapshot_present:
+                modes |= {"pysmtp_wasm_snapshot": "worker=0&snapshot=1",
+                          "pysmtp_wasm_worker_snapshot": "worker=1&snapshot=1"}  # fmt: skip
+            blocking: dict[str, list[dict[str, Any]]] = {who: [] for who in modes}
+            for _ in range(runs):
+                for who, mode in modes.items():
+                    driver = new_browser()
+                    try:
+                        driver.get("about:blank")
+                        driver.get(
+                            f"{base}/bench/pages/blocking.html?{mode}&passes={passes_20}"
+                            f"&proxy={quoted(urls['smtp'], safe='')}&port={ports['smtp']}"
+                        )
+                        blocking[who].append(wait_result(driver, timeout=300))
+                    finally:
+                        close_browser(driver)
+            for who, samples in blocking.items():
+                put("main_thread_blocking_ms", who, median([s["tbt"] for s in samples]))
+                put("main_thread_longest_task_ms", who, median([s["longest"] for s in samples]))
+                put("main_thread_long_tasks", who, median([s["count"] for s in samples]))
+                put("navigation_to_ondone_ms", who, median([s["doneAt"] for s in samples]))
 
         # -- the workloads: one browser, one page
         driver = new_browser()
@@ -432,6 +467,7 @@ def main() -> int:
                 kinds = {
                     "pysmtp_wasm": {**plain, "client": "pysmtp"},
                     "pysmtp_wasm_uint8": {**plain, "client": "pysmtp", "bytes": True},
+                    "pysmtp_wasm_worker": {**plain, "client": "worker"},
                     "emailjs": {**plain, "client": "emailjs"},
                     # CHUNKING beside DATA, on the same sink (it offers PIPELINING and CHUNKING):
                     # BDAT chunks are not dot-stuffed, DATA is (disableChunking).
@@ -460,6 +496,13 @@ def main() -> int:
                         put(
                             "throughput_vs_emailjs", who, median([mine / theirs for mine, _, theirs in pairs])
                         )
+                put(
+                    "throughput_worker_vs_in_page",
+                    "pysmtp_wasm_worker",
+                    median(
+                        [w / p for w, p in zip(rate["pysmtp_wasm_worker"], rate["pysmtp_wasm"], strict=True)]
+                    ),
+                )
 
             # TLS: OpenSSL (TLS 1.3 against the sink's modern port) beside node-forge and emailjs
             # (TLS 1.0/1.1 against its legacy port, all they speak): throughput, the path's limit
@@ -507,8 +550,8 @@ def main() -> int:
                 )
 
             # small messages
-            for client in ("pysmtp_wasm", "emailjs") if "small" in only else ():
-                kind = "emailjs" if client == "emailjs" else "pysmtp"
+            for client in ("pysmtp_wasm", "pysmtp_wasm_worker", "emailjs") if "small" in only else ():
+                kind = {"emailjs": "emailjs", "pysmtp_wasm_worker": "worker"}.get(client, "pysmtp")
                 for metric, port in (
                     ("small_msgs_per_s", "smtp"),
                     ("small_msgs_per_s_pipelined", "smtp_pipe"),
@@ -516,8 +559,9 @@ def main() -> int:
                     spec = {"client": kind, "proxy": urls[port], "port": ports[port], "count": small_count}
                     samples = many("window.bench.smallMessages(arguments[0])", spec)
                     put(metric, client, median([s["count"] / (s["ms"] / 1000) for s in samples]))
-                    put(metric.replace("small_msgs_per_s", "reaction_us"), client,
-                        median([s["reactionUs"] for s in samples]))  # fmt: skip
+                    if samples[0]["reactionUs"] is not None:
+                        put(metric.replace("small_msgs_per_s", "reaction_us"), client,
+                            median([s["reactionUs"] for s in samples]))  # fmt: skip
 
             if args.profile:
                 for client in ("pysmtp", "emailjs"):

@@ -24,6 +24,7 @@ from pyodide.ffi import to_js  # type: ignore[import-not-found]
 from . import _browser
 from ._client import SmtpClient, _noop
 from ._events import RecipientResult
+from ._usage import usage_rules as _usage_rules
 from .errors import SmtpError, SmtpUsageError
 
 # JsClient objects alive (not yet released after onclose), for leak checks.
@@ -188,6 +189,11 @@ class JsClient:
     def state(self) -> str:
         return self._client.state
 
+    @property
+    def lastResults(self) -> Any:  # noqa: N802 - the seed's style of name
+        """The last message's results, one per recipient (what ``ondone`` gets)."""
+        return _results(self._client.lastResults)
+
 
 def _returning_errors(call: Callable[[], Any]) -> Any:
     try:
@@ -202,3 +208,8 @@ def counters() -> Any:
         {"socketProxies": _browser.live_proxies, "clients": live_clients},
         dict_converter=_from_entries,
     )
+
+
+def usage_rules() -> Any:
+    """For the page's side of a Worker: which call each state allows (``_usage.py``)."""
+    return to_js(_usage_rules(), dict_converter=_from_entries)

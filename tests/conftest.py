@@ -105,7 +105,11 @@ window.session = async (spec, rec = {}) => {
     };
     client.ondrain = () => { rec.drains++; if (wake) { const w = wake; wake = null; w(); } };
     client.onlog = (d, t) => rec.log.push(d + ": " + t);
-    client.onclose = (isError) => { rec.order.push("close:" + isError); rec.closed = isError; if (wake) wake(); resolve(rec); };
+    client.onclose = (isError) => {
+      rec.order.push("close:" + isError); rec.closed = isError;
+      rec.lastResults = Array.from(client.lastResults, (r) => ({ ...r }));  // kept after the close
+      if (wake) wake(); resolve(rec);
+    };
     client.connect();
   });
 };

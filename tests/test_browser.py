@@ -54,6 +54,7 @@ def test_plain_message_with_a_proxy_function_and_partial_rejection(page: Page, p
     assert rec["errors"] == [] and rec["closed"] is False
     assert rec["ready"] == [["bad@example.com"]] and rec["done"] == [True]
     (results,) = rec["results"]
+    assert rec["lastResults"] == results  # client.lastResults: what ondone got
     assert {r["recipient"]: (r["accepted"], r["code"]) for r in results} == {
         "good@example.com": (True, 250),
         "bad@example.com": (False, 550),
@@ -542,7 +543,8 @@ def test_send_mail_with_bcc_utf8_and_a_binary_attachment(page: Page, proxy: Webs
             await closed;
             await new Promise((r) => setTimeout(r, 10));  // proxies are destroyed just after onclose
             const stats = api.stats();
-            return { result, digest, progress, stats };
+            const last = client.lastResults.map((r) => r.recipient).sort();
+            return { result, digest, progress, stats, last };
             """,
             server.port,
             proxy.url(server.port),
@@ -566,6 +568,7 @@ def test_send_mail_with_bcc_utf8_and_a_binary_attachment(page: Page, proxy: Webs
     assert hashlib.sha256(data).hexdigest() == out["digest"]
     assert out["progress"][-1] == [result["size"], result["size"]]
     assert out["stats"] == {"socketProxies": 0, "clients": 0, "jsClients": 0}
+    assert out["last"] == sorted(result["accepted"])  # sendMail set lastResults, kept after quit()
 
 
 def test_send_mail_rejections_reach_js_as_errors(page: Page, proxy: Websockify) -> None:

@@ -1,12 +1,16 @@
 """The optional memory snapshot (`./build.sh snapshot`), end to end: made from a copy of dist/
 by web/make_snapshot.py, a page boots from it with pysmtp_wasm already imported (the wheel is
-never fetched) and sends a message through websockify to aiosmtpd."""
+never fetched) and sends a message through websockify to aiosmtpd; in-page, and in worker mode
+(the Worker boots from it)."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,10 +19,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-from pysmtp_wasm.pytest_plugin import SmtpProxy
-from pysmtp_wasm.testing import DistServer, SmtpServer
-
-from .servers import CHROME_FLAGS
+from .servers import CHROME_FLAGS, SmtpServer, Websockify
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,10 +43,22 @@ window.smtp.then((api) => {
 """
 
 
-@pytest.fixture
-def snapshot_dist(tmp_path: Path) -> Iterator[str]:
+class _Recording(http.server.SimpleHTTPRequestHandler):
+    """Notes what was asked for (a Worker's requests are not in the page's resource timing)."""
+
+    requested: list[tuple[str, int]] = []
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        self.requested.append((self.path.split("?")[0].rsplit("/", 1)[-1], int(code)))
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def snapshot_dist(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A copy of dist/ with a snapshot made for it, served over HTTP; yields its URL."""
-    dist = tmp_path / "dist"
+    dist = tmp_path_factory.mktemp("snapshot") / "dist"
     shutil.copytree(ROOT / "dist", dist, ignore=shutil.ignore_patterns("pysmtp-snapshot.bin"))
     made = subprocess.run(
         [sys.executable, str(ROOT / "web" / "make_snapshot.py"), "--dist", str(dist)],
@@ -54,13 +67,20 @@ def snapshot_dist(tmp_path: Path) -> Iterator[str]:
         timeout=300,
     )
     assert made.returncode == 0, made.stderr
-    with DistServer(dist) as server:  # what the pysmtp_dist fixture serves, for this copy
-        yield server.url.rstrip("/")
+    handler = functools.partial(_Recording, directory=str(dist))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
 
 
+@pytest.mark.parametrize("mode", ["in-page", "worker"])
 def test_a_page_boots_from_the_snapshot_and_sends(
-    snapshot_dist: str, smtp_server: SmtpServer, smtp_proxy: SmtpProxy, tmp_path: Path
+    snapshot_dist: str, proxy: Websockify, tmp_path: Path, mode: str
 ) -> None:
+    _Recording.requested.clear()
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for flag in [*CHROME_FLAGS, f"--user-data-dir={tmp_path / 'chrome'}"]:
@@ -68,13 +88,17 @@ def test_a_page_boots_from_the_snapshot_and_sends(
     driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
     try:
         driver.set_script_timeout(120)
-        driver.get(f"{snapshot_dist}/minimal.html")
-        result: dict[str, Any] = driver.execute_async_script(SESSION, smtp_server.port, smtp_proxy.url)
+        driver.get(f"{snapshot_dist}/minimal.html" + ("?worker" if mode == "worker" else ""))
+        with SmtpServer() as server:
+            result: dict[str, Any] = driver.execute_async_script(SESSION, server.port, proxy.url(server.port))
     finally:
         driver.quit()
     assert "error" not in result, result
     assert result["seen"] == [True] and result["isError"] is False
-    assert smtp_server.messages[0].mail_from == "snap@example.com"
-    resources = dict(result["resources"])
-    assert resources.get("pysmtp-snapshot.bin") == 200  # booted from it ...
-    assert not any(name.endswith(".whl") for name in resources)  # ... with our package in it
+    assert server.recorder.messages[0].mail_from == "snap@example.com"
+    requested = dict(_Recording.requested)
+    assert requested.get("pysmtp-snapshot.bin") == 200  # booted from it ...
+    assert not any(name.endswith(".whl") for name in requested)  # ... with our package in it
+    assert ("pysmtp-wasm-worker.js" in requested) == (mode == "worker")
+    if mode == "in-page":  # the page's own view agrees
+        assert dict(result["resources"]).get("pysmtp-snapshot.bin") == 200

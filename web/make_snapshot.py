@@ -9,7 +9,7 @@ made in the same headless Chromium the tests use: the wheel is unpacked into sit
 with zipfile (pyodide.loadPackage leaves JS state that cannot be snapshotted), then every
 module of pysmtp_wasm is imported, with asyncio and the email package it uses. Last, the
 loader in dist/ (pysmtp-wasm.js and .mjs) is told that there is a snapshot: without one it
-never asks for the file.
+never asks for the file. (The Worker of worker mode, pysmtp-wasm-worker.js, has the same loader.)
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from selenium.webdriver.chrome.service import Service
 
 DIST = Path(__file__).resolve().parent.parent / "dist"
 SNAPSHOT = "pyodide/pysmtp-snapshot.bin"
-LOADERS = ("pysmtp-wasm.js", "pysmtp-wasm.mjs")
+LOADERS = ("pysmtp-wasm.js", "pysmtp-wasm.mjs", "pysmtp-wasm-worker.js")
 
 MODULES = (
     "asyncio, email.message, email.policy, email.utils, email.headerregistry, email.generator, "

@@ -54,6 +54,11 @@
 
   let api = null;
   const ready = PySmtp.load({ proxy: "ws://invalid/" }).then((a) => (api = a));
+  // Worker mode in the same page: the ES module has a PySmtp of its own, booted (once, when
+  // first asked for) with worker: true, beside the in-page one.
+  let workerApi = null;
+  const workerReady = () =>
+    (workerApi ??= import("/dist/pysmtp-wasm.mjs").then((m) => m.load({ proxy: "ws://invalid/", worker: true })));
 
   function memory() {
     const m = performance.memory;
@@ -74,7 +79,7 @@
       // its TLS 1.0/1.1 port.
       if (spec.tls) Object.assign(options, { useSecureTransport: true, ca: spec.ca, tlsEngine: spec.engine || "forge" });
       if (spec.options) Object.assign(options, spec.options);
-      client = new api.SmtpClient("localhost", spec.port, options);
+      client = new (kind === "worker" ? spec.workerApi : api).SmtpClient("localhost", spec.port, options);
     }
     const waiters = { idle: [], ready: [], done: [], drain: [], close: [] };
     const fire = (name, value) => {
@@ -120,6 +125,7 @@
   /** A client of either kind, connected and idle. */
   async function connected(spec) {
     await ready;
+    if (spec.client === "worker") spec = { ...spec, workerApi: await workerReady() };
     const c = makeClient(spec.client, spec);
     const idle = c.next("idle");
     c.client.connect();
@@ -178,7 +184,8 @@
       await idle;
     }
     const t1 = performance.now();
-    const reactionUs = (reaction.total / reaction.count) * 1000;
+    // (null in worker mode: the WebSocket is in the Worker, not in this page)
+    const reactionUs = reaction.count ? (reaction.total / reaction.count) * 1000 : null;
     await quit(c);
     return { ms: t1 - t0, count: spec.count, size: small.length, reactionUs };
   }

@@ -27,8 +27,25 @@ function utf8(text) {
 let booting = null;
 let liveClients = 0;
 
-/** @param {string} url */
+/**
+ * Run one of dist/'s scripts: a <script> element in a page. In the Worker of worker mode
+ * (web/src/worker.js) there is no document, and it is a module Worker (Pyodide refuses classic
+ * ones), so the script's ES-module twin is imported instead: pyodide/pyodide.mjs (whose
+ * loadPyodide is made global, as pyodide.js does), and the ones the build makes of node-forge
+ * and OpenSSL's glue (forge.min.mjs, openssl/openssl-tls.mjs), which set the same globals.
+ * @param {string} url
+ */
 function loadScript(url) {
+  if (typeof document === "undefined") {
+    return import(url.replace(/\.js$/, ".mjs")).then(
+      (module) => {
+        if (typeof module.loadPyodide === "function") globalThis.loadPyodide ??= module.loadPyodide;
+      },
+      (error) => {
+        throw new Error(`pysmtp-wasm: could not load ${url}: ${error && error.message}`);
+      },
+    );
+  }
   return new Promise((resolve, reject) => {
     const script = document.createElement("script");
     script.src = url;
@@ -69,6 +86,8 @@ function makeSmtpClient(api) {
       this._onlog = noop;
       /** @type {any} */
       this._py = null;
+      /** @type {object[]} lastResults once the Python side is gone */
+      this._lastResults = [];
       /** What sendMail needs to connect again after the connection closed. */
       this._args = [host, port ?? null, options];
       /** @type {(() => void)[]} sendMail calls waiting for the current connection to close */
@@ -167,6 +186,15 @@ function makeSmtpClient(api) {
       return this._py ? this._py.state : "closed";
     }
 
+    /**
+     * The last message's results, one per recipient (ondone's second argument; also set by
+     * sendMail). Kept after the connection closed; a new connection starts empty.
+     * @returns {{recipient: string, accepted: boolean, code: number, message: string, enhanced: string | null}[]}
+     */
+    get lastResults() {
+      return this._py ? this._py.lastResults : this._lastResults;
+    }
+
     /** @param {string} name @param {...any} args */
     _call(name, ...args) {
       const py = this._py;
@@ -198,6 +226,7 @@ function makeSmtpClient(api) {
       const py = this._py;
       this._py = null;
       if (py) {
+        this._lastResults = py.lastResults;
         liveClients -= 1;
         // Not while Python may still be on the stack of a call through this proxy.
         queueMicrotask(() => py.destroy());
@@ -301,16 +330,20 @@ const PySmtp = {
    * Boot Pyodide and pysmtp-wasm (once per page; later calls return the same promise).
    * @param {{proxy?: string | ((host: string, port: number) => string), baseURL?: string,
    *          tlsEngine?: "auto" | "openssl" | "forge", pyodide?: any, pyodideOptions?: object,
-   *          snapshot?: boolean, preconnect?: object | object[]}} [options]
+   *          snapshot?: boolean, preconnect?: object | object[], worker?: boolean}} [options]
    *   snapshot: false never uses dist/pyodide/pysmtp-snapshot.bin (default: use it when
    *   `./build.sh snapshot` made one)
    *   preconnect: {host, port, useSecureTransport, ca, proxy, tlsEngine} (or a list of them): open
    *   these connections while Python boots; the first SmtpClient to the same target with the
    *   same options takes its connection over (the greeting, and the TLS handshake, already done)
+   *   worker: true runs Pyodide, the engine, the sockets and TLS in one dedicated Worker
+   *   (pysmtp-wasm-worker.js) shared by every client of the page; the SmtpClient is the same,
+   *   its calls and callbacks forwarded by messages (web/src/remote.js)
    */
   load(options = {}) {
     if (!booting) {
-      booting = boot(new URL(options.baseURL ?? ".", SCRIPT_URL).href, options);
+      const base = new URL(options.baseURL ?? ".", SCRIPT_URL).href;
+      booting = options.worker ? PySmtpRemote.boot(base, options, () => (booting = null)) : boot(base, options);
       booting.catch(() => {
         booting = null; // a failed boot may be retried
       });

@@ -149,6 +149,8 @@ export declare class SmtpClient {
   quit(): void;
   close(): void;
   readonly state: string;
+  /** The last message's results, one per recipient (ondone's second argument; sendMail sets it too). */
+  readonly lastResults: RecipientResult[];
   onidle: () => void;
   onready: (failedRecipients: string[]) => void;
   ondone: (success: boolean, results: RecipientResult[]) => void;
@@ -178,6 +180,13 @@ export interface LoadOptions {
    * the greeting (and the TLS handshake) already done; unclaimed, it closes after 30 s.
    */
   preconnect?: PreconnectTarget | PreconnectTarget[];
+  /**
+   * true: run Pyodide, the engine, the sockets and TLS in one dedicated module Worker
+   * (pysmtp-wasm-worker.js) shared by every client of the page, so that booting and sending
+   * never block the page's main thread. The SmtpClient is the same; see PySmtpWorkerApi for
+   * what differs. `proxy` functions are called on the page (once per client or preconnect target).
+   */
+  worker?: boolean;
 }
 
 export interface PreconnectTarget {
@@ -210,13 +219,41 @@ export interface PySmtpApi {
   stats(): { socketProxies: number; clients: number; jsClients: number };
 }
 
+/**
+ * What PySmtp.load({worker: true}) resolves to. The SmtpClient has the same constructor, options,
+ * methods, callbacks and errors as in-page, with these differences: a chunk given to send() as a
+ * Uint8Array that fills its ArrayBuffer, or an ArrayBuffer, is transferred to the Worker (it is
+ * empty afterwards; a view on part of a buffer is copied); a constructor argument the Python side
+ * refuses (an unknown option, say) is thrown by the next call instead of the constructor (a
+ * value that cannot be posted to a Worker, such as a function, is thrown by the constructor);
+ * callbacks come a message later; close() reports onclose(false) asynchronously.
+ */
+export interface PySmtpWorkerApi {
+  SmtpClient: typeof SmtpClient;
+  /** Pyodide is in the Worker, not in the page. */
+  pyodide: null;
+  /** The dedicated Worker. */
+  worker: Worker;
+  /** Objects alive at the boundary in the Worker, its clients, and the page's clients. */
+  stats(): Promise<{ socketProxies: number; clients: number; jsClients: number; workerClients: number; pageClients: number }>;
+  /**
+   * End the Worker and every connection in it at once: no callbacks, pending sendMail promises
+   * and later stats() reject, every later call throws; PySmtp.load may boot a new one.
+   */
+  terminate(): void;
+}
+
 export interface PySmtpNamespace {
   version: string;
   Socket: PySmtpSocketClass;
-  load(options?: LoadOptions): Promise<PySmtpApi>;
+  load(options: LoadOptions & { worker: true }): Promise<PySmtpWorkerApi>;
+  load(options?: LoadOptions & { worker?: false }): Promise<PySmtpApi>;
+  load(options?: LoadOptions): Promise<PySmtpApi | PySmtpWorkerApi>;
 }
 
-export declare function load(options?: LoadOptions): Promise<PySmtpApi>;
+export declare function load(options: LoadOptions & { worker: true }): Promise<PySmtpWorkerApi>;
+export declare function load(options?: LoadOptions & { worker?: false }): Promise<PySmtpApi>;
+export declare function load(options?: LoadOptions): Promise<PySmtpApi | PySmtpWorkerApi>;
 declare const PySmtp: PySmtpNamespace;
 export default PySmtp;
 

@@ -1,0 +1,469 @@
+"""Worker mode in Chromium: ``PySmtp.load({worker: true})`` runs Pyodide, the engine, the
+sockets and TLS in one dedicated Worker; the page's SmtpClient forwards its calls and callbacks
+by messages (web/src/remote.js, web/src/worker.js). The page is dist/minimal.html?worker, driven
+with the same harness as the in-page tests, through a real websockify to real aiosmtpd."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from email import message_from_bytes
+from email import policy as email_policy
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import pytest
+
+from .conftest import DIST, Page, selenium_common
+from .servers import Certificate, Recorder, SmtpServer, Websockify, legacy_tls_context, modern_tls_context
+from .test_browser import PASSWORD, USER, client_lines, expected_lines
+
+
+@pytest.fixture(scope="module")
+def page(
+    request: pytest.FixtureRequest, runtime: str, web_server_main: Any, playwright_browsers: Any
+) -> Iterator[Page]:
+    """A tab on minimal.html?worker: PySmtp.load({worker: true})."""
+    if not (DIST / "pysmtp-wasm-worker.js").exists():
+        pytest.fail("dist/ is not built: run ./build.sh test (it builds before testing)")
+    with selenium_common(
+        request, runtime, web_server_main, load_pyodide=False, browsers=playwright_browsers
+    ) as sel:
+        sel.driver.set_script_timeout(300)
+        tab = Page(sel.driver, sel.base_url)
+        tab.goto(f"{sel.base_url}/minimal.html?worker")
+        yield tab
+
+
+def settle(page: Page) -> dict[str, int]:
+    """The Worker's and the page's live objects, once the last onclose has been handled."""
+    time.sleep(0.05)
+    return page.stats()
+
+
+ZERO = {"socketProxies": 0, "clients": 0, "jsClients": 0, "workerClients": 0, "pageClients": 0}
+
+
+def test_the_engine_runs_in_a_worker_and_not_in_the_page(page: Page) -> None:
+    out = page.run(
+        """
+        const api = await window.smtp;
+        return { pyodide: api.pyodide, worker: api.worker instanceof Worker,
+                 inPage: typeof globalThis.loadPyodide };
+        """
+    )
+    assert out == {"pyodide": None, "worker": True, "inPage": "undefined"}
+
+
+def test_plain_message_with_a_proxy_function_and_partial_rejection(page: Page, proxy: Websockify) -> None:
+    with SmtpServer(Recorder(reject={"bad@example.com"}, pipelining=True)) as server:
+        proxy.url(server.port)
+        rec = page.session(
+            port=server.port,
+            proxyFor=f"ws://127.0.0.1:{proxy.port}/?token=t{{port}}",
+            envelopes=[{"from": "a@example.com", "to": ["bad@example.com", "good@example.com"]}] * 2,
+        )
+    assert rec["errors"] == [] and rec["closed"] is False and rec["idles"] == 3
+    assert rec["ready"] == [["bad@example.com"]] * 2 and rec["done"] == [True, True]
+    results = rec["results"][0]
+    assert rec["lastResults"] == rec["results"][1]  # client.lastResults: what the last ondone got
+    assert {r["recipient"]: (r["accepted"], r["code"]) for r in results} == {
+        "good@example.com": (True, 250),
+        "bad@example.com": (False, 550),
+    }
+    assert [m.content for m in server.recorder.messages] == [b"Subject: hi\r\n\r\nhello\r\n"] * 2
+    assert any(line.startswith("S: 220 ") for line in rec["log"])  # onlog crosses too
+    assert settle(page) == ZERO
+
+
+def test_implicit_tls_and_starttls_with_auth(page: Page, proxy: Websockify, rsa_cert: Certificate) -> None:
+    with SmtpServer(implicit_tls=modern_tls_context(rsa_cert)) as server:
+        rec = page.session(
+            port=server.port,
+            options={"proxy": proxy.url(server.port), "useSecureTransport": True, "ca": rsa_cert.cert_pem},
+        )
+        assert rec["errors"] == [] and rec["done"] == [True], rec
+        assert server.recorder.messages[0].tls is True
+        assert "*: connected with TLS 1.3, TLS_AES_256_GCM_SHA384 (openssl)" in rec["log"], rec["log"]
+    recorder = Recorder(users={USER: PASSWORD})
+    with SmtpServer(recorder, starttls=legacy_tls_context(rsa_cert), auth_require_tls=True) as server:
+        rec = page.session(
+            port=server.port,
+            options={
+                "proxy": proxy.url(server.port),
+                "ca": [rsa_cert.cert_pem],
+                "auth": {"user": USER, "pass": PASSWORD},
+            },
+        )
+    assert rec["errors"] == [] and rec["done"] == [True], (rec["errors"][0]["message"], rec["log"])
+    # OpenSSL refused by this TLS 1.1 server, node-forge on a second connection: in the Worker,
+    # which loaded both engines with importScripts.
+    assert recorder.commands == ["STARTTLS", "STARTTLS", "AUTH PLAIN"]
+    assert recorder.messages[0].tls is True and recorder.messages[0].login == USER
+    assert PASSWORD not in "\n".join(rec["log"])
+
+
+def test_auth_failure_is_onerror_then_onclose_with_the_codes(page: Page, proxy: Websockify) -> None:
+    with SmtpServer(Recorder(users={USER: PASSWORD})) as server:
+        rec = page.session(
+            port=server.port,
+            options={
+                "proxy": proxy.url(server.port),
+                "auth": {"user": USER, "pass": "wrong"},
+                "authMethod": "PLAIN",
+            },
+        )
+    (error,) = rec["errors"]
+    assert error["isError"] is True and error["name"] == "SmtpAuthError"
+    assert error["code"] == 535 and error["enhanced"] == "5.7.8" and error["stage"] == "AUTH"
+    assert error["fatal"] is True and rec["order"] == ["error:SmtpAuthError", "close:true"]
+    assert settle(page) == ZERO
+
+
+def test_twenty_megabytes_transferred_with_backpressure_arrive_byte_identical(
+    page: Page, proxy: Websockify
+) -> None:
+    count = 20 * 1024 * 1024 // 76
+    with SmtpServer(Recorder(pipelining=True)) as server:
+        rec = page.session(port=server.port, options={"proxy": proxy.url(server.port)}, lines=count)
+        detached = page.run(
+            """
+            const api = await window.smtp;
+            const client = new api.SmtpClient("localhost", args[0], { proxy: args[1] });
+            return await new Promise((resolve) => {
+              const out = {};
+              client.onidle = () => (out.done ? client.quit() : client.useEnvelope({ to: "x@example.com" }));
+              client.onready = () => {
+                const whole = new TextEncoder().encode("Subject: t\\r\\n\\r\\nwhole\\r\\n");
+                const part = new TextEncoder().encode("xxpart\\r\\nyy").subarray(2, 10);
+                client.send(whole);
+                client.send(part);
+                out.lengths = [whole.byteLength, part.byteLength];  // transferred: whole is detached
+                client.end();
+              };
+              client.ondone = (ok) => (out.done = ok);
+              client.onclose = () => resolve(out);
+              client.connect();
+            });
+            """,
+            server.port,
+            proxy.url(server.port),
+        )
+    assert rec["errors"] == [] and rec["done"] == [True]
+    expected = expected_lines(count)
+    received = server.recorder.messages[0].content
+    assert len(received) == len(expected) == rec["sent"]
+    assert hashlib.sha256(received).digest() == hashlib.sha256(expected).digest()
+    assert rec["drains"] > 0  # send() said "full" and ondrain said "go on"
+    assert detached == {"lengths": [0, 8], "done": True}
+    assert server.recorder.messages[1].content == b"Subject: t\r\n\r\nwhole\r\npart\r\nyy\r\n"
+
+
+def test_wrong_calls_throw_at_once_with_the_in_page_messages(page: Page, proxy: Websockify) -> None:
+    with SmtpServer() as server:
+        out = page.run(
+            """
+            const api = await window.smtp;
+            const thrown = [];
+            const attempt = (what, call) => {
+              try { call(); thrown.push([what, null]); }
+              catch (e) {
+                thrown.push([what, e.name, e.message, e.fatal, e.stage ?? null, e instanceof Error]);
+              }
+            };
+            const client = new api.SmtpClient("localhost", args[0], { proxy: args[1] });
+            attempt("send before connect", () => client.send("x"));
+            attempt("number", () => client.send(42));
+            client.connect();
+            attempt("connect twice", () => client.connect());
+            attempt("quit while connecting", () => client.quit());
+            return await new Promise((resolve) => {
+              client.onidle = () => {
+                if (client.state !== "idle") return;
+                attempt("end when idle", () => client.end());
+                client.useEnvelope({ from: "a@example.com", to: "b@example.com" });
+                attempt("useEnvelope in flight", () => client.useEnvelope({ to: "c@example.com" }));
+                attempt("send before onready", () => client.send("x"));
+                const kept = new Uint8Array(5);
+                attempt("bytes before onready", () => client.send(kept));
+                thrown.push(["kept", kept.byteLength]);  // a refused send() did not take the bytes
+              };
+              client.onready = () => {
+                client.send("Subject: s\\r\\n\\r\\nbody\\r\\n");
+                attempt("quit mid-message", () => client.quit());
+                client.end();
+                attempt("end twice", () => client.end());
+                attempt("send after end", () => client.send("x"));
+              };
+              client.ondone = () => client.quit();
+              client.onclose = (isError) => {
+                attempt("send after close", () => client.send("x"));
+                resolve({ thrown, isError, state: client.state });
+              };
+            });
+            """,
+            server.port,
+            proxy.url(server.port),
+        )
+    thrown = {row[0]: row[1:] for row in out["thrown"]}
+    assert out["isError"] is False and out["state"] == "closed"
+    assert len(server.recorder.messages) == 1  # none of the wrong calls did anything
+    assert thrown["send before connect"] == ["SmtpUsageError", "send() before connect()", False, None, True]
+    assert thrown["number"][:2] == ["SmtpUsageError", "send() takes a string, a Uint8Array or an ArrayBuffer"]
+    assert thrown["connect twice"][1].startswith("connect() was already called")
+    assert thrown["quit while connecting"][1] == "quit() before the connection is open: use close()"
+    assert thrown["end when idle"][:4] == [
+        "SmtpUsageError", "end() is not possible in state idle: call it once, after onready", False, "idle",
+    ]  # fmt: skip
+    assert thrown["useEnvelope in flight"][1].startswith("useEnvelope() is not possible in state envelope")
+    assert thrown["send before onready"][1].startswith("send() is not possible in state envelope")
+    assert thrown["bytes before onready"][1] == thrown["send before onready"][1] and thrown["kept"] == [5]
+    assert thrown["quit mid-message"][1].startswith("quit() is not possible while a message is in flight")
+    assert thrown["end twice"][1].startswith("end() is not possible in state data_end")
+    assert thrown["send after end"][1].startswith("send() is not possible in state data_end")
+    assert thrown["send after close"][1] == "send() is not possible: the connection is closed"
+
+
+def test_an_envelope_error_is_onerror_then_onclose(page: Page, proxy: Websockify) -> None:
+    with SmtpServer() as server:
+        rec = page.session(
+            port=server.port,
+            options={"proxy": proxy.url(server.port)},
+            envelopes=[{"from": "a@example.com", "to": "x@example.com\r\nDATA"}],
+        )
+    (error,) = rec["errors"]
+    assert error["name"] == "SmtpEnvelopeError" and "invalid to address" in error["message"]
+    assert error["fatal"] is True and rec["order"] == ["error:SmtpEnvelopeError", "close:true"]
+    assert client_lines(rec)[-1] == "C: QUIT" and server.recorder.messages == []
+
+
+def test_send_mail_with_an_attachment_then_again_after_an_error_closed_it(
+    page: Page, proxy: Websockify
+) -> None:
+    with SmtpServer(Recorder(pipelining=True, reject={"bad@example.com"})) as server:
+        out = page.run(
+            """
+            const api = await window.smtp;
+            const bytes = new Uint8Array(300000);
+            for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 7919 + (i >> 8)) & 255;
+            const digest = Array.from(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)),
+                                      (b) => b.toString(16).padStart(2, "0")).join("");
+            const client = new api.SmtpClient("localhost", args[0], { proxy: args[1] });
+            const order = [];
+            client.onerror = (e) => order.push("error:" + e.name);
+            client.onclose = (isError) => order.push("close:" + isError);
+            const progress = [];
+            const result = await client.sendMail({
+              from: "Zoë <zoe@example.com>", to: "ana@example.com", bcc: "hidden@example.com",
+              subject: "Grüße", text: "Héllo\\n", attachments: [{ filename: "blob.bin", content: bytes }],
+            }, { onprogress: (sent, total) => progress.push([sent, total]) });
+            let refused = null;
+            try {
+              await client.sendMail({ from: "a@example.com", to: "bad@example.com", text: "x" });
+            } catch (e) {
+              refused = { name: e.name, code: e.code, fatal: e.fatal, isError: e instanceof Error, order };
+            }
+            const again = await client.sendMail({ from: "a@example.com", to: "b@example.com", text: "2" });
+            const closed = new Promise((resolve) => (client.onclose = resolve));
+            client.quit();
+            await closed;
+            return { result, digest, progress, refused, again: again.accepted,
+                     last: client.lastResults.map((r) => [r.recipient, r.code]) };
+            """,
+            server.port,
+            proxy.url(server.port),
+        )
+    result = out["result"]
+    assert sorted(result["accepted"]) == ["ana@example.com", "hidden@example.com"]
+    first = server.recorder.messages[0]
+    message = message_from_bytes(first.content, policy=email_policy.default)
+    assert message["Subject"] == "Grüße" and b"hidden@example.com" not in first.content
+    (attachment,) = list(message.iter_attachments())
+    assert hashlib.sha256(attachment.get_content()).hexdigest() == out["digest"]
+    assert out["progress"][-1] == [result["size"], result["size"]]
+    # Every recipient refused ended the connection: onerror, onclose(true), then the rejection;
+    # the next sendMail connected again.
+    assert out["refused"] == {
+        "name": "SmtpRecipientsError", "code": 550, "fatal": True, "isError": True,
+        "order": ["error:SmtpRecipientsError", "close:true"],
+    }  # fmt: skip
+    assert out["again"] == ["b@example.com"] and len(server.recorder.messages) == 2
+    assert out["last"] == [["b@example.com", 250]]  # the last sendMail's, kept after quit()
+    assert settle(page) == ZERO
+
+
+def test_two_clients_at_once_then_nothing_left_behind(page: Page, proxy: Websockify) -> None:
+    with SmtpServer(Recorder(pipelining=True)) as one, SmtpServer(Recorder(pipelining=True)) as two:
+        out = page.run(
+            """
+            const api = await window.smtp;
+            const run = (port, proxy, tag) => new Promise((resolve) => {
+              const client = new api.SmtpClient("localhost", port, { proxy });
+              let sent = 0;
+              client.onidle = () => (sent === 3 ? client.quit()
+                : client.useEnvelope({ from: tag + "@example.com", to: "r@example.com" }));
+              client.onready = () => {
+                for (let i = 0; i < 40; i++) client.send(`line ${tag} ${sent} ${i}\\r\\n`);
+                client.end();
+              };
+              client.ondone = (ok) => { if (ok) sent += 1; };
+              client.onclose = (isError) => resolve({ tag, sent, isError });
+              client.connect();
+            });
+            const both = await Promise.all([run(args[0], args[1], "one"), run(args[2], args[3], "two")]);
+            // A client closed at once, mid-session: close() leaves nothing behind either.
+            const third = new api.SmtpClient("localhost", args[0], { proxy: args[1] });
+            const closed = new Promise((resolve) => (third.onclose = resolve));
+            third.onidle = () => third.close();
+            third.connect();
+            const thirdClosed = await closed;
+            return { both, thirdClosed };
+            """,
+            one.port,
+            proxy.url(one.port),
+            two.port,
+            proxy.url(two.port),
+        )
+        assert out["both"] == [
+            {"tag": "one", "sent": 3, "isError": False},
+            {"tag": "two", "sent": 3, "isError": False},
+        ]
+        assert out["thirdClosed"] is False
+        assert [m.mail_from for m in one.recorder.messages] == ["one@example.com"] * 3
+        assert [m.mail_from for m in two.recorder.messages] == ["two@example.com"] * 3
+        assert settle(page) == ZERO
+        deadline = time.monotonic() + 5
+        while one.recorder.connections_open + two.recorder.connections_open and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert one.recorder.connections_open == two.recorder.connections_open == 0
+
+
+def test_terminate_ends_the_worker_and_its_connections(page: Page, proxy: Websockify) -> None:
+    with SmtpServer() as server:
+        out = page.run(
+            """
+            const api = await window.smtp;
+            const client = new api.SmtpClient("localhost", args[0], { proxy: args[1] });
+            await new Promise((resolve) => { client.onidle = resolve; client.connect(); });
+            const pending = client.sendMail({ from: "a@example.com", to: "b@example.com", text: "x" })
+              .then(() => "resolved", (e) => e.message);
+            api.terminate();
+            const mail = await pending;
+            const stats = await api.stats().then(() => "resolved", (e) => e.message);
+            let after = null;
+            try { new api.SmtpClient("localhost", args[0], { proxy: args[1] }); }
+            catch (e) { after = [e.name, e.message]; }
+            // PySmtp.load boots a new Worker; the page's harness uses it from now on.
+            window.smtp = PySmtp.load({ worker: true });
+            return { after, mail, stats, same: (await window.smtp).worker === api.worker };
+            """,
+            server.port,
+            proxy.url(server.port),
+        )
+        gone = "the pysmtp-wasm Worker was terminated"
+        assert out == {"after": ["SmtpUsageError", gone], "mail": gone, "stats": gone, "same": False}
+        deadline = time.monotonic() + 5
+        while server.recorder.connections_open and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.recorder.connections_open == 0  # the Worker's WebSocket went with it
+        rec = page.session(port=server.port, options={"proxy": proxy.url(server.port)})
+    assert rec["done"] == [True] and len(server.recorder.messages) == 1
+
+
+PRECONNECT_PAGE = """<!doctype html>
+<meta charset="utf-8">
+<script src="pysmtp-wasm.js"></script>
+<script>
+  const q = new URLSearchParams(location.search);
+  // A proxy function: called on the page (functions do not cross postMessage).
+  window.smtp = PySmtp.load({ worker: true, proxy: (host, port) => q.get("proxy"),
+                              preconnect: { host: "localhost", port: Number(q.get("port")) } });
+</script>
+"""
+
+
+def test_preconnect_opens_the_connection_in_the_worker_while_it_boots(page: Page, proxy: Websockify) -> None:
+    html = DIST / "_worker_preconnect.html"
+    html.write_text(PRECONNECT_PAGE)
+    try:
+        with SmtpServer() as server:
+            count = server.recorder.connections_total  # (the server's own readiness probe)
+            url = proxy.url(server.port)
+            page.goto(f"{page.base_url}/{html.name}?port={server.port}&proxy={quote(url)}")
+            deadline = time.monotonic() + 5
+            while server.recorder.connections_total == count and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert server.recorder.connections_total == count + 1  # before any client existed
+            first = page.session(port=server.port)
+            assert server.recorder.connections_total == count + 1  # the client took it over
+            second = page.session(port=server.port)
+        assert first["done"] == second["done"] == [True] and first["errors"] == []
+        assert [line for line in first["log"] if line.startswith("S: ")][0].startswith("S: 220 ")
+        assert server.recorder.connections_total == count + 2 and len(server.recorder.messages) == 2
+    finally:
+        html.unlink()
+        page.goto(f"{page.base_url}/minimal.html?worker")
+
+
+def test_a_constructor_argument_python_refuses_is_thrown_by_the_next_call(page: Page) -> None:
+    out = page.run(
+        """
+        const api = await window.smtp;
+        // No throw here: the Worker decides.
+        const client = new api.SmtpClient("localhost", 25, { requireTls: true });
+        const early = client.sendMail({ from: "a@example.com", to: "b@example.com" })
+          .then(() => null, (e) => [e.name, e.message]);
+        const rejected = await early;
+        let thrown = null;
+        try { client.connect(); } catch (e) { thrown = [e.name, e.message, e.fatal]; }
+        let uncloneable = null;
+        try { new api.SmtpClient("localhost", 25, { name: () => "x" }); }
+        catch (e) { uncloneable = [e.name, e.message.split(":")[0]]; }
+        const ok = new api.SmtpClient("localhost", 25, {});
+        const mail = await ok.sendMail({ from: "a@example.com", to: "b@example.com", text: () => 1 })
+          .then(() => null, (e) => [e.name, e.message.split(":")[0]]);
+        ok.close();
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        return { rejected, thrown, uncloneable, mail, stats: await api.stats() };
+        """
+    )
+    assert out["rejected"][0] == "SmtpUsageError" and "unknown option 'requireTls'" in out["rejected"][1]
+    assert out["thrown"][:1] == ["SmtpUsageError"] and "unknown option 'requireTls'" in out["thrown"][1]
+    assert out["thrown"][2] is False
+    # What cannot be posted to the Worker (a function) is thrown, or rejected, at once.
+    assert out["uncloneable"] == ["SmtpUsageError", "new SmtpClient(host, port, options)"]
+    assert out["mail"] == ["SmtpUsageError", "sendMail()"]
+    assert out["stats"]["pageClients"] == 0 and out["stats"]["workerClients"] == 0
+
+
+def test_the_main_thread_has_no_long_task_from_navigation_to_ondone(page: Page, proxy: Websockify) -> None:
+    # bench/pages/blocking.html, served from dist/: a 5 MB message right after navigation, the
+    # page's long tasks (Long Tasks API) until ondone. In-page, the boot is one (the test can fail).
+    html = DIST / "_blocking.html"
+    html.write_text(
+        (Path(__file__).resolve().parent.parent / "bench" / "pages" / "blocking.html")
+        .read_text()
+        .replace('src="/dist/pysmtp-wasm.js"', 'src="pysmtp-wasm.js"')
+    )
+    found = {}
+    try:
+        with SmtpServer() as server:
+            for mode in ("0", "1"):
+                query = urlencode(
+                    {"worker": mode, "passes": 5, "port": server.port, "proxy": proxy.url(server.port)}
+                )
+                page.driver.get(f"{page.base_url}/{html.name}?{query}")
+                found[mode] = page.run(
+                    "while (!window.benchResult) await new Promise((r) => setTimeout(r, 50));"
+                    "return window.benchResult;"
+                )
+        assert len(server.recorder.messages) == 2
+    finally:
+        html.unlink()
+        page.goto(f"{page.base_url}/minimal.html?worker")
+    in_page, worker = found["0"], found["1"]
+    assert in_page["ok"] is True and worker["ok"] is True, found
+    assert in_page["longest"] > 100, found  # Python's boot, on the page's main thread
+    assert worker["longest"] <= 100 and worker["tbt"] <= 50, worker

@@ -1,0 +1,72 @@
+"""The table of which call each state allows (pysmtp_wasm/_usage.py), which the page's side of a
+Worker uses to throw at once: it must say what a real engine does in each state it reaches."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from pysmtp_wasm import SmtpUsageError
+from pysmtp_wasm._usage import usage_rules
+
+from .script import Harness
+
+CALLS: dict[str, tuple[str, tuple[Any, ...]]] = {
+    "useEnvelope": ("use_envelope", ({"from": "a@example.com", "to": ["b@example.com"]},)),
+    "send": ("send", (b"x",)),
+    "end": ("end", ()),
+    "quit": ("quit", ()),
+}
+
+
+def reach(state: str) -> Harness:
+    """A real session, played up to ``state``."""
+    h = Harness()  # the connection is made: waiting for the greeting
+    if state == "greeting":
+        return h
+    h.feed(b"220 hi\r\n")
+    if state == "ehlo":
+        return h
+    h.feed(b"250 hi\r\n")
+    if state == "idle":
+        return h
+    h.call("use_envelope", {"from": "a@example.com", "to": ["b@example.com"]})
+    if state == "envelope":
+        return h
+    h.feed(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    if state == "data":
+        return h
+    h.call("end")
+    if state == "data_end":
+        return h
+    h.feed(b"250 queued\r\n")
+    h.call("quit")
+    assert state == "quit"
+    return h
+
+
+@pytest.mark.parametrize("state", ["greeting", "ehlo", "idle", "envelope", "data", "data_end", "quit"])
+@pytest.mark.parametrize("call", list(CALLS))
+def test_the_table_says_what_the_engine_does(state: str, call: str) -> None:
+    h = reach(state)
+    assert h.engine.state.value == state
+    message, stage, following = usage_rules()[state][call]
+    method, args = CALLS[call]
+    engine = copy.deepcopy(h.engine)
+    if message is None:
+        getattr(engine, method)(*args)  # allowed: no SmtpUsageError
+        assert engine.state.value == (following or state)
+    else:
+        with pytest.raises(SmtpUsageError) as raised:
+            getattr(engine, method)(*args)
+        assert str(raised.value) == message and raised.value.stage == stage
+        assert engine.state.value == state  # and nothing changed
+
+
+def test_every_state_is_in_the_table() -> None:
+    rules = usage_rules()
+    assert set(rules) >= {"new", "connecting", "greeting", "idle", "data", "closed"}
+    assert rules["new"]["connect"] == (None, None, "connecting")
+    assert rules["idle"]["connect"][0] is not None and all(len(r) == 5 for r in rules.values())
