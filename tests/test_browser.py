@@ -332,7 +332,7 @@ def test_python_in_the_same_pyodide_uses_the_client_directly(page: Page, proxy: 
         result = page.run(
             """
             const api = await window.smtp;
-            return await api.pyodide.runPythonAsync(args[0]);
+            return (await api.pyodide.runPythonAsync(args[0])).toJs();  // a Python list, as JS
             """,
             f"""
 import asyncio
