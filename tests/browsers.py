@@ -82,7 +82,8 @@ class _Element:
         if self._property("type") == "file":
             self.driver.call("upload", selector=self.selector, paths=[text])
         else:
-            self.driver.call("type", selector=self.selector, text=text)
+            # Selenium's Keys.ENTER is a new line, as puppeteer types it
+            self.driver.call("type", selector=self.selector, text=text.replace("\ue007", "\n"))
 
     def click(self) -> None:
         self.driver.call("click", selector=self.selector)
@@ -209,6 +210,7 @@ def webkit() -> Any:
     from selenium import webdriver
     from selenium.webdriver.common.proxy import Proxy, ProxyType
     from selenium.webdriver.remote.client_config import ClientConfig
+    from selenium.webdriver.remote.file_detector import UselessFileDetector
     from selenium.webdriver.remote.remote_connection import RemoteConnection
     from selenium.webdriver.remote.webdriver import WebDriver
     from selenium.webdriver.webkitgtk.service import Service
@@ -225,6 +227,7 @@ def webkit() -> Any:
             except Exception:
                 service.stop()
                 raise
+            self.file_detector = UselessFileDetector()  # the driver is local: paths are sent as they are
 
         def quit(self) -> None:
             try:
