@@ -203,6 +203,10 @@ def _display() -> str:
 # Selenium waits for WebKitWebDriver's answer this long at most (a script may take 300 s): a
 # MiniBrowser that died or hung fails the test instead of stalling the whole run.
 WEBKIT_COMMAND_TIMEOUT = 420
+# Now and then MiniBrowser exits as it starts and WebKitWebDriver waits for it forever: a new
+# session gets this long (it takes about a second), then a new driver and browser are tried.
+WEBKIT_START_TIMEOUT = 60
+WEBKIT_START_TRIES = 3
 
 
 def webkit() -> Any:
@@ -216,17 +220,18 @@ def webkit() -> Any:
     from selenium.webdriver.webkitgtk.service import Service
 
     class WebKitGTK(WebDriver):  # type: ignore[misc]
-        """Selenium's webdriver.WebKitGTK, with a timeout on every command."""
+        """Selenium's webdriver.WebKitGTK, with a timeout on starting and on every command."""
 
         def __init__(self, options: Any, service: Service) -> None:
             self.service = service
             service.start()
-            config = ClientConfig(remote_server_addr=service.service_url, timeout=WEBKIT_COMMAND_TIMEOUT)
+            config = ClientConfig(remote_server_addr=service.service_url, timeout=WEBKIT_START_TIMEOUT)
             try:
                 super().__init__(command_executor=RemoteConnection(client_config=config), options=options)
             except Exception:
                 service.stop()
                 raise
+            config.timeout = WEBKIT_COMMAND_TIMEOUT  # read at each request
             self.file_detector = UselessFileDetector()  # the driver is local: paths are sent as they are
 
         def quit(self) -> None:
@@ -242,7 +247,13 @@ def webkit() -> Any:
         {"proxyType": ProxyType.MANUAL, "httpProxy": DEAD_PROXY, "sslProxy": DEAD_PROXY,
          "noProxy": ["localhost", "127.0.0.1", insecure_host("webkit")]}
     )  # fmt: skip
-    return WebKitGTK(options, Service(WEBKIT_DRIVER, env={**os.environ, "DISPLAY": _display()}))
+    for attempt in range(1, WEBKIT_START_TRIES + 1):
+        try:
+            return WebKitGTK(options, Service(WEBKIT_DRIVER, env={**os.environ, "DISPLAY": _display()}))
+        except Exception as error:  # WebDriverException, or urllib3 timing out
+            if attempt == WEBKIT_START_TRIES:
+                raise BrowserError(f"WebKit did not start in {WEBKIT_START_TRIES} tries: {error}") from error
+    raise AssertionError("unreachable")
 
 
 @contextmanager
