@@ -218,6 +218,7 @@ run_bench() {
   ensure_venv
   when_changed bench/requirements.txt "$VENV/.bench-requirements.sha256" pip_install bench/requirements.txt
   ensure_chromium
+  ensure_browsers
   build_wheel
   build_web
   build_snapshot
