@@ -1,5 +1,6 @@
-"""In the browser: the page from dist/ in headless Chromium, the Python engine in Pyodide, the JS
-socket through a real websockify to real aiosmtpd servers, node-forge TLS with pinning."""
+"""In the browser: the page from dist/ in Chromium, Firefox and WebKit (tests/browsers.py), the
+Python engine in Pyodide, the JS socket through a real websockify to real aiosmtpd servers, TLS
+with pinning."""
 
 from __future__ import annotations
 
@@ -400,8 +401,8 @@ gc.collect()
 def test_the_page_needs_nothing_but_its_own_origin(
     page: Page, proxy: Websockify, rsa_cert: Certificate
 ) -> None:
-    # Chromium runs with every host name but localhost unresolvable (conftest): a fetch from a
-    # CDN would fail. Here: a TLS session (which loads OpenSSL, then node-forge, lazily: this TLS 1.1
+    # Every engine runs on a closed network (tests/browsers.py, conftest): a fetch from a CDN
+    # would fail. Here: a TLS session (which loads OpenSSL, then node-forge, lazily: this TLS 1.1
     # server refuses OpenSSL's TLS 1.2/1.3), then every resource
     # the page loaded must have come from dist/ on the page's own origin.
     with SmtpServer(implicit_tls=legacy_tls_context(rsa_cert)) as server:
