@@ -422,6 +422,23 @@ def test_the_page_needs_nothing_but_its_own_origin(
     assert all(r.startswith(page.base_url + "/") for r in resources), resources
 
 
+def test_the_browser_reaches_nothing_but_loopback(page: Page) -> None:
+    # The closed network of every engine (tests/browsers.py): with "no-cors" a reachable host
+    # would give an opaque response; here each fetch must fail as a network error.
+    out = page.run(
+        """
+        const out = {};
+        const urls = ["http://example.com/", "https://cdn.jsdelivr.net/npm/pyodide/", "http://10.0.0.1/"];
+        for (const url of urls) {
+          try { await fetch(url, { mode: "no-cors", cache: "no-store" }); out[url] = "reached"; }
+          catch (e) { out[url] = e.name; }
+        }
+        return out;
+        """
+    )
+    assert set(out.values()) == {"TypeError"}, out
+
+
 def test_a_pinned_certificate_for_another_host_name_is_refused(
     page: Page, proxy: Websockify, tmp_path: Path
 ) -> None:
