@@ -149,7 +149,7 @@ class Firefox:
         return self.call("script", script=script, args=list(args))
 
     def set_script_timeout(self, seconds: float) -> None:
-        pass  # the bridge waits as long as the page takes (protocolTimeout: 15 minutes)
+        pass  # the bridge waits up to 420 s for any call (its protocolTimeout), as WebKit does
 
     def set_window_size(self, width: int, height: int) -> None:
         self.call("setViewport", width=width, height=height)

@@ -32,12 +32,12 @@ const ops = {
       protocol: "webDriverBiDi",
       headless: true,
       extraPrefsFirefox: prefs,
-      protocolTimeout: 900_000,
+      protocolTimeout: 420_000, // a script may take 300 s (Page), a hung Firefox fails the test
       defaultViewport: { width: width || 1280, height: height || 900 },
     });
     [page] = await browser.pages();
     page ??= await browser.newPage();
-    page.setDefaultTimeout(900_000);
+    page.setDefaultTimeout(420_000);
     return { version: await browser.version() };
   },
   async get({ url }) {
