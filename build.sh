@@ -4,6 +4,7 @@
 #   ./build.sh            build dist/: the wheel, the loader, node-forge, the root store and
 #                         the Pyodide core — a folder any static web server can serve
 #   ./build.sh test [ARGS]  install what the tests need (into .venv), lint, build, run pytest
+#                         (the page in Chromium, Firefox and WebKit: -k chromium picks one)
 #   ./build.sh serve [FLAGS]  build, then run the demo on 127.0.0.1 (web/demo/serve.py --help);
 #                         --no-build skips the build
 #   ./build.sh snapshot   build dist/ plus a Pyodide memory snapshot (a faster boot)
@@ -61,6 +62,25 @@ ensure_chromium() {
   [ "$(id -u)" -eq 0 ] || sudo=sudo
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
+}
+
+# Firefox and WebKit beside Chromium (tests/browsers.py), from Debian's packages: firefox-esr
+# (driven over WebDriver BiDi by puppeteer-core, pinned by tests/bidi/package-lock.json: no
+# geckodriver), WebKitGTK's WebKitWebDriver and MiniBrowser, and Xvfb for MiniBrowser's window.
+BROWSER_PACKAGES="firefox-esr webkit2gtk-driver xvfb"
+ensure_browsers() {
+  local sudo="" missing="" pkg
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  for pkg in $BROWSER_PACKAGES; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
+  done
+  if [ -n "$missing" ]; then
+    log "installing Debian's$missing"
+    $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq $missing >/dev/null
+  fi
+  when_changed tests/bidi/package-lock.json tests/bidi/node_modules/.lock.sha256 npm_ci tests/bidi
 }
 
 # The real mail servers of the interop tests (tests/mta.py), from Debian's packages. Postfix,
@@ -202,6 +222,7 @@ PYEOF
 run_tests() {
   ensure_venv
   ensure_chromium
+  ensure_browsers
   ensure_mail_servers
   # esbuild and TypeScript for tests/test_npm_package.py (the packed dist/, bundled and type-checked)
   when_changed tests/npm/package-lock.json tests/npm/node_modules/.lock.sha256 npm_ci tests/npm
@@ -245,6 +266,7 @@ run_bench() {
   ensure_venv
   when_changed bench/requirements.txt "$VENV/.bench-requirements.sha256" pip_install bench/requirements.txt
   ensure_chromium
+  ensure_browsers
   build_wheel
   build_web
   build_snapshot

@@ -101,9 +101,22 @@ def new_browser() -> Any:
 
 
 def close_browser(driver: Any) -> None:
-    profile = driver._bench_profile
+    profile = getattr(driver, "_bench_profile", None)
     driver.quit()
-    shutil.rmtree(profile, ignore_errors=True)
+    if profile:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def engine_browser(engine: str) -> Any:
+    """A fresh browser of ``engine`` with an empty profile: Chromium as above, Firefox and WebKit
+    as the tests drive them (tests/browsers.py)."""
+    if engine == "chromium":
+        return new_browser()
+    from tests.browsers import Firefox, webkit
+
+    driver = Firefox() if engine == "firefox" else webkit()
+    driver.set_script_timeout(600)
+    return driver
 
 
 def wait_result(driver: Any, timeout: float = 120) -> dict[str, Any]:
@@ -240,7 +253,91 @@ def smtplib_small(port: int, count: int, runs: int) -> float:
 # -- the benchmark ---------------------------------------------------------------------------------
 
 
-GROUPS = ("native", "cold", "blocking", "raw", "throughput", "tls", "small", "memory")
+GROUPS = ("native", "cold", "blocking", "raw", "throughput", "tls", "small", "memory", "engines")
+ENGINES = ("chromium", "firefox", "webkit")
+
+
+def measure_engine(
+    engine: str, base: str, urls: dict[str, str], ports: dict[str, int], ca: str, runs: int,
+    passes_20: int, passes_100: int, small_count: int,
+) -> dict[str, Any]:  # fmt: skip
+    """The figures that compare engines, measured the same way in ``engine``: first onidle (cold,
+    warm), plaintext and TLS throughput, small messages per second, memory growth; this project
+    and emailjs-smtp-client side by side. Returns {"version": ..., "rows": {metric: {who: x}}}."""
+    from urllib.parse import quote
+
+    rows: dict[str, dict[str, float]] = {}
+
+    def put(metric: str, who: str, value: float) -> None:
+        rows.setdefault(metric, {})[who] = round(value, 3 if value < 10 else 1)
+        log(f"{engine:9s} {metric:28s} {who:22s} {value:10.3f}")
+
+    target = f"proxy={quote(urls['smtp'], safe='')}&port={ports['smtp']}"
+    pages = {
+        "pysmtp_wasm": f"/bench/pages/cold-pysmtp.html?snapshot=0&{target}",
+        "emailjs": f"/bench/pages/cold-emailjs.html?{target}",
+    }
+    starts: dict[str, dict[str, list[float]]] = {who: {"cold": [], "warm": []} for who in pages}
+    for _ in range(runs):
+        for who, path in pages.items():
+            driver = engine_browser(engine)
+            try:
+                for kind in ("cold", "warm"):
+                    driver.get("about:blank")
+                    driver.get(base + path)
+                    starts[who][kind].append(wait_result(driver, 300)["idle"])
+            finally:
+                close_browser(driver)
+    for who, by in starts.items():
+        put("first_onidle_cold_ms", who, median(by["cold"]))
+        put("first_onidle_warm_ms", who, median(by["warm"]))
+
+    driver = engine_browser(engine)
+    try:
+        driver.get(base + "/bench/pages/work.html")
+        run_js(driver, "null")
+        version = str(driver.capabilities.get("browserVersion", "?"))
+
+        def mbps(samples: list[dict[str, Any]]) -> float:
+            return median([s["bytes"] / MB / (s["ms"] / 1000) for s in samples])
+
+        def many(call: str, spec: dict[str, Any]) -> list[dict[str, Any]]:
+            return [run_js(driver, call, spec) for _ in range(runs)]
+
+        plain = {"proxy": urls["smtp"], "port": ports["smtp"], "passes": passes_20}
+        for who, kind in (("pysmtp_wasm", "pysmtp"), ("emailjs", "emailjs")):
+            put("throughput_plain_MBps", who,
+                mbps(many("window.bench.throughput(arguments[0])", {**plain, "client": kind})))  # fmt: skip
+        tls = {
+            "pysmtp_wasm_openssl": ("pysmtp", "openssl", "smtp_tls_modern"),
+            "pysmtp_wasm_forge": ("pysmtp", "forge", "smtp_tls"),
+            "emailjs": ("emailjs", None, "smtp_tls"),
+        }
+        for who, (kind, tls_engine, port) in tls.items():
+            spec = {"client": kind, "engine": tls_engine, "proxy": urls[port], "port": ports[port],
+                    "passes": passes_20, "tls": True, "ca": ca}  # fmt: skip
+            put("throughput_tls_MBps", who, mbps(many("window.bench.throughput(arguments[0])", spec)))
+        for who, kind in (("pysmtp_wasm", "pysmtp"), ("emailjs", "emailjs")):
+            spec = {"client": kind, "proxy": urls["smtp"], "port": ports["smtp"], "count": small_count}
+            samples = many("window.bench.smallMessages(arguments[0])", spec)
+            put("small_msgs_per_s", who, median([s["count"] / (s["ms"] / 1000) for s in samples]))
+        for who, kind in (("pysmtp_wasm", "pysmtp"), ("emailjs", "emailjs")):
+            spec = {"client": kind, "proxy": urls["smtp"], "port": ports["smtp"], "passes": passes_100,
+                    "memory": True}  # fmt: skip
+            samples = many("window.bench.throughput(arguments[0])", spec)
+            # WebAssembly memory everywhere; the JS heap only where performance.memory exists (Chromium)
+            put(
+                "wasm_growth_MB", who, median([(s["peak"]["wasm"] - s["base"]["wasm"]) / MB for s in samples])
+            )
+            if samples[0]["base"]["js"]:
+                put(
+                    "js_heap_growth_MB",
+                    who,
+                    median([(s["peak"]["js"] - s["base"]["js"]) / MB for s in samples]),
+                )
+    finally:
+        close_browser(driver)
+    return {"version": version, "rows": rows}
 
 
 def main() -> int:
@@ -259,7 +356,15 @@ def main() -> int:
         help="also print Chromium's CPU profile of one small-message run and one "
         "throughput run of each client",
     )
+    parser.add_argument(
+        "--browsers",
+        default=",".join(ENGINES),
+        help=f"the engines of the group 'engines', of {', '.join(ENGINES)} (default: all)",
+    )
     args = parser.parse_args()
+    browsers = [engine for engine in args.browsers.split(",") if engine]
+    if set(browsers) - set(ENGINES):
+        parser.error(f"unknown browser(s): {', '.join(sorted(set(browsers) - set(ENGINES)))}")
     only = set(args.only.split(","))
     if only - set(GROUPS):
         parser.error(f"unknown group(s): {', '.join(sorted(only - set(GROUPS)))}")
@@ -290,6 +395,7 @@ def main() -> int:
     urls = {name: proxy.url(port) for name, port in ports.items()}
     web, base = start_web()
     results: dict[str, dict[str, float]] = {}
+    engine_results: dict[str, Any] = {}
     details: dict[str, Any] = {}
 
     def put(metric: str, who: str, value: float) -> None:
@@ -594,6 +700,17 @@ def main() -> int:
             version = driver.capabilities.get("browserVersion", "?")
         finally:
             close_browser(driver)
+
+        # -- the same figures in each browser engine, side by side
+        for engine in browsers if "engines" in only else ():
+            from tests.browsers import missing
+
+            if reason := missing(engine):
+                log(f"{engine}: {reason}: not measured")
+                continue
+            engine_results[engine] = measure_engine(
+                engine, base, urls, ports, cert.cert_pem, runs, passes_20, passes_100, small_count
+            )
     finally:
         web.shutdown()
         proxy.stop()
@@ -602,6 +719,8 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     results["wheel_size_KB"] = {"pysmtp_wasm": round(wheel.stat().st_size / 1000, 1)}
+    if engine_results:
+        results["_engines"] = engine_results  # type: ignore[assignment]
     machine = {
         "cpu": next(
             (
@@ -648,6 +767,17 @@ def markdown(results: dict[str, Any]) -> str:
             continue
         lines.append(f"| `{metric}` | " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
     m = results["_machine"]
+    engines = results.get("_engines", {})
+    if engines:
+        # one row per engine and client: Chromium, Firefox, WebKit one under the other
+        metrics = list(dict.fromkeys(metric for got in engines.values() for metric in got["rows"]))
+        lines += ["", "By browser engine (group `engines`):", ""]
+        lines.append("| engine | client | " + " | ".join(f"`{metric}`" for metric in metrics) + " |")
+        lines.append("|---|---|" + "---:|" * len(metrics))
+        for engine, got in engines.items():
+            for who in dict.fromkeys(who for row in got["rows"].values() for who in row):
+                cells = [str(got["rows"].get(metric, {}).get(who, "")) for metric in metrics]
+                lines.append(f"| {engine} {got['version']} | {who} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(
         f"Machine: {m['cpu']}, {m['nproc']} cores, {m['memory']} RAM, Chromium {m['chromium']}, "

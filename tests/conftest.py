@@ -1,7 +1,7 @@
-"""Shared fixtures. The browser ones drive Debian's Chromium through pytest-pyodide
-(``--runtime chrome --dist-dir dist``, set by ``./build.sh test``): a page is loaded from
-``dist/`` (served by pytest-pyodide's own web server) and talks through a real websockify to
-real aiosmtpd servers.
+"""Shared fixtures. The browser ones run in three engines (tests/browsers.py): Debian's Chromium
+through pytest-pyodide (``--runtime chrome --dist-dir dist``, set by ``./build.sh test``),
+firefox-esr over WebDriver BiDi and WebKitGTK. A page is loaded from ``dist/`` (served by
+pytest-pyodide's own web server) and talks through a real websockify to real aiosmtpd servers.
 
 The server, proxy and certificate fixtures are the package's own pytest plugin
 (``pysmtp_wasm/pytest_plugin.py``: ``smtp_server``, ``smtp_proxy``, ``smtp_certs``,
@@ -22,6 +22,7 @@ import trustme
 
 from pysmtp_wasm.testing import Certs
 
+from . import browsers
 from .mta import Dovecot, Exim, OpenSmtpd, Postfix, skip_unless_installed
 from .servers import CHROME_FLAGS, Certificate, Chain, Websockify, make_chain, make_rsa_certificate
 
@@ -117,11 +118,12 @@ window.session = async (spec, rec = {}) => {
 
 
 class Page:
-    """A browser tab on dist/minimal.html with PySmtp loaded."""
+    """A browser tab on dist/minimal.html with PySmtp loaded, in ``engine`` (tests/browsers.py)."""
 
-    def __init__(self, driver: Any, base_url: str) -> None:
+    def __init__(self, driver: Any, base_url: str, engine: str = "chromium") -> None:
         self.driver = driver
         self.base_url = base_url
+        self.engine = engine
 
     def run(self, body: str, *args: Any) -> Any:
         """Run an async JS function body (``args`` as ``args[0]``...) and return its JSON result."""
@@ -130,7 +132,7 @@ class Page:
             "const args = Array.from(arguments).slice(0, -1);"
             f"(async () => {{ {body} }})().then("
             "  (value) => done({ ok: true, value: value === undefined ? null : value }),"
-            "  (e) => done({ ok: false, error: String(e && e.stack || e) }));"
+            "  (e) => done({ ok: false, error: String(e) + (e && e.stack ? '\\n' + e.stack : '') }));"
         )
         result = self.driver.execute_async_script(script, *args)
         if not result["ok"]:
@@ -164,18 +166,30 @@ class Page:
         return self.run("const api = await window.smtp; return api.stats();")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=browsers.ENGINES)
 def page(
     request: pytest.FixtureRequest, runtime: str, web_server_main: Any, playwright_browsers: Any
 ) -> Iterator[Page]:
+    """One browser of each engine per test module, Chromium first; every test using ``page``
+    runs in each (``-k firefox`` picks one)."""
     if not (DIST / "pysmtp-wasm.js").exists():
         pytest.fail("dist/ is not built: run ./build.sh test (it builds before testing)")
-    with selenium_common(
-        request, runtime, web_server_main, load_pyodide=False, browsers=playwright_browsers
-    ) as sel:
-        sel.driver.set_script_timeout(300)
-        tab = Page(sel.driver, sel.base_url)
-        tab.goto(f"{sel.base_url}/minimal.html")
+    engine: str = request.param
+    if reason := browsers.missing(engine):
+        pytest.skip(f"{engine}: {reason}")
+    if engine == "chromium":
+        with selenium_common(
+            request, runtime, web_server_main, load_pyodide=False, browsers=playwright_browsers
+        ) as sel:
+            sel.driver.set_script_timeout(300)
+            tab = Page(sel.driver, sel.base_url, engine)
+            tab.goto(f"{sel.base_url}/minimal.html")
+            yield tab
+        return
+    host, port, _ = web_server_main
+    with browsers.driver(engine) as driver:
+        tab = Page(driver, f"http://{host}:{port}", engine)
+        tab.goto(f"{tab.base_url}/minimal.html")
         yield tab
 
 

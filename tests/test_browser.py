@@ -1,5 +1,6 @@
-"""In the browser: the page from dist/ in headless Chromium, the Python engine in Pyodide, the JS
-socket through a real websockify to real aiosmtpd servers, node-forge TLS with pinning."""
+"""In the browser: the page from dist/ in Chromium, Firefox and WebKit (tests/browsers.py), the
+Python engine in Pyodide, the JS socket through a real websockify to real aiosmtpd servers, TLS
+with pinning."""
 
 from __future__ import annotations
 
@@ -333,7 +334,7 @@ def test_python_in_the_same_pyodide_uses_the_client_directly(page: Page, proxy: 
         result = page.run(
             """
             const api = await window.smtp;
-            return await api.pyodide.runPythonAsync(args[0]);
+            return (await api.pyodide.runPythonAsync(args[0])).toJs();  // a Python list, as JS
             """,
             f"""
 import asyncio
@@ -401,8 +402,8 @@ gc.collect()
 def test_the_page_needs_nothing_but_its_own_origin(
     page: Page, proxy: Websockify, rsa_cert: Certificate
 ) -> None:
-    # Chromium runs with every host name but localhost unresolvable (conftest): a fetch from a
-    # CDN would fail. Here: a TLS session (which loads OpenSSL, then node-forge, lazily: this TLS 1.1
+    # Every engine runs on a closed network (tests/browsers.py, conftest): a fetch from a CDN
+    # would fail. Here: a TLS session (which loads OpenSSL, then node-forge, lazily: this TLS 1.1
     # server refuses OpenSSL's TLS 1.2/1.3), then every resource
     # the page loaded must have come from dist/ on the page's own origin.
     with SmtpServer(implicit_tls=legacy_tls_context(rsa_cert)) as server:
@@ -420,6 +421,23 @@ def test_the_page_needs_nothing_but_its_own_origin(
     # No snapshot was built (./build.sh snapshot): the page does not ask for one (no 404).
     assert "pysmtp-snapshot.bin" not in names
     assert all(r.startswith(page.base_url + "/") for r in resources), resources
+
+
+def test_the_browser_reaches_nothing_but_loopback(page: Page) -> None:
+    # The closed network of every engine (tests/browsers.py): with "no-cors" a reachable host
+    # would give an opaque response; here each fetch must fail as a network error.
+    out = page.run(
+        """
+        const out = {};
+        const urls = ["http://example.com/", "https://cdn.jsdelivr.net/npm/pyodide/", "http://10.0.0.1/"];
+        for (const url of urls) {
+          try { await fetch(url, { mode: "no-cors", cache: "no-store" }); out[url] = "reached"; }
+          catch (e) { out[url] = e.name; }
+        }
+        return out;
+        """
+    )
+    assert set(out.values()) == {"TypeError"}, out
 
 
 def test_a_pinned_certificate_for_another_host_name_is_refused(

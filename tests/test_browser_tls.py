@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 import pytest
 import trustme
 
+from .browsers import insecure_host
 from .conftest import Page
 from .mta import Postfix, skip_unless_installed, strip_trace
 from .servers import (
-    INSECURE_HOST,
     Certificate,
     Chain,
     Recorder,
@@ -383,7 +383,7 @@ def test_the_default_engine_works_on_a_page_that_is_not_a_secure_context(
 ) -> None:
     # The same dist/, served from a host name that is not localhost over http://: no crypto.subtle.
     base = urlsplit(page.base_url)
-    page.goto(f"http://{INSECURE_HOST}:{base.port}/minimal.html")
+    page.goto(f"http://{insecure_host(page.engine)}:{base.port}/minimal.html")
     try:
         context = page.run("return { secure: window.isSecureContext, subtle: !!(crypto && crypto.subtle) };")
         assert context == {"secure": False, "subtle": False}

@@ -1,6 +1,6 @@
 """The main job, end to end: `./build.sh serve` starts the demo stack (page, websockify, embedded
-SMTP server); headless Chromium fills the compose page and sends; the message is found intact in
-the embedded server's store; Ctrl-C stops everything.
+SMTP server); a browser (Chromium, Firefox and WebKit in turn) fills the compose page and sends;
+the message is found intact in the embedded server's store; Ctrl-C stops everything.
 
 ``PYSMTP_SCREENSHOT=docs/demo.png ./build.sh test -k demo`` also saves the README's screenshot.
 """
@@ -17,6 +17,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from email import message_from_bytes
 from email import policy as email_policy
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from . import browsers
 from .servers import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,22 +81,39 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
             running.process.wait()
 
 
+@contextmanager
+def browser(
+    engine: str, request: pytest.FixtureRequest, runtime: str, web_server_main: Any, playwright_browsers: Any
+) -> Iterator[Any]:
+    """A new browser of ``engine``: Chromium through pytest-pyodide, the others tests/browsers.py's."""
+    if engine != "chromium":
+        with browsers.driver(engine) as driver:
+            yield driver
+        return
+    from pytest_pyodide.fixture import selenium_common
+
+    with selenium_common(
+        request, runtime, web_server_main, load_pyodide=False, browsers=playwright_browsers
+    ) as sel:
+        yield sel.driver
+
+
+@pytest.mark.parametrize("engine", browsers.ENGINES)
 def test_the_demo_stack_sends_from_the_compose_page(
     stack: Stack, tmp_path: Path, request: pytest.FixtureRequest, runtime: str, web_server_main: Any,
-    playwright_browsers: Any,
+    playwright_browsers: Any, engine: str,
 ) -> None:  # fmt: skip
-    from pytest_pyodide.fixture import selenium_common
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
+    if reason := browsers.missing(engine):
+        pytest.skip(f"{engine}: {reason}")
     attachment = tmp_path / "report.bin"
     attachment.write_bytes(bytes(range(256)) * 1000 + "✓ tail".encode())
     config = stack.api("api/config")
     assert config["embedded"] is True and [t["security"] for t in config["targets"]] == ["starttls", "tls"]
 
-    with selenium_common(
-        request, runtime, web_server_main, load_pyodide=False, browsers=playwright_browsers
-    ) as sel:
-        driver = sel.driver
+    with browser(engine, request, runtime, web_server_main, playwright_browsers) as driver:
         driver.set_window_size(1400, 1500)
         driver.get(stack.url)
         wait_for_state(driver, "ready", 120)
@@ -109,16 +128,18 @@ def test_the_demo_stack_sends_from_the_compose_page(
         for field, value in fill.items():
             element = driver.find_element(By.ID, field)
             element.clear()
-            element.send_keys(value)
+            element.send_keys(value.replace("\n", Keys.ENTER))  # WebKit types no "\n"
         driver.find_element(By.ID, "attachments").send_keys(str(attachment))
         driver.find_element(By.ID, "send").click()
         state = wait_for_state(driver, ("sent", "error"), 60)
         assert state == "sent", driver.find_element(By.ID, "status").text
-        transcript = driver.find_element(By.ID, "transcript").text
+        # One "time\ndirection\ntext" per line, as Chromium renders its text; WebKitWebDriver's
+        # element text runs the flex items of a line together, so it is read from the DOM.
+        transcript = driver.execute_script(TRANSCRIPT)
         time.sleep(2.5)  # the received-messages view refreshes every 2 s
         screenshot = tmp_path / "demo.png"
         driver.save_screenshot(str(screenshot))
-        if target := os.environ.get("PYSMTP_SCREENSHOT"):
+        if (target := os.environ.get("PYSMTP_SCREENSHOT")) and engine == "chromium":
             shutil.copy(screenshot, ROOT / target)
 
     # The page fills in the demo login: AUTH follows STARTTLS, masked in the transcript.
@@ -139,6 +160,12 @@ def test_the_demo_stack_sends_from_the_compose_page(
 
     assert stack.stop() == 0
     assert not stack.leftovers()
+
+
+TRANSCRIPT = """
+return Array.from(document.querySelectorAll("#transcript .line"),
+                  (line) => Array.from(line.children, (cell) => cell.textContent).join("\\n")).join("\\n");
+"""
 
 
 def wait_for_state(driver: Any, states: str | tuple[str, ...], timeout: float) -> str:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
+from . import browsers
 from .servers import CHROME_FLAGS, SmtpServer, Websockify
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,27 +78,52 @@ def snapshot_dist(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.shutdown()
 
 
-@pytest.mark.parametrize("mode", ["in-page", "worker"])
-def test_a_page_boots_from_the_snapshot_and_sends(
-    snapshot_dist: str, proxy: Websockify, tmp_path: Path, mode: str
-) -> None:
-    _Recording.requested.clear()
+@contextmanager
+def browser(engine: str, tmp_path: Path) -> Iterator[Any]:
+    if engine != "chromium":
+        with browsers.driver(engine) as driver:
+            yield driver
+        return
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for flag in [*CHROME_FLAGS, f"--user-data-dir={tmp_path / 'chrome'}"]:
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
     try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+# The snapshot is made in Chromium (web/make_snapshot.py); Firefox boots from the same file.
+WEBKIT_CANNOT = (
+    "WebKit cannot boot from a snapshot made in Chromium (loadPyodide: 'call_indirect to a signature "
+    "that does not match' in _init_pyodide_proxy); the loader fell back to the ordinary boot and sent"
+)
+
+
+@pytest.mark.parametrize("mode", ["in-page", "worker"])
+@pytest.mark.parametrize("engine", browsers.ENGINES)
+def test_a_page_boots_from_the_snapshot_and_sends(
+    snapshot_dist: str, proxy: Websockify, tmp_path: Path, engine: str, mode: str
+) -> None:
+    if reason := browsers.missing(engine):
+        pytest.skip(f"{engine}: {reason}")
+    _Recording.requested.clear()
+    with browser(engine, tmp_path) as driver:
         driver.set_script_timeout(120)
         driver.get(f"{snapshot_dist}/minimal.html" + ("?worker" if mode == "worker" else ""))
         with SmtpServer() as server:
             result: dict[str, Any] = driver.execute_async_script(SESSION, server.port, proxy.url(server.port))
-    finally:
-        driver.quit()
     assert "error" not in result, result
     assert result["seen"] == [True] and result["isError"] is False
     assert server.recorder.messages[0].mail_from == "snap@example.com"
     requested = dict(_Recording.requested)
+    if engine == "webkit":
+        # WebKit fetches the snapshot, fails to boot from it, and the loader falls back to the
+        # ordinary boot, which fetches the wheel.
+        assert "pysmtp-snapshot.bin" in requested and any(name.endswith(".whl") for name in requested)
+        pytest.skip(WEBKIT_CANNOT)
     assert requested.get("pysmtp-snapshot.bin") == 200  # booted from it ...
     assert not any(name.endswith(".whl") for name in requested)  # ... with our package in it
     assert ("pysmtp-wasm-worker.js" in requested) == (mode == "worker")
