@@ -76,9 +76,16 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     try:
         yield running
     finally:
+        # A test that failed left it running: Ctrl-C first, so that serve.py stops what it
+        # started (websockify runs in a session of its own, which a SIGKILL of this group
+        # would leave behind); SIGKILL only if that does not end it.
         if running.process.poll() is None:
-            os.killpg(running.process.pid, signal.SIGKILL)
-            running.process.wait()
+            os.killpg(running.process.pid, signal.SIGINT)
+            try:
+                running.process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(running.process.pid, signal.SIGKILL)
+                running.process.wait()
 
 
 @contextmanager
