@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .servers import INSECURE_HOST, this_machine
+from .servers import CHROME_FLAGS, INSECURE_HOST, this_machine
 
 ENGINES = ("chromium", "firefox", "webkit")
 
@@ -257,14 +257,28 @@ def webkit() -> Any:
 
 
 @contextmanager
-def driver(engine: str) -> Iterator[Any]:
-    """A new browser of ``engine`` (firefox or webkit; chromium comes from pytest-pyodide)."""
-    made = Firefox() if engine == "firefox" else webkit()
+def driver(engine: str, profile: Path | None = None) -> Iterator[Any]:
+    """A new browser of ``engine``. The suite's Chromium comes from pytest-pyodide; this one (a
+    fresh profile in ``profile``) is for the tests that need a browser of their own."""
+    made = chromium(profile) if engine == "chromium" else Firefox() if engine == "firefox" else webkit()
     try:
         made.set_script_timeout(300)
         yield made
     finally:
         made.quit()
+
+
+def chromium(profile: Path | None) -> Any:
+    """Debian's Chromium through its chromedriver, with the suite's flags and a new profile."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    profile = profile or Path(tempfile.mkdtemp(prefix="pysmtp-chromium-"))
+    for flag in [*CHROME_FLAGS, f"--user-data-dir={profile}"]:
+        options.add_argument(flag)
+    return webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
 
 
 def version(browser: Any) -> str:

@@ -18,10 +18,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 
-from .servers import CHROME_FLAGS, SmtpServer, Websockify
+from . import browsers
+from .servers import SmtpServer, Websockify
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / "tests" / "npm" / "node_modules" / ".bin"
@@ -124,13 +123,7 @@ def site(project: Path) -> Iterator[str]:
 
 @pytest.mark.parametrize("mode", ["in-page", "worker"])
 def test_a_bundled_page_sends_a_message(site: str, proxy: Websockify, tmp_path: Path, mode: str) -> None:
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in [*CHROME_FLAGS, f"--user-data-dir={tmp_path / 'chrome'}"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
-    try:
-        driver.set_script_timeout(120)
+    with browsers.driver("chromium", tmp_path / "profile") as driver:
         with SmtpServer() as server:
             query = {"port": server.port, "proxy": proxy.url(server.port)} | (
                 {"worker": 1} if mode == "worker" else {}
@@ -140,8 +133,6 @@ def test_a_bundled_page_sends_a_message(site: str, proxy: Websockify, tmp_path: 
                 "const done = arguments[0];"
                 "(function wait() { window.result ? window.result.then(done) : setTimeout(wait, 20); })();"
             )
-    finally:
-        driver.quit()
     assert "error" not in result, result
     assert result == {
         "accepted": ["rcpt@example.com"],

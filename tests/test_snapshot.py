@@ -12,16 +12,13 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 
 from . import browsers
-from .servers import CHROME_FLAGS, SmtpServer, Websockify
+from .servers import SmtpServer, Websockify
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,23 +75,6 @@ def snapshot_dist(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.shutdown()
 
 
-@contextmanager
-def browser(engine: str, tmp_path: Path) -> Iterator[Any]:
-    if engine != "chromium":
-        with browsers.driver(engine) as driver:
-            yield driver
-        return
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in [*CHROME_FLAGS, f"--user-data-dir={tmp_path / 'chrome'}"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
 # The snapshot is made in Chromium (web/make_snapshot.py); Firefox boots from the same file.
 WEBKIT_CANNOT = (
     "WebKit cannot boot from a snapshot made in Chromium (loadPyodide: 'call_indirect to a signature "
@@ -110,7 +90,7 @@ def test_a_page_boots_from_the_snapshot_and_sends(
     if reason := browsers.missing(engine):
         pytest.skip(f"{engine}: {reason}")
     _Recording.requested.clear()
-    with browser(engine, tmp_path) as driver:
+    with browsers.driver(engine, tmp_path / "profile") as driver:
         driver.set_script_timeout(120)
         driver.get(f"{snapshot_dist}/minimal.html" + ("?worker" if mode == "worker" else ""))
         with SmtpServer() as server:
