@@ -224,7 +224,7 @@ class SmtpClient:
         ``dsn`` (RFC 3461: ``{"notify": ["SUCCESS", "FAILURE", "DELAY"] or ["NEVER"], "ret":
         "FULL" or "HDRS", "envid": str, "orcpt": address}``; refused when the server does not
         offer DSN), ``binary`` (True: ``BODY=BINARYMIME``, the bytes sent unchanged in BDAT
-        chunks; refused unless the server offers BINARYMIME and CHUNKING).
+        chunks; refused unless the server offers BINARYMIME, CHUNKING and PIPELINING).
 
         An envelope that cannot be sent (no recipients, an unsafe address, ...) is reported
         through ``onerror`` with a :class:`SmtpEnvelopeError`: nothing of it is sent, the

@@ -283,7 +283,6 @@ class SmtpEngine:
         """End the message; the server's answer comes as :class:`Done`."""
         self._expect_state(State.DATA, "end()", "call it once, after onready")
         assert self._stuffer is not None
-        ends = [""] if not self.options.lmtp else self._accepted
         if self._chunking:
             self._log("C", f"<{self._stuffer.bytes_in} bytes of message data in BDAT chunks>")
             tail = (self._held or b"") + (b"" if self._binary else self._stuffer.finish_line())
@@ -292,7 +291,7 @@ class SmtpEngine:
             self.state = State.DATA_END
             if self._bdat_refused is None:
                 self._write_chunk(tail, last=True)
-                self._pending.extend(("END", r) for r in ends)
+                self._expect_data_end()
             elif not self._pending:
                 self._bdat_done()
             return self._take_events()
@@ -301,15 +300,19 @@ class SmtpEngine:
         self._log("C", ".")
         self._stuffer = None
         self._pending.clear()
-        self._pending.extend(("END", r) for r in ends)
+        self._expect_data_end()
         self.state = State.DATA_END
         return self._take_events()
 
+    def _expect_data_end(self) -> None:
+        """The replies the end of the message gets: one, or with LMTP one per accepted recipient."""
+        self._pending.extend(("END", r) for r in (self._accepted if self.options.lmtp else [""]))
+
     def _write_chunk(self, data: bytes, last: bool) -> None:
         # RFC 3030 §2: "BDAT size [LAST]" CRLF, then exactly size octets. Each chunk has its
-        # own reply, and chunks are written without waiting for it: the length prefix leaves
-        # the server nothing to misread. (Postfix, Exim and Dovecot, which offer CHUNKING,
-        # offer PIPELINING too; a server with CHUNKING and without PIPELINING is not tested.)
+        # own reply, and chunks are written without waiting for it (so BDAT is used only where
+        # PIPELINING is offered too: _chunking_usable); the length prefix leaves the server
+        # nothing to misread.
         command = f"BDAT {len(data)}{' LAST' if last else ''}"
         self._out.append(command.encode("ascii") + b"\r\n")
         if data:
@@ -619,7 +622,7 @@ class SmtpEngine:
         refused = self._bdat_refused
         assert refused is not None
         self._pending.clear()
-        self._pending.extend(("END", r) for r in (self._accepted if self.options.lmtp else [""]))
+        self._expect_data_end()
         for _ in range(len(self._pending)):
             self._on_data_end(refused)
 

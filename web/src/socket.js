@@ -215,7 +215,6 @@ const PySmtpSocket = (() => {
         );
       }
       if (typeof url !== "string") throw new TypeError("PySmtpSocket: options.proxy must give a string URL");
-      this._url = url;
       /** The proxy's WebSocket URL (the client asks whether the page-to-proxy leg is private). */
       this.proxyUrl = url;
 
@@ -355,9 +354,9 @@ const PySmtpSocket = (() => {
     _connectWs() {
       let ws;
       try {
-        ws = new WebSocket(this._url, ["binary"]);
+        ws = new WebSocket(this.proxyUrl, ["binary"]);
       } catch (error) {
-        throw new TypeError(`PySmtpSocket: invalid proxy URL ${JSON.stringify(this._url)}: ${error && error.message}`);
+        throw new TypeError(`PySmtpSocket: invalid proxy URL ${JSON.stringify(this.proxyUrl)}: ${error && error.message}`);
       }
       ws.binaryType = "arraybuffer";
       // Events of a WebSocket we left (a retry opened another) are ignored.
@@ -499,7 +498,7 @@ const PySmtpSocket = (() => {
       if (!this._wsOpened) {
         error = this._error(
           "ConnectionError",
-          `cannot reach the WebSocket proxy at ${this._url} (for ${this._hostPort}; ${closeInfo})`,
+          `cannot reach the WebSocket proxy at ${this.proxyUrl} (for ${this._hostPort}; ${closeInfo})`,
           extra,
         );
       } else if (code === 1011) {
