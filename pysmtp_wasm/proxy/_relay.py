@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from typing import TYPE_CHECKING
 
@@ -84,7 +85,9 @@ async def relay(session: Session, connect_timeout: float) -> None:
         await ws.close(refusal.close_code, refusal.text)
         return
     except OSError as error:
-        why = error.strerror or str(error) or type(error).__name__
+        # asyncio words a refused connection "Connect call failed ('127.0.0.1', 25)": the
+        # system's own words say it better, and the address is ours to write.
+        why = os.strerror(error.errno) if error.errno else str(error) or type(error).__name__
         refusal = Refusal("target_unreachable", f"to {target}: {why}")
         session.finish("target_unreachable", refusal.close_code, why)
         await ws.close(refusal.close_code, refusal.text)
