@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 READ_CHUNK = 64 * 1024
 # The target's socket: drain() waits above this many unsent bytes.
 TARGET_WRITE_LIMIT = 64 * 1024
+# How long a WebSocket close may take before the connection is simply dropped.
+CLOSE_TIMEOUT = 5.0
 
 
 class Session:
@@ -69,8 +71,19 @@ class Session:
             asyncio.get_running_loop().create_task(self._close(code, text))
 
     async def _close(self, code: int, text: str) -> None:
-        with contextlib.suppress(Exception):
-            await self.ws.close(code, close_reason(text))
+        await close_or_drop(self.ws, code, text)
+
+
+async def close_or_drop(ws: ServerConnection, code: int, text: str) -> None:
+    """Close the WebSocket with ``code``; drop the connection if that takes longer than
+    CLOSE_TIMEOUT (a page that reads nothing never lets the close frame out)."""
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await ws.close(code, close_reason(text))
+    except TimeoutError:
+        ws.transport.abort()
+    except Exception:
+        pass
 
 
 async def relay(session: Session, connect_timeout: float) -> None:
@@ -82,7 +95,7 @@ async def relay(session: Session, connect_timeout: float) -> None:
     except TimeoutError:
         refusal = Refusal("target_timeout", f"to {target}")
         session.finish("target_timeout", refusal.close_code)
-        await ws.close(refusal.close_code, refusal.text)
+        await close_or_drop(ws, refusal.close_code, refusal.text)
         return
     except OSError as error:
         # asyncio words a refused connection "Connect call failed ('127.0.0.1', 25)": the
@@ -90,14 +103,19 @@ async def relay(session: Session, connect_timeout: float) -> None:
         why = os.strerror(error.errno) if error.errno else str(error) or type(error).__name__
         refusal = Refusal("target_unreachable", f"to {target}: {why}")
         session.finish("target_unreachable", refusal.close_code, why)
-        await ws.close(refusal.close_code, refusal.text)
+        await close_or_drop(ws, refusal.close_code, refusal.text)
         return
     writer.transport.set_write_buffer_limits(TARGET_WRITE_LIMIT)
     downstream = asyncio.get_running_loop().create_task(_target_to_client(session, reader))
     try:
         await _client_to_target(session, writer)
     finally:
-        writer.transport.close()  # after what is buffered is written: a FIN, not a reset
+        # After what is buffered is written, a FIN; but a target that reads nothing would keep
+        # the socket (and its buffer) for ever: that one is reset.
+        if writer.transport.get_write_buffer_size():
+            writer.transport.abort()
+        else:
+            writer.transport.close()
         if not downstream.done():
             downstream.cancel()
         with contextlib.suppress(BaseException):
@@ -111,18 +129,24 @@ async def _client_to_target(session: Session, writer: asyncio.StreamWriter) -> N
         async for message in ws:
             if isinstance(message, str):
                 session.finish("text_frame", TEXT_FRAME)
-                await ws.close(TEXT_FRAME, "text_frame: this proxy relays binary frames only")
+                await close_or_drop(ws, TEXT_FRAME, "text_frame: this proxy relays binary frames only")
                 return
             writer.write(message)
             session.to_target += len(message)
             session.last = loop.time()
-            await writer.drain()
+            if writer.transport.get_write_buffer_size() > TARGET_WRITE_LIMIT:
+                # Wait for the target to read; but not after the page has gone away.
+                drained = asyncio.ensure_future(writer.drain())
+                await asyncio.wait((drained, ws.connection_lost_waiter), return_when=asyncio.FIRST_COMPLETED)
+                if not drained.done():
+                    drained.cancel()
+                    break
+                drained.result()
     except ConnectionClosed:
         pass
     except OSError as error:  # the target's side failed while we wrote to it
         if session.finish("target_error", 1011, error.strerror or str(error)):
-            with contextlib.suppress(Exception):
-                await ws.close(1011, close_reason(f"target_error: {error.strerror or error}"))
+            await close_or_drop(ws, 1011, f"target_error: {error.strerror or error}")
         return
     # The WebSocket is closed: by the page, by websockets (a protocol error, a frame too big),
     # or by us (the target closed; idle timeout; drain), in which case the end is already set.
@@ -148,7 +172,7 @@ async def _target_to_client(session: Session, reader: asyncio.StreamReader) -> N
         return  # the page's side ended first: _client_to_target records how
     except OSError as error:
         if session.finish("target_error", 1011, error.strerror or str(error)):
-            await ws.close(1011, close_reason(f"target_error: {error.strerror or error}"))
+            await close_or_drop(ws, 1011, f"target_error: {error.strerror or error}")
         return
     if session.finish("target_closed", 1000):
-        await ws.close(1000)
+        await close_or_drop(ws, 1000, "")

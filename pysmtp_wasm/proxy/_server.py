@@ -22,7 +22,7 @@ from ._admission import REASONS, Admitted, Ledger, Refusal, admit, client_addres
 from ._admission import Request as AdmissionRequest
 from ._config import Config, ConfigError, Target, read_targets, read_ticket_key
 from ._operations import Metrics, log
-from ._relay import Session, relay
+from ._relay import CLOSE_TIMEOUT, Session, close_or_drop, relay
 
 # WebSocket frames from the page wait in websockets' queue up to this many (then it stops reading
 # the page's socket until the queue is down to the second figure): with --max-frame, what bounds
@@ -30,8 +30,6 @@ from ._relay import Session, relay
 MAX_QUEUE = (4, 1)
 # The page's socket: send() waits above this many unsent bytes.
 CLIENT_WRITE_LIMIT = 64 * 1024
-# How long a WebSocket close may take before the connection is simply dropped.
-CLOSE_TIMEOUT = 5.0
 
 
 class LedgerLike(Protocol):
@@ -168,7 +166,7 @@ class Proxy:
     async def handler(self, ws: ServerConnection) -> None:
         assert isinstance(ws, ProxyConnection)
         if ws.refusal is not None:
-            await ws.close(ws.refusal.close_code, ws.refusal.text)
+            await close_or_drop(ws, ws.refusal.close_code, ws.refusal.text)
             return
         admitted = ws.admitted
         if admitted is None:  # not through process_request: cannot happen

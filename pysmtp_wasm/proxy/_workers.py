@@ -25,8 +25,9 @@ from ._admission import Ledger, Refusal
 from ._config import Config
 from ._operations import log
 
-# A worker that exits this soon after it started, while we are not stopping, is not restarted:
-# something about the configuration or the port is wrong, and it would fail again.
+# A worker that exits with an error status this soon after it started, while we are not
+# stopping, is not restarted: something about the configuration or the port is wrong, and it
+# would fail again. (One killed by a signal is restarted whenever it dies.)
 CRASH_LOOP_SECONDS = 2.0
 
 
@@ -145,7 +146,7 @@ class Supervisor:
             if self.stopping:
                 return
             log("worker_exited", worker=index, worker_pid=process.pid, code=code)
-            if loop.time() - started < CRASH_LOOP_SECONDS:
+            if code > 0 and loop.time() - started < CRASH_LOOP_SECONDS:
                 log("error", message=f"worker {index} exited at once (status {code}): stopping")
                 self.failed = True
                 self.stop()
