@@ -4,7 +4,11 @@ that is not a browser (or says it is, with an ``Origin``), and the proxy process
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import signal
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -145,3 +149,81 @@ def children_status(pid: int) -> list[Path]:
             if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
                 found.append(stat.parent / "status")
     return found
+
+
+HAPROXY_CONFIG = Path(__file__).resolve().parent.parent / "docs" / "haproxy.cfg"
+
+
+class HAProxy:
+    """Debian's HAProxy with ``docs/haproxy.cfg`` (the configuration the docs give), in front of
+    the proxies on ``backends`` (two ports, its ``proxy1`` and ``proxy2``); pages connect to
+    ``port``. It runs in the foreground (``-db``) in a process group of its own."""
+
+    def __init__(self, directory: Path, backends: tuple[int, int]) -> None:
+        from .servers import free_port
+
+        self.port = free_port()
+        self.stats_socket = directory / "haproxy.sock"
+        self.log_path = directory / "haproxy.log"
+        self.env = {
+            **os.environ,
+            "HAPROXY_BIND": f"127.0.0.1:{self.port}",
+            "HAPROXY_STATS_SOCKET": str(self.stats_socket),
+            "PROXY1": f"127.0.0.1:{backends[0]}",
+            "PROXY2": f"127.0.0.1:{backends[1]}",
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def binary() -> str | None:
+        return shutil.which("haproxy") or next((p for p in ("/usr/sbin/haproxy",) if Path(p).exists()), None)
+
+    def __enter__(self) -> HAProxy:
+        from .servers import wait_for_port
+
+        binary = self.binary()
+        assert binary is not None, "haproxy is not installed (./build.sh test installs it)"
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [binary, "-db", "-f", str(HAPROXY_CONFIG)], env=self.env, stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        wait_for_port(self.port, 15, self.process)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def states(self) -> dict[str, str]:
+        """``{server: status}`` of the backend (UP, DOWN, ...), from the admin socket's ``show stat``."""
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(str(self.stats_socket))
+            sock.sendall(b"show stat\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        lines = data.decode().splitlines()
+        header = lines[0].lstrip("# ").split(",")
+        rows = [dict(zip(header, line.split(","), strict=False)) for line in lines[1:] if line]
+        return {row["svname"]: row["status"] for row in rows if row["pxname"] == "pysmtp_wasm_proxies"
+                and row["svname"] in ("proxy1", "proxy2")}  # fmt: skip
+
+    def wait_until(self, states: dict[str, str], timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        now: dict[str, str] | str = "nothing yet"
+        while True:
+            try:
+                if (now := self.states()) == states:
+                    return
+            except OSError as error:  # its admin socket comes a moment after its port
+                now = str(error)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"HAProxy says {now}, not {states}")
+            time.sleep(0.1)
