@@ -201,3 +201,52 @@ def test_flags_refuse_an_open_listener_without_origins(tmp_path: Path) -> None:
         parse_args(["--targets", str(targets), "--ticket-key", str(short)])
     with pytest.raises(ConfigError, match="cannot read the targets file"):
         parse_args(["--targets", str(tmp_path / "none.cfg")])
+
+
+# -- the docs say what the code does ----------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def test_the_systemd_unit_in_the_docs_runs_with_these_flags(tmp_path: Path) -> None:
+    text = (DOCS / "proxy.md").read_text()
+    unit = text.split("```ini\n", 1)[1].split("```", 1)[0]
+    command = unit.split("ExecStart=", 1)[1].split("\n", 1)[0]
+    lines = unit.split("ExecStart=", 1)[1].splitlines()
+    while command.endswith("\\"):
+        lines.pop(0)
+        command = command[:-1] + lines[0]
+    words = command.split()
+    assert words[0].endswith("/pysmtp-wasm-proxy")
+    # The unit's paths and specifiers (%i: the port, %d: the credentials), made real here.
+    (tmp_path / "targets.cfg").write_text("mail: smtp.example.com:465\n")
+    (tmp_path / "ticket.key").write_bytes(b"k" * 32)
+    argv = [
+        word.replace("%i", "8081")
+        .replace("%d", str(tmp_path))
+        .replace("/etc/pysmtp-wasm-proxy", str(tmp_path))
+        for word in words[1:]
+    ]
+    cfg, _ = parse_args(argv)
+    assert (cfg.port, cfg.workers, cfg.allow_origins) == (8081, 2, ("https://mail.example.com",))
+    flags = {word for word in argv if word.startswith("--")}
+    assert flags <= {f"--{name}" for name in ("listen", "targets", "allow-origin", "ticket-key", "trusted-proxy",
+                     "max-sessions", "max-sessions-per-ip", "idle-timeout", "drain", "workers")}  # fmt: skip
+    assert "LoadCredential=ticket.key:/etc/pysmtp-wasm-proxy/ticket.key" in unit
+
+
+def test_the_haproxy_configuration_in_the_docs_is_the_tested_file() -> None:
+    text = (DOCS / "proxy.md").read_text()
+    shown = text.split("```haproxy\n", 1)[1].split("```", 1)[0]
+    assert shown == (DOCS / "haproxy.cfg").read_text()
+
+
+def test_the_flags_table_in_the_docs_lists_every_flag() -> None:
+    from pysmtp_wasm.proxy._config import build_parser
+
+    text = (DOCS / "proxy.md").read_text()
+    table = text.split("## Flags", 1)[1].split("\n## ", 1)[0]
+    for action in build_parser()._actions:
+        for option in action.option_strings:
+            if option.startswith("--") and option not in ("--help", "--worker-fd"):
+                assert f"`{option}" in table, option
