@@ -206,11 +206,11 @@ def page(
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory, web_server_main: Any) -> Iterator[PysmtpProxy]:
-    """The proxy of the browser tests: pysmtp-wasm-proxy, for the pages of pytest-pyodide's web
-    server under every name the tests give it (loopback ones, and two that are not)."""
+    """The proxy of the browser tests: pysmtp-wasm-proxy, for pages from loopback origins (any
+    port: the tests' own web servers) and from pytest-pyodide's web server under the two names
+    the tests give it that are not loopback."""
     _, port, _ = web_server_main
-    names = ("127.0.0.1", "localhost", INSECURE_HOST, this_machine()[0])
-    origins = [f"http://{name}:{port}" for name in names]
+    origins = ["loopback", *(f"http://{name}:{port}" for name in (INSECURE_HOST, this_machine()[0]))]
     with PysmtpProxy(tmp_path_factory.mktemp("proxy"), origins=origins) as running:
         yield running
 

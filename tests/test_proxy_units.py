@@ -111,8 +111,19 @@ def test_loopback_only_without_allow_origin(tmp_path: Path) -> None:
 def test_allow_origin_is_exact_and_replaces_the_loopback_rule(tmp_path: Path) -> None:
     cfg = config(tmp_path, allow_origins=("https://mail.example.com",))
     assert isinstance(decide(cfg, "/?token=smtp", "https://MAIL.example.com"), Admitted)
-    for origin in ("http://mail.example.com", "https://mail.example.com:8443", "http://127.0.0.1:8000"):
+    for origin in (
+        "http://mail.example.com",
+        "https://mail.example.com:8443",
+        "http://127.0.0.1:8000",
+        "loopback",
+    ):
         assert reason(decide(cfg, "/?token=smtp", origin)) == "origin", origin
+    # "loopback" beside an origin: both kinds of page.
+    both = config(tmp_path, allow_origins=("loopback", "http://intranet.example:8000"))
+    for origin in ("http://127.0.0.1:8000", "http://localhost:1", "http://intranet.example:8000"):
+        assert isinstance(decide(both, "/?token=smtp", origin), Admitted), origin
+    for origin in ("http://intranet.example:8001", "loopback", "http://evil.example"):
+        assert reason(decide(both, "/?token=smtp", origin)) == "origin", origin
 
 
 def test_the_order_tells_a_stranger_least(tmp_path: Path) -> None:
@@ -185,7 +196,9 @@ def test_flags_refuse_an_open_listener_without_origins(tmp_path: Path) -> None:
     cfg, _ = parse_args(
         ["--targets", str(targets), "--listen", "0.0.0.0:8080", "--allow-origin", "https://a.example/"]
     )
-    assert cfg.allow_origins == ("https://a.example",) and not cfg.loopback_only
+    assert cfg.allow_origins == ("https://a.example",) and not cfg.loopback_origins
+    with pytest.raises(ConfigError, match="not a loopback address"):  # loopback pages alone: not enough
+        parse_args(["--targets", str(targets), "--listen", "0.0.0.0:8080", "--allow-origin", "loopback"])
     cfg, _ = parse_args(["--targets", str(targets)])
     defaults = (cfg.host, cfg.port, cfg.max_sessions, cfg.max_sessions_per_ip, cfg.idle_timeout, cfg.drain)
     assert defaults == ("127.0.0.1", 8080, 10000, 20, 600.0, 30.0) and cfg.workers == 1

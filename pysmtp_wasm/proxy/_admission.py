@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-from ._config import Config, Target, is_loopback_host, normalize_origin
+from ._config import LOOPBACK, Config, Target, is_loopback_host, normalize_origin
 from ._tickets import check_ticket
 
 # reason name -> (HTTP-like status, words for a human). The close code is 4000 + status.
@@ -90,10 +90,16 @@ def origin_refusal(origin: str | None, config: Config) -> Refusal | None:
     (nothing here can stop it lying about it: a ticket is what stops those)."""
     if origin is None:
         return None
-    if config.loopback_only:
-        host = urlsplit(origin.strip()).hostname
-        return None if host is not None and is_loopback_host(host) else Refusal("origin", f"({origin[:60]})")
-    return None if normalize_origin(origin) in config.allow_origins else Refusal("origin", f"({origin[:60]})")
+    if (normalized := normalize_origin(origin)) != LOOPBACK and normalized in config.allow_origins:
+        return None
+    if config.loopback_origins:
+        try:
+            host = urlsplit(origin.strip()).hostname
+        except ValueError:
+            host = None
+        if host is not None and is_loopback_host(host):
+            return None
+    return Refusal("origin", f"({origin[:60]})")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_MAX_FRAME = 1024 * 1024
 
 TOKEN = re.compile(r"[^\s:#]+")
+# --allow-origin's one keyword: pages from any loopback origin (localhost, 127.0.0.0/8, [::1]).
+LOOPBACK = "loopback"
 
 
 class ConfigError(ValueError):
@@ -63,9 +65,10 @@ class Config:
     argv: tuple[str, ...] = field(default=(), compare=False)  # as given: what a worker is started with
 
     @property
-    def loopback_only(self) -> bool:
-        """No --allow-origin on a loopback listener: only pages from loopback origins."""
-        return not self.allow_origins
+    def loopback_origins(self) -> bool:
+        """Whether pages from loopback origins are taken: with no --allow-origin (then they are
+        the only ones), or with ``--allow-origin loopback`` beside others."""
+        return not self.allow_origins or LOOPBACK in self.allow_origins
 
 
 def is_loopback_host(host: str) -> bool:
@@ -141,6 +144,8 @@ def normalize_origin(origin: str) -> str:
 
 
 def check_origin_flag(origin: str) -> str:
+    if origin.strip().lower() == LOOPBACK:
+        return LOOPBACK
     parts = urlsplit(origin.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
         raise ConfigError(
@@ -185,8 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="ORIGIN",
-        help="accept browsers from this origin (repeatable). Without it: loopback origins only, "
-        "and only on a loopback listener",
+        help="accept browsers from this origin (repeatable; 'loopback': any loopback origin). "
+        "Without it: loopback origins only, and only on a loopback listener",
     )
     add(
         "--ticket-key",
@@ -274,7 +279,7 @@ def parse_args(argv: list[str]) -> tuple[Config, int | None]:
     args = build_parser().parse_args(argv)
     host, port = parse_host_port(args.listen, "--listen")
     origins = tuple(dict.fromkeys(check_origin_flag(origin) for origin in args.allow_origin))
-    if not origins and not is_loopback_host(host):
+    if not set(origins) - {LOOPBACK} and not is_loopback_host(host):
         raise ConfigError(
             f"--listen {args.listen} is not a loopback address: give the origins of your pages with "
             "--allow-origin (e.g. --allow-origin https://mail.example.com)"
