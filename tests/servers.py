@@ -337,6 +337,15 @@ def tls12_context(cert: Certificate, ciphers: str) -> ssl.SSLContext:
     return context
 
 
+def weak_key_context(cert: Certificate) -> ssl.SSLContext:
+    """Python's default server TLS, but at OpenSSL's security level 0, so that it serves a
+    certificate with a key that level 2 refuses (RSA-1024)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    context.load_cert_chain(cert.cert_path, cert.key_path)
+    return context
+
+
 def client_hello_version(sock: socket.socket, timeout: float = 10) -> int | None:
     """The ``legacy_version`` of the ClientHello waiting on ``sock``, read without taking it
     (MSG_PEEK): 0x0303 from a TLS 1.2/1.3 client, 0x0302 from a TLS 1.1 one. None if the client
@@ -447,6 +456,8 @@ def _new_key(kind: str) -> Any:
 
     if kind == "rsa":
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if kind == "rsa1024":  # under OpenSSL's security level 2 (112 bits)
+        return rsa.generate_private_key(public_exponent=65537, key_size=1024)
     if kind == "ec":
         return ec.generate_private_key(ec.SECP256R1())
     if kind == "ec384":

@@ -194,6 +194,51 @@ def test_envelope_errors_and_wrong_calls_are_clear(page: Page, proxy: Websockify
     assert thrown["connectAfterClose"] == "SmtpUsageError"
 
 
+# Configuration errors, each made into a thrown SmtpUsageError when the client is made (in-page:
+# Python asks the socket's checks; worker mode: the page asks them itself), not an error at
+# connect() naming internal classes. Shared with tests/test_browser_worker.py.
+CONFIGURATION_ERRORS = r"""
+const api = await window.smtp;
+const attempt = (host, options) => {
+  try { new api.SmtpClient(host, 25, options); return null; }
+  catch (e) { return [e.name, e.message, e.fatal, e.code, e.enhanced, e.stage]; }
+};
+const proxy = "ws://127.0.0.1:1/";
+return {
+  noProxy: attempt("localhost", {}),
+  http: attempt("localhost", { proxy: "http://127.0.0.1:8080/" }),
+  notUrl: attempt("localhost", { proxy: "127.0.0.1:8080" }),
+  thrower: attempt("localhost", { proxy: () => { throw new Error("no proxy for you"); } }),
+  ca: attempt("localhost", { proxy, ca: "not a certificate" }),
+  caKey: attempt("localhost", { proxy, ca: "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----" }),
+  caBase64: attempt("localhost", { proxy, ca: "-----BEGIN CERTIFICATE-----\n%%\n-----END CERTIFICATE-----" }),
+  nul: attempt("localhost\0.evil.example", { proxy }),
+  engine: attempt("localhost", { proxy, tlsEngine: "subtls" }),
+};
+"""
+
+
+def check_configuration_errors(out: dict[str, Any]) -> None:
+    for name, row in out.items():
+        assert row is not None and row[0] == "SmtpUsageError" and row[2] is False, (name, row)
+        assert row[3:] == [None, None, None], (name, row)  # code, enhanced, stage: null
+    assert out["noProxy"][1].startswith("option proxy is missing: give the WebSocket URL"), out
+    assert 'the WebSocket URL of that address is "ws://127.0.0.1:8080/"' in out["http"][1], out
+    assert 'option proxy "127.0.0.1:8080" is not a URL' in out["notUrl"][1], out
+    assert out["thrower"][1] == "option proxy: the function threw: no proxy for you", out
+    assert out["ca"][1].startswith("option ca holds no PEM certificate"), out
+    assert out["caKey"][1].endswith("; it holds a PRIVATE KEY"), out
+    assert out["caBase64"][1] == "option ca holds a PEM block that is not valid base64 (certificate 1)", out
+    # (In-page the engine's own check of the host may come first, in its words: a usage error either way.)
+    assert "host" in out["nul"][1], out
+    assert out["engine"][1] == "option tlsEngine must be one of 'auto', 'openssl', 'forge', not 'subtls'", out
+    assert not any("PySmtpSocket" in row[1] for row in out.values()), out  # no internal class named
+
+
+def test_configuration_errors_throw_at_construction_in_words_a_user_knows(page: Page) -> None:
+    check_configuration_errors(page.run(CONFIGURATION_ERRORS))
+
+
 # -- TLS -----------------------------------------------------------------------------------------
 
 

@@ -35,6 +35,7 @@ from .servers import (
     make_self_signed_leaf,
     modern_tls_context,
     tls12_context,
+    weak_key_context,
 )
 from .test_interop import Target, crlf, message
 
@@ -435,6 +436,20 @@ def test_a_tls_1_2_server_without_forward_secret_aead_suites_is_refused(
     assert client_lines(rec) == [] and recorder.messages == []
 
 
+@pytest.mark.parametrize("engine", ["openssl", "auto"])
+def test_a_key_under_security_level_2_is_refused(
+    page: Page, proxy: Websockify, tmp_path: Path, engine: str
+) -> None:
+    # RSA-1024 throughout (root, intermediate, leaf): OpenSSL's level 1 would take it, level 2 not.
+    weak = make_chain(tmp_path, "rsa1024")
+    recorder = Recorder()
+    with SmtpServer(recorder, implicit_tls=weak_key_context(weak.issue())) as server:
+        rec = session(page, proxy, server, "implicit", ca=weak.root_pem, tlsEngine=engine)
+    (error,) = rec["errors"]
+    assert error["name"] == "SmtpTlsError" and "key too weak" in error["message"], error
+    assert client_lines(rec) == [] and recorder.messages == []
+
+
 def test_a_host_name_with_a_nul_never_reaches_openssl(
     page: Page, proxy: Websockify, chains: dict[str, Chain], leaves: dict[str, Certificate]
 ) -> None:
@@ -447,7 +462,7 @@ def test_a_host_name_with_a_nul_never_reaches_openssl(
         rec = session(page, proxy, server, "implicit", host=host, ca=chains["rsa"].root_pem)
         assert recorder.connections_total == before  # not even a connection
     assert rec["thrown"] is not None, rec  # at construction
-    assert rec["thrown"]["name"] == "SmtpUsageError" and "U+0000" in rec["thrown"]["message"], rec["thrown"]
+    assert rec["thrown"]["name"] == "SmtpUsageError" and "host" in rec["thrown"]["message"], rec["thrown"]
     assert rec["log"] == [] and recorder.messages == []
     # The socket itself refuses such a name (host or servername), a last line before OpenSSL.
     thrown = page.run(

@@ -19,8 +19,24 @@ import pytest
 from pysmtp_wasm.errors import SmtpUsageError
 
 from .conftest import DIST, Page, selenium_common
-from .servers import Certificate, Recorder, SmtpServer, Websockify, legacy_tls_context, modern_tls_context
-from .test_browser import PASSWORD, USER, client_lines, expected_lines
+from .servers import (
+    Certificate,
+    Recorder,
+    ScriptedServer,
+    SmtpServer,
+    Websockify,
+    legacy_tls_context,
+    modern_tls_context,
+)
+from .test_browser import (
+    CONFIGURATION_ERRORS,
+    PASSWORD,
+    USER,
+    check_configuration_errors,
+    client_lines,
+    expected_lines,
+)
+from .test_browser_hostile import websocket_that_closes
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +135,8 @@ def test_auth_failure_is_onerror_then_onclose_with_the_codes(page: Page, proxy: 
             },
         )
     (error,) = rec["errors"]
-    assert error["isError"] is True and error["name"] == "SmtpAuthError"
-    assert error["code"] == 535 and error["enhanced"] == "5.7.8" and error["stage"] == "AUTH"
+    assert error["isError"] is True and error["name"] == "SmtpAuthError" and error["undefinedFields"] == []
+    assert error["code"] == 535 and error["enhanced"] == "5.7.8" and error["stage"].lower() == "auth"
     assert error["fatal"] is True and rec["order"] == ["error:SmtpAuthError", "close:true"]
     assert settle(page) == ZERO
 
@@ -162,6 +178,18 @@ def test_twenty_megabytes_transferred_with_backpressure_arrive_byte_identical(
     assert rec["drains"] > 0  # send() said "full" and ondrain said "go on"
     assert detached == {"lengths": [0, 8], "done": True}
     assert server.recorder.messages[1].content == b"Subject: t\r\n\r\nwhole\r\npart\r\nyy\r\n"
+
+
+def test_a_connection_error_crosses_with_its_fields_and_the_proxys_reason(page: Page) -> None:
+    # A proxy that refuses as ours does (PROXY-CONTRACT.md): the reason reaches onerror through
+    # the Worker, and code/enhanced are null there as in-page.
+    with ScriptedServer(websocket_that_closes(4404, "unknown_token: no target for this token")) as refusing:
+        rec = page.session(port=25, options={"proxy": f"ws://127.0.0.1:{refusing.port}/?token=t"})
+    (error,) = rec["errors"]
+    assert error["name"] == "SmtpConnectionError" and error["undefinedFields"] == [], error
+    assert error["proxyReason"] == "unknown_token" and error["stage"] == "connect", error
+    assert error["code"] is None and error["enhanced"] is None and rec["order"][-1] == "close:true"
+    assert "no target for this token" in error["message"]
 
 
 def test_wrong_calls_throw_at_once_with_the_in_page_messages(page: Page, proxy: Websockify) -> None:
@@ -470,37 +498,8 @@ def test_a_constructor_argument_the_engine_refuses_throws_at_once_as_in_page(pag
 
 def test_configuration_errors_throw_at_construction_in_words_a_user_knows(page: Page) -> None:
     # The socket's own checks run in the page too (PySmtpSocket is in its script): the proxy URL,
-    # the `ca`, the host. In-page the same checks run from Python (tests/test_browser.py).
-    out = page.run(
-        """
-        const api = await window.smtp;
-        const attempt = (host, options) => {
-          try { new api.SmtpClient(host, 25, options); return null; }
-          catch (e) { return [e.name, e.message, e.fatal, e.code, e.enhanced, e.stage]; }
-        };
-        return {
-          noProxy: attempt("localhost", {}),
-          http: attempt("localhost", { proxy: "http://127.0.0.1:8080/" }),
-          notUrl: attempt("localhost", { proxy: "127.0.0.1:8080" }),
-          thrower: attempt("localhost", { proxy: () => { throw new Error("no proxy for you"); } }),
-          ca: attempt("localhost", { proxy: "ws://127.0.0.1:1/", ca: "not a certificate" }),
-          caBase64: attempt("localhost", {
-            proxy: "ws://127.0.0.1:1/", ca: "-----BEGIN CERTIFICATE-----\\n%%%\\n-----END CERTIFICATE-----",
-          }),
-          nul: attempt("localhost\\0.evil.example", { proxy: "ws://127.0.0.1:1/" }),
-        };
-        """
-    )
-    for name, row in out.items():
-        assert row is not None and row[0] == "SmtpUsageError" and row[2] is False, (name, row)
-        assert row[3:] == [None, None, None], (name, row)  # code, enhanced, stage: null
-    assert out["noProxy"][1].startswith("option proxy is missing"), out
-    assert 'the WebSocket URL of that address is "ws://127.0.0.1:8080/"' in out["http"][1], out
-    assert "is not a URL" in out["notUrl"][1], out
-    assert out["thrower"][1] == "option proxy: the function threw: no proxy for you", out
-    assert out["ca"][1].startswith("option ca holds no PEM certificate"), out
-    assert out["caBase64"][1] == "option ca holds a PEM block that is not valid base64 (certificate 1)", out
-    assert "control character (U+0000)" in out["nul"][1], out
+    # the `ca`, the host; with the same words as in-page, where Python asks them.
+    check_configuration_errors(page.run(CONFIGURATION_ERRORS))
 
 
 def test_what_only_the_worker_refuses_ends_in_onerror_then_onclose(page: Page) -> None:

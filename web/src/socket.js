@@ -100,18 +100,19 @@ const PySmtpSocket = (() => {
   }
 
   /**
-   * One diagnostic request: does anything answer HTTP(S) at this origin? "answered" (any
-   * response: the body and status are opaque to a no-cors request, and need not be more),
-   * "failed" (refused, reset, or a TLS failure), "silent" (no answer in PROBE_MS), or
-   * "blocked" (the browser refused the request itself: Content-Security-Policy or mixed
-   * content; then nothing can be told).
-   * @param {string} origin "http://host:port"
+   * One diagnostic request: does anything answer HTTP(S) there? "answered" (any response: the
+   * body and status are opaque to a no-cors request, and need not be more), "failed" (refused,
+   * reset, or a TLS failure), "silent" (no answer in PROBE_MS), or "blocked" (the browser
+   * refused the request itself: Content-Security-Policy or mixed content; then nothing can be
+   * told). The request is a plain GET of the proxy URL's path, without its query (a token or a
+   * ticket is not sent twice), and without credentials.
+   * @param {string} url "http://host:port/path"
    * @returns {Promise<"answered" | "failed" | "silent" | "blocked">}
    */
-  async function probe(origin) {
+  async function probe(url) {
     const here = globalThis.location;
     if (typeof fetch !== "function") return "blocked";
-    const target = new URL(origin);
+    const target = new URL(url);
     if (here && here.protocol === "https:" && target.protocol === "http:" && !isLoopbackName(target.hostname)) {
       return "blocked"; // mixed content: the browser would refuse it without a word
     }
@@ -125,7 +126,7 @@ const PySmtpSocket = (() => {
     const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(), PROBE_MS);
     try {
-      await fetch(`${target.origin}/`, {
+      await fetch(target.href, {
         mode: "no-cors",
         credentials: "omit",
         cache: "no-store",
@@ -153,7 +154,7 @@ const PySmtpSocket = (() => {
     const parsed = new URL(url);
     const secure = parsed.protocol === "wss:";
     const where = parsed.host;
-    const web = `${secure ? "https" : "http"}://${where}`;
+    const web = `${secure ? "https" : "http"}://${where}${parsed.pathname}`;
     const hasToken = /[?&]token=/.test(parsed.search);
     const token = hasToken ? "the token in the URL" : "the URL's token (it has none: a proxy with a token file refuses it)";
     const refused =
@@ -173,7 +174,7 @@ const PySmtpSocket = (() => {
       return `something at ${where} accepted the connection but did not answer HTTP within ${PROBE_MS / 1000} s: check the address, and the proxy's log`;
     }
     if (secure) {
-      const plain = await probe(`http://${where}`);
+      const plain = await probe(`http://${where}${parsed.pathname}`);
       if (plain === "answered") {
         return (
           `a plain HTTP server answers at ${where}, not HTTPS: the proxy speaks ws://, not wss://; use ` +
@@ -654,9 +655,12 @@ const PySmtpSocket = (() => {
       const extra = { closeCode: code, closeReason: reason };
       const proxy = `the proxy at ${this.proxyUrl}`;
       let error = null;
+      // A close code other than 1006 came in a close frame: the WebSocket was accepted, even when
+      // the browser fires no open before (Firefox, when the close frame follows the 101 at once).
+      const accepted = this._wsOpened || code !== 1006;
       if (code >= 4000 && code <= 4999) {
         error = this._proxyRefusal(code, reason, extra); // our proxy's own words (PROXY-CONTRACT)
-      } else if (!this._wsOpened) {
+      } else if (!accepted) {
         this._diagnose(closeInfo, extra); // onerror and onclose once we know more
         return;
       } else if (code === 1011) {
