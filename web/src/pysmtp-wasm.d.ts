@@ -102,7 +102,11 @@ export interface SmtpError extends Error {
   code: number | null;
   /** The RFC 3463 enhanced status code, e.g. "5.7.8", else null. */
   enhanced: string | null;
-  /** The step that failed ("connect", "tls", "greeting", ...), else null. */
+  /**
+   * The step that failed, else null: the command whose reply failed or was awaited, in capitals
+   * ("AUTH", "RCPT", "STARTTLS", ...), or a step that is not a command, in lower case
+   * ("connect", "tls", "greeting", ...).
+   */
   stage: string | null;
   /**
    * An SmtpConnectionError from a proxy that said why it refused (pysmtp-wasm's proxy: a
