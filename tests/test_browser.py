@@ -212,6 +212,7 @@ return {
   ca: attempt("localhost", { proxy, ca: "not a certificate" }),
   caKey: attempt("localhost", { proxy, ca: "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----" }),
   caBase64: attempt("localhost", { proxy, ca: "-----BEGIN CERTIFICATE-----\n%%\n-----END CERTIFICATE-----" }),
+  caDer: attempt("localhost", { proxy, ca: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----" }),
   nul: attempt("localhost\0.evil.example", { proxy }),
   engine: attempt("localhost", { proxy, tlsEngine: "subtls" }),
 };
@@ -229,6 +230,7 @@ def check_configuration_errors(out: dict[str, Any]) -> None:
     assert out["ca"][1].startswith("option ca holds no PEM certificate"), out
     assert out["caKey"][1].endswith("; it holds a PRIVATE KEY"), out
     assert out["caBase64"][1] == "option ca holds a PEM block that is not valid base64 (certificate 1)", out
+    assert out["caDer"][1].startswith("option ca holds a PEM block that is not a certificate"), out
     # (In-page the engine's own check of the host may come first, in its words: a usage error either way.)
     assert "host" in out["nul"][1], out
     assert out["engine"][1] == "option tlsEngine must be one of 'auto', 'openssl', 'forge', not 'subtls'", out
