@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ._engine import SmtpEngine, State
@@ -26,7 +24,6 @@ from .errors import (
     SmtpError,
     SmtpReplyError,
     SmtpTimeoutError,
-    SmtpTlsError,
     SmtpUsageError,
 )
 
@@ -131,6 +128,10 @@ class SmtpClient:
         self.options = parse_options(options, transport_keys)
         self.host = host or "localhost"
         self.port = int(port) if port else (465 if self.options.use_secure_transport else 25)
+        # What the transport would refuse at connect() (the browser's proxy URL, say), refused now.
+        check_options = getattr(transport, "check_options", None)
+        if check_options is not None:
+            check_options(self.host, self.port, self.options)
         self._transport_factory = transport
         self._transport: Transport | None = None
         self._engine: SmtpEngine | None = None
@@ -408,34 +409,7 @@ class SmtpClient:
     def _transport_error(self, error: SmtpError) -> None:
         if self._engine is None:
             return
-        if isinstance(error, SmtpTlsError) and error.retry_with and self._engine.state is State.TLS:
-            self._retry_starttls(error)
-            return
         self._after(self._engine.fail(error))
-
-    def _retry_starttls(self, error: SmtpTlsError) -> None:
-        """The server refused the TLS version at STARTTLS: start over on a new connection with the
-        engine the transport named (the browser's TLS 1.3 -> TLS 1.0/1.1 fallback).
-
-        The new session must reach TLS again (``requireTLS``): a second connection without
-        STARTTLS is not a way around it. Once only, and nothing reaches the user's callbacks but
-        the transcript.
-        """
-        assert self._transport is not None
-        reason = re.sub(r"^TLS handshake with \S+ failed: ", "", error.message)
-        self._log("*", f"{error.message}; retrying with {error.retry_with} on a new connection")
-        self._transport.detach()
-        self._cancel_timer()
-        options = replace(self.options, require_tls=True, ignore_tls=False)
-        options.extra = {**self.options.extra, "tlsEngine": error.retry_with, "fallback": reason}
-        self._engine = SmtpEngine(options, host=self.host)
-        self._update_transcript()
-        self._written_since_reply = 0
-        self._writable = True
-        self._transport = self._transport_factory(self)
-        self._transport.open(self.host, self.port, secure=False, ca=options.ca, options=options.extra)
-        self._engine.stays_local = self._transport.stays_local(self.host)
-        self._rearm()
 
     def _transport_closed(self) -> None:
         if self._closed:

@@ -1,18 +1,29 @@
-"""Which of the seed's calls each state allows, as data: for the page's side of a Worker.
+"""Which of the seed's calls each state allows, and which options the constructor takes, as
+data: for the page's side of a Worker.
 
 In worker mode (``PySmtp.load({worker: true})``) the engine runs in a Worker and the page
-cannot ask it anything synchronously, yet a call in the wrong state must still throw at once.
-So the page is given this table when the Worker has booted: for every state, every call's
-:class:`SmtpUsageError` message (the engine's own words, got by asking a throwaway sans-IO
-engine, which has no I/O to do) or, when the call is allowed, the state the page should
-assume until the Worker's next event says otherwise. The rules stay in Python; JavaScript
-only looks them up.
+cannot ask it anything synchronously, yet a call in the wrong state must still throw at once,
+and so must a constructor argument the engine refuses (``requireTls``, a typo). So the page is
+given two tables when the Worker has booted:
+
+* for every state, every call's :class:`SmtpUsageError` message (the engine's own words, got by
+  asking a throwaway sans-IO engine, which has no I/O to do) or, when the call is allowed, the
+  state the page should assume until the Worker's next event says otherwise;
+* the options' grammar: each name's kind and allowed values, and the engine's own words for
+  each refusal (got by asking :func:`parse_options` with probe values).
+
+The rules stay in Python; JavaScript only looks them up. What the page cannot tell from the
+grammar, the Worker still refuses, and a connection already asked for then ends in ``onerror``
+and ``onclose``.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from ._engine import SmtpEngine, State
-from ._options import parse_options
+from ._options import _BOOLS, _KEYS, _NUMBERS, TRANSPORT_VALUES, parse_options
+from ._sasl import MECHANISMS
 from .errors import SmtpUsageError
 
 # A call that is allowed: the state the page assumes after it (None: unchanged).
@@ -72,3 +83,75 @@ def usage_rules() -> dict[str, dict[str, Rule]]:
                 rule[call] = (None, None, _NEXT.get(call, {}).get(state.value))
         rules[state.value] = rule
     return rules
+
+
+# A value the engine's messages quote, replaced by a placeholder in the templates below.
+_PROBE = "zz-probe-zz"
+
+
+def _refusal(raw: dict[str, Any], transport_keys: frozenset[str]) -> str:
+    """The engine's words refusing ``raw`` (each probe below is one it refuses)."""
+    try:
+        parse_options(raw, transport_keys)
+    except SmtpUsageError as error:
+        return str(error)
+    raise AssertionError(f"parse_options accepted {raw!r}: _usage.option_grammar is out of date")
+
+
+def option_grammar(transport_keys: frozenset[str]) -> dict[str, Any]:
+    """``{"kinds": {option: kind}, "choices": {option: [values]}, "upper": [options],
+    "messages": {...}, "contradictions": [[a, b, message]]}`` for ``new SmtpClient(host, port,
+    options)``.
+
+    Kinds: "boolean" (any value, taken for its truth), "milliseconds", "choice" (one of
+    ``choices``; compared in upper case for the options in ``upper``), "name" (the EHLO name),
+    "ca", "auth", and "proxy" (the page checks the URL itself: ``PySmtpSocket.check``). Each
+    message is the engine's own: ``{key}``, ``{value}`` and ``{fields}`` mark where it quotes
+    the option, the value (as Python's ``repr``) or the unknown auth fields.
+    """
+
+    def refusal(raw: dict[str, Any]) -> str:
+        return _refusal(raw, transport_keys)
+
+    probe = repr(_PROBE)
+    kinds: dict[str, str] = {}
+    messages: dict[str, str] = {
+        "unknown": refusal({_PROBE: 1}).replace(probe, "{key}"),
+        "name": refusal({"name": _PROBE + " "}).replace(repr(_PROBE + " "), "{value}"),
+        "ca": refusal({"ca": 1}),
+        "auth": refusal({"auth": 1}),
+        "auth.fields": refusal({"auth": {"user": "u", "pass": "p", _PROBE: 1}}).replace(_PROBE, "{fields}"),
+        "auth.user": refusal({"auth": {"user": 1, "pass": "p"}}),
+        "auth.pass": refusal({"auth": {"user": "u", "pass": 1}}),
+        "auth.xoauth2": refusal({"auth": {"user": "u", "xoauth2": 1}}),
+        "auth.secret": refusal({"auth": {"user": "u"}}),
+    }
+    choices: dict[str, list[str]] = {"authMethod": list(MECHANISMS)}
+    for key, attr in _KEYS.items():
+        if attr in _BOOLS:
+            kinds[key] = "boolean"
+        elif attr in _NUMBERS:
+            kinds[key] = "milliseconds"
+            messages[key] = refusal({key: -1})
+        elif key in ("name", "ca"):
+            kinds[key] = key
+        elif key == "authMethod":
+            kinds[key] = "choice"
+            messages[key] = refusal({key: _PROBE}).replace(probe, "{value}")
+        else:  # pragma: no cover - an option added to _options without a kind here
+            raise AssertionError(f"option {key} has no kind in _usage.option_grammar")
+    kinds["auth"] = "auth"
+    for key in sorted(transport_keys):
+        if key in TRANSPORT_VALUES:
+            kinds[key] = "choice"
+            choices[key] = list(TRANSPORT_VALUES[key])
+            messages[key] = refusal({key: _PROBE}).replace(probe, "{value}")
+        else:
+            kinds[key] = "proxy" if key == "proxy" else "any"
+    return {
+        "kinds": kinds,
+        "choices": choices,
+        "upper": ["authMethod"],
+        "messages": messages,
+        "contradictions": [["ignoreTLS", "requireTLS", refusal({"ignoreTLS": True, "requireTLS": True})]],
+    }
