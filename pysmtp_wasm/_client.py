@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._engine import SmtpEngine, State
+from ._engine import SmtpEngine
 from ._events import Done, Event, Failed, Finished, Idle, Log, Ready, RecipientResult, StartTls
 from ._options import parse_options
+from ._state import BEFORE_CONNECT, CONNECT_AGAIN, State
 from ._transport import TimerHandle, Transport, TransportFactory
 from .errors import (
     SmtpConnectionError,
@@ -198,7 +199,7 @@ class SmtpClient:
     def connect(self) -> None:
         """Open the connection; ``onidle`` follows when the session is ready."""
         if self._engine is not None:
-            raise SmtpUsageError("connect() was already called; make a new SmtpClient to connect again")
+            raise SmtpUsageError(CONNECT_AGAIN)
         self._engine = SmtpEngine(self.options, host=self.host)
         self._update_transcript()
         self._transport = self._transport_factory(self)
@@ -232,23 +233,23 @@ class SmtpClient:
         session ends with QUIT, and ``onclose(true)`` follows, as after every error. Calling it
         outside ``onidle``'s state raises :class:`SmtpUsageError` (and changes nothing).
         """
-        self._after(self._require_engine("useEnvelope()").use_envelope(envelope))
+        self._after(self._require_engine("useEnvelope").use_envelope(envelope))
 
     def send(self, chunk: bytes | str) -> bool:
         """Stream a chunk of the message. Returns False when the buffer is full: then wait
         for ``ondrain`` before sending more (you may send more, it is only buffered)."""
-        self._require_engine("send()").send(chunk)
+        self._require_engine("send").send(chunk)
         if self._flush() and not self._writable:
             self._rearm()  # the network now owes us progress
         return self._writable
 
     def end(self) -> None:
         """End the message; ``ondone(success)`` follows."""
-        self._after(self._require_engine("end()").end())
+        self._after(self._require_engine("end").end())
 
     def quit(self) -> None:
         """Say QUIT (after the current step) and close; ``onclose(false)`` follows."""
-        self._after(self._require_engine("quit()").quit())
+        self._after(self._require_engine("quit").quit())
 
     def close(self) -> None:
         """Close the connection at once; ``onclose(false)`` follows (also when never connected)."""
@@ -427,7 +428,7 @@ class SmtpClient:
 
     def _require_engine(self, call: str) -> SmtpEngine:
         if self._engine is None:
-            raise SmtpUsageError(f"{call} before connect()")
+            raise SmtpUsageError(BEFORE_CONNECT.format(call=call))
         return self._engine
 
     def _after(self, events: list[Event], rearm: bool = False) -> None:

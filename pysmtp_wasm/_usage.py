@@ -6,8 +6,8 @@ cannot ask it anything synchronously, yet a call in the wrong state must still t
 and so must a constructor argument the engine refuses (``requireTls``, a typo). So the page is
 given two tables when the Worker has booted:
 
-* for every state, every call's :class:`SmtpUsageError` message (the engine's own words, got by
-  asking a throwaway sans-IO engine, which has no I/O to do) or, when the call is allowed, the
+* for every state, every call's :class:`SmtpUsageError` message and stage (the engine's own, from
+  the table it enforces: ``_state.CALLS``) or, when the call is allowed, the
   state the page should assume until the Worker's next event says otherwise;
 * the options' grammar: each name's kind and allowed values, and the engine's own words for
   each refusal (got by asking :func:`parse_options` with probe values).
@@ -21,41 +21,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._engine import SmtpEngine, State
 from ._options import _BOOLS, _KEYS, _NUMBERS, TRANSPORT_VALUES, parse_options
 from ._sasl import MECHANISMS
+from ._state import BEFORE_CONNECT, CALLS, CONNECT_AGAIN, State
 from .errors import SmtpUsageError
-
-# A call that is allowed: the state the page assumes after it (None: unchanged).
-_NEXT: dict[str, dict[str, str]] = {
-    "useEnvelope": {"idle": State.ENVELOPE.value},
-    "end": {"data": State.DATA_END.value},
-    "quit": {"idle": State.QUIT.value},
-}
-_PROBE_ENVELOPE = {"from": "probe@example.com", "to": ["probe@example.com"]}
 
 # (the SmtpUsageError's message and stage, or None and None; the next state, or None)
 Rule = tuple[str | None, str | None, str | None]
-
-
-def _probe(state: State, call: str) -> SmtpUsageError | None:
-    """The engine's SmtpUsageError for ``call`` in ``state``, or None if it is allowed."""
-    engine = SmtpEngine(parse_options({}), host="localhost")
-    engine.state = state
-    try:
-        if call == "useEnvelope":
-            engine.use_envelope(_PROBE_ENVELOPE)
-        elif call == "send":
-            engine.send(b"")
-        elif call == "end":
-            engine.end()
-        else:
-            engine.quit()
-    except SmtpUsageError as error:
-        return error
-    except Exception:  # noqa: BLE001 - past the state check, on an engine with no session
-        return None
-    return None
 
 
 def usage_rules() -> dict[str, dict[str, Rule]]:
@@ -65,22 +37,18 @@ def usage_rules() -> dict[str, dict[str, Rule]]:
     rules: dict[str, dict[str, Rule]] = {
         "new": {
             "connect": (None, None, State.CONNECTING.value),
-            **{
-                call: (f"{call}() before connect()", None, None)
-                for call in ("useEnvelope", "send", "end", "quit")
-            },
+            **{call: (BEFORE_CONNECT.format(call=call), None, None) for call in CALLS},
         }
     }
     for state in State:
-        rule: dict[str, Rule] = {
-            "connect": ("connect() was already called; make a new SmtpClient to connect again", None, None)
-        }
-        for call in ("useEnvelope", "send", "end", "quit"):
-            error = _probe(state, call)
+        rule: dict[str, Rule] = {"connect": (CONNECT_AGAIN, None, None)}
+        for call, table in CALLS.items():
+            error = table.refusal(state)
             if error is not None:
                 rule[call] = (str(error), error.stage, None)
             else:
-                rule[call] = (None, None, _NEXT.get(call, {}).get(state.value))
+                after = table.allowed[state]
+                rule[call] = (None, None, after.value if after is not None else None)
         rules[state.value] = rule
     return rules
 
