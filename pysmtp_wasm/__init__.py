@@ -4,10 +4,11 @@ Runs in CPython (asyncio) and in Pyodide in the browser (over a WebSocket-to-TCP
 """
 
 from ._client import SmtpClient
-from ._engine import SmtpEngine, State
+from ._engine import SmtpEngine
 from ._events import Done, Failed, Finished, Idle, Log, Ready, RecipientResult, StartTls
 from ._options import Options, parse_options
 from ._reply import Reply, ReplyParser
+from ._state import State
 from .errors import (
     SmtpAuthError,
     SmtpConnectionError,

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
 import js  # type: ignore[import-not-found]
 from pyodide.ffi import JsException, create_proxy, to_js  # type: ignore[import-not-found]
 
-from ._sasl import is_loopback
 from ._transport import LoopTransport, TransportOwner
-from .errors import SmtpConnectionError, SmtpError, SmtpTlsError
+from .errors import SmtpConnectionError, SmtpError, SmtpTlsError, SmtpUsageError
+
+if TYPE_CHECKING:
+    from ._options import Options
 
 # Options this transport reads from SmtpClient's options.
 OPTION_NAMES = frozenset({"proxy", "tlsEngine"})
@@ -43,14 +44,20 @@ def _negotiated(event: Any) -> str | None:
     return f"{tls.protocol}{', ' + str(cipher) if cipher else ''} ({tls.engine})"
 
 
-def _js_error(event: Any, host: str, port: int) -> SmtpError:
+def _js_error(event: Any) -> SmtpError:
+    """The socket's error as ours. Its message says what happened in its own words (it names
+    the proxy, and the server only where the proxy said which). A proxy's reason for refusing
+    (close codes 4000-4999) is kept as ``proxy_reason`` (``proxyReason`` in JS)."""
     error = getattr(event, "data", None)
     name = str(getattr(error, "name", "") or "")
     message = str(getattr(error, "message", "") or error or "socket error")
     if name == "TLSError":
-        retry_with = getattr(error, "retryWith", None)
-        return SmtpTlsError(message, stage="tls", retry_with=str(retry_with) if retry_with else None)
-    return SmtpConnectionError(message if host in message else f"{host}:{port}: {message}", stage="connect")
+        return SmtpTlsError(message, stage="tls")
+    result = SmtpConnectionError(message, stage="connect")
+    reason = getattr(error, "proxyReason", None)
+    if reason is not None:
+        result.proxy_reason = str(reason)  # type: ignore[attr-defined]
+    return result
 
 
 class BrowserTransport(LoopTransport):
@@ -90,7 +97,7 @@ class BrowserTransport(LoopTransport):
             )
             return
         js_options = js.Object.new()  # the socket fills in PySmtpSocket.defaults itself
-        for name in (*OPTION_NAMES, "fallback"):
+        for name in OPTION_NAMES:
             if options.get(name) is not None:
                 setattr(js_options, name, options[name])
         js_options.useSecureTransport = secure
@@ -99,9 +106,8 @@ class BrowserTransport(LoopTransport):
         try:
             sock = socket_class.open(host, port, js_options)
         except JsException as error:
-            self._fail_soon(
-                SmtpConnectionError(f"cannot open a socket to {host}:{port}: {error}", stage="connect")
-            )
+            message = str(getattr(error, "message", "") or error)
+            self._fail_soon(SmtpConnectionError(f"cannot open a connection: {message}", stage="connect"))
             return
         self._socket = sock
         self._send = sock.send
@@ -112,14 +118,42 @@ class BrowserTransport(LoopTransport):
         self._listen("onerror", self._on_error)
         self._listen("onclose", self._on_close)
 
+    @staticmethod
+    def check_options(host: str, port: int, options: Options) -> None:
+        """Refuse, when the client is made, what the socket would refuse at ``connect()``: the
+        proxy (missing, not a ``ws://``/``wss://`` URL), ``ca`` (no PEM certificate in it), the
+        host (a control character), the port. A proxy function is called here, once: its URL
+        is what every connection of this client uses."""
+        socket_class = getattr(js, "PySmtpSocket", None)
+        if socket_class is None:
+            return  # connect() reports it
+        extra = options.extra
+        proxy = extra.get("proxy")
+        if proxy is None:
+            proxy = getattr(getattr(socket_class, "defaults", None), "proxy", None)
+        if callable(proxy):
+            try:
+                proxy = proxy(host, port)
+            except Exception as error:  # noqa: BLE001 - the page's function: any failure is the page's
+                message = getattr(error, "message", None) or error
+                raise SmtpUsageError(f"option proxy: the function threw: {message}") from None
+            extra["proxy"] = proxy
+        js_options = js.Object.new()
+        if proxy is not None:
+            js_options.proxy = proxy
+        if extra.get("tlsEngine") is not None:
+            js_options.tlsEngine = extra["tlsEngine"]
+        if options.ca is not None:
+            js_options.ca = to_js(options.ca)
+        problem = socket_class.check(host, port, js_options)
+        if problem:
+            raise SmtpUsageError(str(problem))
+
     def stays_local(self, host: str) -> bool:
-        """A loopback SMTP host is loopback as the proxy sees it: the page-to-proxy leg must be
-        private too, over ``wss://`` or to a proxy on this machine. ``ws://`` to a proxy
-        elsewhere would carry the password in the clear before the proxy does."""
-        if not is_loopback(host) or self._socket is None:
-            return False
-        proxy = urlsplit(str(getattr(self._socket, "proxyUrl", "") or ""))
-        return proxy.scheme == "wss" or is_loopback(proxy.hostname)
+        """Never, in the page: where the bytes go is the proxy's choice (its target, or the one
+        its token names), not the host the page gives, and the page cannot see it. Cleartext
+        AUTH there takes ``allowInsecureAuth: true``."""
+        return False
 
     def write(self, data: bytes) -> bool:
         if self._socket is None or self._closed:
@@ -169,7 +203,7 @@ class BrowserTransport(LoopTransport):
         self._owner._transport_drain()
 
     def _on_error(self, event: Any) -> None:
-        self._owner._transport_error(_js_error(event, self._host, self._port))
+        self._owner._transport_error(_js_error(event))
 
     def _on_close(self, event: Any) -> None:
         self._closed = True

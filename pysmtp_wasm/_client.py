@@ -10,23 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from ._engine import SmtpEngine, State
+from ._engine import SmtpEngine
 from ._events import Done, Event, Failed, Finished, Idle, Log, Ready, RecipientResult, StartTls
 from ._options import parse_options
+from ._state import BEFORE_CONNECT, CONNECT_AGAIN, State
 from ._transport import TimerHandle, Transport, TransportFactory
 from .errors import (
     SmtpConnectionError,
     SmtpError,
     SmtpReplyError,
     SmtpTimeoutError,
-    SmtpTlsError,
     SmtpUsageError,
 )
 
@@ -131,6 +129,10 @@ class SmtpClient:
         self.options = parse_options(options, transport_keys)
         self.host = host or "localhost"
         self.port = int(port) if port else (465 if self.options.use_secure_transport else 25)
+        # What the transport would refuse at connect() (the browser's proxy URL, say), refused now.
+        check_options = getattr(transport, "check_options", None)
+        if check_options is not None:
+            check_options(self.host, self.port, self.options)
         self._transport_factory = transport
         self._transport: Transport | None = None
         self._engine: SmtpEngine | None = None
@@ -197,7 +199,7 @@ class SmtpClient:
     def connect(self) -> None:
         """Open the connection; ``onidle`` follows when the session is ready."""
         if self._engine is not None:
-            raise SmtpUsageError("connect() was already called; make a new SmtpClient to connect again")
+            raise SmtpUsageError(CONNECT_AGAIN)
         self._engine = SmtpEngine(self.options, host=self.host)
         self._update_transcript()
         self._transport = self._transport_factory(self)
@@ -231,23 +233,23 @@ class SmtpClient:
         session ends with QUIT, and ``onclose(true)`` follows, as after every error. Calling it
         outside ``onidle``'s state raises :class:`SmtpUsageError` (and changes nothing).
         """
-        self._after(self._require_engine("useEnvelope()").use_envelope(envelope))
+        self._after(self._require_engine("useEnvelope").use_envelope(envelope))
 
     def send(self, chunk: bytes | str) -> bool:
         """Stream a chunk of the message. Returns False when the buffer is full: then wait
         for ``ondrain`` before sending more (you may send more, it is only buffered)."""
-        self._require_engine("send()").send(chunk)
+        self._require_engine("send").send(chunk)
         if self._flush() and not self._writable:
             self._rearm()  # the network now owes us progress
         return self._writable
 
     def end(self) -> None:
         """End the message; ``ondone(success)`` follows."""
-        self._after(self._require_engine("end()").end())
+        self._after(self._require_engine("end").end())
 
     def quit(self) -> None:
         """Say QUIT (after the current step) and close; ``onclose(false)`` follows."""
-        self._after(self._require_engine("quit()").quit())
+        self._after(self._require_engine("quit").quit())
 
     def close(self) -> None:
         """Close the connection at once; ``onclose(false)`` follows (also when never connected)."""
@@ -408,34 +410,7 @@ class SmtpClient:
     def _transport_error(self, error: SmtpError) -> None:
         if self._engine is None:
             return
-        if isinstance(error, SmtpTlsError) and error.retry_with and self._engine.state is State.TLS:
-            self._retry_starttls(error)
-            return
         self._after(self._engine.fail(error))
-
-    def _retry_starttls(self, error: SmtpTlsError) -> None:
-        """The server refused the TLS version at STARTTLS: start over on a new connection with the
-        engine the transport named (the browser's TLS 1.3 -> TLS 1.0/1.1 fallback).
-
-        The new session must reach TLS again (``requireTLS``): a second connection without
-        STARTTLS is not a way around it. Once only, and nothing reaches the user's callbacks but
-        the transcript.
-        """
-        assert self._transport is not None
-        reason = re.sub(r"^TLS handshake with \S+ failed: ", "", error.message)
-        self._log("*", f"{error.message}; retrying with {error.retry_with} on a new connection")
-        self._transport.detach()
-        self._cancel_timer()
-        options = replace(self.options, require_tls=True, ignore_tls=False)
-        options.extra = {**self.options.extra, "tlsEngine": error.retry_with, "fallback": reason}
-        self._engine = SmtpEngine(options, host=self.host)
-        self._update_transcript()
-        self._written_since_reply = 0
-        self._writable = True
-        self._transport = self._transport_factory(self)
-        self._transport.open(self.host, self.port, secure=False, ca=options.ca, options=options.extra)
-        self._engine.stays_local = self._transport.stays_local(self.host)
-        self._rearm()
 
     def _transport_closed(self) -> None:
         if self._closed:
@@ -453,7 +428,7 @@ class SmtpClient:
 
     def _require_engine(self, call: str) -> SmtpEngine:
         if self._engine is None:
-            raise SmtpUsageError(f"{call} before connect()")
+            raise SmtpUsageError(BEFORE_CONNECT.format(call=call))
         return self._engine
 
     def _after(self, events: list[Event], rearm: bool = False) -> None:

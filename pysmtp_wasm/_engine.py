@@ -6,14 +6,14 @@ the connection (:meth:`connection_made`, :meth:`tls_established`, :meth:`connect
 passes on the user's calls (:meth:`use_envelope`, :meth:`send`, :meth:`end`, :meth:`quit`),
 writes out :meth:`data_to_send` and acts on the returned events.
 
-The session runs through named states (:class:`State`); each reply is handled by the state
-it arrives in, and a call that the state does not allow raises :class:`SmtpUsageError`
-before anything changes.
+The session runs through named states (:class:`State`). What each state allows is data, in
+``_state.py``: the method that handles a reply arriving in it, and which of the user's calls
+it takes; a call that the state does not allow raises :class:`SmtpUsageError` before
+anything changes.
 """
 
 from __future__ import annotations
 
-import enum
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -26,6 +26,7 @@ from ._events import Done, Event, Failed, Finished, Idle, Log, Ready, RecipientR
 from ._extensions import Extensions
 from ._options import Options
 from ._reply import Reply, ReplyParser
+from ._state import AWAITING, CALLS, REPLY_HANDLERS, TRANSPORT_CALLS, Pending, State
 from .errors import (
     SmtpAuthError,
     SmtpConnectionError,
@@ -38,36 +39,8 @@ from .errors import (
     SmtpUsageError,
 )
 
-
-class State(enum.Enum):
-    CONNECTING = "connecting"  # the transport is opening the connection
-    GREETING = "greeting"  # waiting for the 220 greeting
-    EHLO = "ehlo"  # waiting for the EHLO/LHLO reply
-    HELO = "helo"  # waiting for the HELO reply (EHLO was refused)
-    STARTTLS = "starttls"  # waiting for the reply to STARTTLS
-    TLS = "tls"  # the transport is doing the TLS handshake
-    AUTH = "auth"  # in the SASL conversation
-    IDLE = "idle"  # waiting for an envelope
-    ENVELOPE = "envelope"  # waiting for the replies to MAIL, RCPT and DATA
-    DATA = "data"  # the user streams the message (with CHUNKING, BDAT replies may come)
-    DATA_END = "data_end"  # waiting for the reply (LMTP: replies) to the end of data
-    QUIT = "quit"  # waiting for the reply to QUIT
-    CLOSED = "closed"
-
-
-# States in which the server owes us something: a reply, or the TLS handshake. (A tuple:
-# membership is an identity check in C, where a set would call Enum.__hash__, in Python.)
-AWAITING = (
-    State.GREETING,
-    State.EHLO,
-    State.HELO,
-    State.STARTTLS,
-    State.TLS,
-    State.AUTH,
-    State.ENVELOPE,
-    State.DATA_END,
-    State.QUIT,
-)
+_USE_ENVELOPE, _SEND, _END, _QUIT = (CALLS[name] for name in ("useEnvelope", "send", "end", "quit"))
+_CONNECTION_MADE, _TLS_ESTABLISHED = TRANSPORT_CALLS.values()
 
 
 def _reply_error(
@@ -105,8 +78,8 @@ class SmtpEngine:
         self._mechanism: _sasl.Mechanism | None = None
         # The current transaction.
         self._pipelining = False
-        self._queue: deque[tuple[str, str]] = deque()  # commands not yet written (kind, line)
-        self._pending: deque[tuple[str, str]] = deque()  # written, reply due (kind, argument)
+        self._queue: deque[tuple[Pending, str]] = deque()  # commands not yet written (kind, line)
+        self._pending: deque[tuple[Pending, str]] = deque()  # written, reply due (kind, argument)
         self._accepted: list[str] = []
         self._rejected: dict[str, Reply] = {}
         self._stuffer: DotStuffer | None = None
@@ -119,6 +92,8 @@ class SmtpEngine:
         self._held: bytes | None = None
         self._bdat_refused: Reply | None = None
         self._rcpt_params = ""
+        # REPLY_HANDLERS, bound once (a reply's dispatch is one dict lookup)
+        self._handlers = {state: getattr(self, name) for state, name in REPLY_HANDLERS.items()}
 
     # -- what the caller reads ------------------------------------------------------------
 
@@ -137,13 +112,13 @@ class SmtpEngine:
 
     def connection_made(self) -> list[Event]:
         """The transport is connected (after the TLS handshake for implicit TLS)."""
-        self._expect_state(State.CONNECTING, "connection_made")
+        _CONNECTION_MADE.check(self.state)
         self.state = State.GREETING
         return self._take_events()
 
     def tls_established(self) -> list[Event]:
         """The STARTTLS handshake succeeded: say hello again (RFC 3207 §4.2)."""
-        self._expect_state(State.TLS, "tls_established")
+        _TLS_ESTABLISHED.check(self.state)
         self.tls_active = True
         self.extensions = Extensions()
         self._log("*", "TLS established")
@@ -219,9 +194,7 @@ class SmtpEngine:
         that cannot be sent ends the session: nothing of it is sent, the events hold
         ``Failed(SmtpEnvelopeError, quitting=True)`` and QUIT is written.
         """
-        self._expect_state(
-            State.IDLE, "useEnvelope()", "call it from onidle, after the previous message is done"
-        )
+        _USE_ENVELOPE.check(self.state)
         try:
             sender, recipients, size, dsn, binary = self._check_envelope(envelope)
         except SmtpEnvelopeError as error:
@@ -248,11 +221,11 @@ class SmtpEngine:
         self._queue.clear()
         self._pending.clear()
         if self._rset_needed:
-            self._queue.append(("RSET", ""))
-        self._queue.append(("MAIL", f"MAIL FROM:<{sender}>{params}"))
-        self._queue.extend(("RCPT", r) for r in recipients)
+            self._queue.append((Pending.RSET, "RSET"))
+        self._queue.append((Pending.MAIL, f"MAIL FROM:<{sender}>{params}"))
+        self._queue.extend((Pending.RCPT, r) for r in recipients)
         if not self._chunking:
-            self._queue.append(("DATA", "DATA"))
+            self._queue.append((Pending.DATA, "DATA"))
         self._pipelining = "PIPELINING" in self.extensions
         self.state = State.ENVELOPE
         self._write_queue()
@@ -261,7 +234,7 @@ class SmtpEngine:
     def send(self, chunk: bytes | bytearray | memoryview | str) -> None:
         """Add a chunk of the message (dot-stuffed unless ``disableEscaping``; with CHUNKING, a
         ``BDAT`` chunk, not dot-stuffed)."""
-        self._expect_state(State.DATA, "send()", "call it after onready and before end()")
+        _SEND.check(self.state)
         if isinstance(chunk, str):
             data = chunk.encode("utf-8")
         elif isinstance(chunk, (bytes, bytearray, memoryview)):
@@ -281,7 +254,7 @@ class SmtpEngine:
 
     def end(self) -> list[Event]:
         """End the message; the server's answer comes as :class:`Done`."""
-        self._expect_state(State.DATA, "end()", "call it once, after onready")
+        _END.check(self.state)
         assert self._stuffer is not None
         if self._chunking:
             self._log("C", f"<{self._stuffer.bytes_in} bytes of message data in BDAT chunks>")
@@ -306,7 +279,7 @@ class SmtpEngine:
 
     def _expect_data_end(self) -> None:
         """The replies the end of the message gets: one, or with LMTP one per accepted recipient."""
-        self._pending.extend(("END", r) for r in (self._accepted if self.options.lmtp else [""]))
+        self._pending.extend((Pending.END, r) for r in (self._accepted if self.options.lmtp else [""]))
 
     def _write_chunk(self, data: bytes, last: bool) -> None:
         # RFC 3030 §2: "BDAT size [LAST]" CRLF, then exactly size octets. Each chunk has its
@@ -319,21 +292,14 @@ class SmtpEngine:
             self._out.append(data)
         self._log("C", command)
         if not last:
-            self._pending.append(("BDAT", ""))
+            self._pending.append((Pending.BDAT, ""))
 
     def quit(self) -> list[Event]:
         """Say QUIT now when idle, or as soon as the current step is done."""
-        if self.state in (State.ENVELOPE, State.DATA):
-            raise SmtpUsageError(
-                f"quit() is not possible while a message is in flight (state: {self.state.value}); "
-                "end() the message and quit in ondone, or close() at once",
-                stage=self.state.value,
-            )
+        _QUIT.check(self.state)
         if self.state is State.IDLE:
             self._send_command("QUIT")
             self.state = State.QUIT
-        elif self.state is State.CONNECTING:
-            raise SmtpUsageError("quit() before the connection is open: use close()")
         elif self.state not in (State.QUIT, State.CLOSED):
             self._quit_requested = True
         return self._take_events()
@@ -341,10 +307,8 @@ class SmtpEngine:
     # -- the protocol ------------------------------------------------------------------------
 
     def _handle(self, reply: Reply) -> None:
-        handler = getattr(self, "_on_" + self.state._value_, None)  # (.value is a Python property)
-        if self.state is State.DATA and self._pending:
-            self._on_bdat(reply)  # a reply to a BDAT chunk while the user still streams
-        elif handler is None or self.state is State.IDLE or self.state is State.DATA:
+        handler = self._handlers.get(self.state)
+        if handler is None:
             self._unexpected(reply)
         else:
             handler(reply)
@@ -562,7 +526,7 @@ class SmtpEngine:
         """Write the next command, or all of them when the server pipelines (RFC 2920)."""
         while self._queue:
             kind, arg = self._queue.popleft()
-            line = f"RCPT TO:<{arg}>{self._rcpt_params}" if kind == "RCPT" else (arg or kind)
+            line = f"RCPT TO:<{arg}>{self._rcpt_params}" if kind is Pending.RCPT else arg
             self._send_command(line)
             self._pending.append((kind, arg))
             if not self._pipelining:
@@ -570,19 +534,19 @@ class SmtpEngine:
 
     def _on_envelope(self, reply: Reply) -> None:
         kind, arg = self._pending.popleft()
-        if kind == "RSET":
+        if kind is Pending.RSET:
             if not reply.ok:
                 raise _reply_error(reply, "RSET")
             self._rset_needed = False
-        elif kind == "MAIL":
+        elif kind is Pending.MAIL:
             if not reply.ok:
                 raise _reply_error(reply, "MAIL")
-        elif kind == "RCPT":
+        elif kind is Pending.RCPT:
             if reply.ok:
                 self._accepted.append(arg)
             else:
                 self._rejected[arg] = reply
-            if not self._accepted and not any(k == "RCPT" for k, _ in (*self._pending, *self._queue)):
+            if not self._accepted and not any(k is Pending.RCPT for k, _ in (*self._pending, *self._queue)):
                 # Every recipient is refused: don't send DATA (a pipelined one is void too).
                 raise SmtpRecipientsError(
                     "Can't send mail - all recipients were rejected",
@@ -591,7 +555,7 @@ class SmtpEngine:
                     enhanced=reply.enhanced,
                     stage="RCPT",
                 )
-        elif kind == "DATA":
+        elif kind is Pending.DATA:
             if reply.code != 354:
                 raise _reply_error(reply, "DATA")
             self._start_data()
@@ -606,6 +570,12 @@ class SmtpEngine:
         self._stuffer = DotStuffer(escape=escape, dots=not self._chunking)
         self.state = State.DATA
         self._events.append(Ready(list(self._rejected)))
+
+    def _on_data(self, reply: Reply) -> None:
+        if self._pending:
+            self._on_bdat(reply)  # a reply to a BDAT chunk while the user still streams
+        else:
+            self._unexpected(reply)
 
     def _on_bdat(self, reply: Reply) -> None:
         """A reply to a BDAT chunk that is not the last (in DATA or DATA_END)."""
@@ -627,7 +597,7 @@ class SmtpEngine:
             self._on_data_end(refused)
 
     def _on_data_end(self, reply: Reply) -> None:
-        if self._pending and self._pending[0][0] == "BDAT":
+        if self._pending and self._pending[0][0] is Pending.BDAT:
             self._on_bdat(reply)
             return
         _, recipient = self._pending.popleft()
@@ -697,10 +667,3 @@ class SmtpEngine:
         events = self._events
         self._events = []
         return events
-
-    def _expect_state(self, state: State, call: str, hint: str = "") -> None:
-        if self.state is not state:
-            raise SmtpUsageError(
-                f"{call} is not possible in state {self.state.value}" + (f": {hint}" if hint else ""),
-                stage=self.state.value,
-            )

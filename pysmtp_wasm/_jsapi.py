@@ -19,11 +19,12 @@ from collections.abc import Callable
 from typing import Any
 
 import js  # type: ignore[import-not-found]
-from pyodide.ffi import to_js  # type: ignore[import-not-found]
+from pyodide.ffi import jsnull, to_js  # type: ignore[import-not-found]
 
 from . import _browser
 from ._client import SmtpClient, _noop
 from ._events import RecipientResult
+from ._usage import option_grammar as _option_grammar
 from ._usage import usage_rules as _usage_rules
 from .errors import SmtpError, SmtpUsageError
 
@@ -43,15 +44,19 @@ def _py(value: Any) -> Any:
 
 
 def js_error(error: BaseException) -> Any:
-    """A JS ``Error`` for a Python error, with the SMTP evidence as properties."""
+    """A JS ``Error`` for a Python error, with the SMTP evidence as properties: ``code``,
+    ``enhanced`` and ``stage`` are ``null`` where there is none (as the README and the .d.ts
+    say), and ``proxyReason`` is there when a proxy said why it refused."""
     err = js.Error.new(str(error))
     err.name = type(error).__name__
     if isinstance(error, SmtpError):
         err.fatal = error.fatal
         for field in ("code", "enhanced", "stage"):
             value = getattr(error, field)
-            if value is not None:
-                setattr(err, field, value)
+            setattr(err, field, jsnull if value is None else value)
+        reason = getattr(error, "proxy_reason", None)
+        if reason is not None:
+            err.proxyReason = reason
     return err
 
 
@@ -213,3 +218,8 @@ def counters() -> Any:
 def usage_rules() -> Any:
     """For the page's side of a Worker: which call each state allows (``_usage.py``)."""
     return to_js(_usage_rules(), dict_converter=_from_entries)
+
+
+def option_grammar() -> Any:
+    """For the page's side of a Worker: the options the constructor takes (``_usage.py``)."""
+    return to_js(_option_grammar(_browser.OPTION_NAMES), dict_converter=_from_entries)

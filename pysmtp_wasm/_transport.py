@@ -64,25 +64,15 @@ class Transport(Protocol):
         """Whether what is written in cleartext to ``host`` never leaves this machine (then AUTH
         may send a password without TLS). Asked after ``open``."""
 
-    def detach(self) -> None:
-        """Close and report nothing more (the owner goes on over another transport)."""
 
-
+# A transport class (the factory) may also have a static ``check_options(host, port, options)``,
+# which the client calls when it is made: it raises SmtpUsageError for what the transport would
+# refuse at connect() (the browser's proxy URL, say), so that a configuration error shows at once.
 TransportFactory = Callable[[TransportOwner], Transport]
 
 
-class _Detached:
-    """The owner of a transport that was given up (``detach``): it hears nothing."""
-
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        return lambda *args: None
-
-
-DETACHED: Any = _Detached()
-
-
 class LoopTransport:
-    """What both transports do the same way: timers on their asyncio loop, and ``detach``."""
+    """What both transports do the same way: timers on their asyncio loop."""
 
     _loop: Any
     _owner: Any
@@ -95,8 +85,3 @@ class LoopTransport:
 
     def stays_local(self, host: str) -> bool:
         return is_loopback(host)
-
-    def detach(self) -> None:
-        """Close without reporting anything more to the owner (it moved to another transport)."""
-        self._owner = DETACHED
-        self.close()

@@ -102,15 +102,7 @@ class SmtpConnectionError(SmtpError):
 class SmtpTlsError(SmtpError):
     """TLS could not be set up: no STARTTLS, a failed handshake or an untrusted certificate;
     or AUTH would have sent a password or token in cleartext (``stage`` "AUTH"; see the
-    option ``allowInsecureAuth``).
-
-    ``retry_with`` names the TLS engine to try on a new connection when the server refused the
-    TLS *version* during STARTTLS (the browser's "auto" engine); the client does that itself.
-    """
-
-    def __init__(self, message: str, *, retry_with: str | None = None, **kwargs: object) -> None:
-        super().__init__(message, **kwargs)  # type: ignore[arg-type]
-        self.retry_with = retry_with
+    option ``allowInsecureAuth``)."""
 
 
 class SmtpUsageError(SmtpError):

@@ -329,6 +329,42 @@ def legacy_tls_context(cert: Certificate) -> ssl.SSLContext:
     return context
 
 
+def tls12_context(cert: Certificate, ciphers: str) -> ssl.SSLContext:
+    """TLS 1.2 only, with exactly these (OpenSSL-named) cipher suites: a server that offers, say,
+    only RSA key exchange ("AES128-GCM-SHA256") or only CBC ("ECDHE-RSA-AES128-SHA")."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(ciphers)
+    context.load_cert_chain(cert.cert_path, cert.key_path)
+    return context
+
+
+def weak_key_context(cert: Certificate) -> ssl.SSLContext:
+    """Python's default server TLS, but at OpenSSL's security level 0, so that it serves a
+    certificate with a key that level 2 refuses (RSA-1024)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    context.load_cert_chain(cert.cert_path, cert.key_path)
+    return context
+
+
+def client_hello_version(sock: socket.socket, timeout: float = 10) -> int | None:
+    """The ``legacy_version`` of the ClientHello waiting on ``sock``, read without taking it
+    (MSG_PEEK): 0x0303 from a TLS 1.2/1.3 client, 0x0302 from a TLS 1.1 one. None if the client
+    closed or sent something else."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        head = sock.recv(16, socket.MSG_PEEK)
+        if not head or head[0] != 0x16:
+            return None
+        if len(head) >= 11:
+            return head[9] << 8 | head[10]
+        time.sleep(0.01)
+    return None
+
+
 def modern_tls_context(cert: Certificate) -> ssl.SSLContext:
     """Python's default server settings (TLS 1.2 and newer)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -337,6 +373,12 @@ def modern_tls_context(cert: Certificate) -> ssl.SSLContext:
 
 
 # -- certificate chains (root -> intermediate -> leaf), RSA or ECDSA P-256 -------------------------
+
+
+def _eku() -> dict[str, Any]:
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    return {"serverAuth": ExtendedKeyUsageOID.SERVER_AUTH, "clientAuth": ExtendedKeyUsageOID.CLIENT_AUTH}
 
 
 @dataclass
@@ -352,10 +394,16 @@ class Chain:
     _intermediate_key: Any
 
     def issue(
-        self, name: str = "localhost", *, expired: bool = False, label: str | None = None
+        self,
+        name: str = "localhost",
+        *,
+        expired: bool = False,
+        label: str | None = None,
+        usages: tuple[str, ...] = ("serverAuth",),
     ) -> Certificate:
         """A leaf for ``name`` (and 127.0.0.1 and ::1) signed by the intermediate; ``cert_path`` holds
-        the leaf then the intermediate (what a server sends), ``cert_pem`` the leaf alone."""
+        the leaf then the intermediate (what a server sends), ``cert_pem`` the leaf alone.
+        ``usages``: its extended key usages ("serverAuth", "clientAuth")."""
         import datetime
         import ipaddress
 
@@ -374,7 +422,7 @@ class Chain:
             _builder(name, self._intermediate.subject, key, start, end)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=True, **usage), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([_eku()[usage] for usage in usages]), critical=False)
             .add_extension(
                 x509.SubjectAlternativeName(
                     [
@@ -410,6 +458,8 @@ def _new_key(kind: str) -> Any:
 
     if kind == "rsa":
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if kind == "rsa1024":  # under OpenSSL's security level 2 (112 bits)
+        return rsa.generate_private_key(public_exponent=65537, key_size=1024)
     if kind == "ec":
         return ec.generate_private_key(ec.SECP256R1())
     if kind == "ec384":

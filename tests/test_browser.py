@@ -65,6 +65,8 @@ def test_plain_message_with_a_proxy_function_and_partial_rejection(page: Page, p
 
 
 def test_auth_plain_login_xoauth2_cram_md5(page: Page, proxy: Websockify) -> None:
+    # Without TLS: in the page, PLAIN, LOGIN and XOAUTH2 in cleartext take allowInsecureAuth
+    # (CRAM-MD5 puts no password on the wire), whatever the host.
     recorder = Recorder(users={USER: PASSWORD}, tokens={USER: TOKEN})
     with SmtpServer(recorder) as server:
         url = proxy.url(server.port)
@@ -74,7 +76,12 @@ def test_auth_plain_login_xoauth2_cram_md5(page: Page, proxy: Websockify) -> Non
             ({"user": USER, "pass": PASSWORD}, "CRAM-MD5"),
             ({"user": USER, "xoauth2": TOKEN}, None),
         ]:
-            options = {"proxy": url, "auth": auth, **({"authMethod": method} if method else {})}
+            options = {
+                "proxy": url,
+                "auth": auth,
+                "allowInsecureAuth": method != "CRAM-MD5",
+                **({"authMethod": method} if method else {}),
+            }
             rec = page.session(port=server.port, options=options)
             assert rec["errors"] == [] and rec["done"] == [True], rec
             transcript = "\n".join(rec["log"])
@@ -91,6 +98,7 @@ def test_auth_failure_reaches_js_as_an_error_with_codes(page: Page, proxy: Webso
                 "proxy": proxy.url(server.port),
                 "auth": {"user": USER, "pass": "wrong"},
                 "authMethod": "PLAIN",
+                "allowInsecureAuth": True,
             },
         )
     (error,) = rec["errors"]
@@ -186,12 +194,60 @@ def test_envelope_errors_and_wrong_calls_are_clear(page: Page, proxy: Websockify
     assert thrown["connectAfterClose"] == "SmtpUsageError"
 
 
+# Configuration errors, each made into a thrown SmtpUsageError when the client is made (in-page:
+# Python asks the socket's checks; worker mode: the page asks them itself), not an error at
+# connect() naming internal classes. Shared with tests/test_browser_worker.py.
+CONFIGURATION_ERRORS = r"""
+const api = await window.smtp;
+const attempt = (host, options) => {
+  try { new api.SmtpClient(host, 25, options); return null; }
+  catch (e) { return [e.name, e.message, e.fatal, e.code, e.enhanced, e.stage]; }
+};
+const proxy = "ws://127.0.0.1:1/";
+return {
+  noProxy: attempt("localhost", {}),
+  http: attempt("localhost", { proxy: "http://127.0.0.1:8080/" }),
+  notUrl: attempt("localhost", { proxy: "127.0.0.1:8080" }),
+  thrower: attempt("localhost", { proxy: () => { throw new Error("no proxy for you"); } }),
+  ca: attempt("localhost", { proxy, ca: "not a certificate" }),
+  caKey: attempt("localhost", { proxy, ca: "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----" }),
+  caBase64: attempt("localhost", { proxy, ca: "-----BEGIN CERTIFICATE-----\n%%\n-----END CERTIFICATE-----" }),
+  caDer: attempt("localhost", { proxy, ca: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----" }),
+  nul: attempt("localhost\0.evil.example", { proxy }),
+  engine: attempt("localhost", { proxy, tlsEngine: "subtls" }),
+};
+"""
+
+
+def check_configuration_errors(out: dict[str, Any]) -> None:
+    for name, row in out.items():
+        assert row is not None and row[0] == "SmtpUsageError" and row[2] is False, (name, row)
+        assert row[3:] == [None, None, None], (name, row)  # code, enhanced, stage: null
+    assert out["noProxy"][1].startswith("option proxy is missing: give the WebSocket URL"), out
+    assert 'the WebSocket URL of that address is "ws://127.0.0.1:8080/"' in out["http"][1], out
+    assert 'option proxy "127.0.0.1:8080" is not a URL' in out["notUrl"][1], out
+    assert out["thrower"][1] == "option proxy: the function threw: no proxy for you", out
+    assert out["ca"][1].startswith("option ca holds no PEM certificate"), out
+    assert out["caKey"][1].endswith("; it holds a PRIVATE KEY"), out
+    assert out["caBase64"][1] == "option ca holds a PEM block that is not valid base64 (certificate 1)", out
+    assert out["caDer"][1].startswith("option ca holds a PEM block that is not a certificate"), out
+    # (In-page the engine's own check of the host may come first, in its words: a usage error either way.)
+    assert "host" in out["nul"][1], out
+    assert out["engine"][1] == "option tlsEngine must be one of 'auto', 'openssl', 'forge', not 'subtls'", out
+    assert not any("PySmtpSocket" in row[1] for row in out.values()), out  # no internal class named
+
+
+def test_configuration_errors_throw_at_construction_in_words_a_user_knows(page: Page) -> None:
+    check_configuration_errors(page.run(CONFIGURATION_ERRORS))
+
+
 # -- TLS -----------------------------------------------------------------------------------------
 
 
 def implicit_tls(proxy: Websockify, port: int, cert: Certificate) -> dict[str, Any]:
-    """Options for implicit TLS with trust pinned to ``cert``."""
-    return {"proxy": proxy.url(port), "useSecureTransport": True, "ca": cert.cert_pem}
+    """Options for implicit TLS with node-forge (chosen: the servers here speak TLS 1.1 only) and
+    trust pinned to ``cert``. (OpenSSL, the default, is tested in tests/test_browser_tls.py.)"""
+    return {"proxy": proxy.url(port), "useSecureTransport": True, "ca": cert.cert_pem, "tlsEngine": "forge"}
 
 
 def test_implicit_tls_with_the_certificate_pinned(
@@ -219,12 +275,11 @@ def test_starttls_with_the_certificate_pinned_then_auth(
                 "proxy": proxy.url(server.port),
                 "ca": [rsa_cert.cert_pem],
                 "auth": {"user": USER, "pass": PASSWORD},
+                "tlsEngine": "forge",  # a TLS 1.1 server: the page's choice
             },
         )
     assert rec["errors"] == [] and rec["done"] == [True]
-    # The first STARTTLS tried TLS 1.2/1.3 (OpenSSL); this TLS 1.1 server refused it, and
-    # the default engine ("auto") replayed EHLO and STARTTLS on a new connection with node-forge.
-    assert recorder.commands == ["STARTTLS", "STARTTLS", "AUTH PLAIN"]
+    assert recorder.commands == ["STARTTLS", "AUTH PLAIN"]
     assert recorder.messages[0].tls is True and recorder.messages[0].login == USER
 
 
@@ -245,18 +300,16 @@ def test_pinning_mismatch_is_refused_before_any_smtp_byte(
                 "useSecureTransport": mode == "implicit",
                 "ca": rsa_cert.cert_pem,
                 "auth": {"user": USER, "pass": PASSWORD},
+                "tlsEngine": "forge",
             },
         )
     (error,) = rec["errors"]
     assert error["name"] == "SmtpTlsError" and "not trusted" in error["message"]
     assert rec["closed"] is True and rec["idles"] == 0
-    # Implicit TLS: not one SMTP command; STARTTLS: nothing after STARTTLS. The session is said
-    # twice: the TLS 1.2/1.3 try, refused for its version, then node-forge on a new connection.
-    expected = [] if mode == "implicit" else ["C: EHLO localhost", "C: STARTTLS"] * 2
+    # Implicit TLS: not one SMTP command; STARTTLS: nothing after STARTTLS.
+    expected = [] if mode == "implicit" else ["C: EHLO localhost", "C: STARTTLS"]
     assert client_lines(rec) == expected
-    assert recorder.commands == ([] if mode == "implicit" else ["STARTTLS"] * 2) and recorder.messages == []
-    if mode == "starttls":
-        assert any("retrying with forge on a new connection" in line for line in rec["log"])
+    assert recorder.commands == ([] if mode == "implicit" else ["STARTTLS"]) and recorder.messages == []
 
 
 def test_unknown_ca_is_refused_against_the_bundled_root_store(
@@ -266,7 +319,7 @@ def test_unknown_ca_is_refused_against_the_bundled_root_store(
         rec = page.session(
             host="localhost",
             port=server.port,
-            options={"proxy": proxy.url(server.port), "useSecureTransport": True},
+            options={"proxy": proxy.url(server.port), "useSecureTransport": True, "tlsEngine": "forge"},
         )
     (error,) = rec["errors"]
     assert error["name"] == "SmtpTlsError" and "not trusted" in error["message"]
@@ -314,14 +367,22 @@ def test_the_proxy_going_away_mid_message(page: Page, tmp_path: Path) -> None:
     assert rec["done"] == [] and rec["closed"] is True
     assert rec["errors"] and rec["errors"][-1]["fatal"] is True
     assert rec["errors"][-1]["name"] == "SmtpConnectionError"
+    assert "the connection to the proxy was lost" in rec["errors"][-1]["message"], rec["errors"]
     assert server.recorder.messages == []
 
 
 def test_a_target_that_refuses_is_a_connection_error(page: Page, proxy: Websockify) -> None:
+    # websockify opens the WebSocket, then fails to connect to its target (close 1011). It chose
+    # the target (here by the token), so the message sends the reader to it and to the proxy's log,
+    # and does not present the page's host:port as the server that was tried.
     port = free_port()
-    rec = page.session(port=port, options={"proxy": proxy.url(port)})
+    url = proxy.url(port)
+    rec = page.session(host="smtp.example.com", port=25, options={"proxy": url})
     (error,) = rec["errors"]
-    assert error["name"] == "SmtpConnectionError" and str(port) in error["message"]
+    assert error["name"] == "SmtpConnectionError" and error["stage"] == "connect", error
+    assert f"the proxy at {url} could not connect to its SMTP server" in error["message"], error
+    assert "Failed to connect to downstream server" in error["message"] and "proxy's log" in error["message"]
+    assert "smtp.example.com" not in error["message"], error
     assert rec["closed"] is True
 
 
@@ -403,15 +464,17 @@ def test_the_page_needs_nothing_but_its_own_origin(
     page: Page, proxy: Websockify, rsa_cert: Certificate
 ) -> None:
     # Every engine runs on a closed network (tests/browsers.py, conftest): a fetch from a CDN
-    # would fail. Here: a TLS session (which loads OpenSSL, then node-forge, lazily: this TLS 1.1
-    # server refuses OpenSSL's TLS 1.2/1.3), then every resource
-    # the page loaded must have come from dist/ on the page's own origin.
+    # would fail. Here: a TLS session with each engine (each loads it lazily: node-forge for a
+    # TLS 1.1 server, OpenSSL for a modern one), then every resource the page loaded must have
+    # come from dist/ on the page's own origin.
     with SmtpServer(implicit_tls=legacy_tls_context(rsa_cert)) as server:
         rec = page.session(
-            host="localhost",
-            port=server.port,
-            options=implicit_tls(proxy, server.port, rsa_cert),
+            host="localhost", port=server.port, options=implicit_tls(proxy, server.port, rsa_cert)
         )
+    assert rec["done"] == [True]
+    with SmtpServer(implicit_tls=modern_tls_context(rsa_cert)) as server:
+        options = {**implicit_tls(proxy, server.port, rsa_cert), "tlsEngine": "openssl"}
+        rec = page.session(host="localhost", port=server.port, options=options)
     assert rec["done"] == [True]
     resources = page.run("return performance.getEntriesByType('resource').map((e) => e.name);")
     names = {r.rsplit("/", 1)[-1] for r in resources}

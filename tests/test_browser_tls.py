@@ -1,9 +1,10 @@
 """TLS in the browser: OpenSSL (TLS 1.2/1.3, compiled to WebAssembly; the default) and node-forge
-(TLS 1.0/1.1, for legacy servers), each against the servers it can reach, through websockify to
-aiosmtpd. "Default options" means no ``tlsEngine``: OpenSSL first, node-forge on a new connection
-only when the server refuses the protocol version. What was negotiated is read from the
-transcript ("* connected with TLS 1.3, ... (openssl)" for implicit TLS, "* TLS 1.2, ..." after
-STARTTLS), which the socket fills in from the engine."""
+(TLS 1.0/1.1, for legacy servers, only when the page chooses it), each against the servers it can
+reach, through websockify to aiosmtpd. "Default options" means no ``tlsEngine``: OpenSSL alone,
+which never falls back to node-forge by itself (a refusal of TLS 1.2/1.3 can be forged by anyone
+on the path: tested below). What was negotiated is read from the transcript ("* connected with
+TLS 1.3, ... (openssl)" for implicit TLS, "* TLS 1.2, ..." after STARTTLS), which the socket
+fills in from the engine."""
 
 from __future__ import annotations
 
@@ -23,13 +24,18 @@ from .mta import Postfix, skip_unless_installed, strip_trace
 from .servers import (
     Certificate,
     Chain,
+    Conn,
     Recorder,
+    ScriptedServer,
     SmtpServer,
     Websockify,
+    client_hello_version,
     legacy_tls_context,
     make_chain,
     make_self_signed_leaf,
     modern_tls_context,
+    tls12_context,
+    weak_key_context,
 )
 from .test_interop import Target, crlf, message
 
@@ -53,7 +59,7 @@ def client_lines(rec: dict[str, Any]) -> list[str]:
 
 
 def negotiated(rec: dict[str, Any]) -> str:
-    """The transcript's line that says which TLS was negotiated (the last one: after a retry)."""
+    """The transcript's line that says which TLS was negotiated."""
     lines = [line for line in rec["log"] if line.startswith("*: ") and " TLS 1." in f" {line[3:]}"]
     assert lines, rec["log"]
     return lines[-1]
@@ -70,7 +76,12 @@ def only(version: ssl.TLSVersion, cert: Certificate) -> ssl.SSLContext:
 
 
 def session(
-    page: Page, proxy: Websockify, server: SmtpServer, mode: str, host: str = "localhost", **options: Any
+    page: Page,
+    proxy: Websockify,
+    server: SmtpServer | ScriptedServer,
+    mode: str,
+    host: str = "localhost",
+    **options: Any,
 ) -> dict[str, Any]:
     return page.session(
         host=host,
@@ -205,26 +216,88 @@ def test_an_intermediate_may_be_pinned(
     assert_delivered(rec, recorder)
 
 
-# -- legacy servers: node-forge, through the version-only retry ---------------------------------------------
+# -- legacy servers: node-forge, only when the page chooses it ---------------------------------------------
+
+FORGE_HINT = 'choose tlsEngine: "forge"'
 
 
 @pytest.mark.parametrize("mode", ["implicit", "starttls"])
-def test_default_options_reach_a_tls_1_1_only_server(
+def test_a_tls_1_1_only_server_is_refused_by_default_and_reached_with_forge(
     page: Page, proxy: Websockify, chains: dict[str, Chain], leaves: dict[str, Certificate], mode: str
 ) -> None:
-    # TLS 1.1 only: OpenSSL's try is refused for its version; node-forge on a new connection (for
-    # STARTTLS: greeting, EHLO and STARTTLS replayed) verifies the RSA chain to the pinned root.
+    # By default: one connection, OpenSSL's ClientHello refused for its version, and an error that
+    # names the option that reaches such a server. Never a second connection with node-forge.
     recorder = Recorder()
     with SmtpServer(recorder, **server_kwargs(mode, legacy_tls_context(leaves["rsa"]))) as server:
-        rec = session(page, proxy, server, mode, ca=chains["rsa"].root_pem)
-    assert_delivered(rec, recorder)
-    assert "TLS 1.1" in negotiated(rec) and "(forge)" in negotiated(rec), negotiated(rec)
+        before = recorder.connections_total
+        refused = session(page, proxy, server, mode, ca=chains["rsa"].root_pem)
+        # (aiosmtpd counts an implicit-TLS connection once its handshake is done: never, here;
+        # the forged-alert test below counts TCP connections for both modes.)
+        assert recorder.connections_total - before == (1 if mode == "starttls" else 0)
+        reached = session(page, proxy, server, mode, ca=chains["rsa"].root_pem, tlsEngine="forge")
+    (error,) = refused["errors"]
+    assert error["name"] == "SmtpTlsError" and error["stage"] == "tls", error
+    assert "refused TLS 1.2 and 1.3" in error["message"] and FORGE_HINT in error["message"], error
+    assert client_lines(refused) == ([] if mode == "implicit" else ["C: EHLO localhost", "C: STARTTLS"])
+    # With the explicit choice: TLS 1.1 by node-forge, the RSA chain verified to the pinned root.
+    assert_delivered(reached, recorder)
+    assert "TLS 1.1" in negotiated(reached) and "(forge)" in negotiated(reached), negotiated(reached)
     assert recorder.commands == ([] if mode == "implicit" else ["STARTTLS", "STARTTLS"])
-    # The SMTP session above saw one connection: one EHLO before STARTTLS, one after.
-    assert (
-        client_lines(rec)[:3] == ["C: EHLO localhost", "C: STARTTLS", "C: EHLO localhost"]
-        or mode == "implicit"
-    )
+
+
+# The 7 plaintext bytes a man in the middle sends in answer to the first ClientHello: a TLS 1.2
+# record holding a fatal protocol_version alert. Nothing authenticates them.
+FORGED_PROTOCOL_VERSION = bytes.fromhex("15030300020246")
+
+
+def forging_mitm(context: ssl.SSLContext, mode: str) -> Any:
+    """A server that speaks TLS 1.0/1.1 with RSA key exchange (and does not enforce
+    TLS_FALLBACK_SCSV: its newest version is 1.1), behind a man in the middle who answers any
+    ClientHello offering TLS 1.2 or newer with the forged alert and hangs up. Any other
+    ClientHello goes through to the server."""
+
+    def script(conn: Conn) -> None:
+        if mode == "starttls":
+            conn.send(b"220 mx.example.com ESMTP\r\n")
+            conn.line()
+            conn.send(b"250-mx.example.com\r\n250 STARTTLS\r\n")
+            conn.line()
+            conn.send(b"220 2.0.0 go ahead\r\n")
+        version = client_hello_version(conn.sock)
+        if version is None:
+            return
+        conn.server.commands.append(f"ClientHello {version:#06x}")
+        if version >= 0x0303:
+            conn.send(FORGED_PROTOCOL_VERSION)
+            return
+        conn.start_tls(context)
+        if mode == "implicit":
+            conn.send(b"220 mx.example.com ESMTP\r\n")
+        conn.serve_smtp()
+
+    return script
+
+
+@pytest.mark.parametrize("mode", ["implicit", "starttls"])
+def test_a_forged_protocol_version_alert_never_downgrades_the_default(
+    page: Page, proxy: Websockify, chains: dict[str, Chain], leaves: dict[str, Certificate], mode: str
+) -> None:
+    with ScriptedServer(forging_mitm(legacy_tls_context(leaves["rsa"]), mode)) as server:
+        rec = session(page, proxy, server, mode, ca=chains["rsa"].root_pem)
+        (error,) = rec["errors"]
+        assert error["name"] == "SmtpTlsError" and "server alert: protocol_version" in error["message"], error
+        assert FORGE_HINT in error["message"] and "forge that refusal" in error["message"], error
+        assert rec["closed"] is True and rec["idles"] == 0
+        # One connection, one ClientHello (TLS 1.2/1.3): no second try at TLS 1.1.
+        assert server.connections == 1 and server.commands == ["ClientHello 0x0303"], server.commands
+        assert server.tls_at is None and server.messages == []
+        if mode == "starttls":
+            assert server.plaintext == b"EHLO localhost\r\nSTARTTLS\r\n"
+        # The explicit choice reaches the legacy server behind it (its ClientHello says TLS 1.1).
+        forge = session(page, proxy, server, mode, ca=chains["rsa"].root_pem, tlsEngine="forge")
+        assert forge["errors"] == [] and forge["done"] == [True], forge["errors"]
+        assert "TLS 1.1" in negotiated(forge) and "(forge)" in negotiated(forge)
+        assert server.commands[1] == "ClientHello 0x0302" and len(server.messages) == 1
 
 
 @pytest.mark.parametrize("server_tls", ["modern", "legacy"])
@@ -233,13 +306,14 @@ def test_auth_after_starttls(
 ) -> None:
     recorder = Recorder(users={USER: PASSWORD})
     context = (modern_tls_context if server_tls == "modern" else legacy_tls_context)(leaves["rsa"])
+    engine = {"tlsEngine": "forge"} if server_tls == "legacy" else {}
     with SmtpServer(recorder, starttls=context, auth_require_tls=True) as server:
         rec = session(
-            page, proxy, server, "starttls", ca=chains["rsa"].root_pem, auth={"user": USER, "pass": PASSWORD}
-        )
+            page, proxy, server, "starttls",
+            ca=chains["rsa"].root_pem, auth={"user": USER, "pass": PASSWORD}, **engine,
+        )  # fmt: skip
     assert_delivered(rec, recorder)
-    assert recorder.commands[-1] == "AUTH PLAIN" and recorder.messages[0].login == USER
-    assert recorder.commands.count("STARTTLS") == (1 if server_tls == "modern" else 2)
+    assert recorder.commands == ["STARTTLS", "AUTH PLAIN"] and recorder.messages[0].login == USER
     assert PASSWORD not in "\n".join(rec["log"])
 
 
@@ -317,6 +391,123 @@ def test_an_expired_certificate_is_refused(
     if engine != "forge":
         assert "certificate has expired" in error["message"], error
     assert client_lines(rec) == [] and server.recorder.messages == []
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_certificate_for_tls_clients_only_is_refused(
+    page: Page, proxy: Websockify, chains: dict[str, Chain], engine: str
+) -> None:
+    # From the pinned CA, for localhost, in its dates, but its extended key usage is clientAuth
+    # alone: not a server's certificate. OpenSSL refuses it ("unsuitable certificate purpose");
+    # node-forge does not check this by itself: our check of its chain does.
+    client_only = chains["rsa"].issue(label=f"client-only-{engine}", usages=("clientAuth",))
+    recorder = Recorder(users={USER: PASSWORD})
+    with SmtpServer(recorder, starttls=engine_server(engine, client_only)) as server:
+        rec = session(
+            page, proxy, server, "starttls",
+            ca=chains["rsa"].root_pem, tlsEngine=engine, auth={"user": USER, "pass": PASSWORD},
+        )  # fmt: skip
+    (error,) = rec["errors"]
+    assert error["name"] == "SmtpTlsError" and "is not for a TLS server" in error["message"], error
+    assert "unsuitable certificate purpose" in error["message"], error
+    if engine == "forge":
+        assert "clientAuth, without serverAuth" in error["message"], error
+    assert client_lines(rec) == ["C: EHLO localhost", "C: STARTTLS"]
+    assert recorder.commands == ["STARTTLS"] and recorder.messages == []
+
+
+@pytest.mark.parametrize(
+    "ciphers",
+    ["AES128-GCM-SHA256:AES256-GCM-SHA384", "ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES256-SHA384"],
+    ids=["rsa-key-exchange", "cbc"],
+)
+def test_a_tls_1_2_server_without_forward_secret_aead_suites_is_refused(
+    page: Page, proxy: Websockify, chains: dict[str, Chain], leaves: dict[str, Certificate], ciphers: str
+) -> None:
+    # The TLS 1.2 offer is a browser's: ECDHE or DHE, with AES-GCM or ChaCha20-Poly1305. A server
+    # that offers only RSA key exchange (no forward secrecy), or only CBC, finds no suite in common.
+    recorder = Recorder()
+    with SmtpServer(recorder, implicit_tls=tls12_context(leaves["rsa"], ciphers)) as server:
+        rec = session(page, proxy, server, "implicit", ca=chains["rsa"].root_pem)
+    (error,) = rec["errors"]
+    assert error["name"] == "SmtpTlsError" and "server alert: handshake_failure" in error["message"], error
+    assert "ECDHE or DHE key exchange and AEAD ciphers only" in error["message"], error
+    assert "RSA key exchange or CBC ciphers is refused" in error["message"], error
+    assert client_lines(rec) == [] and recorder.messages == []
+
+
+@pytest.mark.parametrize("engine", ["openssl", "auto"])
+def test_a_key_under_security_level_2_is_refused(
+    page: Page, proxy: Websockify, tmp_path: Path, engine: str
+) -> None:
+    # RSA-1024 throughout (root, intermediate, leaf): OpenSSL's level 1 would take it, level 2 not.
+    weak = make_chain(tmp_path, "rsa1024")
+    recorder = Recorder()
+    with SmtpServer(recorder, implicit_tls=weak_key_context(weak.issue())) as server:
+        rec = session(page, proxy, server, "implicit", ca=weak.root_pem, tlsEngine=engine)
+    (error,) = rec["errors"]
+    assert error["name"] == "SmtpTlsError" and "key too weak" in error["message"], error
+    assert client_lines(rec) == [] and recorder.messages == []
+
+
+def test_a_host_name_with_a_nul_never_reaches_openssl(
+    page: Page, proxy: Websockify, chains: dict[str, Chain], leaves: dict[str, Certificate]
+) -> None:
+    # As a C string, "localhost\0.evil.example" is "localhost": the certificate for localhost
+    # would pass. The name is refused when the client is made; no TLS session is verified.
+    recorder = Recorder()
+    with SmtpServer(recorder, implicit_tls=modern_tls_context(leaves["rsa"])) as server:
+        before = recorder.connections_total
+        host = "localhost\0.evil.example"
+        rec = session(page, proxy, server, "implicit", host=host, ca=chains["rsa"].root_pem)
+        assert recorder.connections_total == before  # not even a connection
+    assert rec["thrown"] is not None, rec  # at construction
+    assert rec["thrown"]["name"] == "SmtpUsageError" and "host" in rec["thrown"]["message"], rec["thrown"]
+    assert rec["log"] == [] and recorder.messages == []
+    # The socket itself refuses such a name (host or servername), a last line before OpenSSL.
+    thrown = page.run(
+        """
+        const [port, proxy] = args;
+        const out = [];
+        const cases = [["localhost\\0.evil.example", {}], ["localhost", { servername: "a\\nb" }]];
+        for (const [host, options] of cases) {
+          try {
+            PySmtpSocket.open(host, port, { proxy, useSecureTransport: true, ...options });
+            out.push(null);
+          } catch (e) {
+            out.push([e.name, e.message]);
+          }
+        }
+        return out;
+        """,
+        server.port,
+        proxy.url(server.port),
+    )
+    assert [t[0] for t in thrown] == ["TypeError", "TypeError"], thrown
+    assert "contains a control character (U+0000)" in thrown[0][1] and "servername" in thrown[1][1], thrown
+
+
+def test_the_openssl_engine_refuses_a_name_with_a_nul_itself(page: Page, chains: dict[str, Chain]) -> None:
+    # Behind the socket's check: the engine's own, before the name becomes a C string.
+    out = page.run(
+        """
+        const engine = PySmtpSocket.engines.openssl;
+        const error = (name, message) => Object.assign(new Error(message), { name });
+        const ctx = { hostPort: "x:1", servername: "localhost\\0.evil.example", ca: [args[0]], rootsUrl: null,
+                      openssl: PySmtpSocket.defaults.openssl, error };
+        const prepared = await engine.prepare(ctx);
+        const written = [];
+        return await new Promise((resolve) => {
+          engine.connect(prepared, ctx, {
+            write: (u8) => written.push(u8.length), data: () => {}, closed: () => {},
+            secure: () => resolve({ secure: true }),
+            fail: (e) => resolve({ name: e.name, message: e.message, written: written.length }),
+          });
+        });
+        """,
+        chains["rsa"].root_pem,
+    )
+    assert out["name"] == "TLSError" and "U+0000" in out["message"] and out["written"] == 0, out
 
 
 def test_a_plaintext_port_is_named_as_such(page: Page, proxy: Websockify) -> None:

@@ -16,9 +16,27 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
+from pysmtp_wasm.errors import SmtpUsageError
+
 from .conftest import DIST, Page, selenium_common
-from .servers import Certificate, Recorder, SmtpServer, Websockify, legacy_tls_context, modern_tls_context
-from .test_browser import PASSWORD, USER, client_lines, expected_lines
+from .servers import (
+    Certificate,
+    Recorder,
+    ScriptedServer,
+    SmtpServer,
+    Websockify,
+    legacy_tls_context,
+    modern_tls_context,
+)
+from .test_browser import (
+    CONFIGURATION_ERRORS,
+    PASSWORD,
+    USER,
+    check_configuration_errors,
+    client_lines,
+    expected_lines,
+)
+from .test_browser_hostile import websocket_that_closes
 
 
 @pytest.fixture(scope="module")
@@ -95,12 +113,12 @@ def test_implicit_tls_and_starttls_with_auth(page: Page, proxy: Websockify, rsa_
                 "proxy": proxy.url(server.port),
                 "ca": [rsa_cert.cert_pem],
                 "auth": {"user": USER, "pass": PASSWORD},
+                "tlsEngine": "forge",  # a TLS 1.1 server: the page's choice
             },
         )
     assert rec["errors"] == [] and rec["done"] == [True], (rec["errors"][0]["message"], rec["log"])
-    # OpenSSL refused by this TLS 1.1 server, node-forge on a second connection: in the Worker,
-    # which loaded both engines with importScripts.
-    assert recorder.commands == ["STARTTLS", "STARTTLS", "AUTH PLAIN"]
+    # node-forge in the Worker (its ES-module twin, as OpenSSL's above).
+    assert recorder.commands == ["STARTTLS", "AUTH PLAIN"]
     assert recorder.messages[0].tls is True and recorder.messages[0].login == USER
     assert PASSWORD not in "\n".join(rec["log"])
 
@@ -113,11 +131,12 @@ def test_auth_failure_is_onerror_then_onclose_with_the_codes(page: Page, proxy: 
                 "proxy": proxy.url(server.port),
                 "auth": {"user": USER, "pass": "wrong"},
                 "authMethod": "PLAIN",
+                "allowInsecureAuth": True,
             },
         )
     (error,) = rec["errors"]
-    assert error["isError"] is True and error["name"] == "SmtpAuthError"
-    assert error["code"] == 535 and error["enhanced"] == "5.7.8" and error["stage"] == "AUTH"
+    assert error["isError"] is True and error["name"] == "SmtpAuthError" and error["undefinedFields"] == []
+    assert error["code"] == 535 and error["enhanced"] == "5.7.8" and error["stage"].lower() == "auth"
     assert error["fatal"] is True and rec["order"] == ["error:SmtpAuthError", "close:true"]
     assert settle(page) == ZERO
 
@@ -159,6 +178,18 @@ def test_twenty_megabytes_transferred_with_backpressure_arrive_byte_identical(
     assert rec["drains"] > 0  # send() said "full" and ondrain said "go on"
     assert detached == {"lengths": [0, 8], "done": True}
     assert server.recorder.messages[1].content == b"Subject: t\r\n\r\nwhole\r\npart\r\nyy\r\n"
+
+
+def test_a_connection_error_crosses_with_its_fields_and_the_proxys_reason(page: Page) -> None:
+    # A proxy that refuses as ours does (PROXY-CONTRACT.md): the reason reaches onerror through
+    # the Worker, and code/enhanced are null there as in-page.
+    with ScriptedServer(websocket_that_closes(4404, "unknown_token: no target for this token")) as refusing:
+        rec = page.session(port=25, options={"proxy": f"ws://127.0.0.1:{refusing.port}/?token=t"})
+    (error,) = rec["errors"]
+    assert error["name"] == "SmtpConnectionError" and error["undefinedFields"] == [], error
+    assert error["proxyReason"] == "unknown_token" and error["stage"] == "connect", error
+    assert error["code"] is None and error["enhanced"] is None and rec["order"][-1] == "close:true"
+    assert "no target for this token" in error["message"]
 
 
 def test_wrong_calls_throw_at_once_with_the_in_page_messages(page: Page, proxy: Websockify) -> None:
@@ -407,35 +438,96 @@ def test_preconnect_opens_the_connection_in_the_worker_while_it_boots(page: Page
         page.goto(f"{page.base_url}/minimal.html?worker")
 
 
-def test_a_constructor_argument_python_refuses_is_thrown_by_the_next_call(page: Page) -> None:
+# Constructor arguments the engine refuses: each is thrown by the Worker mode's constructor with
+# the engine's own words (CPython's parse_options gives the expected message).
+BAD_OPTIONS: list[dict[str, Any]] = [
+    {"requireTls": True},
+    {"auth": {"user": "alice"}},
+    {"auth": {"user": "alice", "pass": "x", "password": "y"}},
+    {"auth": "alice:secret"},
+    {"auth": {"user": 7, "pass": "x"}},
+    {"authMethod": "GSSAPI"},
+    {"tlsEngine": "subtls"},
+    {"timeoutGreeting": -1},
+    {"timeoutSocketLowerBound": "10s"},
+    {"name": "my host"},
+    {"name": "x\r\nRCPT TO:<victim@example.org>"},
+    {"ca": 42},
+    {"ignoreTLS": True, "requireTLS": True},
+]
+
+
+def test_a_constructor_argument_the_engine_refuses_throws_at_once_as_in_page(page: Page) -> None:
+    from pysmtp_wasm._options import parse_options
+
+    expected = []
+    for options in BAD_OPTIONS:
+        with pytest.raises(SmtpUsageError) as refused:
+            parse_options(options, frozenset({"proxy", "tlsEngine"}))
+        expected.append(["SmtpUsageError", str(refused.value), False])
     out = page.run(
         """
         const api = await window.smtp;
-        // No throw here: the Worker decides.
-        const client = new api.SmtpClient("localhost", 25, { requireTls: true });
-        const early = client.sendMail({ from: "a@example.com", to: "b@example.com" })
-          .then(() => null, (e) => [e.name, e.message]);
-        const rejected = await early;
-        let thrown = null;
-        try { client.connect(); } catch (e) { thrown = [e.name, e.message, e.fatal]; }
+        const thrown = [];
+        for (const options of args[0]) {
+          try {
+            new api.SmtpClient("localhost", 25, { proxy: "ws://127.0.0.1:1/", ...options });
+            thrown.push(null);
+          } catch (e) {
+            thrown.push([e.name, e.message, e.fatal]);
+          }
+        }
         let uncloneable = null;
-        try { new api.SmtpClient("localhost", 25, { name: () => "x" }); }
+        try { new api.SmtpClient("localhost", 25, { proxy: "ws://127.0.0.1:1/", lmtp: () => true }); }
         catch (e) { uncloneable = [e.name, e.message.split(":")[0]]; }
-        const ok = new api.SmtpClient("localhost", 25, {});
+        const ok = new api.SmtpClient("localhost", 25, { proxy: "ws://127.0.0.1:1/" });
         const mail = await ok.sendMail({ from: "a@example.com", to: "b@example.com", text: () => 1 })
           .then(() => null, (e) => [e.name, e.message.split(":")[0]]);
         ok.close();
         await new Promise((resolve) => setTimeout(resolve, 100));
-        return { rejected, thrown, uncloneable, mail, stats: await api.stats() };
-        """
+        return { thrown, uncloneable, mail, stats: await api.stats() };
+        """,
+        BAD_OPTIONS,
     )
-    assert out["rejected"][0] == "SmtpUsageError" and "unknown option 'requireTls'" in out["rejected"][1]
-    assert out["thrown"][:1] == ["SmtpUsageError"] and "unknown option 'requireTls'" in out["thrown"][1]
-    assert out["thrown"][2] is False
-    # What cannot be posted to the Worker (a function) is thrown, or rejected, at once.
+    assert out["thrown"] == expected
+    # What cannot be posted to the Worker (a function) is thrown, or rejected, at once too.
     assert out["uncloneable"] == ["SmtpUsageError", "new SmtpClient(host, port, options)"]
     assert out["mail"] == ["SmtpUsageError", "sendMail()"]
     assert out["stats"]["pageClients"] == 0 and out["stats"]["workerClients"] == 0
+
+
+def test_configuration_errors_throw_at_construction_in_words_a_user_knows(page: Page) -> None:
+    # The socket's own checks run in the page too (PySmtpSocket is in its script): the proxy URL,
+    # the `ca`, the host; with the same words as in-page, where Python asks them.
+    check_configuration_errors(page.run(CONFIGURATION_ERRORS))
+
+
+def test_what_only_the_worker_refuses_ends_in_onerror_then_onclose(page: Page) -> None:
+    # The page's grammar never refuses more than the engine: here a private-use character in the
+    # EHLO name, which Python's isprintable() refuses and the page's check lets through. The
+    # Worker refuses it; connect() was already posted: onerror, then onclose(true), at once.
+    out = page.run(
+        """
+        const api = await window.smtp;
+        const options = { proxy: "ws://127.0.0.1:1/", name: "host\\ue000" };
+        const client = new api.SmtpClient("localhost", 25, options);
+        const order = [];
+        const started = performance.now();
+        await new Promise((resolve) => {
+          client.onerror = (e) => order.push(["error", e.name, e.message, e.fatal]);
+          client.onclose = (isError) => { order.push(["close", isError]); resolve(); };
+          client.connect();
+          setTimeout(resolve, 1000);  // the issue's bound: within a second
+        });
+        let next = null;
+        try { client.connect(); } catch (e) { next = e.name; }
+        return { order, next, state: client.state, ms: performance.now() - started };
+        """
+    )
+    assert [row[0] for row in out["order"]] == ["error", "close"], out
+    error, close = out["order"]
+    assert error[1] == "SmtpUsageError" and "option name must be a host name" in error[2] and error[3] is True
+    assert close == ["close", True] and out["state"] == "closed" and out["next"] == "SmtpUsageError"
 
 
 def test_the_main_thread_has_no_long_task_from_navigation_to_ondone(page: Page, proxy: Websockify) -> None:

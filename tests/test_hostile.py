@@ -26,7 +26,6 @@ from pysmtp_wasm import (
     SmtpUsageError,
 )
 from pysmtp_wasm._reply import MAX_REPLY_LINE
-from pysmtp_wasm._transport import DETACHED
 
 from .conftest import ca_pem
 from .servers import Conn, Recorder, ScriptedServer, SmtpServer, this_machine
@@ -558,12 +557,12 @@ async def test_a_thousand_messages_on_one_connection() -> None:
     assert recorder.connections_total - before == 1 and recorder.connections_open == 0
 
 
-# -- the browser's STARTTLS version fallback, seen from the client ---------------------------------
+# -- a failed STARTTLS handshake is the end: never a second connection ------------------------------
 
 
-class FallbackTransport:
-    """A scripted transport: each connection answers from ``servers`` (one script a connection),
-    and the first one's TLS handshake is refused for its version, as the browser socket reports."""
+class RefusingTlsTransport:
+    """A scripted transport whose STARTTLS handshake fails for its version, as the browser socket
+    reports a server (or a man in the middle) that refuses TLS 1.2/1.3. Each connection is counted."""
 
     OPTION_NAMES = frozenset({"tlsEngine"})
     opened: list[dict[str, Any]] = []
@@ -572,36 +571,28 @@ class FallbackTransport:
     def __init__(self, owner: Any) -> None:
         self.owner = owner
         self.loop = asyncio.get_running_loop()
-        self.index = len(FallbackTransport.opened)
         self.written = bytearray()
-        FallbackTransport.connections.append(self.written)
+        RefusingTlsTransport.connections.append(self.written)
 
     def open(self, host: str, port: int, *, secure: bool, ca: Any, options: dict[str, Any]) -> None:
-        FallbackTransport.opened.append(dict(options))
+        RefusingTlsTransport.opened.append(dict(options))
         self.loop.call_soon(self.owner._transport_open)
         self.loop.call_soon(self.owner._transport_data, b"220 hi\r\n")
 
     def write(self, data: bytes) -> bool:
         self.written += data
         if data == b"EHLO localhost\r\n":
-            offer = b"250-STARTTLS\r\n" if self.index == 0 else b""  # stripped on the retry
-            self.loop.call_soon(self.owner._transport_data, b"250-hi\r\n" + offer + b"250 AUTH PLAIN\r\n")
+            self.loop.call_soon(self.owner._transport_data, b"250-hi\r\n250-STARTTLS\r\n250 AUTH PLAIN\r\n")
         elif data == b"STARTTLS\r\n":
-            reply = b"220 go ahead\r\n" if self.index == 0 else b"502 5.5.1 no STARTTLS here\r\n"
-            self.loop.call_soon(self.owner._transport_data, reply)
+            self.loop.call_soon(self.owner._transport_data, b"220 go ahead\r\n")
         return True
 
     def start_tls(self) -> None:
-        error = SmtpTlsError(
-            "TLS handshake with localhost:25 failed: the server refused TLS 1.3", retry_with="forge"
-        )
+        error = SmtpTlsError("TLS handshake with localhost:25 failed: the server refused TLS 1.2 and 1.3")
         self.loop.call_soon(self.owner._transport_error, error)
 
     def close(self) -> None:
         self.loop.call_soon(self.owner._transport_closed)
-
-    def detach(self) -> None:
-        self.owner = DETACHED
 
     def call_later(self, seconds: float, callback: Any) -> Any:
         return self.loop.call_later(seconds, callback)
@@ -610,19 +601,15 @@ class FallbackTransport:
         return False
 
 
-async def test_a_version_fallback_retry_must_reach_tls_again() -> None:
-    FallbackTransport.opened, FallbackTransport.connections = [], []
+async def test_a_refused_tls_version_is_the_end_and_never_a_second_connection() -> None:
+    # The browser's "auto" engine once retried STARTTLS with node-forge (TLS 1.0/1.1) on a new
+    # connection after such a refusal: a downgrade anyone on the path could force. No more.
+    RefusingTlsTransport.opened, RefusingTlsTransport.connections = [], []
     client = SmtpClient("localhost", 25, {"auth": {"user": USER, "pass": PASSWORD}, "tlsEngine": "auto"},
-                        transport=FallbackTransport)  # fmt: skip
+                        transport=RefusingTlsTransport)  # fmt: skip
     out = await deliver(client)
     (error,) = out.errors
-    assert isinstance(error, SmtpTlsError) and "requireTLS" in str(error)
+    assert isinstance(error, SmtpTlsError) and "refused TLS 1.2 and 1.3" in str(error)
     assert out.closed is True and out.idles == 0
-    # Two connections: the second with the legacy engine and the fallback reason; no AUTH on either.
-    assert [o.get("tlsEngine") for o in FallbackTransport.opened] == ["auto", "forge"]
-    assert FallbackTransport.opened[1]["fallback"] == "the server refused TLS 1.3"
-    assert FallbackTransport.connections == [
-        bytearray(b"EHLO localhost\r\nSTARTTLS\r\n"),
-        bytearray(b"EHLO localhost\r\nSTARTTLS\r\n"),  # refused: no AUTH, nothing more
-    ]
-    assert any("retrying with forge on a new connection" in text for _, text in out.log)
+    assert [o.get("tlsEngine") for o in RefusingTlsTransport.opened] == ["auto"]  # one connection
+    assert RefusingTlsTransport.connections == [bytearray(b"EHLO localhost\r\nSTARTTLS\r\n")]  # no AUTH

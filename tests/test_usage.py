@@ -70,3 +70,36 @@ def test_every_state_is_in_the_table() -> None:
     assert set(rules) >= {"new", "connecting", "greeting", "idle", "data", "closed"}
     assert rules["new"]["connect"] == (None, None, "connecting")
     assert rules["idle"]["connect"][0] is not None and all(len(r) == 5 for r in rules.values())
+
+
+# -- the options' grammar ------------------------------------------------------------------------------
+
+
+def test_the_option_grammar_names_every_option_the_engine_takes() -> None:
+    from pysmtp_wasm._options import _KEYS, parse_options
+    from pysmtp_wasm._usage import option_grammar
+
+    keys = frozenset({"proxy", "tlsEngine"})
+    grammar = option_grammar(keys)
+    assert set(grammar["kinds"]) == {*_KEYS, "auth", *keys}
+    # Each kind is what the engine does with a value: a good one passes, the grammar's message
+    # is the engine's for a bad one.
+    good = {"boolean": True, "milliseconds": 5, "name": "client.example", "ca": "PEM", "proxy": "ws://x/"}
+    for key, kind in grammar["kinds"].items():
+        if kind in good:
+            parse_options({key: good[kind]}, keys)
+        if kind == "milliseconds":
+            with pytest.raises(SmtpUsageError, match=f"^{grammar['messages'][key]}$"):
+                parse_options({key: -5}, keys)
+        if kind == "choice":
+            for value in grammar["choices"][key]:
+                parse_options({key: value}, keys)
+            with pytest.raises(SmtpUsageError) as refused:
+                parse_options({key: "nope"}, keys)
+            assert str(refused.value) == grammar["messages"][key].replace("{value}", "'nope'")
+    with pytest.raises(SmtpUsageError) as refused:
+        parse_options({"requireTls": True}, keys)
+    assert str(refused.value) == grammar["messages"]["unknown"].replace("{key}", "'requireTls'")
+    with pytest.raises(SmtpUsageError) as refused:
+        parse_options({"auth": {"user": "u", "pass": "p", "token": "t"}}, keys)
+    assert str(refused.value) == grammar["messages"]["auth.fields"].replace("{fields}", "token")

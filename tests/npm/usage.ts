@@ -58,8 +58,9 @@ async function inPage(): Promise<void> {
     else client.close();
   };
   client.onerror = (error: SmtpError) => {
-    const evidence: [string, number | undefined, string | undefined, string | undefined, boolean] = [
-      error.name, error.code, error.enhanced, error.stage, error.fatal,
+    // code, enhanced and stage are null where there is none (never undefined).
+    const evidence: [string, number | null, string | null, string | null, boolean, string | null | undefined] = [
+      error.name, error.code, error.enhanced, error.stage, error.fatal, error.proxyReason,
     ];
     void evidence;
   };

@@ -199,8 +199,8 @@ function makeSmtpClient(api) {
     _call(name, ...args) {
       const py = this._py;
       if (!py) {
-        const error = new Error(`${name}() is not possible: the connection is closed`);
-        error.name = "SmtpUsageError";
+        const error = /** @type {any} */ (new Error(`${name}() is not possible: the connection is closed`));
+        Object.assign(error, { name: "SmtpUsageError", fatal: false, code: null, enhanced: null, stage: null });
         throw error;
       }
       let result;

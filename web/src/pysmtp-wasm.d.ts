@@ -1,6 +1,9 @@
 // Type declarations for pysmtp-wasm's JavaScript API (dist/pysmtp-wasm.js and .mjs).
 
-/** Where the WebSocket-to-TCP proxy (websockify) for a target is. */
+/**
+ * Where the WebSocket-to-TCP proxy for a target is: a ws:// or wss:// URL, or a function giving
+ * one (called once, when a client is made). Anything else is an SmtpUsageError at construction.
+ */
 export type ProxyOption = string | ((host: string, port: number) => string);
 
 export interface SmtpClientOptions {
@@ -12,7 +15,11 @@ export interface SmtpClientOptions {
   auth?: { user: string; pass?: string; xoauth2?: string };
   /** Force a mechanism: "PLAIN", "LOGIN", "XOAUTH2" or "CRAM-MD5". */
   authMethod?: "PLAIN" | "LOGIN" | "XOAUTH2" | "CRAM-MD5" | string;
-  /** PEM certificate(s): trust exactly these (pinning); any of them ends a chain, a leaf included. */
+  /**
+   * PEM certificate(s): trust exactly these (pinning); any of them ends a chain, a leaf included.
+   * No PEM certificate in it, or a block that is not base64 of a certificate, is an
+   * SmtpUsageError at construction.
+   */
   ca?: string | string[];
   /** Send the message as given: no dot-stuffing, no line-ending repair. */
   disableEscaping?: boolean;
@@ -25,9 +32,10 @@ export interface SmtpClientOptions {
   /** Speak LMTP. */
   lmtp?: boolean;
   /**
-   * Allow AUTH PLAIN, LOGIN or XOAUTH2 without TLS to a host that is not "localhost" or a
-   * loopback address (default false: refused with an SmtpTlsError before any credential is sent).
-   * In the page, a loopback host counts only behind a proxy on this machine or over wss://.
+   * Allow AUTH PLAIN, LOGIN or XOAUTH2 without TLS (default false: refused with an SmtpTlsError
+   * before any credential is sent). In the page this is the only way: the proxy decides where
+   * the bytes go, so no host (not "localhost" either) earns cleartext AUTH. (CPython exempts a
+   * connection to a loopback address.)
    */
   allowInsecureAuth?: boolean;
   /** Milliseconds to wait for the connection and greeting (default 30000). */
@@ -43,9 +51,10 @@ export interface SmtpClientOptions {
 }
 
 /**
- * "auto": TLS 1.2/1.3 with OpenSSL (WebAssembly, dist/openssl/) first; node-forge (TLS 1.0/1.1) on a
- * new connection only when the server refuses the protocol version. "openssl": TLS 1.2/1.3 only.
- * "forge": TLS 1.0/1.1 only (deprecated by RFC 8996). No engine needs WebCrypto or a secure context.
+ * "auto" (the default) and "openssl": TLS 1.2/1.3 with OpenSSL (WebAssembly, dist/openssl/).
+ * "forge": TLS 1.0/1.1 with node-forge (deprecated by RFC 8996; no forward secrecy), for a legacy
+ * server you name: nothing falls back to it by itself, since anyone on the path can forge a
+ * refusal of TLS 1.2/1.3. No engine needs WebCrypto or a secure context.
  */
 export type TlsEngine = "auto" | "openssl" | "forge";
 
@@ -89,12 +98,22 @@ export interface SmtpError extends Error {
    *  "SmtpTimeoutError", "SmtpConnectionError", "SmtpTlsError", "SmtpEnvelopeError",
    *  "SmtpUsageError". */
   name: string;
-  /** The SMTP reply code, when a reply is involved. */
-  code?: number;
-  /** The RFC 3463 enhanced status code, e.g. "5.7.8". */
-  enhanced?: string;
-  /** The step that failed, e.g. "AUTH", "RCPT", "tls". */
-  stage?: string;
+  /** The SMTP reply code when a reply is involved, else null. */
+  code: number | null;
+  /** The RFC 3463 enhanced status code, e.g. "5.7.8", else null. */
+  enhanced: string | null;
+  /**
+   * The step that failed, else null: the command whose reply failed or was awaited, in capitals
+   * ("AUTH", "RCPT", "STARTTLS", ...), or a step that is not a command, in lower case
+   * ("connect", "tls", "greeting", ...).
+   */
+  stage: string | null;
+  /**
+   * An SmtpConnectionError from a proxy that said why it refused (pysmtp-wasm's proxy: a
+   * WebSocket close code 4000-4999): its reason's name, such as "unknown_token" or
+   * "target_unreachable"; the message quotes its words.
+   */
+  proxyReason?: string | null;
   /** True for every error passed to onerror (the connection closes: onclose(true) follows);
    *  false for an SmtpUsageError thrown by a call in the wrong state (nothing changed). */
   fatal: boolean;
@@ -202,6 +221,11 @@ export interface PreconnectTarget {
 
 /** The socket adapter (TCP through websockify, TLS in JavaScript); SmtpClient uses it. */
 export interface PySmtpSocketClass {
+  /**
+   * What is wrong with these arguments, in a user's words (null: nothing): the host, the port,
+   * the proxy URL (call a proxy function first), `ca`, `tlsEngine`, `servername`.
+   */
+  check(host: string, port: number, options: PreconnectTarget & { servername?: string }): string | null;
   /** Open a connection now for a client that comes later (LoadOptions.preconnect). */
   preconnect(host: string, port: number, options: PreconnectTarget): void;
   /** How long a preconnected socket waits for its client (ms, default 30000). */
@@ -223,10 +247,11 @@ export interface PySmtpApi {
  * What PySmtp.load({worker: true}) resolves to. The SmtpClient has the same constructor, options,
  * methods, callbacks and errors as in-page, with these differences: a chunk given to send() as a
  * Uint8Array that fills its ArrayBuffer, or an ArrayBuffer, is transferred to the Worker (it is
- * empty afterwards; a view on part of a buffer is copied); a constructor argument the Python side
- * refuses (an unknown option, say) is thrown by the next call instead of the constructor (a
- * value that cannot be posted to a Worker, such as a function, is thrown by the constructor);
- * callbacks come a message later; close() reports onclose(false) asynchronously.
+ * empty afterwards; a view on part of a buffer is copied); a constructor argument is checked
+ * against the grammar the engine sent when the Worker booted and thrown by the constructor as
+ * in-page, with the engine's words (what only the Worker can refuse ends a connect() already
+ * called in onerror then onclose(true), and is thrown by the next call); callbacks come a
+ * message later; close() reports onclose(false) asynchronously.
  */
 export interface PySmtpWorkerApi {
   SmtpClient: typeof SmtpClient;

@@ -6,9 +6,10 @@
 // forwarded by messages named after the seed's methods and callbacks. Chunks given to send()
 // are transferred, not copied. The page cannot wait for the Worker, so it keeps what it needs
 // to answer at once: the session's state (from the Worker's events, and from its own calls
-// meanwhile), which calls each state allows (a table the Python engine made: _usage.py), and
-// the bytes it has posted that the Worker has not yet taken (backpressure). Concatenated by
-// build.sh before loader.js.
+// meanwhile), which calls each state allows and which options the constructor takes (tables
+// the Python engine made: _usage.py), and the bytes it has posted that the Worker has not yet
+// taken (backpressure). The socket's own checks (the proxy URL, `ca`, the host) run here too:
+// PySmtpSocket is in this script. Concatenated by build.sh before loader.js.
 
 const PySmtpRemote = (() => {
   /** send() returns false once this many bytes wait for the Worker, or the Worker's socket is full. */
@@ -24,7 +25,9 @@ const PySmtpRemote = (() => {
     const error = /** @type {any} */ (new Error(message));
     error.name = "SmtpUsageError";
     error.fatal = false;
-    if (stage != null) error.stage = stage;
+    error.code = null;
+    error.enhanced = null;
+    error.stage = stage ?? null;
     return error;
   }
 
@@ -32,10 +35,98 @@ const PySmtpRemote = (() => {
   function revive(data) {
     const error = /** @type {any} */ (new Error(data.message));
     error.name = data.name;
-    for (const field of ["code", "enhanced", "stage", "fatal"]) {
+    for (const field of ["code", "enhanced", "stage", "fatal", "proxyReason"]) {
       if (data[field] !== undefined) error[field] = data[field];
     }
     return error;
+  }
+
+  // -- the options' grammar (from _usage.py option_grammar), checked as Python would ------------
+
+  /** Python's isprintable() is false for these (and a space is printable). */
+  const UNPRINTABLE = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}\p{Zs}]/u;
+  /** The same for the EHLO name's check, but for unassigned code points: the browser's Unicode may
+   * be older than Python's, and this check must never refuse what the engine accepts. */
+  const NAME_UNPRINTABLE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Zs}]/u;
+
+  /** A value as Python's repr() shows it once Pyodide has converted it. @param {any} value @returns {string} */
+  function pyRepr(value) {
+    if (value == null) return "None";
+    if (typeof value === "boolean") return value ? "True" : "False";
+    if (typeof value === "number") {
+      if (Number.isNaN(value)) return "nan";
+      if (!Number.isFinite(value)) return value > 0 ? "inf" : "-inf";
+      return String(value);
+    }
+    if (typeof value === "bigint") return String(value);
+    if (typeof value === "string") {
+      const quote = value.includes("'") && !value.includes('"') ? '"' : "'";
+      let out = quote;
+      for (const ch of value) {
+        const cp = /** @type {number} */ (ch.codePointAt(0));
+        if (ch === quote || ch === "\\") out += "\\" + ch;
+        else if (ch === "\t") out += "\\t";
+        else if (ch === "\n") out += "\\n";
+        else if (ch === "\r") out += "\\r";
+        else if (ch !== " " && UNPRINTABLE.test(ch)) {
+          const hex = cp.toString(16);
+          out += cp < 0x100 ? `\\x${hex.padStart(2, "0")}` : cp < 0x10000 ? `\\u${hex.padStart(4, "0")}` : `\\U${hex.padStart(8, "0")}`;
+        } else out += ch;
+      }
+      return out + quote;
+    }
+    if (Array.isArray(value)) return `[${value.map(pyRepr).join(", ")}]`;
+    if (typeof value === "object") {
+      return `{${Object.entries(value).map(([k, v]) => `${pyRepr(k)}: ${pyRepr(v)}`).join(", ")}}`;
+    }
+    return String(value);
+  }
+
+  /**
+   * What the engine would refuse in these options, in its words (null: nothing this grammar can
+   * tell; the Worker has the last word). Mirrors _options.py parse_options, never stricter.
+   * @param {any} grammar @param {any} options
+   * @returns {string | null}
+   */
+  function optionProblem(grammar, options) {
+    const { kinds, choices, upper, messages, contradictions } = grammar;
+    const fill = (/** @type {string} */ text, /** @type {Record<string, string>} */ values) =>
+      text.replace(/\{(key|value|fields)\}/g, (whole, name) => values[name] ?? whole);
+    for (const [key, value] of Object.entries(options)) {
+      if (value == null) continue;
+      const kind = Object.prototype.hasOwnProperty.call(kinds, key) ? kinds[key] : null;
+      if (kind === null) return fill(messages.unknown, { key: pyRepr(key) });
+      if (kind === "milliseconds") {
+        const number = typeof value === "number" || typeof value === "bigint";
+        if (!number || value < 0) return messages[key];
+      } else if (kind === "choice") {
+        const wanted = upper.includes(key) && typeof value === "string" ? value.toUpperCase() : value;
+        if ((upper.includes(key) && typeof value !== "string") || !choices[key].includes(wanted)) {
+          return fill(messages[key], { value: pyRepr(value) });
+        }
+      } else if (kind === "name") {
+        if (typeof value !== "string" || !value || /[\r\n\0 <>]/.test(value) || NAME_UNPRINTABLE.test(value)) {
+          return fill(messages.name, { value: pyRepr(value) });
+        }
+      } else if (kind === "ca") {
+        const ok = typeof value === "string" || (Array.isArray(value) && value.every((v) => typeof v === "string"));
+        if (!ok) return messages.ca;
+      } else if (kind === "auth") {
+        const auth = value instanceof Map ? Object.fromEntries(value) : value;
+        if (typeof auth !== "object" || Array.isArray(auth) || ArrayBuffer.isView(auth)) return messages.auth;
+        const unknown = Object.keys(auth).filter((f) => !["user", "pass", "xoauth2"].includes(f));
+        if (unknown.length) return fill(messages["auth.fields"], { fields: unknown.sort().join(", ") });
+        if (typeof auth.user !== "string") return messages["auth.user"];
+        for (const field of ["pass", "xoauth2"]) {
+          if (auth[field] != null && typeof auth[field] !== "string") return messages[`auth.${field}`];
+        }
+        if (auth.pass == null && !auth.xoauth2) return messages["auth.secret"];
+      }
+    }
+    for (const [a, b, message] of contradictions) {
+      if (options[a] && options[b]) return message;
+    }
+    return null;
   }
 
   /**
@@ -78,6 +169,7 @@ const PySmtpRemote = (() => {
     if (options.pyodide) return Promise.reject(new Error("pysmtp-wasm: the pyodide option cannot be used with worker: true"));
     const worker = new Worker(new URL("pysmtp-wasm-worker.js", base).href, { type: "module", name: "pysmtp-wasm" });
     const { worker: _, proxy, preconnect, ...rest } = options;
+    const tlsEngine = options.tlsEngine;
     const targets = [].concat(preconnect ?? []).map((/** @type {any} */ target) => {
       const host = target.host ?? "localhost";
       const port = target.port ?? (target.useSecureTransport ? 465 : 25);
@@ -123,6 +215,8 @@ const PySmtpRemote = (() => {
     let terminated = false;
     /** @type {any} */
     let rules = null;
+    /** @type {any} the options' grammar (_usage.py), from the Worker's "loaded" message */
+    let grammar = null;
 
     /** The page's SmtpClient in worker mode. */
     class RemoteClient {
@@ -135,8 +229,23 @@ const PySmtpRemote = (() => {
         for (const name of CALLBACKS) this[name] = noop;
         this._onlog = noop;
         const opts = { ...(options || {}) };
-        const resolved = proxyFor(opts.proxy ?? proxy, host, port ?? (opts.useSecureTransport ? 465 : 25));
+        // What the engine would refuse, thrown now as in-page (the Worker still has the last word).
+        const refused = optionProblem(grammar, opts);
+        if (refused) throw usageError(refused);
+        const target = port || (opts.useSecureTransport ? 465 : 25);
+        let resolved;
+        try {
+          resolved = proxyFor(opts.proxy ?? proxy, host || "localhost", target);
+        } catch (error) {
+          throw usageError(`option proxy: the function threw: ${/** @type {any} */ (error)?.message ?? error}`);
+        }
         if (resolved !== undefined) opts.proxy = resolved;
+        const socketProblem = PySmtpSocket.check(String(host || "localhost"), target, {
+          proxy: resolved,
+          tlsEngine: opts.tlsEngine ?? tlsEngine,
+          ca: opts.ca,
+        });
+        if (socketProblem) throw usageError(socketProblem);
         /** what the Worker needs to make this client again (sendMail after a close) */
         this._args = [host, port ?? null, opts];
         /** "new", "connecting", ..., "closed": the Worker's state, or what our calls since made of it */
@@ -283,12 +392,19 @@ const PySmtpRemote = (() => {
             return this._maybeDrain();
           case "refused":
             if (data.name === "new") {
-              // The Worker could not make the client: the next call throws why, and sendMail
-              // calls already posted (the Worker drops them) reject with it.
+              // The Worker could not make the client (what the page's checks could not tell): the
+              // next call throws why, sendMail calls already posted (the Worker drops them) reject
+              // with it, and a connect() already posted ends in onerror, then onclose(true).
               this._refused = revive(data.error);
               live.delete(data.id);
               for (const mail of this._mails.values()) mail.reject(this._refused);
               this._mails.clear();
+              if (this._state !== "new" && this._state !== "closed") {
+                this._state = "closed";
+                const error = revive({ ...data.error, fatal: true });
+                this.onerror(error);
+                this.onclose(true);
+              }
             }
             return undefined; // a call the Worker refused after the page allowed it: the connection ended meanwhile
           case "progress":
@@ -367,6 +483,7 @@ const PySmtpRemote = (() => {
           for (const message of data.messages) receive(message);
         } else if (data.type === "loaded") {
           rules = data.rules;
+          grammar = data.options;
           resolve({
             SmtpClient: RemoteClient,
             pyodide: null,

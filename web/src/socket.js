@@ -6,16 +6,17 @@
 // A plain script: the build concatenates it (after tls.js, before loader.js) into one
 // classic-script IIFE, so only `PySmtpSocket` is declared at the top.
 //
-// tlsEngine "auto" (the default) tries TLS 1.2/1.3 (OpenSSL) first. Only when the server says
-// that the version is the problem — a protocol_version alert, or a ServerHello choosing TLS
-// 1.0/1.1 — is node-forge (TLS 1.0/1.1, announcing TLS_FALLBACK_SCSV) tried, on a new connection. Never
-// after a certificate, pinning or host-name failure, a timeout or a silent close. For implicit
-// TLS the socket retries by itself. For STARTTLS it cannot: the new connection needs a new SMTP
-// session up to STARTTLS, and SMTP is the Python engine's business, not this socket's. So the
-// error it reports carries `retryWith` (the next engine); the client opens a new socket with
-// `tlsEngine: retryWith` and `fallback: <the reason>`, and says its EHLO and STARTTLS again.
-// Until the handshake and the verification succeeded, nothing the application sends goes out:
-// it is queued, and dropped if TLS fails.
+// One engine per connection, never a second one by itself: tlsEngine "auto" (the default) and
+// "openssl" are TLS 1.2/1.3 (OpenSSL), "forge" is TLS 1.0/1.1 (node-forge), for a legacy server
+// the page names. (A refusal of TLS 1.2/1.3 is not authenticated: anyone on the path can forge
+// one, so it is never a reason to try an older version.) Until the handshake and the
+// verification succeeded, nothing the application sends goes out: it is queued, and dropped if
+// TLS fails.
+//
+// Failures say what happened as far as the browser lets us see: a WebSocket that never opened
+// is followed by a diagnostic request to the proxy's address (does anything answer there, and
+// is it HTTP?), a proxy that speaks our close codes (4000-4999, PROXY-CONTRACT) is quoted, and
+// a proxy that opened then closed before any byte is told apart from a server that hung up.
 
 const PySmtpSocket = (() => {
   /** send() returns false once this many bytes are buffered. */
@@ -29,8 +30,18 @@ const PySmtpSocket = (() => {
   const WS_CONNECTING = 0;
   const WS_OPEN = 1;
 
+  /**
+   * Ciphertext kept while the TLS engine loads (nothing legitimate comes before our
+   * ClientHello, which waits for the engine): past this the server is not speaking TLS, or
+   * something on the path is injecting, and the connection fails (TLSError) instead of the
+   * page's memory growing without bound.
+   */
+  const CIPHER_IN_LIMIT = 64 * 1024;
+  /** How long the diagnostic request to a proxy that refused the WebSocket may take. */
+  const PROBE_MS = 3000;
+
   const noop = () => {};
-  const { engines: ENGINES, PLANS, makeError, pemBlocks } = PySmtpTls;
+  const { engines: ENGINES, ENGINE_FOR, makeError, pemBlocks, caProblem, nameProblem } = PySmtpTls;
 
   /**
    * @param {unknown} data
@@ -44,6 +55,134 @@ const PySmtpSocket = (() => {
       return new Uint8Array(/** @type {ArrayBuffer} */ (data));
     }
     return null;
+  }
+
+  // -- the proxy: its URL checked, its failures diagnosed ------------------------------------------
+
+  /**
+   * What is wrong with a proxy URL, in a user's words (null: nothing).
+   * @param {unknown} url
+   * @returns {string | null}
+   */
+  function proxyProblem(url) {
+    if (url == null || url === "") {
+      return (
+        "option proxy is missing: give the WebSocket URL of your WebSocket-to-TCP proxy (ws:// or wss://), to " +
+        "PySmtp.load({ proxy }) or to the client, as a string or a function (host, port) => string"
+      );
+    }
+    if (typeof url !== "string") return `option proxy must be a ws:// or wss:// URL (a string), not a ${typeof url}`;
+    let parsed;
+    try {
+      parsed = new URL(url);
+    } catch (_) {
+      return (
+        `option proxy ${JSON.stringify(url)} is not a URL: give the proxy's whole WebSocket URL, ` +
+        'such as "wss://mail.example.com/smtp-proxy"'
+      );
+    }
+    if (parsed.protocol !== "ws:" && parsed.protocol !== "wss:") {
+      const web = parsed.protocol === "http:" || parsed.protocol === "https:";
+      const twin = web ? `${parsed.protocol === "https:" ? "wss" : "ws"}:${url.slice(parsed.protocol.length)}` : "";
+      return (
+        `option proxy ${JSON.stringify(url)} is not a WebSocket URL: it must start with ws:// or wss://` +
+        (web ? ` (the WebSocket URL of that address is ${JSON.stringify(twin)})` : "")
+      );
+    }
+    if (url.includes("#")) return `option proxy ${JSON.stringify(url)} has a #fragment, which a WebSocket URL cannot have`;
+    return null;
+  }
+
+  /** @param {string} hostname @returns {boolean} a name or address of this machine */
+  function isLoopbackName(hostname) {
+    const h = hostname.replace(/^\[(.*)\]$/, "$1").toLowerCase();
+    return h === "localhost" || h.endsWith(".localhost") || /^127\./.test(h) || h === "::1";
+  }
+
+  /**
+   * One diagnostic request: does anything answer HTTP(S) there? "answered" (any response: the
+   * body and status are opaque to a no-cors request, and need not be more), "failed" (refused,
+   * reset, or a TLS failure), "silent" (no answer in PROBE_MS), or "blocked" (the browser
+   * refused the request itself: Content-Security-Policy or mixed content; then nothing can be
+   * told). The request is a plain GET of the proxy URL's path, without its query (a token or a
+   * ticket is not sent twice), and without credentials.
+   * @param {string} url "http://host:port/path"
+   * @returns {Promise<"answered" | "failed" | "silent" | "blocked">}
+   */
+  async function probe(url) {
+    const here = globalThis.location;
+    if (typeof fetch !== "function") return "blocked";
+    const target = new URL(url);
+    if (here && here.protocol === "https:" && target.protocol === "http:" && !isLoopbackName(target.hostname)) {
+      return "blocked"; // mixed content: the browser would refuse it without a word
+    }
+    let violated = false;
+    /** @param {any} event */
+    const onViolation = (event) => {
+      if (String(event.blockedURI || "").startsWith(target.origin)) violated = true;
+    };
+    const events = typeof globalThis.addEventListener === "function" ? globalThis : null;
+    if (events) events.addEventListener("securitypolicyviolation", onViolation);
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), PROBE_MS);
+    try {
+      await fetch(target.href, {
+        mode: "no-cors",
+        credentials: "omit",
+        cache: "no-store",
+        referrerPolicy: "no-referrer",
+        signal: abort.signal,
+      });
+      return "answered";
+    } catch (_) {
+      if (abort.signal.aborted) return "silent";
+      await new Promise((resolve) => setTimeout(resolve, 0)); // the violation event is a task of its own
+      return violated ? "blocked" : "failed";
+    } finally {
+      clearTimeout(timer);
+      if (events) events.removeEventListener("securitypolicyviolation", onViolation);
+    }
+  }
+
+  /**
+   * Why a WebSocket to this proxy URL closed before it opened, as far as the browser lets us
+   * find out (it reports every such failure as close 1006, and hides HTTP statuses).
+   * @param {string} url a ws:// or wss:// URL
+   * @returns {Promise<string>} what happened and what to check
+   */
+  async function diagnoseProxy(url) {
+    const parsed = new URL(url);
+    const secure = parsed.protocol === "wss:";
+    const where = parsed.host;
+    const web = `${secure ? "https" : "http"}://${where}${parsed.pathname}`;
+    const hasToken = /[?&]token=/.test(parsed.search);
+    const token = hasToken ? "the token in the URL" : "the URL's token (it has none: a proxy with a token file refuses it)";
+    const refused =
+      `an HTTP${secure ? "S" : ""} server answers at ${where}, but it did not accept the WebSocket: either it is not a ` +
+      `WebSocket proxy, or the proxy refused this URL (an unknown or missing token, an origin it does not allow): check ` +
+      `${token}, and the proxy's log`;
+    const nobody =
+      `nothing answers at ${where} (the connection was refused or failed${secure ? ", or its TLS certificate is not trusted by the browser" : ""}): ` +
+      "is the proxy running, and is this its address and port?";
+    const unknown =
+      "the browser refused the diagnostic request to that address too (the page's Content-Security-Policy, or " +
+      "mixed content), so it cannot tell why: check the proxy's address, its token and its log";
+    const first = await probe(web);
+    if (first === "answered") return refused;
+    if (first === "blocked") return unknown;
+    if (first === "silent") {
+      return `something at ${where} accepted the connection but did not answer HTTP within ${PROBE_MS / 1000} s: check the address, and the proxy's log`;
+    }
+    if (secure) {
+      const plain = await probe(`http://${where}${parsed.pathname}`);
+      if (plain === "answered") {
+        return (
+          `a plain HTTP server answers at ${where}, not HTTPS: the proxy speaks ws://, not wss://; use ` +
+          `${JSON.stringify(`ws://${url.slice("wss://".length)}`)}, or put TLS in front of the proxy`
+        );
+      }
+    }
+    return nobody;
   }
 
   // -- preconnected sockets ----------------------------------------------------------------------
@@ -71,7 +210,6 @@ const PySmtpSocket = (() => {
       proxy == null ? null : String(proxy),
       opts.tlsEngine ?? defaults.tlsEngine ?? "auto",
       opts.servername ?? null,
-      opts.fallback ?? null,
       opts.rootsUrl ?? defaults.rootsUrl ?? null,
     ]);
   }
@@ -86,13 +224,12 @@ const PySmtpSocket = (() => {
    * @property {string | string[]} [ca] PEM certificate(s): trust exactly these
    * @property {string} [servername] the name to verify and send as SNI (default: host)
    * @property {string} [rootsUrl] URL of a PEM bundle used only when no `ca` is given
-   * @property {"auto" | "openssl" | "forge"} [tlsEngine] the TLS engine(s) (default "auto")
+   * @property {"auto" | "openssl" | "forge"} [tlsEngine] the TLS engine: "auto" (the default) and
+   *   "openssl" are OpenSSL (TLS 1.2/1.3), "forge" is node-forge (TLS 1.0/1.1); never both
    * @property {any} [forge] the node-forge namespace, or a function returning (a promise of) it
    *   (default globalThis.forge)
    * @property {any} [openssl] the OpenSSL module (web/openssl/), or a function returning (a
    *   promise of) it (default: made once from globalThis.PySmtpOpenSSL, which openssl-tls.js defines)
-   * @property {string} [fallback] this connection retries one whose server refused the TLS
-   *   version (the reason): the legacy engine announces TLS_FALLBACK_SCSV (RFC 7507)
    */
 
   /**
@@ -162,6 +299,42 @@ const PySmtpSocket = (() => {
     }
 
     /**
+     * What is wrong with these arguments, in a user's words, with the option names an SmtpClient
+     * takes (null: nothing). The constructor throws it as a TypeError; an SmtpClient asks when it
+     * is made, so that a configuration error is an SmtpUsageError there, not a failure at
+     * connect(). `options.proxy` must be the URL (call a proxy function first); the missing
+     * proxy and tlsEngine come from PySmtpSocket.defaults.
+     * @param {unknown} host @param {unknown} port @param {any} options
+     * @returns {string | null}
+     */
+    static check(host, port, options) {
+      const defaults = PySmtpSocket.defaults || {};
+      const opts = options || {};
+      const hostProblem = nameProblem(host);
+      if (hostProblem) return `host ${JSON.stringify(host)} ${hostProblem}`;
+      const portNumber = Number(port);
+      if (port == null || port === "" || !Number.isInteger(portNumber) || portNumber < 1 || portNumber > 65535) {
+        return `port must be a whole number from 1 to 65535, not ${JSON.stringify(port) ?? String(port)}`;
+      }
+      if (opts.servername != null) {
+        const problem = nameProblem(opts.servername);
+        if (problem) return `option servername ${JSON.stringify(opts.servername)} ${problem}`;
+      }
+      const proxy = proxyProblem(opts.proxy ?? defaults.proxy);
+      if (proxy) return proxy;
+      const engine = opts.tlsEngine ?? defaults.tlsEngine ?? "auto";
+      if (typeof engine !== "string" || !Object.prototype.hasOwnProperty.call(ENGINE_FOR, engine)) {
+        const names = Object.keys(ENGINE_FOR).map((k) => JSON.stringify(k)).join(", ");
+        return `option tlsEngine must be one of ${names}, not ${JSON.stringify(engine) ?? String(engine)}`;
+      }
+      if (opts.ca != null) {
+        const problem = caProblem(opts.ca);
+        if (problem) return `option ca ${problem}`;
+      }
+      return null;
+    }
+
+    /**
      * @param {string} host
      * @param {number} port
      * @param {PySmtpSocketOptions} options
@@ -172,11 +345,10 @@ const PySmtpSocket = (() => {
       for (const key of ["proxy", "rootsUrl", "forge", "openssl", "tlsEngine"]) {
         if (opts[key] == null && defaults[key] != null) opts[key] = defaults[key];
       }
-      if (typeof host !== "string" || !host) throw new TypeError("PySmtpSocket: host must be a non-empty string");
+      if (typeof opts.proxy === "function") opts.proxy = opts.proxy(host, Number(port));
+      const problem = PySmtpSocket.check(host, port, opts);
+      if (problem) throw new TypeError(problem);
       const portNumber = Number(port);
-      if (!Number.isInteger(portNumber) || portNumber < 0 || portNumber > 65535) {
-        throw new TypeError(`PySmtpSocket: invalid port ${String(port)}`);
-      }
       /** @type {string} */
       this.host = host;
       /** @type {number} */
@@ -184,9 +356,9 @@ const PySmtpSocket = (() => {
       /** true once TLS is active (handshake done, certificate verified) */
       this.ssl = false;
       /**
-       * Once TLS is active: the engine, "TLS 1.3", the cipher suite (OpenSSL), why the engine was
-       * a fallback, and the handshake's time from the ClientHello to the verified certificate.
-       * @type {{engine: string, protocol: string, cipher: string | null, fallback: string | null, handshakeMs: number} | null}
+       * Once TLS is active: the engine, "TLS 1.3", the cipher suite (OpenSSL), and the handshake's
+       * time from the ClientHello to the verified certificate.
+       * @type {{engine: string, protocol: string, cipher: string | null, handshakeMs: number} | null}
        */
       this.tls = null;
       /** @type {"connecting" | "open" | "closing" | "closed"} */
@@ -205,46 +377,14 @@ const PySmtpSocket = (() => {
       /** @type {(event: {type: "close"}) => void} */
       this.onclose = noop;
 
-      // Proxy URL
-      let url = opts.proxy;
-      if (typeof url === "function") url = url(host, portNumber);
-      if (url == null || url === "") {
-        throw new TypeError(
-          `PySmtpSocket: options.proxy is required: the WebSocket URL of a websockify proxy to ${host}:${portNumber} ` +
-            "(a string, or a function (host, port) => string)",
-        );
-      }
-      if (typeof url !== "string") throw new TypeError("PySmtpSocket: options.proxy must give a string URL");
-      /** The proxy's WebSocket URL (the client asks whether the page-to-proxy leg is private). */
-      this.proxyUrl = url;
-
-      // The TLS engines to try, in order
-      const plan = opts.tlsEngine == null ? "auto" : opts.tlsEngine;
-      if (typeof plan !== "string" || !Object.prototype.hasOwnProperty.call(PLANS, plan)) {
-        throw new TypeError(
-          `PySmtpSocket: options.tlsEngine must be one of ${Object.keys(PLANS).map((k) => JSON.stringify(k)).join(", ")}, ` +
-            `not ${JSON.stringify(plan)}`,
-        );
-      }
-      /** @type {string[]} */
-      this._plan = PLANS[plan];
-      this._attempt = 0;
-      /** @type {string | null} why the previous engine was given up (set on a version retry) */
-      this._fallback = opts.fallback ? String(opts.fallback) : null;
+      /** The proxy's WebSocket URL. */
+      this.proxyUrl = /** @type {string} */ (opts.proxy);
+      /** The TLS engine of this connection (one: never another by itself). */
+      this._engineName = ENGINE_FOR[opts.tlsEngine == null ? "auto" : opts.tlsEngine];
 
       // Trust options (checked now; parsed when TLS starts, since the engines load lazily)
       /** @type {string[] | null} */
-      this._ca = null;
-      if (opts.ca != null) {
-        const list = Array.isArray(opts.ca) ? opts.ca : [opts.ca];
-        if (!list.length || list.some((c) => typeof c !== "string")) {
-          throw new TypeError("PySmtpSocket: options.ca must be a PEM string or a non-empty array of PEM strings");
-        }
-        if (!list.some((c) => pemBlocks(c).length)) {
-          throw new TypeError("PySmtpSocket: options.ca contains no PEM certificate (-----BEGIN CERTIFICATE-----)");
-        }
-        this._ca = list.slice();
-      }
+      this._ca = opts.ca == null ? null : [].concat(opts.ca);
       this._servername = opts.servername ? String(opts.servername) : host;
       this._rootsUrl = opts.rootsUrl ? String(opts.rootsUrl) : null;
       this._forgeOption = opts.forge;
@@ -269,6 +409,7 @@ const PySmtpSocket = (() => {
       this._queuedBytes = 0;
       /** @type {Uint8Array[]} ciphertext received before the TLS session exists */
       this._cipherIn = [];
+      this._cipherInBytes = 0;
       this._needDrain = false;
       this._handshakeStart = 0;
       this._drainTimer = null;
@@ -356,14 +497,18 @@ const PySmtpSocket = (() => {
       try {
         ws = new WebSocket(this.proxyUrl, ["binary"]);
       } catch (error) {
-        throw new TypeError(`PySmtpSocket: invalid proxy URL ${JSON.stringify(this.proxyUrl)}: ${error && error.message}`);
+        const name = error && error.name;
+        const hint =
+          name === "SecurityError"
+            ? " (a page served over https:// may use only wss://, except to this machine; or the port is one browsers never connect to)"
+            : "";
+        throw new TypeError(`the browser refused to open a WebSocket to the proxy ${this.proxyUrl}: ${name}: ${error && error.message}${hint}`);
       }
       ws.binaryType = "arraybuffer";
-      // Events of a WebSocket we left (a retry opened another) are ignored.
-      ws.onopen = () => ws === this._ws && this._onWsOpen();
-      ws.onmessage = (event) => ws === this._ws && this._onWsMessage(event);
+      ws.onopen = () => this._onWsOpen();
+      ws.onmessage = (event) => this._onWsMessage(event);
       ws.onerror = () => {}; // always followed by close; the details are in the close event
-      ws.onclose = (event) => ws === this._ws && this._onWsClose(event);
+      ws.onclose = (event) => this._onWsClose(event);
       return ws;
     }
 
@@ -399,6 +544,7 @@ const PySmtpSocket = (() => {
       this._queueSecure = [];
       this._queuedBytes = 0;
       this._cipherIn = [];
+      this._cipherInBytes = 0;
     }
 
     /** The end: onerror (if any) then onclose, exactly once. @param {Error | null} error */
@@ -478,9 +624,22 @@ const PySmtpSocket = (() => {
       const u8 = new Uint8Array(data);
       if (this._session) {
         this._session.receive(u8);
-      } else {
-        this._cipherIn.push(u8); // the engine is still loading: keep for the handshake
+        return;
       }
+      // The engine is still loading: keep for the handshake, within a bound.
+      this._cipherInBytes += u8.length;
+      if (this._cipherInBytes > CIPHER_IN_LIMIT) {
+        this._finish(
+          this._error(
+            "TLSError",
+            `TLS with ${this._hostPort} failed: the server sent more than ${CIPHER_IN_LIMIT / 1024} KiB before the TLS ` +
+              "handshake began (a TLS server sends nothing before the client's hello): it does not speak TLS here, or " +
+              "something on the path is injecting data",
+          ),
+        );
+        return;
+      }
+      this._cipherIn.push(u8);
     }
 
     /** @param {CloseEvent} event */
@@ -494,19 +653,25 @@ const PySmtpSocket = (() => {
       const reason = event.reason || "";
       const closeInfo = `WebSocket close ${code}${reason ? `: ${reason}` : ""}`;
       const extra = { closeCode: code, closeReason: reason };
+      const proxy = `the proxy at ${this.proxyUrl}`;
       let error = null;
-      if (!this._wsOpened) {
-        error = this._error(
-          "ConnectionError",
-          `cannot reach the WebSocket proxy at ${this.proxyUrl} (for ${this._hostPort}; ${closeInfo})`,
-          extra,
-        );
+      // A close code other than 1006 came in a close frame: the WebSocket was accepted, even when
+      // the browser fires no open before (Firefox, when the close frame follows the 101 at once).
+      const accepted = this._wsOpened || code !== 1006;
+      if (code >= 4000 && code <= 4999) {
+        error = this._proxyRefusal(code, reason, extra); // our proxy's own words (PROXY-CONTRACT)
+      } else if (!accepted) {
+        this._diagnose(closeInfo, extra); // onerror and onclose once we know more
+        return;
       } else if (code === 1011) {
+        // websockify: "Failed to connect to downstream server". It chooses the server (a fixed
+        // target, or the one its token names), not the page's host and port: do not name those.
         error = this._error(
           "ConnectionError",
           /Failed to connect/i.test(reason) || !this._gotData
-            ? `the proxy could not connect to ${this._hostPort} (${closeInfo})`
-            : `the proxy reported an error on the connection to ${this._hostPort} (${closeInfo})`,
+            ? `${proxy} could not connect to its SMTP server (${closeInfo}): check that the server the proxy ` +
+                "reaches for this URL is up; the proxy's log names the address it tried"
+            : `${proxy} reported an error on the connection to its SMTP server (${closeInfo}); see the proxy's log`,
           extra,
         );
       } else if (this._tlsState === "handshaking" && this._session) {
@@ -522,16 +687,84 @@ const PySmtpSocket = (() => {
           `the connection to ${this._hostPort} closed before TLS could start (${closeInfo})`,
           extra,
         );
+      } else if (!this._gotData) {
+        error = this._error(
+          "ConnectionError",
+          `${proxy} accepted the WebSocket, then closed it before the SMTP server sent a byte (${closeInfo}): the server ` +
+            "it reached closed the connection at once, or the proxy dropped it; the proxy's log says which",
+          extra,
+        );
+      } else if (code !== 1000 && code !== 1005) {
+        if (this._session) this._session.end();
+        const why =
+          code === 1006
+            ? "the connection to the proxy was lost (the proxy, or the network to it, went away)"
+            : code === 1009
+              ? `${proxy} closed the connection: a message over its size limit`
+              : code === 1001
+                ? `${proxy} is going away (restarting or shutting down)`
+                : `${proxy} closed the connection`;
+        error = this._error("ConnectionError", `${why} (${closeInfo})`, extra);
       } else if (this._session) {
         this._session.end();
       }
       this._finish(error);
     }
 
+    /**
+     * A close with a code in 4000-4999: our proxy (pysmtp-wasm-proxy) refused, and its reason is
+     * "<reason-name>: <words for a human>" (PROXY-CONTRACT.md).
+     * @param {number} code @param {string} reason @param {object} extra
+     */
+    _proxyRefusal(code, reason, extra) {
+      const match = /^([a-z][a-z0-9_]*)(?::\s*([\s\S]*))?$/.exec(reason.trim());
+      const proxyReason = match ? match[1] : null;
+      const words = match ? match[2] || match[1] : reason || "no reason given";
+      const said = `(${proxyReason ? `${proxyReason}, ` : ""}WebSocket close ${code})`;
+      const origin = globalThis.location ? globalThis.location.origin : "this page's origin";
+      const hints = {
+        4400: "check the proxy URL and its token",
+        4401: "the ticket in the proxy URL is missing, wrong or expired: get a new one from your server",
+        4403: `the proxy does not accept pages from ${origin}: add this origin to its allowed origins`,
+        4404: "the proxy has no target for the token in this URL: check the token",
+        4408: "nothing was sent either way for the proxy's idle timeout",
+        4429: "the proxy's limit of sessions is reached: try again later",
+        4503: "the proxy is shutting down: try again in a moment",
+      };
+      let message;
+      if (code === 4502 || code === 4504) {
+        message = `the proxy at ${this.proxyUrl} could not connect to the SMTP server: ${words} ${said}`;
+      } else {
+        const hint = /** @type {Record<number, string>} */ (hints)[code] || "see the proxy's log";
+        message = `the proxy at ${this.proxyUrl} refused the connection: ${words} ${said}; ${hint}`;
+      }
+      return this._error("ConnectionError", message, Object.assign({ proxyReason }, extra));
+    }
+
+    /**
+     * The WebSocket closed before it opened: the browser says only "1006". A diagnostic request
+     * to the proxy's address tells "nothing answers there" from "an HTTP server answered but
+     * refused the WebSocket" (and, for wss://, from "a plain ws:// server is there"); then
+     * onerror and onclose.
+     * @param {string} closeInfo @param {object} extra
+     */
+    _diagnose(closeInfo, extra) {
+      const url = this.proxyUrl;
+      const head = `cannot open a WebSocket to the proxy at ${url} (${closeInfo})`;
+      diagnoseProxy(url).then(
+        (finding) => {
+          if (!this._done) this._finish(this._error("ConnectionError", `${head}: ${finding}`, extra));
+        },
+        () => {
+          if (!this._done) this._finish(this._error("ConnectionError", `${head}; check its address, its token and its log`, extra));
+        },
+      );
+    }
+
     // -- TLS -----------------------------------------------------------------------------------
 
     get _engine() {
-      return ENGINES[this._plan[this._attempt]];
+      return ENGINES[this._engineName];
     }
 
     _startTls() {
@@ -541,17 +774,16 @@ const PySmtpSocket = (() => {
 
     /** Load the current engine and its trust anchors; then handshake when the network is ready. */
     _prepare() {
-      const attempt = this._attempt;
       const engine = this._engine;
       this._prepared = null;
       engine.prepare(this._context()).then(
         (/** @type {any} */ prepared) => {
-          if (this._done || this._closing || attempt !== this._attempt) return;
+          if (this._done || this._closing) return;
           this._prepared = prepared;
           this._maybeHandshake();
         },
         (/** @type {any} */ error) => {
-          if (this._done || this._closing || attempt !== this._attempt) return;
+          if (this._done || this._closing) return;
           this._finish(
             error && error.name === "TLSError"
               ? error
@@ -570,7 +802,6 @@ const PySmtpSocket = (() => {
         rootsUrl: this._rootsUrl,
         forge: this._forgeOption,
         openssl: this._opensslOption,
-        fallback: this._fallback,
         error: (/** @type {any} */ name, /** @type {string} */ message, /** @type {object} */ extra) =>
           this._error(name, message, extra),
       };
@@ -603,6 +834,7 @@ const PySmtpSocket = (() => {
       });
       const pending = this._cipherIn;
       this._cipherIn = [];
+      this._cipherInBytes = 0;
       for (const u8 of pending) {
         if (this._done || !this._session) break;
         this._session.receive(u8);
@@ -617,7 +849,6 @@ const PySmtpSocket = (() => {
         engine: info.engine,
         protocol: info.protocol,
         cipher: info.cipher ?? null,
-        fallback: this._fallback,
         handshakeMs: performance.now() - this._handshakeStart, // ClientHello to verified
       };
       const queued = this._queueSecure;
@@ -635,43 +866,9 @@ const PySmtpSocket = (() => {
       }
     }
 
-    /** The handshake (or the connection) failed: retry with the next engine only on a version refusal. */
-    /** @param {any} error */
+    /** The handshake (or the connection) failed: the end (never another engine). @param {any} error */
     _tlsFailed(error) {
-      if (this._done) return;
-      const next = this._plan[this._attempt + 1];
-      if (this._tlsState === "handshaking" && error && error.versionRefused === true && next) {
-        if (this._implicit) {
-          this._retry(error);
-          return;
-        }
-        error.retryWith = next; // STARTTLS: the SMTP client retries on a new connection
-      }
       this._finish(error);
-    }
-
-    /**
-     * Implicit TLS: give up this connection and try the next engine on a new one.
-     * @param {Error} reason
-     */
-    _retry(reason) {
-      const old = this._ws;
-      if (this._session) this._session.close();
-      this._session = null;
-      this._prepared = null;
-      this._attempt += 1;
-      this._fallback = reason.message.replace(/^TLS handshake with \S+ failed: /, "");
-      this._cipherIn = [];
-      this._wsOpened = false;
-      this._gotData = false;
-      this._ws = this._connectWs();
-      try {
-        old.close(1000);
-      } catch (_) {
-        /* already closing */
-      }
-      this._tlsState = "preparing";
-      this._prepare(); // loads the next engine meanwhile; the handshake waits for the WebSocket
     }
   }
 

@@ -14,14 +14,15 @@
 //
 //   io.write(u8)          ciphertext to the network          io.data(u8)     plaintext arrived
 //   io.secure(info)       handshake done and the certificate verified: {engine, protocol, cipher}
-//   io.fail(error)        a TLSError; error.versionRefused is true only when the server said,
-//                         in an alert or in its ServerHello, that the protocol version is the problem
+//   io.fail(error)        a TLSError
 //   io.closed()           the peer closed the TLS connection (close_notify)
 //
 // Engines: "openssl" (OpenSSL 3 compiled to WebAssembly, web/openssl/: TLS 1.2 and 1.3, verified
-// by OpenSSL itself) and "forge" (node-forge 1.4.3: TLS 1.0/1.1, RSA key exchange, RSA
-// certificates, for legacy servers). Both verify the chain and the host name before io.secure,
-// so nothing of the application goes out before.
+// by OpenSSL itself; the default) and "forge" (node-forge 1.4.3: TLS 1.0/1.1, RSA key exchange,
+// RSA certificates, for legacy servers, only when the page chooses it: nothing falls back to it
+// by itself, since a refusal of TLS 1.2/1.3 can be forged by anyone on the path). Both verify
+// the chain, the certificate's purpose and the host name before io.secure, so nothing of the
+// application goes out before.
 //
 // A plain script: the build concatenates it before socket.js, inside one IIFE.
 
@@ -38,8 +39,8 @@ const PySmtpTls = (() => {
   const ALERT_UNKNOWN_CA = 48;
   const ALERT_PROTOCOL_VERSION = 70;
   const ALERT_INSUFFICIENT_SECURITY = 71;
+  const ALERT_UNSUPPORTED_CERTIFICATE = 43;
   const ALERT_INTERNAL_ERROR = 80;
-  const ALERT_INAPPROPRIATE_FALLBACK = 86;
   const ALERT_NAMES = {
     0: "close_notify", 10: "unexpected_message", 20: "bad_record_mac", 22: "record_overflow",
     40: "handshake_failure", 42: "bad_certificate", 43: "unsupported_certificate",
@@ -51,8 +52,13 @@ const PySmtpTls = (() => {
     120: "no_application_protocol",
   };
   const FORGE_HINT = "node-forge speaks only TLS 1.0/1.1";
-  /** TLS_FALLBACK_SCSV (RFC 7507): sent by forge when it runs as the fallback of a TLS 1.2/1.3 try. */
-  const FALLBACK_SCSV = { id: [0x56, 0x00], name: "TLS_FALLBACK_SCSV" };
+  /** What the OpenSSL engine's errors say when a server seems to speak only TLS 1.0/1.1. */
+  const LEGACY_HINT =
+    'pysmtp-wasm never falls back to an older TLS version by itself (anyone on the path can forge that ' +
+    'refusal); if this server really speaks only TLS 1.0/1.1, choose tlsEngine: "forge" for it ' +
+    "(node-forge: TLS 1.0/1.1, RSA key exchange, no forward secrecy; deprecated by RFC 8996)";
+  /** Characters no host name has: C0 and C1 controls, DEL, space. */
+  const BAD_NAME_CHAR = /[\x00-\x20\x7f-\x9f]/;
 
   // -- bytes -----------------------------------------------------------------------------------
 
@@ -86,7 +92,7 @@ const PySmtpTls = (() => {
   /**
    * @param {"ConnectionError" | "TLSError"} name
    * @param {string} message
-   * @param {object} [extra] extra properties (host, port, alert, versionRefused, ...)
+   * @param {object} [extra] extra properties (host, port, alert, ...)
    */
   function makeError(name, message, extra) {
     const error = new Error(message);
@@ -103,6 +109,73 @@ const PySmtpTls = (() => {
   /** @param {unknown} text @returns {string[]} the PEM CERTIFICATE blocks in it */
   function pemBlocks(text) {
     return String(text).match(PEM_CERT_RE) || [];
+  }
+
+  /**
+   * What is wrong with a `ca` option, in a user's words (null: nothing). Checked when the client
+   * is made, before any engine is loaded: every item holds PEM certificate blocks, and each
+   * block is base64 of one DER SEQUENCE (what a certificate is). Whether the engine can use the
+   * certificate (its key type, say) is known only when TLS starts.
+   * @param {unknown} ca
+   * @returns {string | null}
+   */
+  function caProblem(ca) {
+    const list = Array.isArray(ca) ? ca : [ca];
+    if (!list.length || list.some((c) => typeof c !== "string")) {
+      return "must be a PEM string or a non-empty list of PEM strings";
+    }
+    let count = 0;
+    for (let i = 0; i < list.length; i++) {
+      const which = list.length > 1 ? `item ${i + 1}` : "";
+      const blocks = pemBlocks(list[i]);
+      if (!blocks.length) {
+        const found = /-----BEGIN ([A-Z0-9 ]+)-----/.exec(list[i]);
+        return (
+          `holds no PEM certificate${which ? ` in ${which}` : ""} (-----BEGIN CERTIFICATE----- ... -----END CERTIFICATE-----)` +
+          (found ? `; it holds a ${found[1]}` : "")
+        );
+      }
+      for (const block of blocks) {
+        count += 1;
+        const body = block.replace(/-----(BEGIN|END) CERTIFICATE-----/g, "").replace(/\s+/g, "");
+        let der;
+        try {
+          der = atob(body);
+        } catch (_) {
+          return `holds a PEM block that is not valid base64 (certificate ${count})`;
+        }
+        if (!isDerSequence(der)) return `holds a PEM block that is not a certificate (certificate ${count}: not one DER SEQUENCE)`;
+      }
+    }
+    return null;
+  }
+
+  /** @param {string} der a binary string @returns {boolean} one DER SEQUENCE, its length right */
+  function isDerSequence(der) {
+    if (der.length < 2 || der.charCodeAt(0) !== 0x30) return false;
+    const first = der.charCodeAt(1);
+    if (first < 0x80) return 2 + first === der.length;
+    const n = first & 0x7f;
+    if (n < 1 || n > 4 || der.length < 2 + n) return false;
+    let length = 0;
+    for (let i = 0; i < n; i++) length = length * 256 + der.charCodeAt(2 + i);
+    return 2 + n + length === der.length;
+  }
+
+  /**
+   * Why `name` cannot be a host name to connect to and verify (null: it can). A NUL would end
+   * the C string OpenSSL checks the certificate against ("localhost\0.evil.example" would be
+   * checked as "localhost"); no control character or space belongs in a host name.
+   * @param {unknown} name
+   * @returns {string | null}
+   */
+  function nameProblem(name) {
+    if (typeof name !== "string" || !name) return "must be a non-empty string";
+    const bad = BAD_NAME_CHAR.exec(name);
+    if (!bad) return null;
+    const code = bad[0].charCodeAt(0);
+    const what = code === 0x20 ? "a space" : `a control character (U+${code.toString(16).toUpperCase().padStart(4, "0")})`;
+    return `contains ${what}: a host name has none`;
   }
 
   /** @param {string} url */
@@ -322,6 +395,36 @@ const PySmtpTls = (() => {
     return { ok, names };
   }
 
+  /** Fields of forge's parsed extKeyUsage extension that are not usages. */
+  const EKU_FIELDS = new Set(["id", "critical", "value", "name"]);
+
+  /**
+   * The check OpenSSL makes for the purpose "TLS server" (X509_PURPOSE_SSL_SERVER), which forge
+   * does not: a certificate of the chain the server sent with an extendedKeyUsage extension must
+   * list serverAuth (a leaf for clientAuth alone, say, is refused), and a leaf with a keyUsage
+   * extension must allow digitalSignature, keyEncipherment or keyAgreement.
+   * @param {any[]} certs forge certificates, leaf first
+   * @returns {string | null} why the chain is not for a TLS server
+   */
+  function forgePurposeProblem(certs) {
+    for (let i = 0; i < certs.length; i++) {
+      const cert = certs[i];
+      const eku = cert.getExtension("extKeyUsage");
+      if (eku && eku.serverAuth !== true) {
+        const usages = Object.keys(eku).filter((k) => !EKU_FIELDS.has(k) && eku[k] === true);
+        const whose = i === 0 ? "its extended key usage" : `the extended key usage of '${forgeDn(cert)}' (in its chain)`;
+        return `${whose} is ${usages.join(", ") || "empty"}, without serverAuth (OpenSSL says "unsuitable certificate purpose")`;
+      }
+      if (i === 0) {
+        const ku = cert.getExtension("keyUsage");
+        if (ku && !(ku.digitalSignature || ku.keyEncipherment || ku.keyAgreement)) {
+          return 'its key usage allows neither digitalSignature, keyEncipherment nor keyAgreement (OpenSSL says "unsuitable certificate purpose")';
+        }
+      }
+    }
+    return null;
+  }
+
   /** @param {any} cert a forge certificate: "CN=..., O=..." */
   function forgeDn(cert, which = "subject") {
     const attrs = cert[which].attributes.map((a) => `${a.shortName || a.name || a.type}=${a.value}`);
@@ -397,9 +500,6 @@ const PySmtpTls = (() => {
       const forge = this._forge;
       const suites = forge.tls.CipherSuites;
       const cipherSuites = [suites.TLS_RSA_WITH_AES_128_CBC_SHA, suites.TLS_RSA_WITH_AES_256_CBC_SHA];
-      // As the fallback of a TLS 1.2/1.3 try: tell the server (RFC 7507), so that a server that does
-      // speak a newer version refuses (inappropriate_fallback) instead of being downgraded.
-      if (ctx.fallback) cipherSuites.push(FALLBACK_SCSV);
       this._tls = forge.tls.createConnection({
         server: false,
         caStore: this._trust.store,
@@ -497,10 +597,7 @@ const PySmtpTls = (() => {
     }
 
     _versionHint() {
-      return this._ctx.fallback
-        ? `before that, on another connection: ${this._ctx.fallback}; so the server speaks neither TLS 1.2/1.3 ` +
-            `nor TLS 1.0/1.1 with RSA key exchange and AES-CBC (or something on the path interferes)`
-        : `it most likely requires TLS 1.2 or newer; ${FORGE_HINT}: choose tlsEngine "auto" or "openssl"`;
+      return `it most likely requires TLS 1.2 or newer; ${FORGE_HINT}: choose tlsEngine "auto" or "openssl"`;
     }
 
     /** @param {Error} error */
@@ -541,24 +638,12 @@ const PySmtpTls = (() => {
             extra,
           );
         }
-        if (from === "server" && description === ALERT_INAPPROPRIATE_FALLBACK) {
-          return ctx.error(
-            "TLSError",
-            `TLS handshake with ${hp} failed: ${ctx.fallback}; on a new connection it refused the fallback ` +
-              `to TLS 1.0/1.1 because it speaks a newer version (${alertText}): someone on the path forged the ` +
-              "refusal of TLS 1.2/1.3, or the server is misconfigured",
-            extra,
-          );
-        }
         if (description === ALERT_PROTOCOL_VERSION) {
           return ctx.error(
             "TLSError",
-            `TLS handshake with ${hp} failed: ` +
-              (ctx.fallback
-                ? `${ctx.fallback}; on a new connection it refused TLS 1.0/1.1 (node-forge) too (${alertText})`
-                : `the server requires TLS 1.2 or newer, and ${FORGE_HINT} (${alertText}): choose tlsEngine ` +
-                  '"auto" or "openssl"'),
-            Object.assign(extra, { versionRefused: true }),
+            `TLS handshake with ${hp} failed: the server requires TLS 1.2 or newer, and ${FORGE_HINT} ` +
+              `(${alertText}): choose tlsEngine "auto" or "openssl"`,
+            extra,
           );
         }
         if (
@@ -630,6 +715,13 @@ const PySmtpTls = (() => {
             alert,
           };
         }
+        const purpose = forgePurposeProblem(certs);
+        if (purpose) {
+          return {
+            error: ctx.error("TLSError", `the certificate of ${hp} is not for a TLS server: ${purpose}`, extra),
+            alert: ALERT_UNSUPPORTED_CERTIFICATE,
+          };
+        }
         const { ok, names } = forgeCheckHostName(leaf, ctx.servername);
         if (!ok) {
           const shown = names.length ? names.slice(0, 10).join(", ") + (names.length > 10 ? ", …" : "") : "no name";
@@ -665,6 +757,7 @@ const PySmtpTls = (() => {
     CERT_HAS_EXPIRED: 10,
     DEPTH_ZERO_SELF_SIGNED_CERT: 18,
     SELF_SIGNED_CERT_IN_CHAIN: 19,
+    INVALID_PURPOSE: 26,
     UNABLE_TO_GET_ISSUER_CERT_LOCALLY: 20,
     UNABLE_TO_VERIFY_LEAF_SIGNATURE: 21,
     HOSTNAME_MISMATCH: 62,
@@ -710,10 +803,12 @@ const PySmtpTls = (() => {
     /**
      * @template T
      * @param {string} s @param {(ptr: number, length: number) => T} fn
+     * @param {boolean} [cString] fn reads s as a C string (up to its first NUL): s must have none
      * @returns {T} fn called with s as a NUL-terminated UTF-8 string in WebAssembly memory
      */
-    withString(s, fn) {
+    withString(s, fn, cString = false) {
       const bytes = new TextEncoder().encode(s);
+      if (cString && bytes.includes(0)) throw new Error("a C string for OpenSSL holds a NUL, which would cut it short");
       const ptr = this.m._malloc(bytes.length + 1);
       try {
         this.m.HEAPU8.set(bytes, ptr);
@@ -837,11 +932,22 @@ const PySmtpTls = (() => {
       this._firstBytes = null;
       this.pending = 0; // OpenSSL encrypts at once: nothing waits in here
       this._host = normalizeName(ctx.servername);
-      this._ssl = this._lib.withString(this._host, (ptr) => this._lib.m._pt_new(prepared.ctx, ptr));
+      // The last line before C: the socket refuses such names already (a NUL would cut the name
+      // OpenSSL checks the certificate against).
+      const problem = nameProblem(this._host);
+      let why = problem ? `: it ${problem}` : "";
+      this._ssl = 0;
+      if (!problem) {
+        try {
+          this._ssl = this._lib.withString(this._host, (ptr) => this._lib.m._pt_new(prepared.ctx, ptr), true);
+        } catch (error) {
+          why = `: ${error && error.message}`;
+        }
+      }
       if (!this._ssl) {
         this._closed = true;
         queueMicrotask(() =>
-          io.fail(ctx.error("TLSError", `cannot start TLS with ${ctx.hostPort}: OpenSSL refused the name ${JSON.stringify(this._host)}`, { engine: "openssl" })),
+          io.fail(ctx.error("TLSError", `cannot start TLS with ${ctx.hostPort}: OpenSSL refused the name ${JSON.stringify(this._host)}${why}`, { engine: "openssl" })),
         );
         return;
       }
@@ -894,8 +1000,7 @@ const PySmtpTls = (() => {
       const error = this._notTls() || this._ctx.error(
         "TLSError",
         `TLS handshake with ${this._ctx.hostPort} failed: the server closed the connection during the TLS handshake without ` +
-          `saying why (no alert); OpenSSL speaks TLS 1.2 and 1.3: for a server that speaks only TLS 1.0/1.1 and ` +
-          `hangs up instead of refusing, choose tlsEngine: "forge"`,
+          `saying why (no alert); OpenSSL speaks TLS 1.2 and 1.3. ${LEGACY_HINT}`,
         { engine: "openssl" },
       );
       this._free();
@@ -1045,6 +1150,14 @@ const PySmtpTls = (() => {
             extra,
           );
         }
+        if (code === X509_V_ERR.INVALID_PURPOSE) {
+          return ctx.error(
+            "TLSError",
+            `the certificate of ${hp} is not for a TLS server (OpenSSL: ${words}): its extended key usage lacks serverAuth, ` +
+              "or its key usage does not allow a TLS server's use",
+            extra,
+          );
+        }
         if (code === X509_V_ERR.CERT_HAS_EXPIRED || code === X509_V_ERR.CERT_NOT_YET_VALID) {
           return ctx.error("TLSError", `the certificate of ${hp} is not valid now (OpenSSL: ${words})`, extra);
         }
@@ -1062,10 +1175,16 @@ const PySmtpTls = (() => {
         const alertText = `server alert: ${alertName(description)}`;
         const extra = { engine: "openssl", alert: description, alertOrigin: "server" };
         if (!this._active && description === ALERT_PROTOCOL_VERSION) {
+          return ctx.error("TLSError", `${what} ${hp} failed: the server refused TLS 1.2 and 1.3 (${alertText}). ${LEGACY_HINT}`, extra);
+        }
+        if (!this._active && description === ALERT_HANDSHAKE_FAILURE) {
           return ctx.error(
             "TLSError",
-            `${what} ${hp} failed: the server refused TLS 1.2 and 1.3 (${alertText})`,
-            Object.assign(extra, { versionRefused: true }),
+            `${what} ${hp} failed: the server refused the handshake (${alertText}): most likely it has no cipher ` +
+              "suite in common with this client, which offers TLS 1.3, and TLS 1.2 with ECDHE or DHE key exchange and " +
+              "AEAD ciphers only (AES-GCM, ChaCha20-Poly1305), as browsers do: a server that offers only RSA key " +
+              "exchange or CBC ciphers is refused (ask its operator to enable ECDHE with AES-GCM)",
+            extra,
           );
         }
         return ctx.error("TLSError", `${what} ${hp} failed (${alertText})`, extra);
@@ -1073,8 +1192,8 @@ const PySmtpTls = (() => {
       if (!this._active && lib === ERR_LIB_SSL && reason === SSL_R_UNSUPPORTED_PROTOCOL) {
         return ctx.error(
           "TLSError",
-          `${what} ${hp} failed: the server chose a TLS version older than 1.2 (OpenSSL: ${text})`,
-          { engine: "openssl", versionRefused: true },
+          `${what} ${hp} failed: the server chose a TLS version older than 1.2 (OpenSSL: ${text}). ${LEGACY_HINT}`,
+          { engine: "openssl" },
         );
       }
       if (!this._active && lib === ERR_LIB_SSL && (reason === SSL_R_WRONG_VERSION_NUMBER || reason === SSL_R_PACKET_LENGTH_TOO_LONG)) {
@@ -1088,8 +1207,12 @@ const PySmtpTls = (() => {
   /** @type {Record<string, any>} */
   const engines = { openssl: opensslEngine, forge: forgeEngine };
 
-  /** What each tlsEngine option value tries, in order. */
-  const PLANS = { auto: ["openssl", "forge"], openssl: ["openssl"], forge: ["forge"] };
+  /**
+   * The engine each tlsEngine option value chooses. "auto" is OpenSSL alone: no value ever tries
+   * a second engine by itself (the fallback to node-forge after a refusal of TLS 1.2/1.3 is gone,
+   * since anyone on the path can forge that refusal).
+   */
+  const ENGINE_FOR = { auto: "openssl", openssl: "openssl", forge: "forge" };
 
-  return { engines, PLANS, makeError, pemBlocks };
+  return { engines, ENGINE_FOR, makeError, pemBlocks, caProblem, nameProblem };
 })();

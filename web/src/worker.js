@@ -12,7 +12,8 @@
 //   (args[0] a transferred Uint8Array), end, quit, close, onlog (args[0]: whether to log),
 //   sendMail (args[0] the mail; progress reports when args[1]); and {type: "stats", ticket}.
 // What one task posts goes as one {type: "batch", messages} (either way).
-// Messages to the page: {type: "loaded", rules} or {type: "failed", error};
+// Messages to the page: {type: "loaded", rules, options} (the tables of _usage.py: which call
+//   each state allows, the options' grammar) or {type: "failed", error};
 //   {type: "event", id, name, args, state, seen} for onidle, onready, ondone, onerror, ondrain,
 //   onlog, onclose; {type: "sent", id, bytes, full} for the send() calls taken (ACK_BYTES);
 //   {type: "refused", id, name, error} when a call threw in the Worker all the same (the page let it through on an older
@@ -51,7 +52,7 @@
    */
   function wire(error) {
     const out = { name: error?.name ?? "Error", message: String(error?.message ?? error) };
-    for (const field of ["code", "enhanced", "stage", "fatal"]) {
+    for (const field of ["code", "enhanced", "stage", "fatal", "proxyReason"]) {
       if (error && error[field] !== undefined) out[field] = error[field];
     }
     return out;
@@ -139,8 +140,8 @@
     } else if (data.type === "load") {
       try {
         api = await PySmtp.load(data.options);
-        const rules = api.pyodide.pyimport("pysmtp_wasm._jsapi").usage_rules();
-        post({ type: "loaded", rules });
+        const jsapi = api.pyodide.pyimport("pysmtp_wasm._jsapi");
+        post({ type: "loaded", rules: jsapi.usage_rules(), options: jsapi.option_grammar() });
       } catch (error) {
         post({ type: "failed", error: wire(error) });
       }
