@@ -371,12 +371,13 @@ def test_the_proxy_going_away_mid_message(page: Page, tmp_path: Path) -> None:
     assert server.recorder.messages == []
 
 
-def test_a_target_that_refuses_is_a_connection_error(page: Page, proxy: Websockify) -> None:
+def test_a_target_that_refuses_is_a_connection_error(page: Page, websockify: Websockify) -> None:
     # websockify opens the WebSocket, then fails to connect to its target (close 1011). It chose
     # the target (here by the token), so the message sends the reader to it and to the proxy's log,
-    # and does not present the page's host:port as the server that was tried.
+    # and does not present the page's host:port as the server that was tried. (pysmtp-wasm-proxy
+    # names the target and the reason: tests/test_proxy_browser.py.)
     port = free_port()
-    url = proxy.url(port)
+    url = websockify.url(port)
     rec = page.session(host="smtp.example.com", port=25, options={"proxy": url})
     (error,) = rec["errors"]
     assert error["name"] == "SmtpConnectionError" and error["stage"] == "connect", error

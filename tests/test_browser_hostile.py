@@ -339,9 +339,11 @@ def test_the_proxy_fails_nothing_answers_at_its_address(page: Page) -> None:
 
 
 @pytest.mark.parametrize("query", ["?token=not-in-the-token-file", ""], ids=["unknown-token", "no-token"])
-def test_the_proxy_refuses_the_url_token(page: Page, proxy: Websockify, query: str) -> None:
+def test_the_proxy_refuses_the_url_token(page: Page, websockify: Websockify, query: str) -> None:
     # websockify refuses an unknown or missing token at the handshake (the browser sees only
     # 1006); the diagnostic request finds an HTTP server there, so the message points at the token.
+    # (pysmtp-wasm-proxy says why instead: tests/test_proxy_browser.py.)
+    proxy = websockify
     error = proxy_failure(page, f"ws://127.0.0.1:{proxy.port}/{query}")
     assert (
         f"an HTTP server answers at 127.0.0.1:{proxy.port}, but it did not accept the WebSocket"

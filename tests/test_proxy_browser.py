@@ -52,24 +52,35 @@ def test_the_page_sends_through_the_proxy(
     assert line["end"] in ("client_closed", "target_closed")
 
 
-def test_a_refusal_reaches_the_page_with_the_proxys_reason(page: Page, proxy: PysmtpProxy) -> None:
+@pytest.mark.parametrize(
+    ("query", "name", "code", "words"),
+    [("?token=not-a-target", "unknown_token", 4404, "no such target"),
+     ("", "bad_request", 4400, "the URL names no target")],
+    ids=["unknown-token", "no-token"],
+)  # fmt: skip
+def test_a_refusal_reaches_the_page_with_the_proxys_reason(
+    page: Page, proxy: PysmtpProxy, query: str, name: str, code: int, words: str
+) -> None:
     with SmtpServer() as server:
-        unknown = f"ws://127.0.0.1:{proxy.port}/?token=not-a-target"
-        rec = page.session(port=server.port, options={"proxy": unknown})
+        before = server.recorder.connections_total  # (its own readiness probe)
+        url = f"ws://127.0.0.1:{proxy.port}/{query}"
+        rec = page.session(port=server.port, options={"proxy": url})
+        assert server.recorder.connections_total == before
     (error,) = rec["errors"]
-    assert error["name"] == "SmtpConnectionError" and "unknown_token" in error["message"], error
+    assert error["name"] == "SmtpConnectionError" and error["stage"] == "connect", error
+    assert error["proxyReason"] == name and words in error["message"], error
+    assert f"({name}, WebSocket close {code})" in error["message"], error
     assert rec["order"] == ["error:SmtpConnectionError", "close:true"]
-    assert server.recorder.connections_total == 0
-    refused = [s for s in proxy.sessions() if s.get("reason") == "unknown_token"]
-    assert refused and refused[-1]["status"] == 404
+    refused = [s for s in proxy.sessions() if s.get("reason") == name]
+    assert refused and refused[-1]["status"] == code - 4000
 
 
 def test_a_target_that_refuses_is_named_to_the_page(page: Page, proxy: PysmtpProxy) -> None:
     port = free_port()
     rec = page.session(port=port, options={"proxy": proxy.add(port, token=f"gone-{page.engine}")})
     (error,) = rec["errors"]
-    assert error["name"] == "SmtpConnectionError", error
-    assert f"127.0.0.1:{port}" in error["message"] and "Connection refused" in error["message"], error
+    assert error["name"] == "SmtpConnectionError" and error["proxyReason"] == "target_unreachable", error
+    assert f"cannot connect to 127.0.0.1:{port}: Connection refused" in error["message"], error
     assert rec["order"][-2:] == ["error:SmtpConnectionError", "close:true"] and rec["done"] == []
 
 
