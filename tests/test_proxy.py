@@ -403,6 +403,13 @@ def test_frames_too_big_text_frames_and_garbage_end_the_session_not_the_proxy(
     with Target("echo") as target:
         proxy = start_proxy(tokens={"t": ("127.0.0.1", target.port)}, flags=["--max-frame", "100000"])
         before = rss_kb(proxy.pid)
+        # A long message in frames under the limit (as Chromium sends a large one) goes through.
+        with ws(proxy.port, origin=ORIGIN) as conn:
+            conn.send(iter([b"y" * 50_000] * 6))
+            echoed = b""
+            while len(echoed) < 300_000:
+                echoed += conn.recv(timeout=10)
+            assert echoed == b"y" * 300_000
         with ws(proxy.port, origin=ORIGIN) as conn:
             conn.send(b"x" * 100_001)
             code, _ = closed_with(conn)
@@ -425,8 +432,8 @@ def test_frames_too_big_text_frames_and_garbage_end_the_session_not_the_proxy(
             conn.send(b"fine")
             assert conn.recv(timeout=5) == b"fine"
         assert rss_kb(proxy.pid) - before < 10_000
-    ends = [s["end"] for s in wait_for(lambda: len(proxy.sessions()) == 4 and proxy.sessions())]
-    assert ends == ["frame_too_big", "text_frame", "client_error", "client_closed"], ends
+    ends = [s["end"] for s in wait_for(lambda: len(proxy.sessions()) == 5 and proxy.sessions())]
+    assert ends == ["client_closed", "frame_too_big", "text_frame", "client_error", "client_closed"], ends
 
 
 # -- workers ---------------------------------------------------------------------------------------------

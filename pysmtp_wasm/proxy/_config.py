@@ -23,8 +23,10 @@ DEFAULT_DRAIN = 30.0
 DEFAULT_HANDSHAKE_TIMEOUT = 5.0
 # The TCP connection to a target: a page's own timeout for the greeting is longer.
 DEFAULT_CONNECT_TIMEOUT = 10.0
-# Frames from the page larger than this close the session (1009). The page sends what its
-# socket is given; websockets' own default is 1 MiB, which is also what we allow.
+# A frame from the page larger than this closes the session (1009): websockets reads a frame
+# whole before the relay writes it on, so this bounds what one session can make us hold. A
+# message may be longer, in several frames (Chromium cuts large ones at 131,000 bytes); the
+# relay passes each frame on as it comes. websockets' own default is 1 MiB, as is ours.
 DEFAULT_MAX_FRAME = 1024 * 1024
 
 TOKEN = re.compile(r"[^\s:#]+")
@@ -261,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive(int),
         default=DEFAULT_MAX_FRAME,
         metavar="BYTES",
-        help=f"the largest WebSocket message a page may send ({DEFAULT_MAX_FRAME})",
+        help=f"the largest WebSocket frame a page may send ({DEFAULT_MAX_FRAME}); a message may span several",
     )
     add(
         "--loop",

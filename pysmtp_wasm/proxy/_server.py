@@ -282,7 +282,7 @@ class Proxy:
             process_request=self.process_request, select_subprotocol=self.select_subprotocol,
             create_connection=ProxyConnection, compression=None, server_header=None,
             open_timeout=self.config.handshake_timeout, ping_interval=None, close_timeout=CLOSE_TIMEOUT,
-            max_size=self.config.max_frame, max_queue=MAX_QUEUE, write_limit=CLIENT_WRITE_LIMIT,
+            max_size=(None, self.config.max_frame), max_queue=MAX_QUEUE, write_limit=CLIENT_WRITE_LIMIT,
             reuse_port=reuse_port or None, backlog=1024,
         )  # fmt: skip
         port = self.server.sockets[0].getsockname()[1]
