@@ -83,6 +83,23 @@ ensure_browsers() {
   when_changed tests/bidi/package-lock.json tests/bidi/node_modules/.lock.sha256 npm_ci tests/bidi
 }
 
+# Debian packages by name, installed when missing: HAProxy for the proxy's tests (two
+# pysmtp-wasm-proxy behind it, tests/test_proxy_haproxy.py), lighttpd for the bench's reference
+# proxy (mod_wstunnel, bench group "proxy"). Neither is configured or started here: the test and
+# the bench run their own instance with their own configuration.
+ensure_debian() {
+  local sudo="" missing="" pkg
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
+  done
+  [ -n "$missing" ] || return 0
+  log "installing Debian's$missing"
+  $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq $missing >/dev/null
+}
+
 # The real mail servers of the interop tests (tests/mta.py), from Debian's packages. Postfix,
 # Exim and OpenSMTPD each conflict with mail-transport-agent, so apt installs only Postfix (with
 # debconf's "No configuration": Debian's own instance gets no main.cf and never starts); Exim
@@ -224,6 +241,7 @@ run_tests() {
   ensure_chromium
   ensure_browsers
   ensure_mail_servers
+  ensure_debian haproxy
   # esbuild and TypeScript for tests/test_npm_package.py (the packed dist/, bundled and type-checked)
   when_changed tests/npm/package-lock.json tests/npm/node_modules/.lock.sha256 npm_ci tests/npm
   lint
@@ -239,8 +257,8 @@ run_tests() {
   exit "$rc"
 }
 
-# The demo: dist/ and its JSON API, an embedded SMTP server and websockify for exactly its
-# targets, until Ctrl-C. exec: the signals go straight to serve.py, which stops it all.
+# The demo: dist/ and its JSON API, an embedded SMTP server and pysmtp-wasm-proxy for exactly
+# its targets, until Ctrl-C. exec: the signals go straight to serve.py, which stops it all.
 serve() {
   local arg build=1
   for arg in "$@"; do [ "$arg" != --no-build ] || build=0; done
@@ -267,6 +285,7 @@ run_bench() {
   when_changed bench/requirements.txt "$VENV/.bench-requirements.sha256" pip_install bench/requirements.txt
   ensure_chromium
   ensure_browsers
+  ensure_debian lighttpd
   build_wheel
   build_web
   build_snapshot

@@ -253,7 +253,10 @@ def smtplib_small(port: int, count: int, runs: int) -> float:
 # -- the benchmark ---------------------------------------------------------------------------------
 
 
-GROUPS = ("native", "cold", "blocking", "raw", "throughput", "tls", "small", "memory", "engines")
+GROUPS = ("native", "cold", "blocking", "raw", "throughput", "tls", "small", "memory", "engines", "proxy")
+# The groups measured in the one page of the workloads (the others start browsers of their own,
+# or none: "proxy" is pysmtp-wasm-proxy beside websockify and lighttpd, bench/proxy_bench.py).
+PAGE_GROUPS = {"raw", "throughput", "tls", "small", "memory"}
 ENGINES = ("chromium", "firefox", "webkit")
 
 
@@ -375,7 +378,7 @@ def main() -> int:
     small_count = 20 if args.quick else 200
     started = time.monotonic()
 
-    if not (ROOT / "bench" / "build" / "emailjs-smtp-client.js").exists():
+    if only - {"native", "proxy"} and not (ROOT / "bench" / "build" / "emailjs-smtp-client.js").exists():
         log("bench/build/emailjs-smtp-client.js is missing: run ./build.sh bench")
         return 1
     snapshot_present = (ROOT / "dist" / "pyodide" / "pysmtp-snapshot.bin").exists()
@@ -397,6 +400,7 @@ def main() -> int:
     results: dict[str, dict[str, float]] = {}
     engine_results: dict[str, Any] = {}
     details: dict[str, Any] = {}
+    version = "not started"  # Chromium's, once a group has started it
 
     def put(metric: str, who: str, value: float) -> None:
         results.setdefault(metric, {})[who] = round(value, 3 if value < 10 else 1)
@@ -518,11 +522,19 @@ def main() -> int:
                 put("main_thread_long_tasks", who, median([s["count"] for s in samples]))
                 put("navigation_to_ondone_ms", who, median([s["doneAt"] for s in samples]))
 
+        # -- the WebSocket-to-TCP proxies, side by side (no browser: bench/proxy_load.py's clients)
+        if "proxy" in only:
+            sys.path.insert(0, str(ROOT / "bench"))
+            from proxy_bench import run as run_proxy_group
+
+            run_proxy_group(ports["raw"], tmp, args.runs, args.quick, put)
+
         # -- the workloads: one browser, one page
-        driver = new_browser()
+        driver = new_browser() if only & PAGE_GROUPS else None
         try:
-            driver.get(base + "/bench/pages/work.html")
-            run_js(driver, "null")
+            if driver is not None:
+                driver.get(base + "/bench/pages/work.html")
+                run_js(driver, "null")
             ca = cert.cert_pem
 
             def many(call: str, spec: dict[str, Any], n: int = runs) -> list[dict[str, Any]]:
@@ -697,9 +709,11 @@ def main() -> int:
                 put("peak_js_heap_MB", client, median([s["peak"]["js"] / MB for s in samples]))
                 put("wasm_memory_MB", client, median([s["peak"]["wasm"] / MB for s in samples]))
                 put("throughput_100MB_MBps", client, mbps(samples))
-            version = driver.capabilities.get("browserVersion", "?")
+            if driver is not None:
+                version = driver.capabilities.get("browserVersion", "?")
         finally:
-            close_browser(driver)
+            if driver is not None:
+                close_browser(driver)
 
         # -- the same figures in each browser engine, side by side
         for engine in browsers if "engines" in only else ():

@@ -198,7 +198,7 @@ async def main(cert: str, key: str) -> None:
     }
     ports = {}
     for name, (factory, context) in factories.items():
-        server = await loop.create_server(factory, "127.0.0.1", 0, ssl=context)
+        server = await loop.create_server(factory, "127.0.0.1", 0, ssl=context, backlog=4096)
         ports[name] = server.sockets[0].getsockname()[1]
     print(json.dumps(ports), flush=True)
     await asyncio.Event().wait()

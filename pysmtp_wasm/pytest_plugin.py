@@ -13,10 +13,13 @@ when it is missing. Everything listens on 127.0.0.1 and is stopped when its scop
   ``lmtp_fail`` (failed after DATA), ``size_limit`` (SIZE, in bytes), ``pipelining=True``,
   ``chunking=True`` (CHUNKING: the server reads BDAT; the client sends BDAT only where
   PIPELINING is offered too, so pass ``pipelining=True`` with it).
-- ``smtp_proxy``: websockify in token mode reaching ``smtp_server`` and nothing else:
-  ``smtp_proxy.url`` is the page's ``proxy`` (``ws://127.0.0.1:<port>/?token=<token>``),
-  ``smtp_proxy.token`` the token; ``smtp_proxy.for_server(other)`` adds another server and
-  returns its URL. Stopped after the test, with every process it forked.
+- ``smtp_proxy``: pysmtp-wasm's WebSocket-to-TCP proxy (``pysmtp-wasm-proxy``) reaching
+  ``smtp_server`` and nothing else, for pages from loopback origins: ``smtp_proxy.url`` is the
+  page's ``proxy`` (``ws://127.0.0.1:<port>/?token=<token>``), ``smtp_proxy.token`` the token;
+  ``smtp_proxy.for_server(other)`` adds another server and returns its URL;
+  ``smtp_proxy.sessions()`` its log's session lines. Stopped after the test, with every process
+  it started. websockify instead: ``@pytest.mark.parametrize("smtp_proxy", ["websockify"],
+  indirect=True)``.
 - ``smtp_certs`` (session): a CA and a leaf for ``localhost``, ``127.0.0.1`` and ``::1``;
   ``smtp_certs.ca_pem`` is the client's ``ca``.
 - ``pysmtp_dist`` (session): a static server for pysmtp-wasm's ``dist/`` folder,
@@ -37,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from .testing import Certs, DistServer, SmtpServer, Websockify
+    from .testing import Certs, DistServer, PysmtpProxy, SmtpServer, Websockify
 
 
 def _testing() -> ModuleType:
@@ -123,31 +126,58 @@ def smtp_server(smtp_server_factory: SmtpServerFactory) -> SmtpServer:
     return smtp_server_factory()
 
 
+# What ``smtp_proxy`` runs: ours unless a test asks for websockify (``indirect`` parametrization).
+PROXY_KINDS = ("pysmtp-wasm-proxy", "websockify")
+
+
 @dataclass
 class SmtpProxy:
-    """websockify in token mode, as the ``smtp_proxy`` fixture gives it."""
+    """The proxy the ``smtp_proxy`` fixture started: ``kind`` is ``"pysmtp-wasm-proxy"`` (the
+    default) or ``"websockify"``, ``proxy`` the running one."""
 
-    websockify: Websockify
+    proxy: PysmtpProxy | Websockify
     token: str  # the token of the fixture's server
     url: str  # the page's ``proxy`` for that server
+    kind: str = PROXY_KINDS[0]
 
     @property
     def port(self) -> int:
-        return self.websockify.port
+        return self.proxy.port
+
+    @property
+    def pid(self) -> int:
+        return self.proxy.pid
 
     def for_server(self, server: Any, token: str | None = None) -> str:
         """Let the proxy reach ``server`` (``.hostname``, ``.port``) too; returns its URL."""
-        url: str = self.websockify.add(server.port, server.hostname, token)
+        url: str = self.proxy.add(server.port, server.hostname, token)
         return url
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """pysmtp-wasm-proxy's log lines of the sessions so far (websockify has none)."""
+        sessions: list[dict[str, Any]] = []
+        if isinstance(self.proxy, _testing().PysmtpProxy):
+            sessions = self.proxy.sessions()
+        return sessions
 
 
 @pytest.fixture
-def smtp_proxy(smtp_server: SmtpServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpProxy]:
-    """websockify on 127.0.0.1 reaching ``smtp_server`` only; ``.url`` is the page's ``proxy``."""
-    websockify: Websockify = _testing().Websockify(tmp_path_factory.mktemp("websockify"))
-    with websockify:
+def smtp_proxy(
+    request: pytest.FixtureRequest, smtp_server: SmtpServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SmtpProxy]:
+    """pysmtp-wasm-proxy on 127.0.0.1 reaching ``smtp_server`` only, for pages from loopback
+    origins; ``.url`` is the page's ``proxy``. ``indirect`` parametrization with
+    ``"websockify"`` runs websockify (token mode) instead."""
+    kind = getattr(request, "param", PROXY_KINDS[0])
+    if kind not in PROXY_KINDS:
+        raise ValueError(f"smtp_proxy: {kind!r} is not one of {', '.join(PROXY_KINDS)}")
+    testing = _testing()
+    proxy = (testing.PysmtpProxy if kind == PROXY_KINDS[0] else testing.Websockify)(
+        tmp_path_factory.mktemp(kind)
+    )
+    with proxy:
         token = "smtp"
-        yield SmtpProxy(websockify, token, websockify.add(smtp_server.port, smtp_server.hostname, token))
+        yield SmtpProxy(proxy, token, proxy.add(smtp_server.port, smtp_server.hostname, token), kind)
 
 
 def _dist_dir(config: pytest.Config) -> Path:

@@ -1,7 +1,8 @@
 """Shared fixtures. The browser ones run in three engines (tests/browsers.py): Debian's Chromium
 through pytest-pyodide (``--runtime chrome --dist-dir dist``, set by ``./build.sh test``),
 firefox-esr over WebDriver BiDi and WebKitGTK. A page is loaded from ``dist/`` (served by
-pytest-pyodide's own web server) and talks through a real websockify to real aiosmtpd servers.
+pytest-pyodide's own web server) and talks through the real proxy (``pysmtp-wasm-proxy``; one
+test per engine through websockify) to real aiosmtpd servers.
 
 The server, proxy and certificate fixtures are the package's own pytest plugin
 (``pysmtp_wasm/pytest_plugin.py``: ``smtp_server``, ``smtp_proxy``, ``smtp_certs``,
@@ -24,7 +25,17 @@ from pysmtp_wasm.testing import Certs
 
 from . import browsers
 from .mta import Dovecot, Exim, OpenSmtpd, Postfix, skip_unless_installed
-from .servers import CHROME_FLAGS, Certificate, Chain, Websockify, make_chain, make_rsa_certificate
+from .servers import (
+    CHROME_FLAGS,
+    INSECURE_HOST,
+    Certificate,
+    Chain,
+    PysmtpProxy,
+    Websockify,
+    make_chain,
+    make_rsa_certificate,
+    this_machine,
+)
 
 # Installed, the wheel's pytest11 entry point loads the plugin; here it is the source tree's.
 # pytester runs it in other projects (tests/test_plugin.py).
@@ -197,7 +208,19 @@ def page(
 
 
 @pytest.fixture(scope="module")
-def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Websockify]:
+def proxy(tmp_path_factory: pytest.TempPathFactory, web_server_main: Any) -> Iterator[PysmtpProxy]:
+    """The proxy of the browser tests: pysmtp-wasm-proxy, for pages from loopback origins (any
+    port: the tests' own web servers) and from pytest-pyodide's web server under the two names
+    the tests give it that are not loopback."""
+    _, port, _ = web_server_main
+    origins = ["loopback", *(f"http://{name}:{port}" for name in (INSECURE_HOST, this_machine()[0]))]
+    with PysmtpProxy(tmp_path_factory.mktemp("proxy"), origins=origins) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def websockify(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Websockify]:
+    """websockify 0.13 in token mode: the proxy the page was first written for, still supported."""
     with Websockify(tmp_path_factory.mktemp("websockify")) as running:
         yield running
 

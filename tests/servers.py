@@ -1,7 +1,8 @@
 """Servers for the end-to-end tests, each in its own thread on 127.0.0.1: the general stack
-(aiosmtpd with SMTP, LMTP, STARTTLS, implicit TLS and AUTH; websockify) is the package's own,
-``pysmtp_wasm.testing``, the same that the pytest fixtures of ``pysmtp-wasm[testing]`` use;
-what only this suite needs is here: misbehaving TCP servers, legacy TLS, certificate chains."""
+(aiosmtpd with SMTP, LMTP, STARTTLS, implicit TLS and AUTH; the proxy, and websockify) is the
+package's own, ``pysmtp_wasm.testing``, the same that the pytest fixtures of
+``pysmtp-wasm[testing]`` use; what only this suite needs is here: misbehaving TCP servers,
+legacy TLS, certificate chains."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pysmtp_wasm.testing import (  # noqa: F401 - the tests import them from here
+    PysmtpProxy,
     Received,
     Recorder,
     SmtpServer,

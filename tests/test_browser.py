@@ -1,6 +1,6 @@
 """In the browser: the page from dist/ in Chromium, Firefox and WebKit (tests/browsers.py), the
-Python engine in Pyodide, the JS socket through a real websockify to real aiosmtpd servers, TLS
-with pinning."""
+Python engine in Pyodide, the JS socket through the real proxy (pysmtp-wasm-proxy) to real aiosmtpd
+servers, TLS with pinning."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pytest
 from .conftest import Page
 from .servers import (
     Certificate,
+    PysmtpProxy,
     Recorder,
     SmtpServer,
     Websockify,
@@ -44,7 +45,7 @@ def client_lines(rec: dict) -> list[str]:
 # -- plain ---------------------------------------------------------------------------------------
 
 
-def test_plain_message_with_a_proxy_function_and_partial_rejection(page: Page, proxy: Websockify) -> None:
+def test_plain_message_with_a_proxy_function_and_partial_rejection(page: Page, proxy: PysmtpProxy) -> None:
     with SmtpServer(Recorder(reject={"bad@example.com"}, pipelining=True)) as server:
         proxy.url(server.port)
         rec = page.session(
@@ -64,7 +65,7 @@ def test_plain_message_with_a_proxy_function_and_partial_rejection(page: Page, p
     assert message.rcpt_tos == ["good@example.com"] and message.content == b"Subject: hi\r\n\r\nhello\r\n"
 
 
-def test_auth_plain_login_xoauth2_cram_md5(page: Page, proxy: Websockify) -> None:
+def test_auth_plain_login_xoauth2_cram_md5(page: Page, proxy: PysmtpProxy) -> None:
     # Without TLS: in the page, PLAIN, LOGIN and XOAUTH2 in cleartext take allowInsecureAuth
     # (CRAM-MD5 puts no password on the wire), whatever the host.
     recorder = Recorder(users={USER: PASSWORD}, tokens={USER: TOKEN})
@@ -90,7 +91,7 @@ def test_auth_plain_login_xoauth2_cram_md5(page: Page, proxy: Websockify) -> Non
     assert [m.login for m in recorder.messages] == [USER] * 4
 
 
-def test_auth_failure_reaches_js_as_an_error_with_codes(page: Page, proxy: Websockify) -> None:
+def test_auth_failure_reaches_js_as_an_error_with_codes(page: Page, proxy: PysmtpProxy) -> None:
     with SmtpServer(Recorder(users={USER: PASSWORD})) as server:
         rec = page.session(
             port=server.port,
@@ -107,7 +108,7 @@ def test_auth_failure_reaches_js_as_an_error_with_codes(page: Page, proxy: Webso
     assert error["fatal"] is True and rec["closed"] is True
 
 
-def test_lmtp_per_recipient_results(page: Page, proxy: Websockify) -> None:
+def test_lmtp_per_recipient_results(page: Page, proxy: PysmtpProxy) -> None:
     with SmtpServer(Recorder(lmtp_fail={"full@example.com"}), lmtp=True) as server:
         rec = page.session(
             port=server.port,
@@ -122,7 +123,7 @@ def test_lmtp_per_recipient_results(page: Page, proxy: Websockify) -> None:
     }
 
 
-def test_require_tls_refused_when_the_server_has_no_starttls(page: Page, proxy: Websockify) -> None:
+def test_require_tls_refused_when_the_server_has_no_starttls(page: Page, proxy: PysmtpProxy) -> None:
     recorder = Recorder(users={USER: PASSWORD})
     with SmtpServer(recorder) as server:
         rec = page.session(
@@ -140,7 +141,7 @@ def test_require_tls_refused_when_the_server_has_no_starttls(page: Page, proxy: 
 
 
 def test_twenty_megabytes_in_64k_chunks_with_ondrain_arrive_byte_identical(
-    page: Page, proxy: Websockify
+    page: Page, proxy: PysmtpProxy
 ) -> None:
     count = 20 * 1024 * 1024 // 76
     with SmtpServer(Recorder(pipelining=True)) as server:
@@ -155,7 +156,7 @@ def test_twenty_megabytes_in_64k_chunks_with_ondrain_arrive_byte_identical(
     assert rec["drains"] > 0  # send() said "full" and ondrain said "go on"
 
 
-def test_envelope_errors_and_wrong_calls_are_clear(page: Page, proxy: Websockify) -> None:
+def test_envelope_errors_and_wrong_calls_are_clear(page: Page, proxy: PysmtpProxy) -> None:
     with SmtpServer() as server:
         url = proxy.url(server.port)
         for envelope, message in [
@@ -244,14 +245,14 @@ def test_configuration_errors_throw_at_construction_in_words_a_user_knows(page: 
 # -- TLS -----------------------------------------------------------------------------------------
 
 
-def implicit_tls(proxy: Websockify, port: int, cert: Certificate) -> dict[str, Any]:
+def implicit_tls(proxy: PysmtpProxy, port: int, cert: Certificate) -> dict[str, Any]:
     """Options for implicit TLS with node-forge (chosen: the servers here speak TLS 1.1 only) and
     trust pinned to ``cert``. (OpenSSL, the default, is tested in tests/test_browser_tls.py.)"""
     return {"proxy": proxy.url(port), "useSecureTransport": True, "ca": cert.cert_pem, "tlsEngine": "forge"}
 
 
 def test_implicit_tls_with_the_certificate_pinned(
-    page: Page, proxy: Websockify, rsa_cert: Certificate
+    page: Page, proxy: PysmtpProxy, rsa_cert: Certificate
 ) -> None:
     with SmtpServer(implicit_tls=legacy_tls_context(rsa_cert)) as server:
         rec = page.session(
@@ -264,7 +265,7 @@ def test_implicit_tls_with_the_certificate_pinned(
 
 
 def test_starttls_with_the_certificate_pinned_then_auth(
-    page: Page, proxy: Websockify, rsa_cert: Certificate
+    page: Page, proxy: PysmtpProxy, rsa_cert: Certificate
 ) -> None:
     recorder = Recorder(users={USER: PASSWORD})
     with SmtpServer(recorder, starttls=legacy_tls_context(rsa_cert), auth_require_tls=True) as server:
@@ -285,7 +286,7 @@ def test_starttls_with_the_certificate_pinned_then_auth(
 
 @pytest.mark.parametrize("mode", ["implicit", "starttls"])
 def test_pinning_mismatch_is_refused_before_any_smtp_byte(
-    page: Page, proxy: Websockify, rsa_cert: Certificate, tmp_path: Path, mode: str
+    page: Page, proxy: PysmtpProxy, rsa_cert: Certificate, tmp_path: Path, mode: str
 ) -> None:
     impostor = make_rsa_certificate(tmp_path)  # same name, another key: not the pinned certificate
     recorder = Recorder(users={USER: PASSWORD})
@@ -313,7 +314,7 @@ def test_pinning_mismatch_is_refused_before_any_smtp_byte(
 
 
 def test_unknown_ca_is_refused_against_the_bundled_root_store(
-    page: Page, proxy: Websockify, rsa_cert: Certificate
+    page: Page, proxy: PysmtpProxy, rsa_cert: Certificate
 ) -> None:
     with SmtpServer(implicit_tls=legacy_tls_context(rsa_cert)) as server:
         rec = page.session(
@@ -328,7 +329,7 @@ def test_unknown_ca_is_refused_against_the_bundled_root_store(
 
 @pytest.mark.parametrize("mode", ["implicit", "starttls"])
 def test_a_tls_1_2_only_server_is_refused_by_node_forge_with_a_clear_error(
-    page: Page, proxy: Websockify, rsa_cert: Certificate, mode: str
+    page: Page, proxy: PysmtpProxy, rsa_cert: Certificate, mode: str
 ) -> None:
     # The default engine reaches this server with OpenSSL (test_browser_tls.py); node-forge alone cannot.
     tls = modern_tls_context(rsa_cert)  # Python's default server settings
@@ -355,7 +356,7 @@ def test_a_tls_1_2_only_server_is_refused_by_node_forge_with_a_clear_error(
 
 
 def test_the_proxy_going_away_mid_message(page: Page, tmp_path: Path) -> None:
-    with SmtpServer() as server, Websockify(tmp_path) as dying:
+    with SmtpServer() as server, PysmtpProxy(tmp_path) as dying:
         page.start(port=server.port, options={"proxy": dying.url(server.port)}, lines=3_000_000, pauseMs=2)
         for _ in range(600):
             progress = page.run("await new Promise((r) => setTimeout(r, 50)); return window.current.sent;")
@@ -371,12 +372,13 @@ def test_the_proxy_going_away_mid_message(page: Page, tmp_path: Path) -> None:
     assert server.recorder.messages == []
 
 
-def test_a_target_that_refuses_is_a_connection_error(page: Page, proxy: Websockify) -> None:
+def test_a_target_that_refuses_is_a_connection_error(page: Page, websockify: Websockify) -> None:
     # websockify opens the WebSocket, then fails to connect to its target (close 1011). It chose
     # the target (here by the token), so the message sends the reader to it and to the proxy's log,
-    # and does not present the page's host:port as the server that was tried.
+    # and does not present the page's host:port as the server that was tried. (pysmtp-wasm-proxy
+    # names the target and the reason: tests/test_proxy_browser.py.)
     port = free_port()
-    url = proxy.url(port)
+    url = websockify.url(port)
     rec = page.session(host="smtp.example.com", port=25, options={"proxy": url})
     (error,) = rec["errors"]
     assert error["name"] == "SmtpConnectionError" and error["stage"] == "connect", error
@@ -389,7 +391,7 @@ def test_a_target_that_refuses_is_a_connection_error(page: Page, proxy: Websocki
 # -- the page and the boundary ------------------------------------------------------------------------
 
 
-def test_python_in_the_same_pyodide_uses_the_client_directly(page: Page, proxy: Websockify) -> None:
+def test_python_in_the_same_pyodide_uses_the_client_directly(page: Page, proxy: PysmtpProxy) -> None:
     with SmtpServer() as server:
         url = proxy.url(server.port)
         result = page.run(
@@ -430,7 +432,7 @@ result
     assert server.recorder.messages[0].mail_from == "py@example.com"
 
 
-def test_no_proxy_leaks_per_message_or_per_connection(page: Page, proxy: Websockify) -> None:
+def test_no_proxy_leaks_per_message_or_per_connection(page: Page, proxy: PysmtpProxy) -> None:
     with SmtpServer(Recorder(pipelining=True)) as server:
         url = proxy.url(server.port)
         before = page.stats()
@@ -461,7 +463,7 @@ gc.collect()
 
 
 def test_the_page_needs_nothing_but_its_own_origin(
-    page: Page, proxy: Websockify, rsa_cert: Certificate
+    page: Page, proxy: PysmtpProxy, rsa_cert: Certificate
 ) -> None:
     # Every engine runs on a closed network (tests/browsers.py, conftest): a fetch from a CDN
     # would fail. Here: a TLS session with each engine (each loads it lazily: node-forge for a
@@ -504,7 +506,7 @@ def test_the_browser_reaches_nothing_but_loopback(page: Page) -> None:
 
 
 def test_a_pinned_certificate_for_another_host_name_is_refused(
-    page: Page, proxy: Websockify, tmp_path: Path
+    page: Page, proxy: PysmtpProxy, tmp_path: Path
 ) -> None:
     other = make_rsa_certificate(tmp_path, "mail.example.net")  # trusted (pinned), but not for "localhost"
     with SmtpServer(implicit_tls=legacy_tls_context(other)) as server:
@@ -519,7 +521,7 @@ def test_a_pinned_certificate_for_another_host_name_is_refused(
     assert client_lines(rec) == [] and server.recorder.messages == []
 
 
-def test_the_es_module_entry(page: Page, proxy: Websockify) -> None:
+def test_the_es_module_entry(page: Page, proxy: PysmtpProxy) -> None:
     with SmtpServer() as server:
         url = proxy.url(server.port)
         result = page.run(
@@ -556,7 +558,7 @@ await new Promise((resolve) => setTimeout(resolve, 500));  // as if Python were 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "implicit-tls"])
 def test_a_preconnected_socket_is_taken_over_by_the_first_matching_client(
-    page: Page, proxy: Websockify, rsa_cert: Certificate, tls: bool
+    page: Page, proxy: PysmtpProxy, rsa_cert: Certificate, tls: bool
 ) -> None:
     context = legacy_tls_context(rsa_cert) if tls else None
     with SmtpServer(implicit_tls=context) as server:
@@ -579,7 +581,7 @@ def test_a_preconnected_socket_is_taken_over_by_the_first_matching_client(
     assert [line for line in first["log"] if line.startswith("S: ")][0].startswith("S: 220 ")
 
 
-def test_an_unclaimed_preconnected_socket_is_closed(page: Page, proxy: Websockify) -> None:
+def test_an_unclaimed_preconnected_socket_is_closed(page: Page, proxy: PysmtpProxy) -> None:
     with SmtpServer() as server:
         count = server.recorder.connections_total
         page.run(
@@ -598,7 +600,7 @@ def test_an_unclaimed_preconnected_socket_is_closed(page: Page, proxy: Websockif
 # -- the high-level API --------------------------------------------------------------------------------
 
 
-def test_send_mail_with_bcc_utf8_and_a_binary_attachment(page: Page, proxy: Websockify) -> None:
+def test_send_mail_with_bcc_utf8_and_a_binary_attachment(page: Page, proxy: PysmtpProxy) -> None:
     with SmtpServer(Recorder(pipelining=True)) as server:
         out = page.run(
             """
@@ -652,7 +654,7 @@ def test_send_mail_with_bcc_utf8_and_a_binary_attachment(page: Page, proxy: Webs
     assert out["last"] == sorted(result["accepted"])  # sendMail set lastResults, kept after quit()
 
 
-def test_send_mail_rejections_reach_js_as_errors(page: Page, proxy: Websockify) -> None:
+def test_send_mail_rejections_reach_js_as_errors(page: Page, proxy: PysmtpProxy) -> None:
     with SmtpServer(Recorder(reject={"x@example.com"})) as server:
         out = page.run(
             """
@@ -704,7 +706,7 @@ return { order, stats: api.stats() };
 
 
 def test_send_mail_rejects_after_onclose_and_the_next_call_connects_again(
-    page: Page, proxy: Websockify
+    page: Page, proxy: PysmtpProxy
 ) -> None:
     with SmtpServer(Recorder(reject={"x@example.com"})) as server:
         before = server.recorder.connections_total

@@ -1,5 +1,5 @@
 """A subset of the interop matrix in the page: the Python engine in Pyodide and the JS socket
-through a real websockify to real Postfix, Exim, OpenSMTPD and Dovecot LMTP (tests/mta.py),
+through the real proxy to real Postfix, Exim, OpenSMTPD and Dovecot LMTP (tests/mta.py),
 with what was delivered read back from each server's own store."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 from .conftest import MAIL_USERS, Page
 from .mta import Dovecot, Exim, OpenSmtpd, Postfix, strip_trace
-from .servers import Chain, Websockify
+from .servers import Chain, PysmtpProxy
 from .test_interop import Target, crlf, message
 
 
@@ -23,7 +23,7 @@ def client_lines(rec: dict[str, Any]) -> list[str]:
 
 
 def test_postfix_starttls_auth_bdat_from_the_page(
-    page: Page, proxy: Websockify, postfix: Postfix, mail_chain: Chain
+    page: Page, proxy: PysmtpProxy, postfix: Postfix, mail_chain: Chain
 ) -> None:
     token = uuid.uuid4().hex
     sessions = len(postfix.tls_versions())
@@ -52,7 +52,7 @@ def test_postfix_starttls_auth_bdat_from_the_page(
 
 
 def test_postfix_implicit_tls_from_the_page(
-    page: Page, proxy: Websockify, postfix: Postfix, mail_chain: Chain
+    page: Page, proxy: PysmtpProxy, postfix: Postfix, mail_chain: Chain
 ) -> None:
     token = uuid.uuid4().hex
     port = postfix.ports["smtps"]
@@ -76,7 +76,7 @@ def test_postfix_implicit_tls_from_the_page(
 
 
 def test_exim_starttls_auth_dsn_and_two_megabytes_from_the_page(
-    page: Page, proxy: Websockify, exim: Exim, mail_chain: Chain
+    page: Page, proxy: PysmtpProxy, exim: Exim, mail_chain: Chain
 ) -> None:
     port = exim.ports["smtp"]
     options = {
@@ -117,7 +117,7 @@ def test_exim_starttls_auth_dsn_and_two_megabytes_from_the_page(
 
 
 def test_opensmtpd_plain_and_its_tls_failure_from_the_page(
-    page: Page, proxy: Websockify, opensmtpd: OpenSmtpd, mail_chain: Chain
+    page: Page, proxy: PysmtpProxy, opensmtpd: OpenSmtpd, mail_chain: Chain
 ) -> None:
     token = uuid.uuid4().hex
     port = opensmtpd.ports["smtp"]
@@ -140,7 +140,7 @@ def test_opensmtpd_plain_and_its_tls_failure_from_the_page(
 
 
 def test_dovecot_lmtp_per_recipient_results_from_the_page(
-    page: Page, proxy: Websockify, dovecot: Dovecot
+    page: Page, proxy: PysmtpProxy, dovecot: Dovecot
 ) -> None:
     token = uuid.uuid4().hex
     port = dovecot.lmtp_port
@@ -165,7 +165,7 @@ def test_dovecot_lmtp_per_recipient_results_from_the_page(
 
 
 def test_send_mail_with_dsn_to_postfix_from_the_page(
-    page: Page, proxy: Websockify, postfix: Postfix, mail_chain: Chain
+    page: Page, proxy: PysmtpProxy, postfix: Postfix, mail_chain: Chain
 ) -> None:
     token = uuid.uuid4().hex
     port = postfix.ports["smtp"]

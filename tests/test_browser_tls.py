@@ -1,6 +1,6 @@
 """TLS in the browser: OpenSSL (TLS 1.2/1.3, compiled to WebAssembly; the default) and node-forge
 (TLS 1.0/1.1, for legacy servers, only when the page chooses it), each against the servers it can
-reach, through websockify to aiosmtpd. "Default options" means no ``tlsEngine``: OpenSSL alone,
+reach, through the proxy to aiosmtpd. "Default options" means no ``tlsEngine``: OpenSSL alone,
 which never falls back to node-forge by itself (a refusal of TLS 1.2/1.3 can be forged by anyone
 on the path: tested below). What was negotiated is read from the transcript ("* connected with
 TLS 1.3, ... (openssl)" for implicit TLS, "* TLS 1.2, ..." after STARTTLS), which the socket
@@ -25,10 +25,10 @@ from .servers import (
     Certificate,
     Chain,
     Conn,
+    PysmtpProxy,
     Recorder,
     ScriptedServer,
     SmtpServer,
-    Websockify,
     client_hello_version,
     legacy_tls_context,
     make_chain,
@@ -77,7 +77,7 @@ def only(version: ssl.TLSVersion, cert: Certificate) -> ssl.SSLContext:
 
 def session(
     page: Page,
-    proxy: Websockify,
+    proxy: PysmtpProxy,
     server: SmtpServer | ScriptedServer,
     mode: str,
     host: str = "localhost",
@@ -102,7 +102,7 @@ def assert_delivered(rec: dict[str, Any], recorder: Recorder) -> None:
 @pytest.mark.parametrize("kind", KINDS)
 def test_default_options_reach_a_server_with_pythons_default_tls(
     page: Page,
-    proxy: Websockify,
+    proxy: PysmtpProxy,
     chains: dict[str, Chain],
     leaves: dict[str, Certificate],
     kind: str,
@@ -122,7 +122,7 @@ def test_default_options_reach_a_server_with_pythons_default_tls(
 @pytest.mark.parametrize("mode", ["implicit", "starttls"])
 def test_default_options_reach_a_server_that_speaks_one_version_only(
     page: Page,
-    proxy: Websockify,
+    proxy: PysmtpProxy,
     chains: dict[str, Chain],
     leaves: dict[str, Certificate],
     mode: str,
@@ -141,7 +141,7 @@ def test_default_options_reach_a_server_that_speaks_one_version_only(
 
 
 @pytest.mark.parametrize("mode", ["implicit", "starttls"])
-def test_a_chain_made_by_trustme_as_it_makes_them(page: Page, proxy: Websockify, mode: str) -> None:
+def test_a_chain_made_by_trustme_as_it_makes_them(page: Page, proxy: PysmtpProxy, mode: str) -> None:
     # trustme's defaults: ECDSA P-256, an intermediate, extendedKeyUsage marked critical.
     root = trustme.CA()
     leaf = root.create_child_ca().issue_cert("localhost", "127.0.0.1")
@@ -156,7 +156,7 @@ def test_a_chain_made_by_trustme_as_it_makes_them(page: Page, proxy: Websockify,
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
 def test_a_server_named_by_ip_address(
-    page: Page, proxy: Websockify, chains: dict[str, Chain], leaves: dict[str, Certificate], host: str
+    page: Page, proxy: PysmtpProxy, chains: dict[str, Chain], leaves: dict[str, Certificate], host: str
 ) -> None:
     # The certificate must hold the address as an IP subjectAltName (no SNI is sent for it). The
     # proxy's token decides where the TCP connection goes; the client verifies the name it was given.
@@ -169,7 +169,7 @@ def test_a_server_named_by_ip_address(
 
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
 def test_sni_names_the_host_and_never_an_address(
-    page: Page, proxy: Websockify, chains: dict[str, Chain], leaves: dict[str, Certificate], host: str
+    page: Page, proxy: PysmtpProxy, chains: dict[str, Chain], leaves: dict[str, Certificate], host: str
 ) -> None:
     seen: list[str | None] = []
     context = modern_tls_context(leaves["rsa"])
@@ -181,7 +181,7 @@ def test_sni_names_the_host_and_never_an_address(
 
 
 def test_an_ip_address_not_in_the_certificate_is_refused(
-    page: Page, proxy: Websockify, chains: dict[str, Chain], leaves: dict[str, Certificate]
+    page: Page, proxy: PysmtpProxy, chains: dict[str, Chain], leaves: dict[str, Certificate]
 ) -> None:
     with SmtpServer(implicit_tls=modern_tls_context(leaves["rsa"])) as server:
         rec = session(page, proxy, server, "implicit", host="127.0.0.2", ca=chains["rsa"].root_pem)
@@ -193,7 +193,7 @@ def test_an_ip_address_not_in_the_certificate_is_refused(
 
 @pytest.mark.parametrize("mode", ["implicit", "starttls"])
 def test_a_pinned_self_signed_leaf_that_is_not_a_ca(
-    page: Page, proxy: Websockify, tmp_path: Path, mode: str
+    page: Page, proxy: PysmtpProxy, tmp_path: Path, mode: str
 ) -> None:
     leaf = make_self_signed_leaf(tmp_path)
     recorder = Recorder()
@@ -203,7 +203,7 @@ def test_a_pinned_self_signed_leaf_that_is_not_a_ca(
 
 
 def test_an_intermediate_may_be_pinned(
-    page: Page, proxy: Websockify, chains: dict[str, Chain], leaves: dict[str, Certificate]
+    page: Page, proxy: PysmtpProxy, chains: dict[str, Chain], leaves: dict[str, Certificate]
 ) -> None:
     # The server sends leaf + intermediate; pinning the intermediate alone is enough.
     intermediate = (
@@ -223,7 +223,7 @@ FORGE_HINT = 'choose tlsEngine: "forge"'
 
 @pytest.mark.parametrize("mode", ["implicit", "starttls"])
 def test_a_tls_1_1_only_server_is_refused_by_default_and_reached_with_forge(
-    page: Page, proxy: Websockify, chains: dict[str, Chain], leaves: dict[str, Certificate], mode: str
+    page: Page, proxy: PysmtpProxy, chains: dict[str, Chain], leaves: dict[str, Certificate], mode: str
 ) -> None:
     # By default: one connection, OpenSSL's ClientHello refused for its version, and an error that
     # names the option that reaches such a server. Never a second connection with node-forge.
@@ -280,7 +280,7 @@ def forging_mitm(context: ssl.SSLContext, mode: str) -> Any:
 
 @pytest.mark.parametrize("mode", ["implicit", "starttls"])
 def test_a_forged_protocol_version_alert_never_downgrades_the_default(
-    page: Page, proxy: Websockify, chains: dict[str, Chain], leaves: dict[str, Certificate], mode: str
+    page: Page, proxy: PysmtpProxy, chains: dict[str, Chain], leaves: dict[str, Certificate], mode: str
 ) -> None:
     with ScriptedServer(forging_mitm(legacy_tls_context(leaves["rsa"]), mode)) as server:
         rec = session(page, proxy, server, mode, ca=chains["rsa"].root_pem)
@@ -302,7 +302,7 @@ def test_a_forged_protocol_version_alert_never_downgrades_the_default(
 
 @pytest.mark.parametrize("server_tls", ["modern", "legacy"])
 def test_auth_after_starttls(
-    page: Page, proxy: Websockify, chains: dict[str, Chain], leaves: dict[str, Certificate], server_tls: str
+    page: Page, proxy: PysmtpProxy, chains: dict[str, Chain], leaves: dict[str, Certificate], server_tls: str
 ) -> None:
     recorder = Recorder(users={USER: PASSWORD})
     context = (modern_tls_context if server_tls == "modern" else legacy_tls_context)(leaves["rsa"])
@@ -318,7 +318,7 @@ def test_auth_after_starttls(
 
 
 def test_forge_alone_refuses_a_modern_server_and_says_what_to_choose(
-    page: Page, proxy: Websockify, chains: dict[str, Chain], leaves: dict[str, Certificate]
+    page: Page, proxy: PysmtpProxy, chains: dict[str, Chain], leaves: dict[str, Certificate]
 ) -> None:
     with SmtpServer(implicit_tls=modern_tls_context(leaves["rsa"])) as server:
         rec = session(page, proxy, server, "implicit", ca=chains["rsa"].root_pem, tlsEngine="forge")
@@ -341,7 +341,7 @@ ENGINES = ["openssl", "forge", "auto"]
 @pytest.mark.parametrize("mode", ["implicit", "starttls"])
 @pytest.mark.parametrize("engine", ENGINES)
 def test_pinning_mismatch_is_refused_and_never_retried(
-    page: Page, proxy: Websockify, chains: dict[str, Chain], tmp_path: Path, engine: str, mode: str
+    page: Page, proxy: PysmtpProxy, chains: dict[str, Chain], tmp_path: Path, engine: str, mode: str
 ) -> None:
     impostor = make_chain(tmp_path, "rsa").issue()  # valid for localhost, but from another CA
     recorder = Recorder(users={USER: PASSWORD})
@@ -362,7 +362,7 @@ def test_pinning_mismatch_is_refused_and_never_retried(
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_wrong_host_name_is_refused(
-    page: Page, proxy: Websockify, chains: dict[str, Chain], engine: str
+    page: Page, proxy: PysmtpProxy, chains: dict[str, Chain], engine: str
 ) -> None:
     other = chains["rsa"].issue("mail.example.net")  # from the pinned CA, but for another name
     recorder = Recorder()
@@ -381,7 +381,7 @@ def test_a_wrong_host_name_is_refused(
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_an_expired_certificate_is_refused(
-    page: Page, proxy: Websockify, chains: dict[str, Chain], engine: str
+    page: Page, proxy: PysmtpProxy, chains: dict[str, Chain], engine: str
 ) -> None:
     expired = chains["rsa"].issue(expired=True)
     with SmtpServer(implicit_tls=engine_server(engine, expired)) as server:
@@ -395,7 +395,7 @@ def test_an_expired_certificate_is_refused(
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_certificate_for_tls_clients_only_is_refused(
-    page: Page, proxy: Websockify, chains: dict[str, Chain], engine: str
+    page: Page, proxy: PysmtpProxy, chains: dict[str, Chain], engine: str
 ) -> None:
     # From the pinned CA, for localhost, in its dates, but its extended key usage is clientAuth
     # alone: not a server's certificate. OpenSSL refuses it ("unsuitable certificate purpose");
@@ -422,7 +422,7 @@ def test_a_certificate_for_tls_clients_only_is_refused(
     ids=["rsa-key-exchange", "cbc"],
 )
 def test_a_tls_1_2_server_without_forward_secret_aead_suites_is_refused(
-    page: Page, proxy: Websockify, chains: dict[str, Chain], leaves: dict[str, Certificate], ciphers: str
+    page: Page, proxy: PysmtpProxy, chains: dict[str, Chain], leaves: dict[str, Certificate], ciphers: str
 ) -> None:
     # The TLS 1.2 offer is a browser's: ECDHE or DHE, with AES-GCM or ChaCha20-Poly1305. A server
     # that offers only RSA key exchange (no forward secrecy), or only CBC, finds no suite in common.
@@ -438,7 +438,7 @@ def test_a_tls_1_2_server_without_forward_secret_aead_suites_is_refused(
 
 @pytest.mark.parametrize("engine", ["openssl", "auto"])
 def test_a_key_under_security_level_2_is_refused(
-    page: Page, proxy: Websockify, tmp_path: Path, engine: str
+    page: Page, proxy: PysmtpProxy, tmp_path: Path, engine: str
 ) -> None:
     # RSA-1024 throughout (root, intermediate, leaf): OpenSSL's level 1 would take it, level 2 not.
     weak = make_chain(tmp_path, "rsa1024")
@@ -451,7 +451,7 @@ def test_a_key_under_security_level_2_is_refused(
 
 
 def test_a_host_name_with_a_nul_never_reaches_openssl(
-    page: Page, proxy: Websockify, chains: dict[str, Chain], leaves: dict[str, Certificate]
+    page: Page, proxy: PysmtpProxy, chains: dict[str, Chain], leaves: dict[str, Certificate]
 ) -> None:
     # As a C string, "localhost\0.evil.example" is "localhost": the certificate for localhost
     # would pass. The name is refused when the client is made; no TLS session is verified.
@@ -510,7 +510,7 @@ def test_the_openssl_engine_refuses_a_name_with_a_nul_itself(page: Page, chains:
     assert out["name"] == "TLSError" and "U+0000" in out["message"] and out["written"] == 0, out
 
 
-def test_a_plaintext_port_is_named_as_such(page: Page, proxy: Websockify) -> None:
+def test_a_plaintext_port_is_named_as_such(page: Page, proxy: PysmtpProxy) -> None:
     with SmtpServer() as server:  # plaintext SMTP: the greeting, where a ServerHello was expected
         rec = session(page, proxy, server, "implicit")
     (error,) = rec["errors"]
@@ -538,7 +538,7 @@ def test_root_store(page: Page, chains: dict[str, Chain]) -> Iterator[None]:
 
 @pytest.mark.parametrize("engine", ["openssl", "forge"])
 def test_without_ca_the_root_store_is_used_with_the_host_name_checked(
-    page: Page, proxy: Websockify, chains: dict[str, Chain], leaves: dict[str, Certificate],
+    page: Page, proxy: PysmtpProxy, chains: dict[str, Chain], leaves: dict[str, Certificate],
     test_root_store: None, engine: str,
 ) -> None:  # fmt: skip
     with SmtpServer(implicit_tls=engine_server(engine, leaves["rsa"])) as server:
@@ -554,7 +554,7 @@ def test_without_ca_the_root_store_is_used_with_the_host_name_checked(
 
 @pytest.mark.parametrize("mode", ["implicit", "starttls"])
 def test_the_bundled_root_store_refuses_an_unknown_ca(
-    page: Page, proxy: Websockify, leaves: dict[str, Certificate], mode: str
+    page: Page, proxy: PysmtpProxy, leaves: dict[str, Certificate], mode: str
 ) -> None:
     recorder = Recorder()
     with SmtpServer(recorder, **server_kwargs(mode, modern_tls_context(leaves["ec"]))) as server:
@@ -570,7 +570,7 @@ def test_the_bundled_root_store_refuses_an_unknown_ca(
 
 
 def test_the_default_engine_works_on_a_page_that_is_not_a_secure_context(
-    page: Page, proxy: Websockify, chains: dict[str, Chain], leaves: dict[str, Certificate]
+    page: Page, proxy: PysmtpProxy, chains: dict[str, Chain], leaves: dict[str, Certificate]
 ) -> None:
     # The same dist/, served from a host name that is not localhost over http://: no crypto.subtle.
     base = urlsplit(page.base_url)
@@ -607,7 +607,7 @@ def postfixes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tu
 @pytest.mark.parametrize("version", ["1.3", "1.2"])
 @pytest.mark.parametrize("mode", ["implicit", "starttls"])
 def test_a_real_postfix_with_default_options(
-    page: Page, proxy: Websockify, postfixes: dict[str, tuple[Postfix, Chain]], mode: str, version: str
+    page: Page, proxy: PysmtpProxy, postfixes: dict[str, tuple[Postfix, Chain]], mode: str, version: str
 ) -> None:
     # Postfix's own log says which TLS it negotiated; the page's transcript says the same.
     server, chain = postfixes[version]

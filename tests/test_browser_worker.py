@@ -1,7 +1,7 @@
 """Worker mode in Chromium: ``PySmtp.load({worker: true})`` runs Pyodide, the engine, the
 sockets and TLS in one dedicated Worker; the page's SmtpClient forwards its calls and callbacks
 by messages (web/src/remote.js, web/src/worker.js). The page is dist/minimal.html?worker, driven
-with the same harness as the in-page tests, through a real websockify to real aiosmtpd."""
+with the same harness as the in-page tests, through the real proxy to real aiosmtpd."""
 
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ from pysmtp_wasm.errors import SmtpUsageError
 from .conftest import DIST, Page, selenium_common
 from .servers import (
     Certificate,
+    PysmtpProxy,
     Recorder,
     ScriptedServer,
     SmtpServer,
-    Websockify,
     legacy_tls_context,
     modern_tls_context,
 )
@@ -75,7 +75,7 @@ def test_the_engine_runs_in_a_worker_and_not_in_the_page(page: Page) -> None:
     assert out == {"pyodide": None, "worker": True, "inPage": "undefined"}
 
 
-def test_plain_message_with_a_proxy_function_and_partial_rejection(page: Page, proxy: Websockify) -> None:
+def test_plain_message_with_a_proxy_function_and_partial_rejection(page: Page, proxy: PysmtpProxy) -> None:
     with SmtpServer(Recorder(reject={"bad@example.com"}, pipelining=True)) as server:
         proxy.url(server.port)
         rec = page.session(
@@ -96,7 +96,7 @@ def test_plain_message_with_a_proxy_function_and_partial_rejection(page: Page, p
     assert settle(page) == ZERO
 
 
-def test_implicit_tls_and_starttls_with_auth(page: Page, proxy: Websockify, rsa_cert: Certificate) -> None:
+def test_implicit_tls_and_starttls_with_auth(page: Page, proxy: PysmtpProxy, rsa_cert: Certificate) -> None:
     with SmtpServer(implicit_tls=modern_tls_context(rsa_cert)) as server:
         rec = page.session(
             port=server.port,
@@ -123,7 +123,7 @@ def test_implicit_tls_and_starttls_with_auth(page: Page, proxy: Websockify, rsa_
     assert PASSWORD not in "\n".join(rec["log"])
 
 
-def test_auth_failure_is_onerror_then_onclose_with_the_codes(page: Page, proxy: Websockify) -> None:
+def test_auth_failure_is_onerror_then_onclose_with_the_codes(page: Page, proxy: PysmtpProxy) -> None:
     with SmtpServer(Recorder(users={USER: PASSWORD})) as server:
         rec = page.session(
             port=server.port,
@@ -142,7 +142,7 @@ def test_auth_failure_is_onerror_then_onclose_with_the_codes(page: Page, proxy: 
 
 
 def test_twenty_megabytes_transferred_with_backpressure_arrive_byte_identical(
-    page: Page, proxy: Websockify
+    page: Page, proxy: PysmtpProxy
 ) -> None:
     count = 20 * 1024 * 1024 // 76
     with SmtpServer(Recorder(pipelining=True)) as server:
@@ -192,7 +192,7 @@ def test_a_connection_error_crosses_with_its_fields_and_the_proxys_reason(page: 
     assert "no target for this token" in error["message"]
 
 
-def test_wrong_calls_throw_at_once_with_the_in_page_messages(page: Page, proxy: Websockify) -> None:
+def test_wrong_calls_throw_at_once_with_the_in_page_messages(page: Page, proxy: PysmtpProxy) -> None:
     with SmtpServer() as server:
         out = page.run(
             """
@@ -257,7 +257,7 @@ def test_wrong_calls_throw_at_once_with_the_in_page_messages(page: Page, proxy: 
     assert thrown["send after close"][1] == "send() is not possible: the connection is closed"
 
 
-def test_an_envelope_error_is_onerror_then_onclose(page: Page, proxy: Websockify) -> None:
+def test_an_envelope_error_is_onerror_then_onclose(page: Page, proxy: PysmtpProxy) -> None:
     with SmtpServer() as server:
         rec = page.session(
             port=server.port,
@@ -271,7 +271,7 @@ def test_an_envelope_error_is_onerror_then_onclose(page: Page, proxy: Websockify
 
 
 def test_send_mail_with_an_attachment_then_again_after_an_error_closed_it(
-    page: Page, proxy: Websockify
+    page: Page, proxy: PysmtpProxy
 ) -> None:
     with SmtpServer(Recorder(pipelining=True, reject={"bad@example.com"})) as server:
         out = page.run(
@@ -325,7 +325,7 @@ def test_send_mail_with_an_attachment_then_again_after_an_error_closed_it(
     assert settle(page) == ZERO
 
 
-def test_two_clients_at_once_then_nothing_left_behind(page: Page, proxy: Websockify) -> None:
+def test_two_clients_at_once_then_nothing_left_behind(page: Page, proxy: PysmtpProxy) -> None:
     with SmtpServer(Recorder(pipelining=True)) as one, SmtpServer(Recorder(pipelining=True)) as two:
         out = page.run(
             """
@@ -371,7 +371,7 @@ def test_two_clients_at_once_then_nothing_left_behind(page: Page, proxy: Websock
         assert one.recorder.connections_open == two.recorder.connections_open == 0
 
 
-def test_terminate_ends_the_worker_and_its_connections(page: Page, proxy: Websockify) -> None:
+def test_terminate_ends_the_worker_and_its_connections(page: Page, proxy: PysmtpProxy) -> None:
     with SmtpServer() as server:
         out = page.run(
             """
@@ -415,7 +415,7 @@ PRECONNECT_PAGE = """<!doctype html>
 """
 
 
-def test_preconnect_opens_the_connection_in_the_worker_while_it_boots(page: Page, proxy: Websockify) -> None:
+def test_preconnect_opens_the_connection_in_the_worker_while_it_boots(page: Page, proxy: PysmtpProxy) -> None:
     html = DIST / "_worker_preconnect.html"
     html.write_text(PRECONNECT_PAGE)
     try:
@@ -530,7 +530,7 @@ def test_what_only_the_worker_refuses_ends_in_onerror_then_onclose(page: Page) -
     assert close == ["close", True] and out["state"] == "closed" and out["next"] == "SmtpUsageError"
 
 
-def test_the_main_thread_has_no_long_task_from_navigation_to_ondone(page: Page, proxy: Websockify) -> None:
+def test_the_main_thread_has_no_long_task_from_navigation_to_ondone(page: Page, proxy: PysmtpProxy) -> None:
     # bench/pages/blocking.html, served from dist/: a 5 MB message right after navigation, the
     # page's long tasks (Long Tasks API) until ondone. In-page, the boot is one (the test can fail).
     html = DIST / "_blocking.html"

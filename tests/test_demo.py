@@ -1,4 +1,4 @@
-"""The main job, end to end: `./build.sh serve` starts the demo stack (page, websockify, embedded
+"""The main job, end to end: `./build.sh serve` starts the demo stack (page, proxy, embedded
 SMTP server); a browser (Chromium, Firefox and WebKit in turn) fills the compose page and sends;
 the message is found intact in the embedded server's store; Ctrl-C stops everything.
 
@@ -77,7 +77,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         yield running
     finally:
         # A test that failed left it running: Ctrl-C first, so that serve.py stops what it
-        # started (websockify runs in a session of its own, which a SIGKILL of this group
+        # started (the proxy runs in a session of its own, which a SIGKILL of this group
         # would leave behind); SIGKILL only if that does not end it.
         if running.process.poll() is None:
             os.killpg(running.process.pid, signal.SIGINT)

@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 import pytest
 
 from . import browsers
-from .servers import SmtpServer, Websockify
+from .servers import PysmtpProxy, SmtpServer
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / "tests" / "npm" / "node_modules" / ".bin"
@@ -122,7 +122,7 @@ def site(project: Path) -> Iterator[str]:
 
 
 @pytest.mark.parametrize("mode", ["in-page", "worker"])
-def test_a_bundled_page_sends_a_message(site: str, proxy: Websockify, tmp_path: Path, mode: str) -> None:
+def test_a_bundled_page_sends_a_message(site: str, proxy: PysmtpProxy, tmp_path: Path, mode: str) -> None:
     with browsers.driver("chromium", tmp_path / "profile") as driver:
         with SmtpServer() as server:
             query = {"port": server.port, "proxy": proxy.url(server.port)} | (

@@ -250,16 +250,21 @@ def run_inner(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest_subprocess("-p", "pysmtp_wasm.pytest_plugin", "-p", "no:cacheprovider", *args)
 
 
-def test_the_proxy_stops_after_the_test_with_its_children(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("kind", ["pysmtp-wasm-proxy", "websockify"])
+def test_the_proxy_stops_after_the_test_with_its_children(pytester: pytest.Pytester, kind: str) -> None:
     pytester.makepyfile(
-        """
+        f"""
         import os, socket
         from pathlib import Path
 
+        import pytest
+
+        @pytest.mark.parametrize("smtp_proxy", ["{kind}"], indirect=True)
         def test_open(smtp_proxy):
-            # A connection left open: websockify has forked a child for it.
+            assert smtp_proxy.kind == "{kind}"
+            # A connection left open, in the middle of its handshake.
             socket.create_connection(("127.0.0.1", smtp_proxy.port)).sendall(b"GET / HTTP/1.1\\r\\n")
-            Path(os.environ["PID_FILE"]).write_text(f"{smtp_proxy.websockify.pid} {smtp_proxy.port}")
+            Path(os.environ["PID_FILE"]).write_text(f"{{smtp_proxy.pid}} {{smtp_proxy.port}}")
         """
     )
     pid_file = pytester.path / "pid"
@@ -320,8 +325,11 @@ def test_the_wheel_with_its_extra_runs_the_example_project(tmp_path: Path) -> No
         entry_points = next(archive.read(n).decode() for n in names if n.endswith("entry_points.txt"))
     assert "pysmtp_wasm/pytest_plugin.py" in names and "pysmtp_wasm/testing/_smtp.py" in names
     assert "[pytest11]\npysmtp_wasm=pysmtp_wasm.pytest_plugin\n" in entry_points
-    for pin in pins("aiosmtpd", "trustme", "websockify"):
+    for pin in pins("aiosmtpd", "trustme", "websockify", "websockets", "prometheus-client"):
         assert f'Requires-Dist: {pin} ; extra == "testing"' in metadata, metadata
+    for pin in pins("websockets", "prometheus-client"):
+        assert f'Requires-Dist: {pin} ; extra == "proxy"' in metadata, metadata
+    assert "[console_scripts]\npysmtp-wasm-proxy=pysmtp_wasm.proxy:main\n" in entry_points
     assert all(not n.startswith(("tests/", "examples/")) for n in names)
 
     venv = tmp_path / "venv"

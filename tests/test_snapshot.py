@@ -1,6 +1,6 @@
 """The optional memory snapshot (`./build.sh snapshot`), end to end: made from a copy of dist/
 by web/make_snapshot.py, a page boots from it with pysmtp_wasm already imported (the wheel is
-never fetched) and sends a message through websockify to aiosmtpd; in-page, and in worker mode
+never fetched) and sends a message through the proxy to aiosmtpd; in-page, and in worker mode
 (the Worker boots from it)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from . import browsers
-from .servers import SmtpServer, Websockify
+from .servers import PysmtpProxy, SmtpServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,7 +85,7 @@ WEBKIT_CANNOT = (
 @pytest.mark.parametrize("mode", ["in-page", "worker"])
 @pytest.mark.parametrize("engine", browsers.ENGINES)
 def test_a_page_boots_from_the_snapshot_and_sends(
-    snapshot_dist: str, proxy: Websockify, tmp_path: Path, engine: str, mode: str
+    snapshot_dist: str, proxy: PysmtpProxy, tmp_path: Path, engine: str, mode: str
 ) -> None:
     if reason := browsers.missing(engine):
         pytest.skip(f"{engine}: {reason}")

@@ -7,10 +7,11 @@
   offering STARTTLS, and implicit TLS. Its TLS is Python's default server TLS (TLS 1.2/1.3,
   a certificate from a private CA made at start-up, which the page pins), what the page's default
   engine (OpenSSL) speaks, and it accepts AUTH PLAIN/LOGIN for a demo user without requiring it;
-- websockify, whose token file names only those targets (or the one real server given with
-  ``--smtp-host``): the page picks a token, never a host, so the proxy cannot reach anything
-  else. It also accepts WebSockets only from the demo page's own origin, so that other pages
-  open in the same browser cannot use it.
+- pysmtp-wasm-proxy (``pysmtp_wasm.proxy``), whose targets file names only those targets (or the
+  one real server given with ``--smtp-host``): the page picks a token, never a host, so the
+  proxy cannot reach anything else. It also accepts WebSockets only from the demo page's own
+  origin (``--allow-origin``), so that other pages open in the same browser cannot use it; its
+  JSON log (one line per session) is ``proxy.log`` in the demo's temporary directory.
 
 The server, the proxy, the certificates and the static files are the pieces of the pytest
 fixtures (``pysmtp_wasm.testing``); what is the demo's own is the store on disk and the API.
@@ -47,9 +48,9 @@ sys.path.insert(0, str(ROOT))  # the package from the source tree (not installed
 from pysmtp_wasm.testing import (  # noqa: E402
     Certs,
     DistRequestHandler,
+    PysmtpProxy,
     Recorder,
     SmtpServer,
-    Websockify,
 )
 
 DIST = ROOT / "dist"
@@ -241,10 +242,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="./build.sh serve",
         description="The pysmtp-wasm demo: dist/ with its JSON API, an embedded SMTP server and "
-        "websockify for exactly its targets, all on 127.0.0.1.",
+        "pysmtp-wasm-proxy for exactly its targets, all on 127.0.0.1.",
     )
     parser.add_argument("--http-port", type=int, default=8000, help="the page and the API (8000)")
-    parser.add_argument("--ws-port", type=int, default=8001, help="websockify (8001)")
+    parser.add_argument("--ws-port", type=int, default=8001, help="the WebSocket proxy (8001)")
     parser.add_argument(
         "--smtp-port", type=int, default=None,
         help="the embedded server's plain/STARTTLS port (2525); with --smtp-host, the real "
@@ -324,7 +325,7 @@ def serve(args: argparse.Namespace, stopping: threading.Event) -> int:
 
         page_hosts = [f"127.0.0.1:{args.http_port}", f"localhost:{args.http_port}"]
         origins = [f"http://{h}" for h in page_hosts]
-        proxy = Websockify(workdir, port=args.ws_port, tokens=tokens, origins=origins)
+        proxy = PysmtpProxy(workdir, port=args.ws_port, tokens=tokens, origins=origins)
         stack.callback(proxy.stop)
         proxy.start()
 
@@ -353,12 +354,13 @@ def serve(args: argparse.Namespace, stopping: threading.Event) -> int:
             print(f"  messages:       {store.directory}{kept}")
         else:
             print(f"  SMTP server:    {args.smtp_host}:{args.smtp_port} ({args.smtp_security})")
-        print(f"  proxy:          ws://127.0.0.1:{args.ws_port}/ (tokens: {', '.join(tokens)})")
+        print(f"  proxy:          ws://127.0.0.1:{args.ws_port}/ (tokens: {', '.join(tokens)}; "
+              f"log: {proxy.log_path})")  # fmt: skip
         print("\n  Ctrl-C stops it.\n", flush=True)
 
         while not stopping.wait(0.5):
             if proxy.process is not None and proxy.process.poll() is not None:
-                print(f"websockify exited unexpectedly:\n{proxy.log_tail()}", file=sys.stderr)
+                print(f"the proxy exited unexpectedly:\n{proxy.log_tail()}", file=sys.stderr)
                 return 1
         print("stopping…", flush=True)
     print("stopped.", flush=True)
