@@ -54,94 +54,10 @@ build_wheel() {
   ls dist/pysmtp_wasm-*.whl >&2
 }
 
-# Debian's Chromium and its WebDriver for the browser tests (never a downloaded browser).
-ensure_chromium() {
-  if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then return; fi
-  log "installing Debian's chromium and chromium-driver"
-  local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo=sudo
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
-}
-
-# Firefox and WebKit beside Chromium (tests/browsers.py), from Debian's packages: firefox-esr
-# (driven over WebDriver BiDi by puppeteer-core, pinned by tests/bidi/package-lock.json: no
-# geckodriver), WebKitGTK's WebKitWebDriver and MiniBrowser, and Xvfb for MiniBrowser's window.
-BROWSER_PACKAGES="firefox-esr webkit2gtk-driver xvfb"
-ensure_browsers() {
-  local sudo="" missing="" pkg
-  [ "$(id -u)" -eq 0 ] || sudo=sudo
-  for pkg in $BROWSER_PACKAGES; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
-  done
-  if [ -n "$missing" ]; then
-    log "installing Debian's$missing"
-    $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq
-    # shellcheck disable=SC2086
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq $missing >/dev/null
-  fi
-  when_changed tests/bidi/package-lock.json tests/bidi/node_modules/.lock.sha256 npm_ci tests/bidi
-}
-
-# Debian packages by name, installed when missing: HAProxy for the proxy's tests (two
-# pysmtp-wasm-proxy behind it, tests/test_proxy_haproxy.py), lighttpd for the bench's reference
-# proxy (mod_wstunnel, bench group "proxy"). Neither is configured or started here: the test and
-# the bench run their own instance with their own configuration.
-ensure_debian() {
-  local sudo="" missing="" pkg
-  [ "$(id -u)" -eq 0 ] || sudo=sudo
-  for pkg in "$@"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
-  done
-  [ -n "$missing" ] || return 0
-  log "installing Debian's$missing"
-  $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq
-  # shellcheck disable=SC2086
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq $missing >/dev/null
-}
-
-# The real mail servers of the interop tests (tests/mta.py), from Debian's packages. Postfix,
-# Exim and OpenSMTPD each conflict with mail-transport-agent, so apt installs only Postfix (with
-# debconf's "No configuration": Debian's own instance gets no main.cf and never starts); Exim
-# and OpenSMTPD are unpacked from their .deb into MTA_CACHE, outside the work tree, and run
-# from there with their own configuration. Their shared libraries are installed as usual.
-MTA_CACHE=${PYSMTP_MTA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pysmtp-wasm/mta}
-MTA_DEBS="exim4-base exim4-daemon-light opensmtpd"
-MTA_PACKAGES="postfix dovecot-core dovecot-lmtpd libidn12 libgnutls-dane0 libevent-2.1-7 libdb5.3"
-ensure_mail_servers() {
-  local sudo="" apt missing=""
-  [ "$(id -u)" -eq 0 ] || sudo=sudo
-  apt="$sudo apt-get -o DPkg::Lock::Timeout=600"
-  for pkg in $MTA_PACKAGES; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
-  done
-  if [ -n "$missing" ] || [ ! -f "$MTA_CACHE/.unpacked" ]; then
-    log "installing the test mail servers ($MTA_PACKAGES; $MTA_DEBS into $MTA_CACHE)"
-    $apt update -qq
-  fi
-  if [ -n "$missing" ]; then
-    echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
-    # shellcheck disable=SC2086
-    DEBIAN_FRONTEND=noninteractive $apt install -y -qq $missing >/dev/null
-  fi
-  if [ ! -f "$MTA_CACHE/.unpacked" ]; then
-    rm -rf "$MTA_CACHE" && mkdir -p "$MTA_CACHE/debs" "$MTA_CACHE/root"
-    # shellcheck disable=SC2086
-    (cd "$MTA_CACHE/debs" && apt-get download $MTA_DEBS 2>/dev/null)
-    for deb in "$MTA_CACHE"/debs/*.deb; do dpkg -x "$deb" "$MTA_CACHE/root"; done
-    touch "$MTA_CACHE/.unpacked"
-  fi
-  # The system users the unpacked servers look up by their compiled-in names (as their
-  # packages' postinst scripts would make them).
-  getent passwd Debian-exim >/dev/null ||
-    $sudo useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin Debian-exim
-  local user
-  for user in opensmtpd opensmtpq; do
-    getent passwd "$user" >/dev/null ||
-      $sudo useradd --system --user-group --no-create-home --home-dir /var/lib/opensmtpd/empty --shell /usr/sbin/nologin "$user"
-  done
-  export PYSMTP_MTA_ROOT="$MTA_CACHE/root"
-}
+# The machine's part (Debian packages, system users) is tests/provision.sh's; the npm packages
+# of the Firefox driver (tests/bidi) are the work tree's.
+provision() { tests/provision.sh "$@"; }
+ensure_bidi() { when_changed tests/bidi/package-lock.json tests/bidi/node_modules/.lock.sha256 npm_ci tests/bidi; }
 
 lint() {
   log "ruff and mypy"
@@ -238,10 +154,8 @@ PYEOF
 
 run_tests() {
   ensure_venv
-  ensure_chromium
-  ensure_browsers
-  ensure_mail_servers
-  ensure_debian haproxy
+  provision chromium browsers mail haproxy
+  ensure_bidi
   # esbuild and TypeScript for tests/test_npm_package.py (the packed dist/, bundled and type-checked)
   when_changed tests/npm/package-lock.json tests/npm/node_modules/.lock.sha256 npm_ci tests/npm
   lint
@@ -283,9 +197,8 @@ build_snapshot() {
 run_bench() {
   ensure_venv
   when_changed bench/requirements.txt "$VENV/.bench-requirements.sha256" pip_install bench/requirements.txt
-  ensure_chromium
-  ensure_browsers
-  ensure_debian lighttpd
+  provision chromium browsers lighttpd
+  ensure_bidi
   build_wheel
   build_web
   build_snapshot
@@ -299,7 +212,7 @@ case "${1:-build}" in
   build) ensure_venv; build_wheel; build_web ;;
   test) shift; run_tests "$@" ;;
   serve) shift; serve "$@" ;;
-  snapshot) ensure_venv; ensure_chromium; build_wheel; build_web; build_snapshot ;;
+  snapshot) ensure_venv; provision chromium; build_wheel; build_web; build_snapshot ;;
   bench) shift; run_bench "$@" ;;
   *) echo "usage: $0 [build|test [pytest args]|serve [flags]|snapshot|bench [--runs N] [--quick] [--only GROUPS]]" >&2; exit 2 ;;
 esac

@@ -540,9 +540,12 @@ class Postfix(_Daemon):
 
 
 def mta_root() -> Path:
-    """Where build.sh unpacked Exim and OpenSMTPD from their .deb (``PYSMTP_MTA_ROOT``)."""
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pysmtp-wasm" / "mta" / "root"
-    return Path(os.environ.get("PYSMTP_MTA_ROOT", default))
+    """Where tests/provision.sh unpacked Exim and OpenSMTPD from their .deb: ``PYSMTP_MTA_ROOT``,
+    else ``root`` in its cache (``PYSMTP_MTA_CACHE``, by default ~/.cache/pysmtp-wasm/mta)."""
+    cache = os.environ.get("PYSMTP_MTA_CACHE") or (
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pysmtp-wasm" / "mta"
+    )
+    return Path(os.environ.get("PYSMTP_MTA_ROOT") or Path(cache) / "root")
 
 
 @dataclass
