@@ -123,7 +123,7 @@ build_web() {
 
 # dist/package.json: dist/ as an npm package (`npm pack dist`): the ES module entry, the classic
 # script, the types, and every asset the loader fetches at run time (served from node_modules/
-# pysmtp-wasm/ or a copy of it: README "npm"), the snapshot when `./build.sh snapshot` made one
+# pysmtp-wasm/ or a copy of it: docs/browser.md, "From npm"), the snapshot when `./build.sh snapshot` made one
 # (the loaders then ask for it); not the demo.
 npm_manifest() {
   "$PY" - "$1" <<'PYEOF'

@@ -45,7 +45,7 @@ def _py(value: Any) -> Any:
 
 def js_error(error: BaseException) -> Any:
     """A JS ``Error`` for a Python error, with the SMTP evidence as properties: ``code``,
-    ``enhanced`` and ``stage`` are ``null`` where there is none (as the README and the .d.ts
+    ``enhanced`` and ``stage`` are ``null`` where there is none (as docs/api.md and the .d.ts
     say), and ``proxyReason`` is there when a proxy said why it refused."""
     err = js.Error.new(str(error))
     err.name = type(error).__name__

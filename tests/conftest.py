@@ -115,7 +115,7 @@ window.session = async (spec, rec = {}) => {
       rec.errors.push({ isError: e instanceof Error, name: e.name, message: e.message, code: e.code ?? null,
                         enhanced: e.enhanced ?? null, stage: e.stage ?? null, fatal: e.fatal,
                         proxyReason: e.proxyReason ?? null,
-                        // fields the README and the .d.ts promise (null when absent, never undefined)
+                        // fields docs/api.md and the .d.ts promise (null when absent, never undefined)
                         undefinedFields: ["code", "enhanced", "stage", "fatal"].filter((f) => e[f] === undefined) });
     };
     client.ondrain = () => { rec.drains++; if (wake) { const w = wake; wake = null; w(); } };

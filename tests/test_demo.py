@@ -2,7 +2,7 @@
 SMTP server); a browser (Chromium, Firefox and WebKit in turn) fills the compose page and sends;
 the message is found intact in the embedded server's store; Ctrl-C stops everything.
 
-``PYSMTP_SCREENSHOT=docs/demo.png ./build.sh test -k demo`` also saves the README's screenshot.
+``PYSMTP_SCREENSHOT=docs/demo.png ./build.sh test -k demo`` also saves the screenshot the README shows.
 """
 
 from __future__ import annotations

@@ -233,7 +233,7 @@ async def test_starttls_stripped_without_require_tls_may_use_cram_md5(server_tls
 async def test_starttls_stripped_with_allow_insecure_auth_is_plaintext_and_the_mitm_reads_it(
     server_tls: ssl.SSLContext,
 ) -> None:
-    """What allowInsecureAuth gives away, as the README says: the password and the message."""
+    """What allowInsecureAuth gives away, as docs/api.md says: the password and the message."""
     name, address = this_machine()
     recorder = Recorder(users={USER: PASSWORD})
     with SmtpServer(recorder, starttls=server_tls) as server:

@@ -368,8 +368,7 @@ def test_the_wheel_with_its_extra_runs_the_example_project(tmp_path: Path) -> No
 
 
 def test_the_readme_shows_the_example_project_as_it_is() -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Testing your page\n", 1)[1].split("\n## ", 1)[0]
+    section = (ROOT / "docs" / "testing.md").read_text()
     blocks = section.split("```")[1::2]  # the fenced blocks' contents, language first
     shown = {block.split("\n", 1)[0]: block.split("\n", 1)[1] for block in blocks}
     assert shown["toml"] == (EXAMPLE / "pyproject.toml").read_text()
