@@ -21,7 +21,10 @@ RECORD_CONSOLE = """<script>
   window.logged = [];
   for (const kind of ["log", "error"]) {
     const original = console[kind];
-    console[kind] = (...values) => { window.logged.push([kind, ...values.map(String)]); original.apply(console, values); };
+    console[kind] = (...values) => {
+      window.logged.push([kind, ...values.map(String)]);
+      original.apply(console, values);
+    };
   }
   addEventListener("error", (event) => window.logged.push(["uncaught", String(event.message)]));
   addEventListener("unhandledrejection", (event) => window.logged.push(["unhandled", String(event.reason)]));
@@ -55,7 +58,9 @@ def test_the_readme_first_page_sends_its_message(
             logged = page.run(
                 """
                 const deadline = Date.now() + 60000;
-                while (!window.logged.length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+                while (!window.logged.length && Date.now() < deadline) {
+                  await new Promise((r) => setTimeout(r, 50));
+                }
                 return window.logged;
                 """
             )
