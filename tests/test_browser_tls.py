@@ -587,7 +587,7 @@ def test_the_default_engine_works_on_a_page_that_is_not_a_secure_context(
     assert "TLS 1.3" in negotiated(rec) and "(openssl)" in negotiated(rec)
 
 
-# -- a real Postfix (Debian's package, run by tests/mta.py) --------------------------------------------
+# -- a real Postfix (Debian's package, run by tests/mta/) --------------------------------------------
 
 
 @pytest.fixture(scope="module")
