@@ -24,18 +24,9 @@ import trustme
 from pysmtp_wasm.testing import Certs
 
 from . import browsers
+from .certs import Certificate, Chain, make_chain, self_signed
 from .mta import Dovecot, Exim, OpenSmtpd, Postfix, skip_unless_installed
-from .servers import (
-    CHROME_FLAGS,
-    INSECURE_HOST,
-    Certificate,
-    Chain,
-    PysmtpProxy,
-    Websockify,
-    make_chain,
-    make_rsa_certificate,
-    this_machine,
-)
+from .servers import CHROME_FLAGS, INSECURE_HOST, PysmtpProxy, Websockify, this_machine
 
 # Installed, the wheel's pytest11 entry point loads the plugin; here it is the source tree's.
 # pytester runs it in other projects (tests/test_plugin.py).
@@ -227,7 +218,7 @@ def websockify(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Websockify]
 
 @pytest.fixture(scope="session")
 def rsa_cert(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
-    return make_rsa_certificate(tmp_path_factory.mktemp("certs"))
+    return self_signed(tmp_path_factory.mktemp("certs"))
 
 
 # -- certificates for CPython's ssl (trustme) ------------------------------------------------------

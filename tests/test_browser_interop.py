@@ -8,9 +8,10 @@ import hashlib
 import uuid
 from typing import Any
 
+from .certs import Chain
 from .conftest import MAIL_USERS, Page
 from .mta import Dovecot, Exim, OpenSmtpd, Postfix, strip_trace
-from .servers import Chain, PysmtpProxy
+from .servers import PysmtpProxy
 from .test_interop import Target, crlf, message
 
 

@@ -19,9 +19,9 @@ import pytest
 
 from pysmtp_wasm import SmtpClient, SmtpEnvelopeError, SmtpTlsError
 
+from .certs import Chain, make_chain
 from .conftest import MAIL_USERS, UTF8_USER
 from .mta import DELIVERY_TIMEOUT, Dovecot, Exim, OpenSmtpd, Postfix, skip_unless_installed, strip_trace
-from .servers import Chain, make_chain
 from .test_asyncio_e2e import Outcome, deliver
 
 HOST = "127.0.0.1"  # the servers' certificates name 127.0.0.1 and localhost
