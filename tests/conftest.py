@@ -24,18 +24,9 @@ import trustme
 from pysmtp_wasm.testing import Certs
 
 from . import browsers
+from .certs import Certificate, Chain, make_chain, self_signed
 from .mta import Dovecot, Exim, OpenSmtpd, Postfix, skip_unless_installed
-from .servers import (
-    CHROME_FLAGS,
-    INSECURE_HOST,
-    Certificate,
-    Chain,
-    PysmtpProxy,
-    Websockify,
-    make_chain,
-    make_rsa_certificate,
-    this_machine,
-)
+from .servers import CHROME_FLAGS, INSECURE_HOST, PysmtpProxy, Websockify, this_machine
 
 # Installed, the wheel's pytest11 entry point loads the plugin; here it is the source tree's.
 # pytester runs it in other projects (tests/test_plugin.py).
@@ -227,7 +218,7 @@ def websockify(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Websockify]
 
 @pytest.fixture(scope="session")
 def rsa_cert(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
-    return make_rsa_certificate(tmp_path_factory.mktemp("certs"))
+    return self_signed(tmp_path_factory.mktemp("certs"))
 
 
 # -- certificates for CPython's ssl (trustme) ------------------------------------------------------
@@ -249,7 +240,7 @@ def ca_pem(ca: trustme.CA) -> str:
     return ca.cert_pem.bytes().decode()
 
 
-# -- real mail servers (tests/mta.py) ----------------------------------------------------------
+# -- real mail servers (tests/mta/) ----------------------------------------------------------
 
 # The users every real server knows; their mailboxes are read back by the tests.
 MAIL_USERS = {"alice": "alice-pass-1", "bob": "bob-pass-2", "carol": "carol-pass-3"}
@@ -274,7 +265,7 @@ def dovecot() -> Iterator[Dovecot]:
 @pytest.fixture(scope="session")
 def postfix(mail_chain: Chain, dovecot: Dovecot) -> Iterator[Postfix]:
     """Postfix with a certificate from ``mail_chain`` for localhost and 127.0.0.1, AUTH through
-    ``dovecot``, and a Maildir per MAIL_USERS user at example.test (tests/mta.py)."""
+    ``dovecot``, and a Maildir per MAIL_USERS user at example.test (tests/mta/)."""
     skip_unless_installed(Postfix)
     cert = mail_chain.issue("localhost", label="postfix")
     with Postfix(cert, dovecot=dovecot, mailboxes=(UTF8_USER,)) as server:
@@ -283,7 +274,7 @@ def postfix(mail_chain: Chain, dovecot: Dovecot) -> Iterator[Postfix]:
 
 @pytest.fixture(scope="session")
 def exim(mail_chain: Chain) -> Iterator[Exim]:
-    """Exim 4 with a certificate from ``mail_chain``, MAIL_USERS at example.test (tests/mta.py)."""
+    """Exim 4 with a certificate from ``mail_chain``, MAIL_USERS at example.test (tests/mta/)."""
     skip_unless_installed(Exim)
     with Exim(
         mail_chain.issue("localhost", label="exim"), {**MAIL_USERS, UTF8_USER: "jörg-pass-4"}
@@ -293,7 +284,7 @@ def exim(mail_chain: Chain) -> Iterator[Exim]:
 
 @pytest.fixture(scope="session")
 def opensmtpd(mail_chain: Chain) -> Iterator[OpenSmtpd]:
-    """OpenSMTPD with a certificate from ``mail_chain``, MAIL_USERS at example.test (tests/mta.py)."""
+    """OpenSMTPD with a certificate from ``mail_chain``, MAIL_USERS at example.test (tests/mta/)."""
     skip_unless_installed(OpenSmtpd)
     with OpenSmtpd(mail_chain.issue("localhost", label="opensmtpd"), MAIL_USERS) as server:
         yield server

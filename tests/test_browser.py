@@ -13,16 +13,15 @@ from typing import Any
 
 import pytest
 
+from .certs import Certificate, self_signed
 from .conftest import Page
 from .servers import (
-    Certificate,
     PysmtpProxy,
     Recorder,
     SmtpServer,
     Websockify,
     free_port,
     legacy_tls_context,
-    make_rsa_certificate,
     modern_tls_context,
 )
 
@@ -288,7 +287,7 @@ def test_starttls_with_the_certificate_pinned_then_auth(
 def test_pinning_mismatch_is_refused_before_any_smtp_byte(
     page: Page, proxy: PysmtpProxy, rsa_cert: Certificate, tmp_path: Path, mode: str
 ) -> None:
-    impostor = make_rsa_certificate(tmp_path)  # same name, another key: not the pinned certificate
+    impostor = self_signed(tmp_path)  # same name, another key: not the pinned certificate
     recorder = Recorder(users={USER: PASSWORD})
     tls = legacy_tls_context(impostor)
     kwargs = {"implicit_tls": tls} if mode == "implicit" else {"starttls": tls}
@@ -508,7 +507,7 @@ def test_the_browser_reaches_nothing_but_loopback(page: Page) -> None:
 def test_a_pinned_certificate_for_another_host_name_is_refused(
     page: Page, proxy: PysmtpProxy, tmp_path: Path
 ) -> None:
-    other = make_rsa_certificate(tmp_path, "mail.example.net")  # trusted (pinned), but not for "localhost"
+    other = self_signed(tmp_path, "mail.example.net")  # trusted (pinned), but not for "localhost"
     with SmtpServer(implicit_tls=legacy_tls_context(other)) as server:
         rec = page.session(
             host="localhost",

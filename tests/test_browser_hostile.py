@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from .certs import Certificate
 from .conftest import DIST, Page
 from .servers import (
-    Certificate,
     Conn,
     PysmtpProxy,
     Recorder,

@@ -19,11 +19,10 @@ import pytest
 import trustme
 
 from .browsers import insecure_host
+from .certs import Certificate, Chain, make_chain, self_signed
 from .conftest import Page
 from .mta import Postfix, skip_unless_installed, strip_trace
 from .servers import (
-    Certificate,
-    Chain,
     Conn,
     PysmtpProxy,
     Recorder,
@@ -31,8 +30,6 @@ from .servers import (
     SmtpServer,
     client_hello_version,
     legacy_tls_context,
-    make_chain,
-    make_self_signed_leaf,
     modern_tls_context,
     tls12_context,
     weak_key_context,
@@ -195,7 +192,7 @@ def test_an_ip_address_not_in_the_certificate_is_refused(
 def test_a_pinned_self_signed_leaf_that_is_not_a_ca(
     page: Page, proxy: PysmtpProxy, tmp_path: Path, mode: str
 ) -> None:
-    leaf = make_self_signed_leaf(tmp_path)
+    leaf = self_signed(tmp_path, kind="ec", ca=False)
     recorder = Recorder()
     with SmtpServer(recorder, **server_kwargs(mode, modern_tls_context(leaf))) as server:
         rec = session(page, proxy, server, mode, ca=leaf.cert_pem)
@@ -587,7 +584,7 @@ def test_the_default_engine_works_on_a_page_that_is_not_a_secure_context(
     assert "TLS 1.3" in negotiated(rec) and "(openssl)" in negotiated(rec)
 
 
-# -- a real Postfix (Debian's package, run by tests/mta.py) --------------------------------------------
+# -- a real Postfix (Debian's package, run by tests/mta/) --------------------------------------------
 
 
 @pytest.fixture(scope="module")

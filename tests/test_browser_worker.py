@@ -18,16 +18,9 @@ import pytest
 
 from pysmtp_wasm.errors import SmtpUsageError
 
+from .certs import Certificate
 from .conftest import DIST, Page, selenium_common
-from .servers import (
-    Certificate,
-    PysmtpProxy,
-    Recorder,
-    ScriptedServer,
-    SmtpServer,
-    legacy_tls_context,
-    modern_tls_context,
-)
+from .servers import PysmtpProxy, Recorder, ScriptedServer, SmtpServer, legacy_tls_context, modern_tls_context
 from .test_browser import (
     CONFIGURATION_ERRORS,
     PASSWORD,

@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .certs import Certificate, self_signed
 from .conftest import Page
-from .servers import Certificate, PysmtpProxy, Recorder, SmtpServer, make_rsa_certificate, modern_tls_context
+from .servers import PysmtpProxy, Recorder, SmtpServer, modern_tls_context
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -40,7 +41,7 @@ def first_page_example() -> str:
 def test_the_readme_first_page_sends_its_message(
     page: Page, proxy: PysmtpProxy, pysmtp_dist: Any, tmp_path: Path
 ) -> None:
-    cert: Certificate = make_rsa_certificate(tmp_path, "smtp.example.com")
+    cert: Certificate = self_signed(tmp_path, "smtp.example.com")
     recorder = Recorder(users={"me@example.com": "app-password"})
     html = first_page_example()
     # The page's host and port are labels (the proxy's token decides where the bytes go), so

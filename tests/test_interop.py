@@ -1,5 +1,5 @@
 """The interop matrix in CPython: SmtpClient against real servers from Debian's packages
-(tests/mta.py) — Postfix, Exim 4, OpenSMTPD and Dovecot's LMTP — reading back what each
+(tests/mta/) — Postfix, Exim 4, OpenSMTPD and Dovecot's LMTP — reading back what each
 server itself stored (its Maildir, or Exim's queue) or logged.
 
 Each test marks its message with a token of its own, so the session-wide servers can be
@@ -19,9 +19,9 @@ import pytest
 
 from pysmtp_wasm import SmtpClient, SmtpEnvelopeError, SmtpTlsError
 
+from .certs import Chain, make_chain
 from .conftest import MAIL_USERS, UTF8_USER
 from .mta import DELIVERY_TIMEOUT, Dovecot, Exim, OpenSmtpd, Postfix, skip_unless_installed, strip_trace
-from .servers import Chain, make_chain
 from .test_asyncio_e2e import Outcome, deliver
 
 HOST = "127.0.0.1"  # the servers' certificates name 127.0.0.1 and localhost
@@ -131,7 +131,7 @@ def ehlo_keywords(client: SmtpClient) -> set[str]:
 # -- greeting, EHLO ------------------------------------------------------------------------------
 
 # What each server offers in its EHLO on the port the matrix uses for plain sessions (after
-# STARTTLS where it works), as Debian's packages ship them with tests/mta.py's configuration.
+# STARTTLS where it works), as Debian's packages ship them with tests/mta/'s configuration.
 OFFERS = {
     "postfix": {"PIPELINING", "SIZE", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING", "ENHANCEDSTATUSCODES"},
     "exim": {"PIPELINING", "SIZE", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING", "AUTH"},
@@ -172,7 +172,7 @@ async def test_starttls_then_auth(mail_chain: Chain, target: Target, method: str
         message(token),
     )
     if not target.tls_works:
-        # Debian 12's OpenSMTPD fails the handshake (tests/mta.py): a clear TLS error, no AUTH.
+        # Debian 12's OpenSMTPD fails the handshake (tests/mta/): a clear TLS error, no AUTH.
         assert [type(e) for e in out.errors] == [SmtpTlsError] and out.closed is True
         assert not any(t.startswith("AUTH") for d, t in out.log if d == "C")
         return
@@ -436,7 +436,7 @@ async def test_dsn_success_notification(request: pytest.FixtureRequest, target: 
     assert "RCPT TO:<bob@example.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;orig@example.test" in sent
     assert crlf(strip_trace(target.wait_for("bob", token))) == message(token)
     if target.name == "exim":
-        # Exim keeps it queued (tests/mta.py): its spool holds the request as it took it (the
+        # Exim keeps it queued (tests/mta/): its spool holds the request as it took it (the
         # ENVID as the xtext it received, RET=HDRS as 2, the ORCPT beside the recipient).
         (queued,) = [q for q in request.getfixturevalue("exim").queued() if token.encode() in q.message]
         assert f"-dsn_envid env+20{token}+2Bx" in queued.envelope and "-dsn_ret 2" in queued.envelope
