@@ -39,6 +39,26 @@ const PySmtpSocket = (() => {
   const CIPHER_IN_LIMIT = 64 * 1024;
   /** How long the diagnostic request to a proxy that refused the WebSocket may take. */
   const PROBE_MS = 3000;
+  /**
+   * The most handed to WebSocket.send at once. Firefox and WebKit send each send() as one
+   * frame, and a proxy bounds its frames (pysmtp-wasm-proxy's --max-frame: 1 MiB by default;
+   * websockify's buffers): a larger send() is split into messages of this size (the proxy
+   * relays bytes, not messages). Chromium splits large messages into frames by itself.
+   */
+  const WS_PIECE = 64 * 1024;
+
+  /**
+   * Hand bytes to an open WebSocket in pieces of at most WS_PIECE (each piece is copied by
+   * send(); its bufferedAmount counts them all).
+   * @param {WebSocket} ws @param {Uint8Array} u8
+   */
+  function wsSend(ws, u8) {
+    if (u8.length <= WS_PIECE) {
+      ws.send(u8);
+      return;
+    }
+    for (let at = 0; at < u8.length; at += WS_PIECE) ws.send(u8.subarray(at, at + WS_PIECE));
+  }
 
   const noop = () => {};
   const { engines: ENGINES, ENGINE_FOR, makeError, pemBlocks, caProblem, nameProblem } = PySmtpTls;
@@ -445,7 +465,7 @@ const PySmtpSocket = (() => {
           this._queuedBytes += u8.length;
         } else {
           if (this._ws.readyState === WS_OPEN) {
-            this._ws.send(u8);
+            wsSend(this._ws, u8);
           } else {
             this._queuePlain.push(u8.slice());
             this._queuedBytes += u8.length;
@@ -604,7 +624,7 @@ const PySmtpSocket = (() => {
         this._queuePlain = [];
         for (const u8 of queued) {
           this._queuedBytes -= u8.length;
-          this._ws.send(u8);
+          wsSend(this._ws, u8);
         }
         this._emit("open", { type: "open" });
       }
@@ -816,7 +836,7 @@ const PySmtpSocket = (() => {
       const current = () => !this._done && this._ws === ws;
       this._session = this._engine.connect(this._prepared, this._context(), {
         write: (/** @type {Uint8Array} */ u8) => {
-          if (current() && ws.readyState === WS_OPEN) ws.send(u8);
+          if (current() && ws.readyState === WS_OPEN) wsSend(ws, u8);
         },
         data: (/** @type {Uint8Array} */ u8) => {
           if (current() && !this._closing) this._emit("data", { type: "data", data: u8.buffer });
