@@ -407,6 +407,8 @@ export class PySmtpSocket {
     this._drainTimer = this._closeTimer = null;
     this._dropQueues();
     if (this._session) this._session.close();
+    this._prepared?.release?.(); // prepared, never connected
+    this._prepared = null;
     const ws = this._ws;
     if (ws && (ws.readyState === WS_CONNECTING || ws.readyState === WS_OPEN)) {
       try {
@@ -591,7 +593,10 @@ export class PySmtpSocket {
     this._prepared = null;
     engine.prepare(this._context()).then(
       (/** @type {any} */ prepared) => {
-        if (this._done || this._closing) return;
+        if (this._done || this._closing) {
+          prepared?.release?.(); // never connected: let go of its trust context
+          return;
+        }
         this._prepared = prepared;
         this._maybeHandshake();
       },
@@ -627,7 +632,9 @@ export class PySmtpSocket {
     this._tlsState = "handshaking";
     this._handshakeStart = performance.now();
     const current = () => !this._done && this._ws === ws;
-    this._session = this._engine.connect(this._prepared, this._context(), {
+    const prepared = this._prepared;
+    this._prepared = null; // the session's now (it lets go of its trust context when it ends)
+    this._session = this._engine.connect(prepared, this._context(), {
       write: (/** @type {Uint8Array} */ u8) => {
         if (current() && ws.readyState === WS_OPEN) wsSend(ws, u8);
       },
