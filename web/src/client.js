@@ -65,29 +65,19 @@ export function makeSmtpClient(api) {
       for (const name of CALLBACKS) this[name] = noop; // (the callbacks of pysmtp_wasm/boundary.json)
       /** @type {(direction: string, text: string) => void} */
       this._onlog = noop;
-      /** @type {any} */
-      this._py = null;
-      /** @type {object[]} lastResults once the Python side is gone */
-      this._lastResults = [];
-      /** What sendMail needs to connect again after the connection closed. */
-      this._args = [host, port ?? null, options];
-      /** @type {((value?: any) => void)[]} sendMail calls waiting for the current connection to close */
-      this._afterRelease = [];
-      this._open();
-    }
-
-    /** A Python side for this object: a new connection's worth of state. */
-    _open() {
       let created;
       try {
-        created = api.create_client(...this._args, this);
+        created = api.create_client(host, port ?? null, options, this);
       } catch (error) {
         throw fromPython(error);
       }
       if (created instanceof Error) throw created;
+      /**
+       * The Python side (_jsapi.py JsClient), for this object's whole life: it decides what a
+       * call on a closed connection does (sendMail connects again; the rest are refused).
+       * @type {any}
+       */
       this._py = created;
-      liveClients += 1;
-      if (this._onlog !== noop) created.set_logging(true);
     }
 
     /** Open the connection; onidle follows when the session is ready. */
@@ -128,17 +118,7 @@ export function makeSmtpClient(api) {
      * @returns {Promise<{accepted: string[], rejected: string[], results: object[], messageId: string, size: number}>}
      */
     sendMail(mail, options = {}) {
-      const start = () =>
-        new Promise((resolve, reject) => {
-          if (!this._py) this._open();
-          this._call("send_mail", mail, options, resolve, reject);
-        });
-      const state = this._py ? this._py.state : "closed";
-      if (this._py && (state === "quit" || state === "closed")) {
-        // The connection is ending (an error, quit() or close()): start once it has closed.
-        return new Promise((resolve) => this._afterRelease.push(resolve)).then(start);
-      }
-      return start();
+      return new Promise((resolve, reject) => this._call("send_mail", mail, options, resolve, reject, this));
     }
 
     quit() {
@@ -146,7 +126,7 @@ export function makeSmtpClient(api) {
     }
 
     close() {
-      if (this._py) this._call("close");
+      this._call("close");
     }
 
     /**
@@ -159,12 +139,12 @@ export function makeSmtpClient(api) {
 
     set onlog(callback) {
       this._onlog = typeof callback === "function" ? callback : noop;
-      if (this._py) this._py.set_logging(this._onlog !== noop);
+      this._py?.set_logging(this._onlog !== noop);
     }
 
     /** The session's state: "new", "connecting", "idle", "data", "closed", ... */
     get state() {
-      return this._py ? this._py.state : "closed";
+      return this._py.state;
     }
 
     /**
@@ -173,17 +153,12 @@ export function makeSmtpClient(api) {
      * @returns {{recipient: string, accepted: boolean, code: number, message: string, enhanced: string | null}[]}
      */
     get lastResults() {
-      return this._py ? this._py.lastResults : this._lastResults;
+      return this._py.lastResults;
     }
 
     /** @param {string} name @param {...any} args */
     _call(name, ...args) {
       const py = this._py;
-      if (!py) {
-        const error = /** @type {any} */ (new Error(`${name}() is not possible: the connection is closed`));
-        Object.assign(error, { name: "SmtpUsageError", fatal: false, code: null, enhanced: null, stage: null });
-        throw error;
-      }
       let result;
       try {
         result = py[name](...args);
@@ -202,17 +177,14 @@ export function makeSmtpClient(api) {
       return this[name](...args);
     }
 
-    /** Called by Python after onclose: drop our proxy of the Python side. */
-    _release() {
-      const py = this._py;
-      this._py = null;
-      if (py) {
-        this._lastResults = py.lastResults;
-        liveClients -= 1;
-        // Not while Python may still be on the stack of a call through this proxy.
-        queueMicrotask(() => py.destroy());
-      }
-      for (const resume of this._afterRelease.splice(0)) resume();
+    /** Python holds this object again (a connection is live): counted for leak checks. */
+    _attached() {
+      liveClients += 1;
+    }
+
+    /** Python let go of this object (after onclose): it holds nothing of the page now. */
+    _released() {
+      liveClients -= 1;
     }
   }
   return SmtpClient;
