@@ -22,10 +22,10 @@ function utf8(text) {
   return utf8Buffer.subarray(0, UTF8.encodeInto(text, utf8Buffer).written);
 }
 
-/** JS clients holding a Python side (for leak checks). */
+/** JS clients whose Python side holds them now: a connection is live (for leak checks). */
 let liveClients = 0;
 
-/** @returns {number} JS clients holding a Python side now */
+/** @returns {number} JS clients with a live connection now */
 export function liveClientCount() {
   return liveClients;
 }
@@ -109,7 +109,8 @@ export function makeSmtpClient(api) {
      * it, connecting first if needed. The connection stays idle afterwards: send more, or quit().
      * While it runs, onidle/onready/ondone/ondrain are not called; onerror/onclose/onlog are.
      * An error that ended the connection rejects the promise after onclose(true); when the
-     * connection is closed (or closing), the next call opens a new one by itself.
+     * connection is closed (or closing), the next call opens a new one by itself (the Python side
+     * decides: _jsapi.py).
      * @param {{from: string, to?: string|string[], cc?: string|string[], bcc?: string|string[],
      *          subject?: string, text?: string, html?: string, replyTo?: string,
      *          headers?: Record<string, string>,
