@@ -59,97 +59,35 @@ build_wheel() {
 provision() { tests/provision.sh "$@"; }
 ensure_bidi() { when_changed tests/bidi/package-lock.json tests/bidi/node_modules/.lock.sha256 npm_ci tests/bidi; }
 
+ensure_npm() { when_changed web/package-lock.json web/node_modules/.lock.sha256 npm_ci web; }
+
 lint() {
   log "ruff and mypy"
   "$VENV/bin/ruff" check pysmtp_wasm tests web bench examples
   "$VENV/bin/ruff" format --check --quiet pysmtp_wasm tests web bench examples
   "$VENV/bin/mypy"
-}
-
-ensure_npm() { when_changed web/package-lock.json web/node_modules/.lock.sha256 npm_ci web; }
-
-# The constants and sources shared by both builds of the loader (classic script, ES module).
-loader_body() {
-  printf 'const VERSION = "%s";\nconst WHEEL = "%s";\nconst SNAPSHOT = null;\n' "$1" "$2"
-  cat web/src/tls.js web/src/socket.js web/src/remote.js web/src/loader.js
+  log "tsc (the JavaScript of web/src, and pysmtp-wasm.d.ts against it)"
+  ensure_npm
+  web/node_modules/.bin/tsc --checkJs --noEmit -p web
 }
 
 # dist/: what a page needs, served from one folder (no CDN).
 build_web() {
   ensure_npm
-  local version wheel
-  version=$("$PY" -c 'import tomllib; print(tomllib.load(open("pyproject.toml","rb"))["project"]["version"])')
-  wheel=$(basename dist/pysmtp_wasm-*.whl)
-  log "assembling dist/ (pysmtp-wasm $version)"
+  log "assembling dist/"
   rm -rf dist/pyodide && mkdir -p dist/pyodide
   for f in pyodide.js pyodide.mjs pyodide.asm.mjs pyodide.asm.wasm python_stdlib.zip pyodide-lock.json; do
     cp "web/node_modules/pyodide/$f" dist/pyodide/
   done
   cp web/node_modules/node-forge/dist/forge.min.js dist/
   web/openssl/build.sh dist/openssl  # OpenSSL in WebAssembly: built once, then from the cache
-  # ES-module twins of those two classic scripts, for the module Worker of worker mode (it has
-  # no document for a <script>): the same code, setting the same global. (node-forge's wrapper
-  # names `window`, which a Worker does not have.)
-  { printf 'const window = globalThis;\n'; cat dist/forge.min.js; printf '\nexport default globalThis.forge;\n'; } >dist/forge.min.mjs
-  { cat dist/openssl/openssl-tls.js; printf '\nglobalThis.PySmtpOpenSSL = PySmtpOpenSSL;\nexport default PySmtpOpenSSL;\n'; } >dist/openssl/openssl-tls.mjs
   # Mozilla's root store, as certifi packages it, for TLS without a pinned `ca`.
   cp "$("$PY" -c 'import certifi; print(certifi.where())')" dist/roots.pem
   cp web/src/pysmtp-wasm.d.ts web/minimal.html dist/
   cp web/demo/index.html web/demo/demo.js web/demo/demo.css dist/
-  {
-    printf '/*! pysmtp-wasm %s (MIT) - classic script: defines globalThis.PySmtp */\n' "$version"
-    printf '(function () {\n"use strict";\n'
-    printf 'const SCRIPT_URL = (typeof document !== "undefined" && document.currentScript && document.currentScript.src) || location.href;\n'
-    loader_body "$version" "$wheel"
-    printf 'globalThis.PySmtp = PySmtp;\n})();\n'
-  } >dist/pysmtp-wasm.js
-  {
-    printf '/*! pysmtp-wasm %s (MIT) - ES module */\n' "$version"
-    printf 'const SCRIPT_URL = import.meta.url;\n'
-    loader_body "$version" "$wheel"
-    printf 'globalThis.PySmtp ??= PySmtp;\nexport const load = PySmtp.load;\nexport default PySmtp;\n'
-  } >dist/pysmtp-wasm.mjs
-  {
-    # PySmtp.load({worker: true}): the script of a module Worker (Pyodide refuses classic ones):
-    # the same loader, and web/src/worker.js to forward messages.
-    printf '/*! pysmtp-wasm %s (MIT) - the Worker of PySmtp.load({worker: true}) */\n' "$version"
-    printf '(function () {\n"use strict";\nconst SCRIPT_URL = location.href;\n'
-    loader_body "$version" "$wheel"
-    cat web/src/worker.js
-    printf '})();\n'
-  } >dist/pysmtp-wasm-worker.js
-  npm_manifest "$version" >dist/package.json
-}
-
-# dist/package.json: dist/ as an npm package (`npm pack dist`): the ES module entry, the classic
-# script, the types, and every asset the loader fetches at run time (served from node_modules/
-# pysmtp-wasm/ or a copy of it: docs/browser.md, "From npm"), the snapshot when `./build.sh snapshot` made one
-# (the loaders then ask for it); not the demo.
-npm_manifest() {
-  "$PY" - "$1" <<'PYEOF'
-import json, sys
-print(json.dumps({
-    "name": "pysmtp-wasm",
-    "version": sys.argv[1],
-    "description": "SMTP/LMTP client with emailjs-smtp-client's API, its engine in Python (Pyodide), for the browser",
-    "license": "MIT",
-    "module": "./pysmtp-wasm.mjs",
-    "types": "./pysmtp-wasm.d.ts",
-    "exports": {
-        ".": {"types": "./pysmtp-wasm.d.ts", "default": "./pysmtp-wasm.mjs"},
-        "./pysmtp-wasm.js": "./pysmtp-wasm.js",
-        "./package.json": "./package.json",
-    },
-    "sideEffects": True,
-    "files": [
-        "pysmtp-wasm.mjs", "pysmtp-wasm.js", "pysmtp-wasm.d.ts", "pysmtp-wasm-worker.js",
-        "pysmtp_wasm-*.whl", "roots.pem", "forge.min.js", "forge.min.mjs", "openssl/",
-        "pyodide/pyodide.js", "pyodide/pyodide.mjs", "pyodide/pyodide.asm.mjs",
-        "pyodide/pyodide.asm.wasm", "pyodide/python_stdlib.zip", "pyodide/pyodide-lock.json",
-        "pyodide/pysmtp-snapshot.bin", "minimal.html",
-    ],
-}, indent=2))
-PYEOF
+  # The loader's three builds (web/src bundled by esbuild), the Worker's ES-module twins of
+  # node-forge and OpenSSL's glue, and dist/package.json (the npm manifest): web/build.mjs.
+  node web/build.mjs --dist dist
 }
 
 run_tests() {
@@ -189,7 +127,7 @@ serve() {
 # drops it (it is tied to that Pyodide build and that wheel).
 build_snapshot() {
   log "making the Pyodide memory snapshot"
-  "$PY" web/make_snapshot.py  # it also tells the loader in dist/ that there is a snapshot
+  "$PY" web/make_snapshot.py  # then it builds the loaders again, told of the snapshot (web/build.mjs)
 }
 
 # The benchmark (bench/README.md): this project against emailjs-smtp-client, smtplib and the

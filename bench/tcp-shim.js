@@ -1,10 +1,10 @@
 // emailjs-tcp-socket, replaced (esbuild alias) by pysmtp-wasm's own socket adapter, so that
 // emailjs-smtp-client takes exactly the path pysmtp-wasm takes: the same WebSocket to the same
 // websockify, the same TLS engines, the same backpressure (PySmtpSocket.HIGH_WATER and
-// LOW_WATER). tls.js + socket.js are bundled in (build-emailjs.sh joins them); socket.js sets
+// LOW_WATER). web/src/socket.js (with the TLS engines it imports) is bundled in; it sets
 // globalThis.PySmtpSocket unless a class is there already (one per page), and this takes that
 // one: in the benchmark page both clients use the very same socket class.
-import "./build/pysmtp-socket.js";
+import "../web/src/socket.js";
 
 const Socket = globalThis.PySmtpSocket;
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import js  # type: ignore[import-not-found]
 from pyodide.ffi import JsException, create_proxy, to_js  # type: ignore[import-not-found]
 
+from ._boundary import js_name
 from ._transport import LoopTransport, TransportOwner
 from .errors import SmtpConnectionError, SmtpError, SmtpTlsError, SmtpUsageError
 
@@ -54,7 +55,7 @@ def _js_error(event: Any) -> SmtpError:
     if name == "TLSError":
         return SmtpTlsError(message, stage="tls")
     result = SmtpConnectionError(message, stage="connect")
-    reason = getattr(error, "proxyReason", None)
+    reason = getattr(error, js_name("proxy_reason"), None)
     if reason is not None:
         result.proxy_reason = str(reason)  # type: ignore[attr-defined]
     return result

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._boundary import DEFAULT_PORT, DEFAULT_PORT_IMPLICIT_TLS
 from ._engine import SmtpEngine
 from ._events import Done, Event, Failed, Finished, Idle, Log, Ready, RecipientResult, StartTls
 from ._options import parse_options
@@ -128,7 +129,8 @@ class SmtpClient:
             transport_keys = frozenset(getattr(transport, "OPTION_NAMES", frozenset()))
         self.options = parse_options(options, transport_keys)
         self.host = host or "localhost"
-        self.port = int(port) if port else (465 if self.options.use_secure_transport else 25)
+        implicit = self.options.use_secure_transport
+        self.port = int(port) if port else (DEFAULT_PORT_IMPLICIT_TLS if implicit else DEFAULT_PORT)
         # What the transport would refuse at connect() (the browser's proxy URL, say), refused now.
         check_options = getattr(transport, "check_options", None)
         if check_options is not None:

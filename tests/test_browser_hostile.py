@@ -234,7 +234,7 @@ def test_bytes_before_the_tls_handshake_are_bounded(page: Page, proxy: PysmtpPro
             return await new Promise((resolve) => {
               const events = [];
               socket.onerror = (e) => events.push([e.data.name, e.data.message]);
-              socket.onclose = () => resolve({ events, kept: socket._cipherInBytes });
+              socket.onclose = () => resolve({ events, kept: socket._tls._cipherInBytes });
             });
             """,
             server.port,

@@ -213,6 +213,45 @@ def test_an_intermediate_may_be_pinned(
     assert_delivered(rec, recorder)
 
 
+def test_a_pinned_cas_openssl_context_is_shared_then_freed_after_its_last_connection(
+    page: Page, proxy: PysmtpProxy, chains: dict[str, Chain], leaves: dict[str, Certificate]
+) -> None:
+    # Two clients pinning the same `ca` at once share one SSL_CTX; when both have closed, it is
+    # freed (pt_ctx_free), and the next connection makes a new one.
+    recorder = Recorder()
+    with SmtpServer(recorder, implicit_tls=modern_tls_context(leaves["rsa"])) as server:
+        out = page.run(
+            """
+            const engine = PySmtp.Socket.engines.openssl;
+            const count = () => engine.pinnedContexts(PySmtp.Socket.defaults.openssl);
+            const options = { proxy: args[1], useSecureTransport: true, ca: args[2] };
+            const spec = { port: args[0], options };
+            const seen = [];
+            let running = true;
+            const sample = async () => {
+              while (running) {
+                seen.push(await count());
+                await new Promise((r) => setTimeout(r, 5));
+              }
+            };
+            const sampling = sample();
+            const recs = await Promise.all([window.session(spec), window.session(spec)]);
+            running = false;
+            await sampling;
+            const after = await count();
+            const again = await window.session(spec);
+            return { recs: [...recs, again], most: Math.max(...seen), after, last: await count() };
+            """,
+            server.port,
+            proxy.url(server.port),
+            chains["rsa"].root_pem,
+        )
+    for rec in out["recs"]:
+        assert rec["errors"] == [] and rec["done"] == [True], rec["errors"]
+    assert len(recorder.messages) == 3
+    assert out["most"] == 1 and out["after"] == 0 and out["last"] == 0, out
+
+
 # -- legacy servers: node-forge, only when the page chooses it ---------------------------------------------
 
 FORGE_HINT = 'choose tlsEngine: "forge"'

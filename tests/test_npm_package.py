@@ -110,7 +110,7 @@ def site(project: Path) -> Iterator[str]:
         TOOLS / "esbuild", "main.js", "--bundle", "--format=esm", "--outfile=www/bundle.js", cwd=project
     )
     assert bundled.returncode == 0, bundled.stderr
-    assert "PySmtpRemote" in (www / "bundle.js").read_text()  # the package's code is in the bundle
+    assert "function bootRemote(" in (www / "bundle.js").read_text()  # the package's code is in the bundle
     shutil.copytree(project / "node_modules" / "pysmtp-wasm", www / "pysmtp-wasm")
     (www / "index.html").write_text('<!doctype html><script type="module" src="bundle.js"></script>\n')
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(www)))

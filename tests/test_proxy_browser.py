@@ -90,3 +90,16 @@ def test_websockify_still_carries_the_page(page: Page, websockify: Websockify) -
     assert rec["errors"] == [] and rec["done"] == [True]
     [message] = server.recorder.messages
     assert message.content == BODY.encode()
+
+
+def test_one_large_send_goes_through_the_proxy(page: Page, proxy: PysmtpProxy) -> None:
+    """One send() of 3 MB, past the proxy's 1 MiB frame limit: the socket hands it to the
+    WebSocket in pieces (Firefox and WebKit send each WebSocket.send as one frame)."""
+    with SmtpServer() as server:
+        url = proxy.add(server.port, token=f"one-send-{page.engine}")
+        rec = page.session(port=server.port, options={"proxy": url}, lines=40_000, chunkSize=8_000_000)
+    assert rec["errors"] == [] and rec["done"] == [True], rec["errors"]
+    assert rec["sent"] > 3_000_000
+    [message] = server.recorder.messages
+    assert len(message.content) > 3_000_000
+    assert message.content.startswith(b".line 0 ") and b"line 39999 " in message.content

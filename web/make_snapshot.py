@@ -8,8 +8,9 @@ dist/, which is why it lives in dist/pyodide/ (every build starts that folder af
 made in the same headless Chromium the tests use: the wheel is unpacked into site-packages
 with zipfile (pyodide.loadPackage leaves JS state that cannot be snapshotted), then every
 module of pysmtp_wasm is imported, with asyncio and the email package it uses. Last, the
-loader in dist/ (pysmtp-wasm.js and .mjs) is told that there is a snapshot: without one it
-never asks for the file. (The Worker of worker mode, pysmtp-wasm-worker.js, has the same loader.)
+loaders in dist/ are built again, told of the snapshot (``node web/build.mjs --snapshot``: a
+build option, PYSMTP_BUILD.snapshot): without it they never ask for the file. (The Worker of
+worker mode, pysmtp-wasm-worker.js, has the same loader.)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import base64
 import functools
 import http.server
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -29,7 +31,7 @@ from selenium.webdriver.chrome.service import Service
 
 DIST = Path(__file__).resolve().parent.parent / "dist"
 SNAPSHOT = "pyodide/pysmtp-snapshot.bin"
-LOADERS = ("pysmtp-wasm.js", "pysmtp-wasm.mjs", "pysmtp-wasm-worker.js")
+BUILD = Path(__file__).resolve().parent / "build.mjs"
 
 MODULES = (
     "asyncio, email.message, email.policy, email.utils, email.headerregistry, email.generator, "
@@ -95,16 +97,11 @@ def main() -> int:
         print("make_snapshot: " + result["error"], file=sys.stderr)
         return 1
     out.write_bytes(base64.b64decode(result["b64"]))
-    for name in LOADERS:
-        loader = dist / name
-        text = loader.read_text()
-        if f'const SNAPSHOT = "{SNAPSHOT}";' in text:
-            continue  # made again: the loader knows already
-        if "const SNAPSHOT = null;" not in text:
-            print(f"make_snapshot: {loader} does not declare SNAPSHOT: rebuild dist/", file=sys.stderr)
-            return 1
-        loader.write_text(text.replace("const SNAPSHOT = null;", f'const SNAPSHOT = "{SNAPSHOT}";', 1))
-    print(f"{out}: {out.stat().st_size / 1e6:.1f} MB; {' and '.join(LOADERS)} use it", file=sys.stderr)
+    built = subprocess.run(["node", str(BUILD), "--dist", str(dist), "--snapshot", SNAPSHOT], check=False)
+    if built.returncode != 0:
+        print(f"make_snapshot: {BUILD} --snapshot failed", file=sys.stderr)
+        return 1
+    print(f"{out}: {out.stat().st_size / 1e6:.1f} MB; the loaders in {dist} use it", file=sys.stderr)
     return 0
 
 
