@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._engine import SmtpEngine
 from ._events import Done, Event, Failed, Finished, Idle, Log, Ready, RecipientResult, StartTls
-from ._options import parse_options
-from ._state import BEFORE_CONNECT, CONNECT_AGAIN, State
+from ._options import check_host, check_port, parse_options
+from ._state import BEFORE_CONNECT, CONNECT_AFTER_CLOSE, CONNECT_AGAIN, State
 from ._transport import TimerHandle, Transport, TransportFactory
 from .errors import (
     SmtpConnectionError,
@@ -105,7 +105,7 @@ class SmtpClient:
         options: the seed's options: ``useSecureTransport``, ``name``, ``auth`` ({user,
             pass, xoauth2}), ``authMethod``, ``ca``, ``disableEscaping``, ``disableChunking``, ``ignoreTLS``,
             ``requireTLS``, ``lmtp``; ``allowInsecureAuth`` (AUTH PLAIN, LOGIN or XOAUTH2
-            without TLS to a host that is not ``localhost`` or a loopback address: refused
+            without TLS, unless the address connected to is a loopback one: refused
             with an :class:`SmtpTlsError` unless this is true); and the timeouts in milliseconds
             ``timeoutGreeting``, ``timeoutSocketLowerBound``, ``timeoutSocketMultiplier``.
         transport: a factory taking the client and returning a transport (default: asyncio
@@ -127,8 +127,9 @@ class SmtpClient:
         else:
             transport_keys = frozenset(getattr(transport, "OPTION_NAMES", frozenset()))
         self.options = parse_options(options, transport_keys)
-        self.host = host or "localhost"
-        self.port = int(port) if port else (465 if self.options.use_secure_transport else 25)
+        # The seed's defaults for a missing (falsy) host and port; what is given is checked.
+        self.host = check_host(host or "localhost")
+        self.port = check_port(port) if port else (465 if self.options.use_secure_transport else 25)
         # What the transport would refuse at connect() (the browser's proxy URL, say), refused now.
         check_options = getattr(transport, "check_options", None)
         if check_options is not None:
@@ -200,6 +201,8 @@ class SmtpClient:
         """Open the connection; ``onidle`` follows when the session is ready."""
         if self._engine is not None:
             raise SmtpUsageError(CONNECT_AGAIN)
+        if self._closed:
+            raise SmtpUsageError(CONNECT_AFTER_CLOSE)
         self._engine = SmtpEngine(self.options, host=self.host)
         self._update_transcript()
         self._transport = self._transport_factory(self)
@@ -215,7 +218,6 @@ class SmtpClient:
             ca=self.options.ca,
             options=self.options.extra,
         )
-        self._engine.stays_local = self._transport.stays_local(self.host)
         self._rearm()
 
     def useEnvelope(self, envelope: Mapping[str, Any]) -> None:  # noqa: N802 - the seed's name
@@ -381,6 +383,8 @@ class SmtpClient:
         if self._engine is None or self._engine.state is not State.CONNECTING:
             return
         self._log("*", f"connected with {tls}" if tls else "connected")
+        assert self._transport is not None
+        self._engine.stays_local = self._transport.stays_local()
         self._after(self._engine.connection_made(), rearm=True)
 
     def _transport_data(self, data: bytes) -> None:

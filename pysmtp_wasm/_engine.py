@@ -53,14 +53,14 @@ class SmtpEngine:
     """One SMTP (or LMTP) session's protocol state."""
 
     def __init__(self, options: Options, *, host: str | None = None) -> None:
-        """``host`` is the server's name or address as the user gave it: with a loopback one
-        (:func:`pysmtp_wasm._sasl.is_loopback`) AUTH may send a password without TLS. None (not
-        known) counts as not loopback. The transport may know better (in the browser the
-        page-to-proxy leg counts too): the client then sets :attr:`stays_local`."""
+        """``host`` is the server's name or address as the user gave it, for messages. Whether
+        AUTH may send a password without TLS is not decided from it: the client sets
+        :attr:`stays_local` from what the transport says of the address it connected to."""
         self.options = options
         self.host = host
-        # Whether cleartext written to the server stays on this machine (no password otherwise)
-        self.stays_local = _sasl.is_loopback(host)
+        # Whether cleartext written to the server stays on this machine (no password otherwise):
+        # False until the transport says so of the peer it reached.
+        self.stays_local = False
         self.state = State.CONNECTING
         self.extensions = Extensions()
         self.tls_active = options.use_secure_transport

@@ -79,7 +79,7 @@ def _results(results: list[RecipientResult]) -> Any:
 def create_client(host: Any, port: Any, options: Any, target: Any) -> Any:
     """A :class:`JsClient` for the JS object ``target``, or the JS Error if the arguments are wrong."""
     try:
-        client = SmtpClient(str(host or "localhost"), None if port is None else int(port), _py(options) or {})
+        client = SmtpClient(host or "localhost", port or None, _py(options) or {})
     except SmtpError as error:
         return js_error(error)
     except (TypeError, ValueError) as error:

@@ -147,6 +147,7 @@ CALLS: dict[str, CallRule] = {
 # exists: connect() is allowed once per client.
 CONNECT_AGAIN = "connect() was already called; make a new SmtpClient to connect again"
 BEFORE_CONNECT = "{call}() before connect()"
+CONNECT_AFTER_CLOSE = "connect() after close(): this client is closed; make a new SmtpClient to connect"
 
 # What the transport tells the engine, checked the same way (a transport that calls them out
 # of turn has a bug: the SmtpUsageError says which).

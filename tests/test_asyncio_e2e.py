@@ -22,10 +22,11 @@ from pysmtp_wasm import (
     SmtpRecipientsError,
     SmtpTimeoutError,
     SmtpTlsError,
+    SmtpUsageError,
 )
 
 from .conftest import ca_pem
-from .servers import RawServer, Recorder, SmtpServer, free_port, this_machine
+from .servers import RawServer, Recorder, SmtpServer, free_port, off_loopback_address
 
 USER, PASSWORD, TOKEN = "alice", "s3cret-pass", "ya29.token-xyz"
 
@@ -345,10 +346,10 @@ async def test_auth_mechanisms(auth: dict[str, str], method: str | None, expecte
 
 
 async def test_auth_to_a_host_that_is_not_loopback_needs_tls_or_allow_insecure_auth(ca: trustme.CA):
-    """The same server, reached by this machine's name (not loopback as written): without TLS
-    PLAIN is refused before AUTH and the session ends with QUIT; allowInsecureAuth sends it;
-    after STARTTLS it goes as usual."""
-    name, address = this_machine()
+    """The same server, reached at this machine's address off loopback (the peer address is
+    not a loopback one): without TLS PLAIN is refused before AUTH and the session ends with
+    QUIT; allowInsecureAuth sends it; after STARTTLS it goes as usual."""
+    name = address = off_loopback_address()
     recorder = Recorder(users={USER: PASSWORD})
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert(name).configure_cert(tls)
@@ -565,10 +566,27 @@ async def test_server_that_stalls_after_the_data_times_out_and_is_not_done():
     assert out.done == [] and out.closed is True
 
 
-def test_close_before_connect_fires_onclose_and_forbids_connect():
-    client = SmtpClient("127.0.0.1", 25)
-    closed: list[bool] = []
-    client.onclose = closed.append
-    client.close()
-    client.close()
-    assert closed == [False]
+async def test_close_before_connect_fires_onclose_and_forbids_connect():
+    """close() on a client never connected: onclose(false) once; then connect() is refused at
+    once (SmtpUsageError), no connection is opened (the server sees none), no second onclose."""
+    recorder = Recorder()
+    with SmtpServer(recorder) as server:
+        before = recorder.connections_total  # (the server's own readiness probe)
+        client = SmtpClient("127.0.0.1", server.port)
+        closed: list[bool] = []
+        errors: list[Exception] = []
+        client.onclose = closed.append
+        client.onerror = errors.append
+        client.close()
+        client.close()
+        assert closed == [False]
+        with pytest.raises(SmtpUsageError, match=r"connect\(\) after close\(\)"):
+            client.connect()
+        assert client.state == "new"
+        # A connect that had gone through would have a session by now: EHLO is the first thing
+        # the client says after the greeting. Wait for a real session on another client instead
+        # of a clock: it goes through the same server after any connection of the first.
+        other = await deliver(SmtpClient("127.0.0.1", server.port))
+        assert other.done == [True] and other.errors == []
+    assert closed == [False] and errors == []
+    assert recorder.connections_total == before + 1  # the other client's only

@@ -21,7 +21,6 @@ from pysmtp_wasm import (
     State,
 )
 from pysmtp_wasm._reply import MAX_REPLY_LINE, MAX_REPLY_LINES
-from pysmtp_wasm._sasl import is_loopback
 
 from .script import Finished, Harness, bytewise, run, user
 
@@ -527,7 +526,7 @@ CLEARTEXT_HELLO = [
 )
 def test_auth_without_tls_to_a_remote_host_is_refused_before_any_credential(auth, method, secret):
     options = {"auth": auth, **({"authMethod": method} if method else {})}
-    h = run(CLEARTEXT_HELLO, options=options, host=REMOTE)
+    h = run(CLEARTEXT_HELLO, options=options, host=REMOTE, loopback=False)
     (failed,) = h.events
     assert isinstance(failed, Failed) and failed.quitting is True
     error = failed.error
@@ -544,6 +543,7 @@ def test_ignore_tls_with_auth_to_a_remote_host_says_why():
         [(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250-hi\r\n250-STARTTLS\r\n250 AUTH PLAIN\r\n")],
         options={"ignoreTLS": True, "auth": {"user": "u", "pass": "p"}},
         host=REMOTE,
+        loopback=False,
     )
     (failed,) = h.events
     assert "ignoreTLS is set" in str(failed.error) and h.sent == b"EHLO localhost\r\nQUIT\r\n"
@@ -554,6 +554,7 @@ def test_allow_insecure_auth_sends_the_password_without_tls():
         [*CLEARTEXT_HELLO, (b"AUTH PLAIN " + base64.b64encode(b"\0u\0p") + b"\r\n", b"235 ok\r\n")],
         options={"auth": {"user": "u", "pass": "p"}, "allowInsecureAuth": True},
         host=REMOTE,
+        loopback=False,
     )
     assert h.outcome()[1] == ["Idle"]
 
@@ -570,6 +571,7 @@ def test_cram_md5_may_be_used_without_tls_to_a_remote_host():
         ],
         options={"auth": {"user": "user", "pass": "secret"}},
         host=REMOTE,
+        loopback=False,
     )
     assert h.outcome()[1] == ["Idle"]
 
@@ -586,33 +588,22 @@ def test_after_starttls_auth_to_a_remote_host_goes_ahead():
         ],
         options={"auth": {"user": "u", "pass": "p"}},
         host=REMOTE,
+        loopback=False,
     )
     assert h.outcome()[1] == ["StartTls", "Idle"]
 
 
-@pytest.mark.parametrize(
-    ("host", "loopback"),
-    [
-        ("localhost", True),
-        ("LocalHost.", True),
-        ("127.0.0.1", True),
-        ("127.8.9.10", True),
-        ("::1", True),
-        ("[::1]", True),
-        ("mail.example.com", False),
-        ("localhost.example.com", False),
-        ("127.0.0.1.nip.io", False),
-        ("10.0.0.1", False),
-        ("::2", False),
-        ("", False),
-        (None, False),
-    ],
-)
-def test_loopback_is_decided_from_the_host_as_written(host, loopback):
-    assert is_loopback(host) is loopback
-    h = run(CLEARTEXT_HELLO, options={"auth": {"user": "u", "pass": "p"}}, host=host)
-    assert h.sent.startswith(b"EHLO localhost\r\nAUTH PLAIN ") is loopback
-    assert (h.sent == b"EHLO localhost\r\nQUIT\r\n") is not loopback
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "::1", REMOTE])
+def test_the_host_as_written_never_earns_cleartext_auth(host):
+    """The engine does not look at the host label: only what the transport says of the peer
+    it reached (stays_local, set by the client when the connection is made) counts."""
+    for loopback in (True, False):
+        h = run(CLEARTEXT_HELLO, options={"auth": {"user": "u", "pass": "p"}}, host=host, loopback=loopback)
+        assert h.sent.startswith(b"EHLO localhost\r\nAUTH PLAIN ") is loopback
+        assert (h.sent == b"EHLO localhost\r\nQUIT\r\n") is not loopback
+    from pysmtp_wasm import SmtpEngine, parse_options
+
+    assert SmtpEngine(parse_options({}), host=host).stays_local is False
 
 
 # -- replies that are not SMTP ----------------------------------------------------------------
