@@ -537,9 +537,7 @@ class SmtpClient:
             State.TLS: "the TLS handshake",
             State.DATA: "the network to take the message data",
         }.get(engine.state, f"a reply ({engine.state.value})")
-        self._after(
-            engine.fail(SmtpTimeoutError(f"timed out waiting for {waited}", stage=engine.state.value))
-        )
+        self._after(engine.fail(SmtpTimeoutError(f"timed out waiting for {waited}", stage=engine.stage)))
 
     def _cancel_timer(self) -> None:
         self._deadline = None

@@ -26,7 +26,7 @@ from ._events import Done, Event, Failed, Finished, Idle, Log, Ready, RecipientR
 from ._extensions import Extensions
 from ._options import Options
 from ._reply import Reply, ReplyParser
-from ._state import AWAITING, CALLS, REPLY_HANDLERS, TRANSPORT_CALLS, Pending, State
+from ._state import AWAITING, CALLS, REPLY_HANDLERS, STAGES, TRANSPORT_CALLS, Pending, State
 from .errors import (
     SmtpAuthError,
     SmtpConnectionError,
@@ -98,6 +98,17 @@ class SmtpEngine:
     # -- what the caller reads ------------------------------------------------------------
 
     @property
+    def stage(self) -> str:
+        """The ``stage`` of an error met now (``_state.STAGES``): in a transaction, the command
+        whose reply is awaited."""
+        if self.state is State.ENVELOPE and self._pending:
+            kind = self._pending[0][0]
+            return "DATA" if kind is Pending.END else kind.value
+        if self.state is State.EHLO and self.options.lmtp:
+            return "LHLO"
+        return STAGES[self.state]
+
+    @property
     def awaiting_reply(self) -> bool:
         """True while the server owes a reply or the TLS handshake (a timer should run)."""
         return self.state in AWAITING
@@ -135,9 +146,7 @@ class SmtpEngine:
                 State.CONNECTING: " before the connection was made",
                 State.GREETING: " before it greeted",
             }.get(self.state, f" (state: {self.state.value})")
-            self._fail(
-                SmtpConnectionError("the server closed the connection" + where, stage=self.state.value)
-            )
+            self._fail(SmtpConnectionError("the server closed the connection" + where, stage=self.stage))
         return self._take_events()
 
     def fail(self, error: SmtpError) -> list[Event]:
@@ -316,12 +325,12 @@ class SmtpEngine:
     def _unexpected(self, reply: Reply) -> None:
         # RFC 5321 §3.8: a server may send 421 at any time before it closes.
         if reply.code == 421:
-            raise _reply_error(reply, self.state.value, prefix="the server is closing the connection: ")
+            raise _reply_error(reply, self.stage, prefix="the server is closing the connection: ")
         raise SmtpProtocolError(
             f"unexpected reply from the server in state {self.state.value}: {reply}",
             code=reply.code,
             enhanced=reply.enhanced,
-            stage=self.state.value,
+            stage=self.stage,
         )
 
     def _on_greeting(self, reply: Reply) -> None:

@@ -166,7 +166,9 @@ def test_envelope_errors_and_wrong_calls_are_clear(page: Page, proxy: PysmtpProx
             rec = page.session(port=server.port, options={"proxy": url}, envelopes=[envelope])
             (error,) = rec["errors"]
             assert error["name"] == "SmtpEnvelopeError" and message in error["message"]
-            assert error["fatal"] is True and rec["order"] == ["error:SmtpEnvelopeError", "close:true"]
+            assert error["stage"] == "envelope" and error["code"] is None and error["enhanced"] is None
+            assert error["undefinedFields"] == [] and error["fatal"] is True
+            assert rec["order"] == ["error:SmtpEnvelopeError", "close:true"]
             assert [line for line in rec["log"] if line.startswith("C: ")][-1] == "C: QUIT"
     assert server.recorder.messages == []
     thrown = page.run(

@@ -373,7 +373,38 @@ async def test_continuation_lines_forever_time_out() -> None:
 
     with ScriptedServer(script) as server:
         out = await deliver(SmtpClient("127.0.0.1", server.port, {"timeoutSocketLowerBound": 600}), timeout=5)
-    assert "ehlo" in str(assert_failed(out, SmtpTimeoutError))
+    error = assert_failed(out, SmtpTimeoutError)
+    assert "ehlo" in str(error) and error.stage == "EHLO"
+    assert error.code is None and error.enhanced is None
+
+
+@pytest.mark.parametrize(
+    ("answer", "stage", "code", "enhanced"),
+    [
+        (None, "AUTH", None, None),  # no answer: a timeout while AUTH's reply is awaited
+        (b"421 4.3.2 going down\r\n", "AUTH", 421, "4.3.2"),
+        (b"454 try later\r\n", "AUTH", 454, None),  # a code without an enhanced one
+    ],
+)
+async def test_stage_is_spelt_one_way_and_absent_evidence_is_none(
+    answer: bytes | None, stage: str, code: int | None, enhanced: str | None
+) -> None:
+    def script(conn: Conn) -> None:
+        conn.send(b"220 hi\r\n")
+        conn.line()
+        conn.send(b"250-hi\r\n250 AUTH PLAIN\r\n")
+        conn.line()  # AUTH PLAIN ...
+        if answer is None:
+            conn.server.stop.wait(10)
+        else:
+            conn.send(answer)
+            conn.line()
+
+    options = {"auth": {"user": USER, "pass": PASSWORD}, "timeoutSocketLowerBound": 300}
+    with ScriptedServer(script) as server:
+        out = await deliver(SmtpClient("127.0.0.1", server.port, options), timeout=10)
+    (error,) = out.errors
+    assert (error.stage, error.code, error.enhanced) == (stage, code, enhanced), repr(error)
 
 
 async def test_a_flood_without_line_ends_is_stopped_with_bounded_memory() -> None:

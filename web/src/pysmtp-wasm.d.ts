@@ -104,8 +104,9 @@ export interface SmtpError extends Error {
   enhanced: string | null;
   /**
    * The step that failed, else null: the command whose reply failed or was awaited, in capitals
-   * ("AUTH", "RCPT", "STARTTLS", ...), or a step that is not a command, in lower case
-   * ("connect", "tls", "greeting", ...).
+   * ("EHLO", "LHLO", "HELO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "QUIT"),
+   * or a step that is not a command, in lower case ("connect", "greeting", "tls", "envelope",
+   * "message", "reply", "idle", "closed"). One spelling everywhere, in-page and in worker mode.
    */
   stage: string | null;
   /**
