@@ -400,6 +400,36 @@ def test_starttls_reply_with_injected_commands_after_it_is_discarded():
     assert h.outcome()[1] == ["StartTls", "Idle"]
 
 
+@pytest.mark.parametrize(
+    "injected",
+    [
+        b"250-SIZE 10",  # an unfinished line: it would prefix the first line after TLS
+        b"250-SIZE 10\r\n250-8BITMIME",  # a whole line and an unfinished one
+        b"250-SIZE 10\r",  # a line cut between CR and LF
+    ],
+)
+def test_starttls_partial_line_after_220_ready_does_not_merge_into_the_ehlo_reply(injected):
+    """A server (or a man in the middle) sends the start of a line after "220 ready", in the
+    same read: the parser must forget it, or it merges with the EHLO reply after TLS (as
+    "250-SIZE 10250-hi", or continues a reply of its own)."""
+    h = run(
+        [
+            (b"", b"220 hi\r\n"),
+            (b"EHLO localhost\r\n", b"250-hi\r\n250 STARTTLS\r\n"),
+            (b"STARTTLS\r\n", b"220 ready\r\n" + injected),
+        ]
+    )
+    assert h.engine.state is State.TLS and h.engine._parser.buffered == 0
+    h.tls()
+    assert h.sent.endswith(b"STARTTLS\r\nEHLO localhost\r\n")
+    h.feed(b"250-mx.example.com\r\n250 AUTH PLAIN\r\n")
+    assert h.outcome()[1] == ["StartTls", "Idle"]
+    assert "SIZE" not in h.engine.extensions and "8BITMIME" not in h.engine.extensions
+    assert h.engine.extensions.auth_mechanisms == ["PLAIN"]
+    server_lines = [text for direction, text in h.log if direction == "S"]
+    assert server_lines[-2:] == ["250-mx.example.com", "250 AUTH PLAIN"]
+
+
 def test_starttls_is_never_pipelined():
     h = run(
         [(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250-hi\r\n250-PIPELINING\r\n250 STARTTLS\r\n")],

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 import ssl
 import time
 import tracemalloc
@@ -71,7 +72,9 @@ def starttls_script(tls: ssl.SSLContext, injected: bytes, later: bytes = b"") ->
         conn.sock.settimeout(10)
         conn.send(b"220 2.0.0 ready to start TLS\r\n" + injected)
         if later:
-            time.sleep(0.2)
+            # Wait for the client's first handshake byte (peeked, left for the handshake): it
+            # has read "220 ready" and is in TLS now, so ``later`` is a read of its own.
+            conn.sock.recv(1, socket.MSG_PEEK)
             conn.send(later)
         conn.start_tls(tls)
         conn.serve_smtp(b"250-hostile over TLS\r\n250 AUTH PLAIN\r\n")
@@ -80,12 +83,15 @@ def starttls_script(tls: ssl.SSLContext, injected: bytes, later: bytes = b"") ->
 
 
 INJECTED = b"250-evil\r\n250 AUTH PLAIN\r\n235 2.7.0 fake: authenticated\r\n"
+# An unfinished line: kept by the reply parser, it would merge into the EHLO reply after TLS.
+PARTIAL = b"250-SIZE 10"
 
 
+@pytest.mark.parametrize("injected", [INJECTED, PARTIAL, INJECTED + PARTIAL], ids=["lines", "partial", "both"])
 async def test_starttls_injection_in_the_same_read_is_discarded(
-    ca: trustme.CA, server_tls: ssl.SSLContext
+    ca: trustme.CA, server_tls: ssl.SSLContext, injected: bytes
 ) -> None:
-    with ScriptedServer(starttls_script(server_tls, INJECTED)) as server:
+    with ScriptedServer(starttls_script(server_tls, injected)) as server:
         client = SmtpClient("localhost", server.port, pinned(ca, auth={"user": USER, "pass": PASSWORD}))
         out = await deliver(client)
     assert out.errors == [] and out.done == [True] and out.closed is False
@@ -93,8 +99,9 @@ async def test_starttls_injection_in_the_same_read_is_discarded(
     assert server.plaintext == b"EHLO localhost\r\nSTARTTLS\r\n"
     # After the handshake the client said EHLO again: the injected replies were never read.
     assert server.commands[0] == "EHLO localhost" and server.commands[1].startswith("AUTH PLAIN ")
-    assert not any("evil" in line or "fake" in line for line in server_lines(out))
+    assert not any("evil" in line or "fake" in line or "SIZE" in line for line in server_lines(out))
     assert ("*", "discarded data received after the STARTTLS reply") in out.log
+    assert ("S", "250-hostile over TLS") in out.log  # the EHLO reply after TLS, whole and alone
     assert len(server.messages) == 1
 
 
