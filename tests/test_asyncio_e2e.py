@@ -441,6 +441,73 @@ async def test_starttls_untrusted_certificate_stops_before_auth(server_tls: ssl.
     assert recorder.commands == ["STARTTLS"]  # no AUTH, not even after the failure
 
 
+def server_context(issuer: trustme.CA, *names: str) -> ssl.SSLContext:
+    """A server's TLS with a certificate for exactly ``names`` from ``issuer`` (its chain sent)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    issuer.issue_cert(*names).configure_cert(context)
+    return context
+
+
+@pytest.mark.parametrize("mode", ["implicit", "starttls"])
+@pytest.mark.parametrize(
+    ("host", "names"),
+    [
+        ("localhost", ["mail.other.example"]),  # a pinned CA's certificate for another name
+        ("127.0.0.1", ["localhost"]),  # implicit TLS checked against the host given, not "localhost"
+        ("localhost", ["127.0.0.1"]),
+    ],
+)
+async def test_a_certificate_from_the_pinned_ca_for_another_name_is_refused(
+    ca: trustme.CA, mode: str, host: str, names: list[str]
+):
+    """Pinning trust (``ca``) does not turn off the host-name check: the certificate must name
+    the host the client was given, in implicit TLS as after STARTTLS; nothing is sent."""
+    recorder = Recorder(users={USER: PASSWORD})
+    tls = server_context(ca, *names)
+    kind = {"implicit_tls": tls} if mode == "implicit" else {"starttls": tls}
+    options = {
+        "ca": ca_pem(ca),
+        "auth": {"user": USER, "pass": PASSWORD},
+        "useSecureTransport": mode == "implicit",
+    }
+    with SmtpServer(recorder, auth_require_tls=False, **kind) as server:  # type: ignore[arg-type]
+        out = await deliver(SmtpClient(host, server.port, options))
+    (error,) = out.errors
+    assert isinstance(error, SmtpTlsError) and error.stage == "tls", repr(error)
+    assert "not trusted" in str(error) and "match" in str(error).lower(), str(error)
+    assert out.closed is True and out.idles == 0 and recorder.messages == []
+    assert not any(c.startswith("AUTH") for c in recorder.commands)
+
+
+@pytest.mark.parametrize("mode", ["implicit", "starttls"])
+async def test_a_pinned_intermediate_is_a_trust_anchor(mode: str):
+    """``ca`` may be an intermediate CA, not a self-signed root (VERIFY_X509_PARTIAL_CHAIN):
+    trusted alone, the root unknown to the client. A sibling intermediate is not trusted."""
+    root = trustme.CA()
+    intermediate = root.create_child_ca()
+    tls = server_context(intermediate, "localhost")
+    kind = {"implicit_tls": tls} if mode == "implicit" else {"starttls": tls}
+    with SmtpServer(**kind) as server:  # type: ignore[arg-type]
+        good = await deliver(
+            SmtpClient(
+                "localhost",
+                server.port,
+                {"ca": ca_pem(intermediate), "useSecureTransport": mode == "implicit"},
+            )
+        )
+        sibling = await deliver(
+            SmtpClient(
+                "localhost",
+                server.port,
+                {"ca": ca_pem(root.create_child_ca()), "useSecureTransport": mode == "implicit"},
+            )
+        )
+    assert good.errors == [] and good.done == [True]
+    assert server.recorder.messages[0].tls is True and len(server.recorder.messages) == 1
+    (error,) = sibling.errors
+    assert isinstance(error, SmtpTlsError) and "not trusted" in str(error)
+
+
 async def test_require_tls_against_a_server_without_starttls_sends_no_auth():
     recorder = Recorder(users={USER: PASSWORD})
     with SmtpServer(recorder) as server:

@@ -87,7 +87,9 @@ INJECTED = b"250-evil\r\n250 AUTH PLAIN\r\n235 2.7.0 fake: authenticated\r\n"
 PARTIAL = b"250-SIZE 10"
 
 
-@pytest.mark.parametrize("injected", [INJECTED, PARTIAL, INJECTED + PARTIAL], ids=["lines", "partial", "both"])
+@pytest.mark.parametrize(
+    "injected", [INJECTED, PARTIAL, INJECTED + PARTIAL], ids=["lines", "partial", "both"]
+)
 async def test_starttls_injection_in_the_same_read_is_discarded(
     ca: trustme.CA, server_tls: ssl.SSLContext, injected: bytes
 ) -> None:
