@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("pysmtp_wasm")
 
+# The clock of the timeouts (the transports' timers run on the same: asyncio's loop.time() is
+# time.monotonic()); a name of this module so that tests/test_timers.py can drive a fake one.
+monotonic = time.monotonic
+
 
 def _noop(*args: Any) -> None:
     return None
@@ -138,7 +142,7 @@ class SmtpClient:
         self._transport: Transport | None = None
         self._engine: SmtpEngine | None = None
         self._timer: TimerHandle | None = None
-        self._deadline: float | None = None  # time.monotonic() when the current wait times out
+        self._deadline: float | None = None  # monotonic() when the current wait times out
         self._timer_due = 0.0  # when the scheduled timer fires
         self._written_since_reply = 0
         self._writable = True
@@ -512,7 +516,7 @@ class SmtpClient:
         # The seed's rule: a lower bound plus an allowance per byte written since the last
         # reply (for the end of data, the whole message).
         allowance = self.options.timeout_multiplier_ms * self._written_since_reply
-        self._deadline = time.monotonic() + (base + allowance) / 1000
+        self._deadline = monotonic() + (base + allowance) / 1000
         if self._timer is None or self._timer_due > self._deadline:
             self._schedule(self._deadline)
 
@@ -521,14 +525,14 @@ class SmtpClient:
             self._timer.cancel()
         assert self._transport is not None
         self._timer_due = due
-        self._timer = self._transport.call_later(max(0.0, due - time.monotonic()), self._on_timeout)
+        self._timer = self._transport.call_later(max(0.0, due - monotonic()), self._on_timeout)
 
     def _on_timeout(self) -> None:
         self._timer = None
         engine = self._engine
         if engine is None or engine.state is State.CLOSED or self._deadline is None:
             return
-        if self._deadline > time.monotonic() + 0.001:
+        if self._deadline > monotonic() + 0.001:
             self._schedule(self._deadline)  # the deadline moved since this timer was set
             return
         waited = {

@@ -294,20 +294,28 @@ def test_server_closes_mid_tls_handshake(
 
 
 def test_one_byte_a_second_times_out(page: Page, proxy: PysmtpProxy) -> None:
+    """The greeting's timer fires while bytes still arrive: shown by order (the client gave up
+    while the server had most of its bytes still to send), not by the clock."""
+    dripped: list[int] = []
+
     def script(conn: Conn) -> None:
         for byte in b"220 " + b"x" * 60:
             if conn.server.stop.wait(1.0):
                 return
-            conn.send(bytes([byte]))
+            try:
+                conn.send(bytes([byte]))
+            except OSError:
+                return  # the client (through the proxy) closed
+            dripped.append(byte)
 
     with ScriptedServer(script) as server:
-        started = time.monotonic()
         rec = page.session(
             port=server.port, options={"proxy": proxy.url(server.port), "timeoutGreeting": 2500}
         )
-        elapsed = time.monotonic() - started
+        at_close = len(dripped)
     error = assert_failed(rec, "SmtpTimeoutError")
-    assert "greeting" in error["message"] and 2.4 < elapsed < 5
+    assert "greeting" in error["message"] and error["stage"] == "greeting"
+    assert 1 <= at_close < 64, at_close
 
 
 # -- the proxy refuses ----------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ import asyncio
 import base64
 import socket
 import ssl
-import time
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
@@ -351,25 +350,35 @@ async def test_server_closes_mid_tls_handshake(ca: trustme.CA, mode: str) -> Non
 
 
 async def test_one_byte_a_second_times_out_and_memory_stays_bounded() -> None:
+    """A greeting dripped a byte a second never completes: the greeting's timer fires while
+    bytes still arrive (they do not restart it; tests/test_timers.py has the rule on a fake
+    clock). Shown by order, not by the clock: the client gave up while the server still had
+    most of its 60 bytes to send."""
+    dripped: list[int] = []
+
     def script(conn: Conn) -> None:
         for byte in b"220 " + b"x" * 60:
             if conn.server.stop.wait(1.0):
                 return
-            conn.send(bytes([byte]))
+            try:
+                conn.send(bytes([byte]))
+            except OSError:
+                return  # the client closed
+            dripped.append(byte)
 
     with ScriptedServer(script) as server:
         client = SmtpClient("127.0.0.1", server.port, {"timeoutGreeting": 2500})
-        started = time.monotonic()
-        task = asyncio.ensure_future(deliver(client, timeout=8))
+        task = asyncio.ensure_future(deliver(client, timeout=60))
         buffered = []
         while not task.done():
             await asyncio.sleep(0.1)
             if client._engine is not None:
                 buffered.append(client._engine._parser.buffered)
         out = task.result()
-        elapsed = time.monotonic() - started
-    assert_failed(out, SmtpTimeoutError)
-    assert 2.4 < elapsed < 4  # the timer fired: bytes arriving do not reset it
+        at_close = len(dripped)
+    error = assert_failed(out, SmtpTimeoutError)
+    assert error.stage == "greeting" and "the greeting" in str(error)
+    assert 1 <= at_close < 64, at_close  # bytes were arriving, and the greeting never completed
     assert max(buffered) <= 4 and buffered[-1] == 0
 
 
@@ -562,11 +571,8 @@ async def test_a_bad_envelope_and_no_answer_to_quit_still_closes_with_one_error(
 
     with ScriptedServer(script) as server:
         client = SmtpClient("127.0.0.1", server.port, {"timeoutSocketLowerBound": 500})
-        started = time.monotonic()
-        out = await deliver(client, [{"from": "a@example.com", "to": []}], timeout=5)
-        elapsed = time.monotonic() - started
+        out = await deliver(client, [{"from": "a@example.com", "to": []}], timeout=30)
     assert out.order == ["error:SmtpEnvelopeError", "close:True"] and quits == [b"QUIT"]
-    assert 0.4 < elapsed < 3
     assert any(text.startswith("after the error: timed out") for _, text in out.log), out.log
 
 
