@@ -34,6 +34,7 @@ from .servers import (
     Websockify,
     make_chain,
     make_rsa_certificate,
+    skip_missing,
     this_machine,
 )
 
@@ -190,7 +191,7 @@ def page(
         pytest.fail("dist/ is not built: run ./build.sh test (it builds before testing)")
     engine: str = request.param
     if reason := browsers.missing(engine):
-        pytest.skip(f"{engine}: {reason}")
+        skip_missing(f"{engine}: {reason}")
     if engine == "chromium":
         with selenium_common(
             request, runtime, web_server_main, load_pyodide=False, browsers=playwright_browsers

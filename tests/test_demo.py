@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from . import browsers
-from .servers import free_port, wait_for_port
+from .servers import free_port, skip_missing, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SUBJECT = "Grüße aus Köln — ünïcödé ✓"
@@ -114,7 +114,7 @@ def test_the_demo_stack_sends_from_the_compose_page(
     from selenium.webdriver.common.keys import Keys
 
     if reason := browsers.missing(engine):
-        pytest.skip(f"{engine}: {reason}")
+        skip_missing(f"{engine}: {reason}")
     attachment = tmp_path / "report.bin"
     attachment.write_bytes(bytes(range(256)) * 1000 + "✓ tail".encode())
     config = stack.api("api/config")
