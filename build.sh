@@ -118,7 +118,17 @@ build_web() {
     cat web/src/worker.js
     printf '})();\n'
   } >dist/pysmtp-wasm-worker.js
+  copy_licenses
   npm_manifest "$version" >dist/package.json
+}
+
+# The licences of what dist/ ships: ours (LICENSE), and in licenses/ Pyodide's (MPL-2.0, with
+# CPython's note) and node-forge's (from the pinned package). (OpenSSL's is openssl/'s own.)
+copy_licenses() {
+  cp LICENSE dist/LICENSE
+  rm -rf dist/licenses && mkdir -p dist/licenses
+  cp web/licenses/pyodide-MPL-2.0.txt dist/licenses/
+  cp web/node_modules/node-forge/LICENSE dist/licenses/node-forge-LICENSE.txt
 }
 
 # dist/package.json: dist/ as an npm package (`npm pack dist`): the ES module entry, the classic
@@ -146,7 +156,7 @@ print(json.dumps({
         "pysmtp_wasm-*.whl", "roots.pem", "forge.min.js", "forge.min.mjs", "openssl/",
         "pyodide/pyodide.js", "pyodide/pyodide.mjs", "pyodide/pyodide.asm.mjs",
         "pyodide/pyodide.asm.wasm", "pyodide/python_stdlib.zip", "pyodide/pyodide-lock.json",
-        "pyodide/pysmtp-snapshot.bin", "minimal.html",
+        "pyodide/pysmtp-snapshot.bin", "minimal.html", "LICENSE", "licenses/",
     ],
 }, indent=2))
 PYEOF

@@ -124,6 +124,11 @@ def test_the_demo_stack_sends_from_the_compose_page(
         driver.set_window_size(1400, 1500)
         driver.get(stack.url)
         wait_for_state(driver, "ready", 120)
+        # The footer names the TLS the page uses; the Target select shows its longest name whole.
+        footer = driver.find_element(By.CSS_SELECTOR, "footer").text
+        assert "OpenSSL" in footer and "node-forge" not in footer, footer
+        fits = driver.execute_script(TARGET_FITS)
+        assert fits["room"] >= fits["text"], fits
         fill = {
             "from": "Zoë <zoe@example.com>",
             "to": "ana@example.com",
@@ -172,6 +177,19 @@ def test_the_demo_stack_sends_from_the_compose_page(
 TRANSCRIPT = """
 return Array.from(document.querySelectorAll("#transcript .line"),
                   (line) => Array.from(line.children, (cell) => cell.textContent).join("\\n")).join("\\n");
+"""
+
+
+# The width the Target select gives its text, and the width of its longest option's text in the
+# select's own font (a select does not wrap: what is wider is cut off).
+TARGET_FITS = """
+const select = document.getElementById("target");
+const style = getComputedStyle(select);
+const context = document.createElement("canvas").getContext("2d");
+context.font = `${style.fontWeight} ${style.fontSize} ${style.fontFamily}`;
+const text = Math.max(...[...select.options].map((o) => context.measureText(o.text).width));
+const room = select.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+return { text, room };
 """
 
 
