@@ -190,8 +190,7 @@ def _check_name(value: Any) -> None:
         not isinstance(value, str)
         or not value
         or any(c in value for c in "\r\n\0 <>")
-        or not value.isprintable()
-        or not _encodable(value)
+        or not value.isprintable()  # (a lone surrogate is not printable either)
     ):
         raise SmtpUsageError(f"option name must be a host name, got {value!r}")
 

@@ -136,7 +136,15 @@ class StrippingMitm:
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> StrippingMitm:
-        self._server = await asyncio.start_server(self._handle, self.address, 0)
+        if self.address == "::":
+            # Dual stack (asyncio would make it IPv6 only): a client reaching it at an
+            # IPv4-mapped address ("::ffff:127.0.0.1") has that as its peer address.
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind(("::", 0))
+            self._server = await asyncio.start_server(self._handle, sock=sock)
+        else:
+            self._server = await asyncio.start_server(self._handle, self.address, 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -264,15 +272,16 @@ async def test_starttls_stripped_with_allow_insecure_auth_is_plaintext_and_the_m
 LOOPBACK_IN_DISGUISE = ["127.0.0.1", "127.1", "2130706433"]
 
 
-@pytest.mark.parametrize("host", LOOPBACK_IN_DISGUISE)
+@pytest.mark.parametrize("host", [*LOOPBACK_IN_DISGUISE, "::ffff:127.0.0.1"])
 async def test_starttls_stripped_on_loopback_authenticates_in_plaintext(
     server_tls: ssl.SSLContext, host: str
 ) -> None:
     """A connection to a loopback address (the server is this machine) may take the password
-    without TLS: decided from the peer address, whatever the host looks like as written."""
+    without TLS: decided from the peer address, whatever the host looks like as written (an
+    IPv4-mapped IPv6 address of 127.0.0.1 included)."""
     recorder = Recorder(users={USER: PASSWORD})
     with SmtpServer(recorder, starttls=server_tls) as server:
-        async with StrippingMitm(server.port) as mitm:
+        async with StrippingMitm(server.port, "::" if ":" in host else "127.0.0.1") as mitm:
             options = {"auth": {"user": USER, "pass": PASSWORD}, "authMethod": "LOGIN"}
             out = await deliver(SmtpClient(host, mitm.port, options))
     assert out.errors == [] and out.done == [True] and recorder.commands == ["AUTH LOGIN"]

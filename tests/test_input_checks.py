@@ -130,6 +130,18 @@ def test_send_message_checks_the_header_names_of_a_message_given() -> None:
         prepare(msg)
 
 
+def test_a_given_message_whose_body_cannot_be_bytes_is_our_error() -> None:
+    from email.message import Message
+
+    msg = Message()
+    msg["From"] = "a@example.com"
+    msg["To"] = "b@example.com"
+    msg.set_payload("body \ud800")  # a lone surrogate: not UTF-8, not ASCII
+    with pytest.raises(SmtpEnvelopeError, match="cannot be written as bytes") as caught:
+        prepare(msg)
+    assert caught.value.stage == "message"
+
+
 def test_a_parsed_message_keeps_its_folded_headers() -> None:
     from email import message_from_bytes
 
