@@ -549,6 +549,11 @@ def test_calls_in_the_wrong_state_are_refused_and_the_connection_stays_usable(
     ]
 
 
+# WebDriver carries arguments as JSON, which has no lone surrogate: that case is made in the page
+# (test_browser.py, test_a_lone_surrogate_is_our_error_in_the_page).
+PAGE_BAD_ENVELOPES = [(e, r) for e, r in BAD_ENVELOPES if "not valid Unicode" not in r]
+
+
 def test_a_bad_envelope_is_an_error_then_quit_then_close_and_nothing_is_sent(
     page: Page, proxy: PysmtpProxy
 ) -> None:
@@ -565,10 +570,10 @@ def test_a_bad_envelope_is_an_error_then_quit_then_close_and_nothing_is_sent(
                 options={"proxy": url},
                 envelopes=[{"from": "a@example.com", "to": f"ok{i}@example.com"}, bad],
             )
-            for i, (bad, _) in enumerate(BAD_ENVELOPES)
+            for i, (bad, _) in enumerate(PAGE_BAD_ENVELOPES)
         ]
         assert settle(lambda: recorder.connections_open) == 0
-    for rec, (_, reason) in zip(recs, BAD_ENVELOPES, strict=True):
+    for rec, (_, reason) in zip(recs, PAGE_BAD_ENVELOPES, strict=True):
         assert rec["order"] == ["done:true", "error:SmtpEnvelopeError", "close:true"], rec["order"]
         (error,) = rec["errors"]
         assert error["fatal"] is True and error["isError"] is True and reason in error["message"], error
@@ -578,7 +583,7 @@ def test_a_bad_envelope_is_an_error_then_quit_then_close_and_nothing_is_sent(
         assert "S: 221 Bye" in rec["log"]
         assert not any("victim" in line or "NOTIFY" in line for line in sent)
     assert [m.rcpt_tos for m in recorder.messages] == [
-        [f"ok{i}@example.com"] for i in range(len(BAD_ENVELOPES))
+        [f"ok{i}@example.com"] for i in range(len(PAGE_BAD_ENVELOPES))
     ]
     assert settle(lambda: sum(page.stats().values())) == 0
 

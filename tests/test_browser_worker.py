@@ -456,6 +456,9 @@ BAD_OPTIONS: list[dict[str, Any]] = [
     {"name": "x\r\nRCPT TO:<victim@example.org>"},
     {"ca": 42},
     {"ignoreTLS": True, "requireTLS": True},
+    {"auth": {"user": "u\r\nRSET", "pass": "p"}},
+    {"auth": {"user": "u", "pass": "p\0"}},
+    {"auth": {"user": "u", "xoauth2": "t\x01auth=x"}},
 ]
 
 
