@@ -99,7 +99,9 @@ def option_grammar(transport_keys: frozenset[str]) -> dict[str, Any]:
         "auth.forbidden": refusal({"auth": {"user": "u", "pass": "p\r"}})
         .replace("auth.pass", "auth.{field}")
         .replace(_CREDENTIAL_FORBIDDEN["\r"], "{what}"),
-        "auth.surrogate": refusal({"auth": {"user": "u", "pass": "p\ud800"}}).replace("auth.pass", "auth.{field}"),
+        "auth.surrogate": refusal({"auth": {"user": "u", "pass": "p\ud800"}}).replace(
+            "auth.pass", "auth.{field}"
+        ),
     }
     choices: dict[str, list[str]] = {"authMethod": list(MECHANISMS)}
     for key, attr in _KEYS.items():

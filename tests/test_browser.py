@@ -221,7 +221,8 @@ def test_a_lone_surrogate_is_our_error_in_the_page(page: Page, proxy: PysmtpProx
             });
             const mailer = new api.SmtpClient("localhost", port, { proxy });
             try {
-              await mailer.sendMail({ from: "a@example.com", to: "b@example.com", headers: { "X-A": "x\ud800" } });
+              const headers = { "X-A": "x\ud800" };
+              await mailer.sendMail({ from: "a@example.com", to: "b@example.com", headers });
             } catch (e) { out.header = [e.name, e.message]; }
             mailer.close();
             return JSON.stringify(out);  // (well-formed: a lone surrogate comes back escaped)
