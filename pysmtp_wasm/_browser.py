@@ -150,7 +150,7 @@ class BrowserTransport(LoopTransport):
         if problem:
             raise SmtpUsageError(str(problem))
 
-    def stays_local(self, host: str) -> bool:
+    def stays_local(self) -> bool:
         """Never, in the page: where the bytes go is the proxy's choice (its target, or the one
         its token names), not the host the page gives, and the page cannot see it. Cleartext
         AUTH there takes ``allowInsecureAuth: true``."""

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from ._boundary import DEFAULT_PORT, DEFAULT_PORT_IMPLICIT_TLS
 from ._engine import SmtpEngine
 from ._events import Done, Event, Failed, Finished, Idle, Log, Ready, RecipientResult, StartTls
-from ._options import parse_options
-from ._state import BEFORE_CONNECT, CONNECT_AGAIN, State
+from ._options import check_host, check_port, parse_options
+from ._state import BEFORE_CONNECT, CONNECT_AFTER_CLOSE, CONNECT_AGAIN, State
 from ._transport import TimerHandle, Transport, TransportFactory
 from .errors import (
     SmtpConnectionError,
@@ -35,6 +35,10 @@ if TYPE_CHECKING:
     from ._message import SendResult
 
 logger = logging.getLogger("pysmtp_wasm")
+
+# The clock of the timeouts (the transports' timers run on the same: asyncio's loop.time() is
+# time.monotonic()); a name of this module so that tests/test_timers.py can drive a fake one.
+monotonic = time.monotonic
 
 
 def _noop(*args: Any) -> None:
@@ -106,7 +110,7 @@ class SmtpClient:
         options: the seed's options: ``useSecureTransport``, ``name``, ``auth`` ({user,
             pass, xoauth2}), ``authMethod``, ``ca``, ``disableEscaping``, ``disableChunking``, ``ignoreTLS``,
             ``requireTLS``, ``lmtp``; ``allowInsecureAuth`` (AUTH PLAIN, LOGIN or XOAUTH2
-            without TLS to a host that is not ``localhost`` or a loopback address: refused
+            without TLS, unless the address connected to is a loopback one: refused
             with an :class:`SmtpTlsError` unless this is true); and the timeouts in milliseconds
             ``timeoutGreeting``, ``timeoutSocketLowerBound``, ``timeoutSocketMultiplier``.
         transport: a factory taking the client and returning a transport (default: asyncio
@@ -128,9 +132,10 @@ class SmtpClient:
         else:
             transport_keys = frozenset(getattr(transport, "OPTION_NAMES", frozenset()))
         self.options = parse_options(options, transport_keys)
-        self.host = host or "localhost"
+        # The seed's defaults for a missing (falsy) host and port; what is given is checked.
+        self.host = check_host(host or "localhost")
         implicit = self.options.use_secure_transport
-        self.port = int(port) if port else (DEFAULT_PORT_IMPLICIT_TLS if implicit else DEFAULT_PORT)
+        self.port = check_port(port) if port else (DEFAULT_PORT_IMPLICIT_TLS if implicit else DEFAULT_PORT)
         # What the transport would refuse at connect() (the browser's proxy URL, say), refused now.
         check_options = getattr(transport, "check_options", None)
         if check_options is not None:
@@ -139,7 +144,7 @@ class SmtpClient:
         self._transport: Transport | None = None
         self._engine: SmtpEngine | None = None
         self._timer: TimerHandle | None = None
-        self._deadline: float | None = None  # time.monotonic() when the current wait times out
+        self._deadline: float | None = None  # monotonic() when the current wait times out
         self._timer_due = 0.0  # when the scheduled timer fires
         self._written_since_reply = 0
         self._writable = True
@@ -202,6 +207,8 @@ class SmtpClient:
         """Open the connection; ``onidle`` follows when the session is ready."""
         if self._engine is not None:
             raise SmtpUsageError(CONNECT_AGAIN)
+        if self._closed:
+            raise SmtpUsageError(CONNECT_AFTER_CLOSE)
         self._engine = SmtpEngine(self.options, host=self.host)
         self._update_transcript()
         self._transport = self._transport_factory(self)
@@ -217,7 +224,6 @@ class SmtpClient:
             ca=self.options.ca,
             options=self.options.extra,
         )
-        self._engine.stays_local = self._transport.stays_local(self.host)
         self._rearm()
 
     def useEnvelope(self, envelope: Mapping[str, Any]) -> None:  # noqa: N802 - the seed's name
@@ -383,6 +389,8 @@ class SmtpClient:
         if self._engine is None or self._engine.state is not State.CONNECTING:
             return
         self._log("*", f"connected with {tls}" if tls else "connected")
+        assert self._transport is not None
+        self._engine.stays_local = self._transport.stays_local()
         self._after(self._engine.connection_made(), rearm=True)
 
     def _transport_data(self, data: bytes) -> None:
@@ -510,7 +518,7 @@ class SmtpClient:
         # The seed's rule: a lower bound plus an allowance per byte written since the last
         # reply (for the end of data, the whole message).
         allowance = self.options.timeout_multiplier_ms * self._written_since_reply
-        self._deadline = time.monotonic() + (base + allowance) / 1000
+        self._deadline = monotonic() + (base + allowance) / 1000
         if self._timer is None or self._timer_due > self._deadline:
             self._schedule(self._deadline)
 
@@ -519,14 +527,14 @@ class SmtpClient:
             self._timer.cancel()
         assert self._transport is not None
         self._timer_due = due
-        self._timer = self._transport.call_later(max(0.0, due - time.monotonic()), self._on_timeout)
+        self._timer = self._transport.call_later(max(0.0, due - monotonic()), self._on_timeout)
 
     def _on_timeout(self) -> None:
         self._timer = None
         engine = self._engine
         if engine is None or engine.state is State.CLOSED or self._deadline is None:
             return
-        if self._deadline > time.monotonic() + 0.001:
+        if self._deadline > monotonic() + 0.001:
             self._schedule(self._deadline)  # the deadline moved since this timer was set
             return
         waited = {
@@ -535,9 +543,7 @@ class SmtpClient:
             State.TLS: "the TLS handshake",
             State.DATA: "the network to take the message data",
         }.get(engine.state, f"a reply ({engine.state.value})")
-        self._after(
-            engine.fail(SmtpTimeoutError(f"timed out waiting for {waited}", stage=engine.state.value))
-        )
+        self._after(engine.fail(SmtpTimeoutError(f"timed out waiting for {waited}", stage=engine.stage)))
 
     def _cancel_timer(self) -> None:
         self._deadline = None

@@ -79,7 +79,9 @@ def _results(results: list[RecipientResult]) -> Any:
 
 def create_client(host: Any, port: Any, options: Any, target: Any) -> Any:
     """A :class:`JsClient` for the JS object ``target``, or the JS Error if the arguments are wrong."""
-    args = (str(host or "localhost"), None if port is None else int(port), _py(options) or {})
+    # Host and port as given: SmtpClient checks them (a host with a control character, a port
+    # that is not a whole number from 1 to 65535) and says what is wrong.
+    args = (host or "localhost", port or None, _py(options) or {})
     try:
         client = _make_client(args)
     except SmtpError as error:
@@ -89,7 +91,7 @@ def create_client(host: Any, port: Any, options: Any, target: Any) -> Any:
     return JsClient(args, client, target)
 
 
-def _make_client(args: tuple[str, int | None, dict[str, Any]]) -> SmtpClient:
+def _make_client(args: tuple[Any, Any, dict[str, Any]]) -> SmtpClient:
     host, port, options = args
     return SmtpClient(host, port, dict(options))
 
@@ -98,7 +100,7 @@ class JsClient:
     """The Python side of one JS ``SmtpClient`` (``target``), for its whole life: an
     :class:`SmtpClient` per connection, made again by ``sendMail`` after one has closed."""
 
-    def __init__(self, args: tuple[str, int | None, dict[str, Any]], client: SmtpClient, target: Any) -> None:
+    def __init__(self, args: tuple[Any, Any, dict[str, Any]], client: SmtpClient, target: Any) -> None:
         self._args = args
         self._client: SmtpClient | None = client
         self._last_results: list[RecipientResult] = []

@@ -118,13 +118,70 @@ def _credentials(value: Any) -> Credentials:
     user = value.get("user")
     if not isinstance(user, str):
         raise SmtpUsageError("auth.user must be a string")
+    _check_secret("user", user)
     for field_name in ("pass", "xoauth2"):
         secret = value.get(field_name)
         if secret is not None and not isinstance(secret, str):
             raise SmtpUsageError(f"auth.{field_name} must be a string")
+        if secret is not None:
+            _check_secret(field_name, secret)
     if value.get("pass") is None and not value.get("xoauth2"):
         raise SmtpUsageError("option auth needs pass or xoauth2")
     return Credentials(user=user, password=value.get("pass"), xoauth2=value.get("xoauth2") or None)
+
+
+# What may not appear in a credential: a CR or LF would end the AUTH line (LOGIN sends the
+# user and the password as lines), a NUL is PLAIN's separator (RFC 4616), ^A XOAUTH2's.
+_CREDENTIAL_FORBIDDEN = {"\r": "CR", "\n": "LF", "\0": "NUL", "\x01": "U+0001"}
+
+
+def _check_secret(field_name: str, value: str) -> None:
+    # The message names the field, never the value (it may be a password).
+    for char, name in _CREDENTIAL_FORBIDDEN.items():
+        if char in value:
+            raise SmtpUsageError(f"auth.{field_name} contains {name}")
+    if not _encodable(value):
+        raise SmtpUsageError(f"auth.{field_name} is not valid Unicode (a lone surrogate)")
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# RFC 1035 §2.3.4 / RFC 1123: a host name is at most 253 octets written out.
+MAX_HOST_OCTETS = 253
+
+
+def check_host(host: Any, what: str = "host") -> str:
+    """The server's host name or address, refused when it holds a control character, a space
+    or a NUL (which would cut the name OpenSSL checks the certificate against), is not valid
+    Unicode, or is too long for a name. Returns it."""
+    if not isinstance(host, str) or not host:
+        raise SmtpUsageError(f"{what} must be a host name or address, got {host!r}")
+    if not _encodable(host):
+        raise SmtpUsageError(f"{what} {host!r} is not valid Unicode (a lone surrogate)")
+    for char in host:
+        if ord(char) <= 0x20 or ord(char) == 0x7F or not char.isprintable():
+            found = "a space" if char == " " else f"control character U+{ord(char):04X}"
+            raise SmtpUsageError(f"{what} {host!r} contains {found}")
+    if len(host.encode("utf-8")) > MAX_HOST_OCTETS:
+        raise SmtpUsageError(f"{what} is longer than the {MAX_HOST_OCTETS} octets of a host name")
+    return host
+
+
+def check_port(port: Any) -> int:
+    """The server's port: a whole number from 1 to 65535 (or its digits)."""
+    if isinstance(port, str) and port.isdigit() and port.isascii():
+        port = int(port)
+    if isinstance(port, float) and port.is_integer():
+        port = int(port)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise SmtpUsageError(f"port must be a whole number from 1 to 65535, got {port!r}")
+    return port
 
 
 def _check_name(value: Any) -> None:
@@ -133,7 +190,7 @@ def _check_name(value: Any) -> None:
         not isinstance(value, str)
         or not value
         or any(c in value for c in "\r\n\0 <>")
-        or not value.isprintable()
+        or not value.isprintable()  # (a lone surrogate is not printable either)
     ):
         raise SmtpUsageError(f"option name must be a host name, got {value!r}")
 

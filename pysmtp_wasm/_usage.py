@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._options import _BOOLS, _KEYS, _NUMBERS, TRANSPORT_VALUES, parse_options
+from ._options import _BOOLS, _CREDENTIAL_FORBIDDEN, _KEYS, _NUMBERS, TRANSPORT_VALUES, parse_options
 from ._sasl import MECHANISMS
 from ._state import BEFORE_CONNECT, CALLS, CONNECT_AGAIN, State
 from .errors import SmtpUsageError
@@ -68,7 +68,8 @@ def _refusal(raw: dict[str, Any], transport_keys: frozenset[str]) -> str:
 
 def option_grammar(transport_keys: frozenset[str]) -> dict[str, Any]:
     """``{"kinds": {option: kind}, "choices": {option: [values]}, "upper": [options],
-    "messages": {...}, "contradictions": [[a, b, message]]}`` for ``new SmtpClient(host, port,
+    "messages": {...}, "contradictions": [[a, b, message]], "credentialForbidden": {char:
+    name}}`` for ``new SmtpClient(host, port,
     options)``.
 
     Kinds: "boolean" (any value, taken for its truth), "milliseconds", "choice" (one of
@@ -93,6 +94,14 @@ def option_grammar(transport_keys: frozenset[str]) -> dict[str, Any]:
         "auth.pass": refusal({"auth": {"user": "u", "pass": 1}}),
         "auth.xoauth2": refusal({"auth": {"user": "u", "xoauth2": 1}}),
         "auth.secret": refusal({"auth": {"user": "u"}}),
+        # A credential with a character that would end or split the AUTH line, or a lone
+        # surrogate: {field} is "user", "pass" or "xoauth2", {what} the character's name.
+        "auth.forbidden": refusal({"auth": {"user": "u", "pass": "p\r"}})
+        .replace("auth.pass", "auth.{field}")
+        .replace(_CREDENTIAL_FORBIDDEN["\r"], "{what}"),
+        "auth.surrogate": refusal({"auth": {"user": "u", "pass": "p\ud800"}}).replace(
+            "auth.pass", "auth.{field}"
+        ),
     }
     choices: dict[str, list[str]] = {"authMethod": list(MECHANISMS)}
     for key, attr in _KEYS.items():
@@ -118,6 +127,7 @@ def option_grammar(transport_keys: frozenset[str]) -> dict[str, Any]:
             kinds[key] = "proxy" if key == "proxy" else "any"
     return {
         "kinds": kinds,
+        "credentialForbidden": dict(_CREDENTIAL_FORBIDDEN),
         "choices": choices,
         "upper": ["authMethod"],
         "messages": messages,

@@ -26,7 +26,7 @@ from pysmtp_wasm.testing import Certs
 from . import browsers
 from .certs import Certificate, Chain, make_chain, self_signed
 from .mta import Dovecot, Exim, OpenSmtpd, Postfix, skip_unless_installed
-from .servers import CHROME_FLAGS, INSECURE_HOST, PysmtpProxy, Websockify, this_machine
+from .servers import CHROME_FLAGS, INSECURE_HOST, PysmtpProxy, Websockify, skip_missing, this_machine
 
 # Installed, the wheel's pytest11 entry point loads the plugin; here it is the source tree's.
 # pytester runs it in other projects (tests/test_plugin.py).
@@ -181,7 +181,7 @@ def page(
         pytest.fail("dist/ is not built: run ./build.sh test (it builds before testing)")
     engine: str = request.param
     if reason := browsers.missing(engine):
-        pytest.skip(f"{engine}: {reason}")
+        skip_missing(f"{engine}: {reason}")
     if engine == "chromium":
         with selenium_common(
             request, runtime, web_server_main, load_pyodide=False, browsers=playwright_browsers

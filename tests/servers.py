@@ -6,11 +6,12 @@ legacy TLS, certificate chains."""
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import threading
 import warnings
-from typing import Any
+from typing import Any, NoReturn
 
 from pysmtp_wasm.testing import (  # noqa: F401 - the tests import them from here
     PysmtpProxy,
@@ -46,12 +47,42 @@ CHROME_FLAGS = [
 ]
 
 
+def skip_missing(reason: str) -> NoReturn:
+    """Skip a test whose browser or server is not installed here, saying why; under ``CI=true``
+    (.ci/run) fail instead: a CI run must not go green by skipping what it was meant to test."""
+    import pytest
+
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI=true: a missing browser or mail server fails the run)")
+    pytest.skip(reason)
+
+
+def off_loopback_address() -> str:
+    """This machine's own IPv4 address on an interface that is not loopback (where a test server
+    then listens): a connection to it stays on this machine, yet its peer address is not a
+    loopback one, so it shows what the client does with a remote server, for real. Found by
+    asking the kernel which source address a datagram would leave from (nothing is sent).
+    Every machine that can reach a network has one; one that has none fails the test."""
+    import ipaddress
+
+    import pytest
+
+    for probe in ("192.0.2.1", "198.51.100.1", "10.255.255.254", "172.31.255.254", "8.8.8.8"):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.connect((probe, 9))
+            except OSError:
+                continue
+            address = str(sock.getsockname()[0])
+        if not ipaddress.ip_address(address).is_loopback:
+            return address
+    pytest.fail("this machine has no IPv4 address off loopback: the remote-server tests need one")
+
+
 def this_machine() -> tuple[str, str]:
-    """This machine's own host name, and the IPv4 address it resolves to (where a test server
-    then listens). The client decides "loopback" from the host as written, so this name is
-    *not* loopback to it although the connection stays on this machine: it lets the tests show
-    what happens with a remote server's name, for real. (Debian's /etc/hosts maps the name to
-    127.0.1.1; containers to 127.0.0.1 or their own address: any of them works.)"""
+    """This machine's own host name, and the IPv4 address it resolves to. (Debian's /etc/hosts
+    maps the name to 127.0.1.1; containers to 127.0.0.1 or their own address.) WebKit serves
+    its insecure-context page from it (browsers.insecure_host)."""
     name = socket.gethostname()
     address = str(socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM)[0][4][0])
     assert name.lower() != "localhost" and not name.startswith("127."), name

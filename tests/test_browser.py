@@ -5,6 +5,7 @@ servers, TLS with pinning."""
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from email import message_from_bytes
 from email import policy as email_policy
@@ -165,7 +166,9 @@ def test_envelope_errors_and_wrong_calls_are_clear(page: Page, proxy: PysmtpProx
             rec = page.session(port=server.port, options={"proxy": url}, envelopes=[envelope])
             (error,) = rec["errors"]
             assert error["name"] == "SmtpEnvelopeError" and message in error["message"]
-            assert error["fatal"] is True and rec["order"] == ["error:SmtpEnvelopeError", "close:true"]
+            assert error["stage"] == "envelope" and error["code"] is None and error["enhanced"] is None
+            assert error["undefinedFields"] == [] and error["fatal"] is True
+            assert rec["order"] == ["error:SmtpEnvelopeError", "close:true"]
             assert [line for line in rec["log"] if line.startswith("C: ")][-1] == "C: QUIT"
     assert server.recorder.messages == []
     thrown = page.run(
@@ -192,6 +195,52 @@ def test_envelope_errors_and_wrong_calls_are_clear(page: Page, proxy: PysmtpProx
     assert thrown["number"] == ["SmtpUsageError", "send() takes a string, a Uint8Array or an ArrayBuffer"]
     assert thrown["closed"] is False and thrown["state"] == "closed"
     assert thrown["connectAfterClose"] == "SmtpUsageError"
+
+
+def test_a_lone_surrogate_is_our_error_in_the_page(page: Page, proxy: PysmtpProxy) -> None:
+    """JS strings may hold lone surrogates (WebDriver's JSON cannot carry them, so they are made
+    here): an address, a header and a password with one are the library's own errors, with the
+    reason; nothing of them reaches the server."""
+    with SmtpServer() as server:
+        out = page.run(
+            r"""
+            const [port, proxy] = args;
+            const api = await window.smtp;
+            const out = {};
+            try {
+              new api.SmtpClient("localhost", port, { proxy, auth: { user: "u", pass: "p\ud800" } });
+            } catch (e) { out.credentials = [e.name, e.message]; }
+            const client = new api.SmtpClient("localhost", port, { proxy });
+            out.envelope = await new Promise((resolve) => {
+              let error = null;
+              client.onidle = () => client.useEnvelope({ from: "a\udc00@example.com", to: "b@example.com" });
+              client.onerror = (e) => { error = [e.name, e.message, e.stage]; };
+              client.onclose = () => resolve(error);
+              client.connect();
+            });
+            const mailer = new api.SmtpClient("localhost", port, { proxy });
+            try {
+              const headers = { "X-A": "x\ud800" };
+              await mailer.sendMail({ from: "a@example.com", to: "b@example.com", headers });
+            } catch (e) { out.header = [e.name, e.message]; }
+            mailer.close();
+            return JSON.stringify(out);  // (well-formed: a lone surrogate comes back escaped)
+            """,
+            server.port,
+            proxy.url(server.port),
+        )
+    out = json.loads(out)
+    assert (
+        out["credentials"][0] == "SmtpUsageError"
+        and "auth.pass is not valid Unicode" in out["credentials"][1]
+    )
+    assert out["envelope"][0] == "SmtpEnvelopeError" and "not valid Unicode" in out["envelope"][1], out
+    assert out["envelope"][2] == "envelope"
+    assert (
+        out["header"][0] in ("SmtpEnvelopeError", "SmtpUsageError")
+        and "not valid Unicode" in out["header"][1]
+    )
+    assert server.recorder.messages == [] and server.recorder.commands == []
 
 
 # Configuration errors, each made into a thrown SmtpUsageError when the client is made (in-page:

@@ -129,7 +129,7 @@ def test_auth_failure_is_onerror_then_onclose_with_the_codes(page: Page, proxy: 
         )
     (error,) = rec["errors"]
     assert error["isError"] is True and error["name"] == "SmtpAuthError" and error["undefinedFields"] == []
-    assert error["code"] == 535 and error["enhanced"] == "5.7.8" and error["stage"].lower() == "auth"
+    assert error["code"] == 535 and error["enhanced"] == "5.7.8" and error["stage"] == "AUTH"
     assert error["fatal"] is True and rec["order"] == ["error:SmtpAuthError", "close:true"]
     assert settle(page) == ZERO
 
@@ -259,7 +259,9 @@ def test_an_envelope_error_is_onerror_then_onclose(page: Page, proxy: PysmtpProx
         )
     (error,) = rec["errors"]
     assert error["name"] == "SmtpEnvelopeError" and "invalid to address" in error["message"]
-    assert error["fatal"] is True and rec["order"] == ["error:SmtpEnvelopeError", "close:true"]
+    assert error["stage"] == "envelope" and error["code"] is None and error["enhanced"] is None, error
+    assert error["undefinedFields"] == [] and error["fatal"] is True
+    assert rec["order"] == ["error:SmtpEnvelopeError", "close:true"]
     assert client_lines(rec)[-1] == "C: QUIT" and server.recorder.messages == []
 
 
@@ -447,6 +449,9 @@ BAD_OPTIONS: list[dict[str, Any]] = [
     {"name": "x\r\nRCPT TO:<victim@example.org>"},
     {"ca": 42},
     {"ignoreTLS": True, "requireTLS": True},
+    {"auth": {"user": "u\r\nRSET", "pass": "p"}},
+    {"auth": {"user": "u", "pass": "p\0"}},
+    {"auth": {"user": "u", "xoauth2": "t\x01auth=x"}},
 ]
 
 
@@ -550,5 +555,9 @@ def test_the_main_thread_has_no_long_task_from_navigation_to_ondone(page: Page, 
         page.goto(f"{page.base_url}/minimal.html?worker")
     in_page, worker = found["0"], found["1"]
     assert in_page["ok"] is True and worker["ok"] is True, found
-    assert in_page["longest"] > 100, found  # Python's boot, on the page's main thread
-    assert worker["longest"] <= 100 and worker["tbt"] <= 50, worker
+    # No thresholds in milliseconds here (a loaded machine stretches every task; the figures are
+    # bench/'s): in-page, Python's boot is a long task on the page's main thread (the test can
+    # fail); in worker mode the main thread's longest task is shorter than that boot, and it
+    # blocks less in all.
+    assert in_page["longest"] > 0, found
+    assert worker["longest"] < in_page["longest"] and worker["tbt"] < in_page["tbt"], found

@@ -35,12 +35,12 @@ def missing(*programs: str) -> str | None:
 
 
 def skip_unless_installed(server: type[_Daemon]) -> None:
-    """Skip the test, saying why, when ``server`` cannot be had at all."""
+    """Skip the test, saying why, when ``server`` cannot be had at all (under CI=true: fail)."""
     reason = server.require()
     if reason:
-        import pytest
+        from ..servers import skip_missing
 
-        pytest.skip(f"{server.NAME}: {reason}")
+        skip_missing(f"{server.NAME}: {reason}")
 
 
 def _private_dir(prefix: str) -> Path:
