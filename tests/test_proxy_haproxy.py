@@ -24,6 +24,7 @@ def _haproxy_installed() -> None:
     if HAProxy.binary() is None:
         skip_missing("haproxy: not installed (./build.sh test installs it)")
 
+
 MANY_AT_ONCE = r"""
 const [port, proxy, count] = args;
 const sessions = [];
