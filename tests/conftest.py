@@ -125,10 +125,14 @@ window.session = async (spec, rec = {}) => {
 class Page:
     """A browser tab on dist/minimal.html with PySmtp loaded, in ``engine`` (tests/browsers.py)."""
 
-    def __init__(self, driver: Any, base_url: str, engine: str = "chromium") -> None:
+    def __init__(
+        self, driver: Any, base_url: str, engine: str = "chromium", start: str = "minimal.html"
+    ) -> None:
         self.driver = driver
         self.base_url = base_url
         self.engine = engine
+        self.start = start  # minimal.html, or minimal.html?worker in worker mode
+        self.mode = "worker" if start.endswith("?worker") else "page"
 
     def run(self, body: str, *args: Any) -> Any:
         """Run an async JS function body (``args`` as ``args[0]``...) and return its JSON result."""
@@ -143,6 +147,10 @@ class Page:
         if not result["ok"]:
             raise AssertionError("JavaScript failed: " + result["error"])
         return result["value"]
+
+    def home(self) -> None:
+        """Back to this tab's own page (after a test went elsewhere)."""
+        self.goto(f"{self.base_url}/{self.start}")
 
     def goto(self, url: str) -> None:
         """Load another page (``minimal.html`` from another origin, say) with the harness."""
@@ -171,30 +179,52 @@ class Page:
         return self.run("const api = await window.smtp; return api.stats();")
 
 
+# How a page runs the engine: "page" (Pyodide in the page's own thread, dist/minimal.html) or
+# "worker" (PySmtp.load({worker: true}): Pyodide in a Worker, minimal.html?worker).
+MODES = ("page", "worker")
+
+
+@pytest.fixture(scope="module")
+def page_mode() -> str:
+    """The mode of this module's ``page``: "page". A module of worker-mode tests defines its
+    own (tests/test_browser_worker.py); a test marked ``both_modes`` runs in each mode."""
+    return "page"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "page" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_modes"):
+        metafunc.parametrize("page_mode", MODES, scope="module")
+
+
 @pytest.fixture(scope="module", params=browsers.ENGINES)
 def page(
-    request: pytest.FixtureRequest, runtime: str, web_server_main: Any, playwright_browsers: Any
+    request: pytest.FixtureRequest,
+    page_mode: str,
+    runtime: str,
+    web_server_main: Any,
+    playwright_browsers: Any,
 ) -> Iterator[Page]:
-    """One browser of each engine per test module, Chromium first; every test using ``page``
-    runs in each (``-k firefox`` picks one)."""
+    """One browser of each engine per test module (and mode), Chromium first; every test using
+    ``page`` runs in each (``-k firefox`` picks one, ``-k worker`` the worker-mode runs)."""
     if not (DIST / "pysmtp-wasm.js").exists():
         pytest.fail("dist/ is not built: run ./build.sh test (it builds before testing)")
     engine: str = request.param
     if reason := browsers.missing(engine):
         skip_missing(f"{engine}: {reason}")
+    start = "minimal.html?worker" if page_mode == "worker" else "minimal.html"
     if engine == "chromium":
         with selenium_common(
             request, runtime, web_server_main, load_pyodide=False, browsers=playwright_browsers
         ) as sel:
             sel.driver.set_script_timeout(300)
-            tab = Page(sel.driver, sel.base_url, engine)
-            tab.goto(f"{sel.base_url}/minimal.html")
+            tab = Page(sel.driver, sel.base_url, engine, start)
+            tab.home()
             yield tab
         return
     host, port, _ = web_server_main
     with browsers.driver(engine) as driver:
-        tab = Page(driver, f"http://{host}:{port}", engine)
-        tab.goto(f"{tab.base_url}/minimal.html")
+        tab = Page(driver, f"http://{host}:{port}", engine, start)
+        tab.home()
         yield tab
 
 

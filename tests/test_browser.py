@@ -45,6 +45,7 @@ def client_lines(rec: dict) -> list[str]:
 # -- plain ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.both_modes
 def test_plain_message_with_a_proxy_function_and_partial_rejection(page: Page, proxy: PysmtpProxy) -> None:
     with SmtpServer(Recorder(reject={"bad@example.com"}, pipelining=True)) as server:
         proxy.url(server.port)
@@ -63,6 +64,7 @@ def test_plain_message_with_a_proxy_function_and_partial_rejection(page: Page, p
     }
     (message,) = server.recorder.messages
     assert message.rcpt_tos == ["good@example.com"] and message.content == b"Subject: hi\r\n\r\nhello\r\n"
+    assert any(line.startswith("S: 220 ") for line in rec["log"])  # onlog crosses too
 
 
 def test_auth_plain_login_xoauth2_cram_md5(page: Page, proxy: PysmtpProxy) -> None:
@@ -91,6 +93,7 @@ def test_auth_plain_login_xoauth2_cram_md5(page: Page, proxy: PysmtpProxy) -> No
     assert [m.login for m in recorder.messages] == [USER] * 4
 
 
+@pytest.mark.both_modes
 def test_auth_failure_reaches_js_as_an_error_with_codes(page: Page, proxy: PysmtpProxy) -> None:
     with SmtpServer(Recorder(users={USER: PASSWORD})) as server:
         rec = page.session(
@@ -103,9 +106,9 @@ def test_auth_failure_reaches_js_as_an_error_with_codes(page: Page, proxy: Pysmt
             },
         )
     (error,) = rec["errors"]
-    assert error["isError"] is True and error["name"] == "SmtpAuthError"
+    assert error["isError"] is True and error["name"] == "SmtpAuthError" and error["undefinedFields"] == []
     assert error["code"] == 535 and error["enhanced"] == "5.7.8" and error["stage"] == "AUTH"
-    assert error["fatal"] is True and rec["closed"] is True
+    assert error["fatal"] is True and rec["order"] == ["error:SmtpAuthError", "close:true"]
 
 
 def test_lmtp_per_recipient_results(page: Page, proxy: PysmtpProxy) -> None:
@@ -286,6 +289,7 @@ def check_configuration_errors(out: dict[str, Any]) -> None:
     assert not any("PySmtpSocket" in row[1] for row in out.values()), out  # no internal class named
 
 
+@pytest.mark.both_modes
 def test_configuration_errors_throw_at_construction_in_words_a_user_knows(page: Page) -> None:
     check_configuration_errors(page.run(CONFIGURATION_ERRORS))
 
@@ -299,6 +303,7 @@ def implicit_tls(proxy: PysmtpProxy, port: int, cert: Certificate) -> dict[str, 
     return {"proxy": proxy.url(port), "useSecureTransport": True, "ca": cert.cert_pem, "tlsEngine": "forge"}
 
 
+@pytest.mark.both_modes
 def test_implicit_tls_with_the_certificate_pinned(
     page: Page, proxy: PysmtpProxy, rsa_cert: Certificate
 ) -> None:
@@ -310,8 +315,11 @@ def test_implicit_tls_with_the_certificate_pinned(
         )
     assert rec["errors"] == [] and rec["done"] == [True]
     assert server.recorder.messages[0].tls is True
+    connected = [line for line in rec["log"] if line.startswith("*: connected with ")]
+    assert len(connected) == 1 and "TLS 1.1" in connected[0] and "(forge)" in connected[0], rec["log"]
 
 
+@pytest.mark.both_modes
 def test_starttls_with_the_certificate_pinned_then_auth(
     page: Page, proxy: PysmtpProxy, rsa_cert: Certificate
 ) -> None:

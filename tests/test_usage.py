@@ -76,12 +76,12 @@ def test_every_state_is_in_the_table() -> None:
 
 
 def test_the_option_grammar_names_every_option_the_engine_takes() -> None:
-    from pysmtp_wasm._options import _KEYS, parse_options
+    from pysmtp_wasm._options import BY_KEY, parse_options
     from pysmtp_wasm._usage import option_grammar
 
     keys = frozenset({"proxy", "tlsEngine"})
     grammar = option_grammar(keys)
-    assert set(grammar["kinds"]) == {*_KEYS, "auth", *keys}
+    assert set(grammar["kinds"]) == {*BY_KEY, "auth", *keys}
     # Each kind is what the engine does with a value: a good one passes, the grammar's message
     # is the engine's for a bad one.
     good = {"boolean": True, "milliseconds": 5, "name": "client.example", "ca": "PEM", "proxy": "ws://x/"}
