@@ -8,7 +8,6 @@ transcript). The client owns the timers; the transport owns the bytes.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 import time
@@ -19,12 +18,11 @@ from ._boundary import DEFAULT_PORT, DEFAULT_PORT_IMPLICIT_TLS
 from ._engine import SmtpEngine
 from ._events import Done, Event, Failed, Finished, Idle, Log, Ready, RecipientResult, StartTls
 from ._options import check_host, check_port, parse_options
+from ._send_message import Operation, send_message
 from ._state import BEFORE_CONNECT, CONNECT_AFTER_CLOSE, CONNECT_AGAIN, State
 from ._transport import TimerHandle, Transport, TransportFactory
 from .errors import (
-    SmtpConnectionError,
     SmtpError,
-    SmtpReplyError,
     SmtpTimeoutError,
     SmtpUsageError,
 )
@@ -53,52 +51,6 @@ def _default_transport() -> tuple[TransportFactory, frozenset[str]]:
     from ._asyncio import AsyncioTransport
 
     return AsyncioTransport, frozenset()
-
-
-class _Operation:
-    """A high-level send in progress: it waits for one event at a time."""
-
-    def __init__(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._expect: str | None = None
-        self._future: asyncio.Future[Any] | None = None
-        self.error: SmtpError | None = None
-        self._closed: asyncio.Future[None] = self._loop.create_future()
-        self._awaiting_close = False
-
-    async def until_closed(self) -> None:
-        """Wait for the transport to report the connection closed (``onclose`` was called)."""
-        self._awaiting_close = True
-        try:
-            await self._closed
-        finally:
-            self._awaiting_close = False
-
-    def connection_closed(self) -> None:
-        """The connection closed: an error for a step under way, unless that close was awaited."""
-        if not self._awaiting_close:
-            self.fail(SmtpConnectionError("the connection closed", stage="closed"))
-        if not self._closed.done():
-            self._closed.set_result(None)
-
-    def arm(self, what: str) -> asyncio.Future[Any]:
-        """Expect ``what`` next ("idle", "ready", "drain", "done"); await the future after acting."""
-        self._expect = what
-        self._future = self._loop.create_future()
-        if self.error is not None:
-            self._future.set_exception(self.error)
-        return self._future
-
-    def deliver(self, what: str, value: Any = None) -> None:
-        if self._expect == what and self._future is not None and not self._future.done():
-            self._expect = None
-            self._future.set_result(value)
-
-    def fail(self, error: SmtpError) -> None:
-        if self.error is None:
-            self.error = error
-        if self._future is not None and not self._future.done():
-            self._future.set_exception(error)
 
 
 class SmtpClient:
@@ -150,7 +102,7 @@ class SmtpClient:
         self._writable = True
         self._error: SmtpError | None = None
         self._closed = False
-        self._operation: _Operation | None = None
+        self._operation: Operation | None = None  # a send_message under way
         self.lastResults: list[RecipientResult] = []
         self.onidle: Callable[[], Any] = _noop
         self.onready: Callable[[list[str]], Any] = _noop
@@ -301,77 +253,7 @@ class SmtpClient:
         raised after ``onclose(true)``. When the connection is closed (after an error,
         ``quit()`` or ``close()``), the next call opens a new one by itself.
         """
-        from ._message import CHUNK_SIZE, SendResult, prepare
-
-        if self._operation is not None:
-            raise SmtpUsageError("send_message() is already running on this client")
-        prepared = prepare(msg, sender, recipients)
-        operation = self._operation = _Operation()
-        try:
-            await self._until_idle(operation)
-            engine = self._engine
-            assert engine is not None
-            ready = operation.arm("ready")
-            envelope: dict[str, Any] = {"from": prepared.sender, "to": prepared.recipients}
-            if dsn is not None:
-                envelope["dsn"] = dsn
-            self._after(engine.use_envelope(envelope))
-            await ready
-            data, total = prepared.data, len(prepared.data)
-            for offset in range(0, total, CHUNK_SIZE):
-                drained = operation.arm("drain")
-                if not self.send(data[offset : offset + CHUNK_SIZE]):
-                    await drained
-                if progress is not None:
-                    progress(min(offset + CHUNK_SIZE, total), total)
-            done = operation.arm("done")
-            self.end()
-            success = await done
-        except SmtpError:
-            if self._engine is not None and self._engine.state in (State.CLOSED, State.QUIT):
-                # The session ends with this error: raise once onclose(true) has been called, so
-                # that the next call finds the client closed and connects anew.
-                if not self._closed:
-                    await operation.until_closed()
-            raise
-        finally:
-            self._operation = None
-        results = self.lastResults
-        if not success:
-            refused = next((r for r in results if not r.accepted), None)
-            raise SmtpReplyError(
-                "the server refused the message" + (f": {refused.code} {refused.message}" if refused else ""),
-                code=refused.code if refused else None,
-                enhanced=refused.enhanced if refused else None,
-                stage="DATA",
-            )
-        return SendResult(
-            accepted=[r.recipient for r in results if r.accepted],
-            rejected=[r.recipient for r in results if not r.accepted],
-            results=results,
-            message_id=prepared.message_id,
-            size=total,
-        )
-
-    async def _until_idle(self, operation: _Operation) -> None:
-        engine = self._engine
-        if self._closed or (engine is not None and engine.state in (State.CLOSED, State.QUIT)):
-            # A connection that ended (or is ending): wait for its onclose, then a new one.
-            if not self._closed:
-                await operation.until_closed()
-            self._forget_connection()
-            engine = None
-        if engine is None:
-            idle = operation.arm("idle")
-            self.connect()
-            await idle
-            return
-        state = engine.state
-        if state is State.IDLE:
-            return
-        if state in (State.ENVELOPE, State.DATA, State.DATA_END):
-            raise SmtpUsageError(f"a message is already in flight on this client (state: {state.value})")
-        await operation.arm("idle")  # the session is still being set up
+        return await send_message(self, msg, sender=sender, recipients=recipients, progress=progress, dsn=dsn)
 
     def _forget_connection(self) -> None:
         """Back to "new" after a closed connection, so that ``send_message`` can connect again."""
