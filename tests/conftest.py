@@ -131,7 +131,7 @@ class Page:
         self.driver = driver
         self.base_url = base_url
         self.engine = engine
-        self.start = start  # minimal.html, or minimal.html?worker in worker mode
+        self.first_page = start  # minimal.html, or minimal.html?worker in worker mode
         self.mode = "worker" if start.endswith("?worker") else "page"
 
     def run(self, body: str, *args: Any) -> Any:
@@ -150,7 +150,7 @@ class Page:
 
     def home(self) -> None:
         """Back to this tab's own page (after a test went elsewhere)."""
-        self.goto(f"{self.base_url}/{self.start}")
+        self.goto(f"{self.base_url}/{self.first_page}")
 
     def goto(self, url: str) -> None:
         """Load another page (``minimal.html`` from another origin, say) with the harness."""
@@ -184,16 +184,17 @@ class Page:
 MODES = ("page", "worker")
 
 
-@pytest.fixture(scope="module")
-def page_mode() -> str:
-    """The mode of this module's ``page``: "page". A module of worker-mode tests defines its
-    own (tests/test_browser_worker.py); a test marked ``both_modes`` runs in each mode."""
-    return "page"
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "page" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_modes"):
-        metafunc.parametrize("page_mode", MODES, scope="module")
+    """Every test using ``page`` gets its mode as a parameter (so that a page is made anew when
+    the mode changes): its module's ``PAGE_MODE`` ("page" when it has none), or each mode for a
+    test marked ``both_modes``."""
+    if "page" not in metafunc.fixturenames:
+        return
+    if metafunc.definition.get_closest_marker("both_modes"):
+        modes: tuple[str, ...] = MODES
+    else:
+        modes = (getattr(metafunc.module, "PAGE_MODE", "page"),)
+    metafunc.parametrize("page_mode", modes, scope="module")
 
 
 @pytest.fixture(scope="module", params=browsers.ENGINES)

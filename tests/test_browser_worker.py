@@ -25,12 +25,9 @@ from .test_browser import (
 )
 from .test_browser_hostile import websocket_that_closes
 
-
-@pytest.fixture(scope="module")
-def page_mode() -> str:
-    """Every test here runs on minimal.html?worker: PySmtp.load({worker: true}), in each engine
-    (tests/conftest.py's ``page``)."""
-    return "worker"
+# Every test here runs on minimal.html?worker: PySmtp.load({worker: true}), in each engine
+# (tests/conftest.py's ``page``).
+PAGE_MODE = "worker"
 
 
 def settle(page: Page) -> dict[str, int]:
