@@ -128,6 +128,9 @@ def test_sigterm_lets_the_message_in_flight_finish_and_new_sessions_go_to_the_ot
          "envelopes": [{"from": "a@example.com", "to": "new@example.com"}]},
     )  # fmt: skip
     assert rec["errors"] == [] and rec["done"] == [True]
+    deadline = time.monotonic() + 10  # its log line is written as the session ends: wait for it
+    while len(stack.proxies[other].sessions()) < before + 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert len(stack.proxies[other].sessions()) == before + 1
     finished = page.finish()
     assert finished["errors"] == [] and finished["done"] == [True] and finished["closed"] is False
