@@ -53,7 +53,8 @@ export function bootRemote(base, options, onterminate = noop) {
     const port = target.port ?? defaultPort(!!target.useSecureTransport);
     return { ...target, host, port, proxy: proxyFor(target.proxy ?? proxy, host, port) };
   });
-  const loadOptions = { ...rest, baseURL: base, preconnect: targets, proxy: typeof proxy === "function" ? undefined : proxy };
+  // (The page makes the snapshot cache's image, not the Worker: loader.js.)
+  const loadOptions = { ...rest, snapshotCacheImage: false, baseURL: base, preconnect: targets, proxy: typeof proxy === "function" ? undefined : proxy };
   // The calls of one task go to the Worker in one message (send() and end(), say), with
   // every chunk among them transferred: each message costs a wake-up of the Worker.
   const queue = outbox((message, transfer) => worker.postMessage(message, transfer));
@@ -355,6 +356,7 @@ export function bootRemote(base, options, onterminate = noop) {
         grammar = data.options;
         resolve({
           SmtpClient: RemoteClient,
+          bootKind: data.bootKind ?? null,
           pyodide: null,
           worker,
           stats: () =>
