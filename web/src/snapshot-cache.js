@@ -289,7 +289,8 @@ export function scheduleImage(base, firstIdle) {
           };
           worker.postMessage({ indexURL: new URL("pyodide/", base).href, wheelURL: new URL(PYSMTP_BUILD.wheel, base).href, key: cacheKey() });
         }),
-    );
+    )
+    .catch((error) => ({ stored: false, error: String(error?.message ?? error), totalMs: 0 }));
 }
 
 /**
