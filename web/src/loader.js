@@ -112,6 +112,7 @@ async function boot(base, options) {
     // The snapshot cache (snapshot-cache.js): the image this browser made on an earlier visit.
     const key = options.snapshotCache === false ? null : cacheKey();
     const cached = key && (await readImage(key));
+    if (key) performance.mark("pysmtp-wasm:snapshot-cache-read");
     if (cached) {
       await script;
       try {

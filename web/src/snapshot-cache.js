@@ -16,8 +16,9 @@
 
 const DB_NAME = "pysmtp-wasm-snapshot-cache";
 const STORE = "images";
-/** How long storage may take to answer before the loader boots without it (ms). */
-const STORAGE_WAIT_MS = 4000;
+/** How long storage may take to open, and to read or write, before the loader does without it (ms). */
+const OPEN_WAIT_MS = 1000;
+const STORAGE_WAIT_MS = 3000;
 /** With no client reaching onidle, the image is made this long after the boot anyway (ms). */
 const NO_CLIENT_MS = 10000;
 const noop = () => {};
@@ -69,7 +70,7 @@ function openCache() {
     request.onblocked = () => reject(new Error("blocked"));
   });
   opened.catch(() => {});
-  const answer = within(opened, STORAGE_WAIT_MS, null);
+  const answer = within(opened, OPEN_WAIT_MS, null);
   // Answered too late: close it.
   answer.then((db) => {
     if (!db) opened.then((late) => late.close(), noop);
@@ -118,6 +119,13 @@ export async function readImage(key) {
   const t0 = performance.now();
   try {
     if (!cacheAvailable()) return null;
+    // No database yet (a first visit): do not create one now, on the boot's path (creating it
+    // costs a file sync in some engines); the image's Worker creates it later.
+    const listed = globalThis.indexedDB.databases?.();
+    if (listed) {
+      const names = await within(listed.then((all) => all.map((db) => db.name)), OPEN_WAIT_MS, null);
+      if (names && !names.includes(DB_NAME)) return null;
+    }
     const db = await openCache();
     if (!db) return null;
     let record;
