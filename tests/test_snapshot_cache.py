@@ -89,7 +89,7 @@ const done = arguments[arguments.length - 1];
 (PySmtp.snapshotCacheJob || Promise.resolve(null)).then(done, (e) => done({ error: String(e) }));
 """
 
-# The stored entries: [key, bytes, has a digest]
+# The stored images: [key, bytes, has a digest, the sizes of its parts add up]
 ENTRIES = """
 const done = arguments[arguments.length - 1];
 const open = indexedDB.open("pysmtp-wasm-snapshot-cache", 1);
@@ -98,47 +98,58 @@ open.onerror = () => done({ error: String(open.error) });
 open.onsuccess = () => {
   const db = open.result;
   const out = [];
+  const sizes = {};
   const cursor = db.transaction("images").objectStore("images").openCursor();
   cursor.onsuccess = () => {
     const c = cursor.result;
-    if (!c) { db.close(); done(out); return; }
-    out.push([c.key, c.value.image.byteLength, !!c.value.digest]);
+    if (!c) {
+      db.close();
+      done(out.map(([key, bytes, digest]) => [key, bytes, digest, sizes[key] === bytes]));
+      return;
+    }
+    if (Array.isArray(c.key)) sizes[c.key[0]] = (sizes[c.key[0]] || 0) + c.value.byteLength;
+    else out.push([c.key, c.value.bytes, !!c.value.digest]);
     c.continue();
   };
 };
 """
 
-# Damage the one stored entry: "garbage" (same size, other bytes: the digest no longer matches),
-# "truncated" (half of it, the record unchanged), "unrestorable" (other bytes, and a record that
-# says so: size and digest agree, so only Pyodide's restore can refuse it).
+# Damage the one stored image: "garbage" (its parts' bytes replaced: the digest no longer
+# matches), "truncated" (its last part shortened, the record unchanged), "unrestorable" (other
+# bytes, and a record that agrees: size and digest match, so only Pyodide's restore can refuse it).
 DAMAGE = """
 const [how, done] = arguments;
 const open = indexedDB.open("pysmtp-wasm-snapshot-cache", 1);
 open.onerror = () => done({ error: String(open.error) });
 open.onsuccess = async () => {
   const db = open.result;
-  const key = await new Promise((resolve) => {
-    const r = db.transaction("images").objectStore("images").getAllKeys();
-    r.onsuccess = () => resolve(r.result[0]);
-  });
-  const record = await new Promise((resolve) => {
-    const r = db.transaction("images").objectStore("images").get(key);
-    r.onsuccess = () => resolve(r.result);
-  });
-  let image = record.image;
-  if (how === "truncated") image = image.slice(0, image.byteLength >> 1);
-  else {
-    const bytes = new Uint8Array(image.byteLength);
-    for (let i = 0; i < bytes.length; i += 65536) crypto.getRandomValues(bytes.subarray(i, i + 65536));
-    image = bytes.buffer;
-  }
-  const changed = { ...record, image };
-  if (how === "unrestorable") {
-    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", image));
-    changed.digest = Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+  const ask = (request) => new Promise((resolve) => (request.onsuccess = () => resolve(request.result)));
+  const keys = await ask(db.transaction("images").objectStore("images").getAllKeys());
+  const key = keys.find((k) => typeof k === "string");
+  const parts = keys.filter((k) => Array.isArray(k));
+  const record = await ask(db.transaction("images").objectStore("images").get(key));
+  const last = await ask(db.transaction("images").objectStore("images").get(parts[parts.length - 1]));
+  let whole = null;
+  if (how !== "truncated") {
+    whole = new Uint8Array(record.bytes);
+    for (let i = 0; i < whole.length; i += 65536) crypto.getRandomValues(whole.subarray(i, i + 65536));
+    if (how === "unrestorable") {
+      const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", whole));
+      record.digest = Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+    }
   }
   const tx = db.transaction("images", "readwrite");
-  tx.objectStore("images").put(changed, key);
+  const store = tx.objectStore("images");
+  if (how === "truncated") store.put(last.slice(0, last.byteLength >> 1), parts[parts.length - 1]);
+  else {
+    let offset = 0;
+    for (const part of parts) {
+      const size = part === parts[parts.length - 1] ? whole.length - offset : 2 * 1024 * 1024;
+      store.put(whole.slice(offset, offset + size).buffer, part);
+      offset += size;
+    }
+    store.put(record, key);
+  }
   tx.oncomplete = () => { db.close(); done({ key }); };
   tx.onerror = () => done({ error: String(tx.error) });
 };
@@ -268,7 +279,7 @@ def test_first_visit_stores_and_the_return_visit_restores(
     report = fresh_then_stored(browser, url, proxy)
     assert report["bytes"] > 10_000_000, report
     stored = entries(browser)
-    assert len(stored) == 1 and stored[0][1] == report["bytes"], stored
+    assert len(stored) == 1 and stored[0][1] == report["bytes"] and stored[0][3] is True, stored
     assert (
         stored[0][0].startswith("pyodide ")
         and browser.execute_script("return navigator.userAgent") in stored[0][0]
@@ -339,7 +350,7 @@ def test_a_damaged_image_falls_back_and_is_replaced(
     # the ordinary boot, the bad entry deleted, then a good one made
     report = fresh_then_stored(browser, url, proxy)
     stored = entries(browser)
-    assert len(stored) == 1 and stored[0][1] == report["bytes"]
+    assert len(stored) == 1 and stored[0][1] == report["bytes"] and stored[0][3] is True
     restored(browser, url, proxy)
 
 
@@ -349,7 +360,7 @@ def test_a_new_version_does_not_use_the_old_image_and_removes_it(
     v1, v2 = f"{site}/v1/cache.html", f"{site}/v2/cache.html"
     if not entries(browser):
         fresh_then_stored(browser, v1, proxy)
-    (old_key, _, _), *_ = entries(browser)
+    (old_key, *_), *_ = entries(browser)
     fresh_then_stored(browser, v2, proxy)
     stored = entries(browser)
     assert len(stored) == 1 and stored[0][0] != old_key, stored

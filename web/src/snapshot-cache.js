@@ -5,7 +5,7 @@
 // (dist/pysmtp-wasm-snapshot-worker.js, web/src/entries/snapshot-worker.js) boots a Pyodide of
 // its own with `_makeSnapshot`, unpacks the wheel and imports what web/make_snapshot.py imports,
 // makes the memory snapshot and stores it in the origin's IndexedDB, as an ArrayBuffer (WebKit
-// refuses a Blob there from a Worker), under a key naming everything the image depends on:
+// refuses a Blob there from a Worker) in parts of 2 MiB, under a key naming everything the image depends on:
 // Pyodide's version, the wheel's and the loader's hashes (build options: web/build.mjs) and the
 // engine's user agent. The next visit's loader (in the page, or in the Worker of worker mode)
 // reads the entry and boots from it.
@@ -22,6 +22,8 @@ const STORAGE_WAIT_MS = 3000;
 /** With no client reaching onidle, the image is made this long after the boot anyway (ms). */
 const NO_CLIENT_MS = 10000;
 const noop = () => {};
+/** The image is stored in parts of this size. */
+const PART_BYTES = 2 * 1024 * 1024;
 
 /** What web/make_snapshot.py imports (keep the two lists the same). */
 export const MODULES =
@@ -91,10 +93,10 @@ function inTransaction(db, mode, work) {
 }
 
 /** SHA-256 of the image, hex, or null where WebCrypto is not offered (not a secure context). */
-async function digestOf(/** @type {ArrayBuffer} */ buffer) {
+async function digestOf(/** @type {ArrayBuffer | Uint8Array} */ buffer) {
   const subtle = globalThis.crypto?.subtle;
   if (!subtle) return null;
-  const bytes = new Uint8Array(await subtle.digest("SHA-256", buffer));
+  const bytes = new Uint8Array(await subtle.digest("SHA-256", /** @type {any} */ (buffer)));
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
@@ -128,26 +130,39 @@ export async function readImage(key) {
     }
     const db = await openCache();
     if (!db) return null;
-    let record;
+    /** @type {[any, any[]] | undefined} */
+    let found;
     try {
-      record = await within(inTransaction(db, "readonly", (store) => settle(store.get(key))), STORAGE_WAIT_MS, undefined);
+      const read = inTransaction(db, "readonly", (store) =>
+        Promise.all([settle(store.get(key)), settle(store.getAll(IDBKeyRange.bound([key, 0], [key, Infinity])))]),
+      );
+      found = await within(read, STORAGE_WAIT_MS, undefined);
     } finally {
       db.close();
     }
-    if (record === undefined) return null;
-    const image = record && record.image;
-    if (!(image instanceof ArrayBuffer) || image.byteLength !== record.bytes || image.byteLength < 1024) {
+    if (found === undefined || found[0] === undefined) return null;
+    const [record, parts] = found;
+    const bytes = record && record.bytes;
+    const sizes = parts.map((part) => (part instanceof ArrayBuffer ? part.byteLength : -1));
+    const total = sizes.reduce((sum, size) => (size < 0 ? NaN : sum + size), 0);
+    if (!Number.isInteger(bytes) || bytes < 1024 || parts.length !== record.parts || total !== bytes) {
       await dropImage(key);
       return null;
+    }
+    const image = new Uint8Array(bytes);
+    let offset = 0;
+    for (const part of parts) {
+      image.set(new Uint8Array(part), offset);
+      offset += part.byteLength;
     }
     const checked = record.digest
       ? digestOf(image).then((digest) => {
           if (digest && digest !== record.digest) throw new Error("pysmtp-wasm: the cached snapshot's digest does not match");
-          return new Uint8Array(image);
+          return image;
         })
-      : Promise.resolve(new Uint8Array(image));
+      : Promise.resolve(image);
     checked.catch(() => dropImage(key));
-    return { image: checked, bytes: image.byteLength, readMs: performance.now() - t0 };
+    return { image: checked, bytes, readMs: performance.now() - t0 };
   } catch {
     return null;
   }
@@ -159,7 +174,10 @@ export async function dropImage(key) {
     const db = await openCache();
     if (!db) return;
     try {
-      await inTransaction(db, "readwrite", (store) => settle(store.delete(key)));
+      await inTransaction(db, "readwrite", (store) => {
+        store.delete(key);
+        return settle(store.delete(IDBKeyRange.bound([key, 0], [key, Infinity])));
+      });
     } finally {
       db.close();
     }
@@ -188,10 +206,14 @@ async function storeImage(key, buffer) {
   const db = await openCache();
   if (!db) return { stored: false, error: "storage refused or unavailable" };
   try {
+    // In parts of PART_BYTES (one put of 31 MB costs some engines a long task on the page's main
+    // thread: bench/README.md), under [key, 0], [key, 1], ...; the record under key says how many.
+    const parts = Math.ceil(buffer.byteLength / PART_BYTES);
     await inTransaction(db, "readwrite", async (store) => {
       const keys = await settle(store.getAllKeys());
-      for (const old of keys) if (old !== key) store.delete(old);
-      return settle(store.put({ image: buffer, bytes: buffer.byteLength, digest, made: Date.now() }, key));
+      for (const old of keys) if ((Array.isArray(old) ? old[0] : old) !== key) store.delete(old);
+      for (let i = 0; i < parts; i++) store.put(buffer.slice(i * PART_BYTES, (i + 1) * PART_BYTES), [key, i]);
+      return settle(store.put({ bytes: buffer.byteLength, parts, digest, made: Date.now() }, key));
     });
     return { stored: true };
   } finally {
