@@ -38,8 +38,9 @@ os.environ.setdefault("SE_CHROMEDRIVER", "/usr/bin/chromedriver")
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 
+from tests.certs import self_signed  # noqa: E402
 from tests.servers import CHROME_FLAGS as TEST_CHROME_FLAGS  # noqa: E402
-from tests.servers import Websockify, make_rsa_certificate, permissive_client_context  # noqa: E402
+from tests.servers import Websockify, permissive_client_context  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 MB = 1e6
@@ -448,7 +449,7 @@ def main() -> int:
     wheel = sorted((ROOT / "dist").glob("pysmtp_wasm-*.whl"))[-1]
 
     tmp = Path(tempfile.mkdtemp(prefix="pysmtp-bench-"))
-    cert = make_rsa_certificate(tmp / "certs")
+    cert = self_signed(tmp / "certs")
     sink = subprocess.Popen(
         [sys.executable, str(ROOT / "bench" / "sink.py"), str(cert.cert_path), str(cert.key_path)],
         stdout=subprocess.PIPE,

@@ -8,6 +8,7 @@ host name is checked either way, and TLS 1.2 is the minimum (Python's defaults).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import ssl
 from typing import Any
 
@@ -92,6 +93,23 @@ class AsyncioTransport(LoopTransport, asyncio.Protocol):
         # Read nothing more in plaintext: what follows "220 ready" belongs to the handshake.
         self._transport.pause_reading()
         self._task = self._loop.create_task(self._start_tls())
+
+    def stays_local(self) -> bool:
+        """Whether the peer this connection reached is a loopback address (127.0.0.0/8, ::1,
+        or ::ffff:127.x): the address connected to, from the socket, not the host as written
+        (a name can resolve anywhere; "localhost" too, with a hostile resolver)."""
+        if self._transport is None:
+            return False
+        peer = self._transport.get_extra_info("peername")
+        if not peer:
+            return False
+        try:
+            address = ipaddress.ip_address(str(peer[0]).partition("%")[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return address.is_loopback
 
     def close(self) -> None:
         if self._task is not None and not self._task.done():

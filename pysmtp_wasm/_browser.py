@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import js  # type: ignore[import-not-found]
 from pyodide.ffi import JsException, create_proxy, to_js  # type: ignore[import-not-found]
 
+from ._boundary import js_name
 from ._transport import LoopTransport, TransportOwner
 from .errors import SmtpConnectionError, SmtpError, SmtpTlsError, SmtpUsageError
 
@@ -54,7 +55,7 @@ def _js_error(event: Any) -> SmtpError:
     if name == "TLSError":
         return SmtpTlsError(message, stage="tls")
     result = SmtpConnectionError(message, stage="connect")
-    reason = getattr(error, "proxyReason", None)
+    reason = getattr(error, js_name("proxy_reason"), None)
     if reason is not None:
         result.proxy_reason = str(reason)  # type: ignore[attr-defined]
     return result
@@ -149,7 +150,7 @@ class BrowserTransport(LoopTransport):
         if problem:
             raise SmtpUsageError(str(problem))
 
-    def stays_local(self, host: str) -> bool:
+    def stays_local(self) -> bool:
         """Never, in the page: where the bytes go is the proxy's choice (its target, or the one
         its token names), not the host the page gives, and the page cannot see it. Cleartext
         AUTH there takes ``allowInsecureAuth: true``."""

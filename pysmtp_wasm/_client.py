@@ -8,22 +8,21 @@ transcript). The client owns the timers; the transport owns the bytes.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._boundary import DEFAULT_PORT, DEFAULT_PORT_IMPLICIT_TLS
 from ._engine import SmtpEngine
 from ._events import Done, Event, Failed, Finished, Idle, Log, Ready, RecipientResult, StartTls
-from ._options import parse_options
-from ._state import BEFORE_CONNECT, CONNECT_AGAIN, State
+from ._options import check_host, check_port, parse_options
+from ._send_message import Operation, send_message
+from ._state import BEFORE_CONNECT, CONNECT_AFTER_CLOSE, CONNECT_AGAIN, State
 from ._transport import TimerHandle, Transport, TransportFactory
 from .errors import (
-    SmtpConnectionError,
     SmtpError,
-    SmtpReplyError,
     SmtpTimeoutError,
     SmtpUsageError,
 )
@@ -34,6 +33,10 @@ if TYPE_CHECKING:
     from ._message import SendResult
 
 logger = logging.getLogger("pysmtp_wasm")
+
+# The clock of the timeouts (the transports' timers run on the same: asyncio's loop.time() is
+# time.monotonic()); a name of this module so that tests/test_timers.py can drive a fake one.
+monotonic = time.monotonic
 
 
 def _noop(*args: Any) -> None:
@@ -50,52 +53,6 @@ def _default_transport() -> tuple[TransportFactory, frozenset[str]]:
     return AsyncioTransport, frozenset()
 
 
-class _Operation:
-    """A high-level send in progress: it waits for one event at a time."""
-
-    def __init__(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._expect: str | None = None
-        self._future: asyncio.Future[Any] | None = None
-        self.error: SmtpError | None = None
-        self._closed: asyncio.Future[None] = self._loop.create_future()
-        self._awaiting_close = False
-
-    async def until_closed(self) -> None:
-        """Wait for the transport to report the connection closed (``onclose`` was called)."""
-        self._awaiting_close = True
-        try:
-            await self._closed
-        finally:
-            self._awaiting_close = False
-
-    def connection_closed(self) -> None:
-        """The connection closed: an error for a step under way, unless that close was awaited."""
-        if not self._awaiting_close:
-            self.fail(SmtpConnectionError("the connection closed", stage="closed"))
-        if not self._closed.done():
-            self._closed.set_result(None)
-
-    def arm(self, what: str) -> asyncio.Future[Any]:
-        """Expect ``what`` next ("idle", "ready", "drain", "done"); await the future after acting."""
-        self._expect = what
-        self._future = self._loop.create_future()
-        if self.error is not None:
-            self._future.set_exception(self.error)
-        return self._future
-
-    def deliver(self, what: str, value: Any = None) -> None:
-        if self._expect == what and self._future is not None and not self._future.done():
-            self._expect = None
-            self._future.set_result(value)
-
-    def fail(self, error: SmtpError) -> None:
-        if self.error is None:
-            self.error = error
-        if self._future is not None and not self._future.done():
-            self._future.set_exception(error)
-
-
 class SmtpClient:
     """An SMTP (or LMTP) client connection, driven by callbacks.
 
@@ -105,7 +62,7 @@ class SmtpClient:
         options: the seed's options: ``useSecureTransport``, ``name``, ``auth`` ({user,
             pass, xoauth2}), ``authMethod``, ``ca``, ``disableEscaping``, ``disableChunking``, ``ignoreTLS``,
             ``requireTLS``, ``lmtp``; ``allowInsecureAuth`` (AUTH PLAIN, LOGIN or XOAUTH2
-            without TLS to a host that is not ``localhost`` or a loopback address: refused
+            without TLS, unless the address connected to is a loopback one: refused
             with an :class:`SmtpTlsError` unless this is true); and the timeouts in milliseconds
             ``timeoutGreeting``, ``timeoutSocketLowerBound``, ``timeoutSocketMultiplier``.
         transport: a factory taking the client and returning a transport (default: asyncio
@@ -127,8 +84,10 @@ class SmtpClient:
         else:
             transport_keys = frozenset(getattr(transport, "OPTION_NAMES", frozenset()))
         self.options = parse_options(options, transport_keys)
-        self.host = host or "localhost"
-        self.port = int(port) if port else (465 if self.options.use_secure_transport else 25)
+        # The seed's defaults for a missing (falsy) host and port; what is given is checked.
+        self.host = check_host(host or "localhost")
+        implicit = self.options.use_secure_transport
+        self.port = check_port(port) if port else (DEFAULT_PORT_IMPLICIT_TLS if implicit else DEFAULT_PORT)
         # What the transport would refuse at connect() (the browser's proxy URL, say), refused now.
         check_options = getattr(transport, "check_options", None)
         if check_options is not None:
@@ -137,13 +96,13 @@ class SmtpClient:
         self._transport: Transport | None = None
         self._engine: SmtpEngine | None = None
         self._timer: TimerHandle | None = None
-        self._deadline: float | None = None  # time.monotonic() when the current wait times out
+        self._deadline: float | None = None  # monotonic() when the current wait times out
         self._timer_due = 0.0  # when the scheduled timer fires
         self._written_since_reply = 0
         self._writable = True
         self._error: SmtpError | None = None
         self._closed = False
-        self._operation: _Operation | None = None
+        self._operation: Operation | None = None  # a send_message under way
         self.lastResults: list[RecipientResult] = []
         self.onidle: Callable[[], Any] = _noop
         self.onready: Callable[[list[str]], Any] = _noop
@@ -200,6 +159,8 @@ class SmtpClient:
         """Open the connection; ``onidle`` follows when the session is ready."""
         if self._engine is not None:
             raise SmtpUsageError(CONNECT_AGAIN)
+        if self._closed:
+            raise SmtpUsageError(CONNECT_AFTER_CLOSE)
         self._engine = SmtpEngine(self.options, host=self.host)
         self._update_transcript()
         self._transport = self._transport_factory(self)
@@ -215,7 +176,6 @@ class SmtpClient:
             ca=self.options.ca,
             options=self.options.extra,
         )
-        self._engine.stays_local = self._transport.stays_local(self.host)
         self._rearm()
 
     def useEnvelope(self, envelope: Mapping[str, Any]) -> None:  # noqa: N802 - the seed's name
@@ -293,77 +253,7 @@ class SmtpClient:
         raised after ``onclose(true)``. When the connection is closed (after an error,
         ``quit()`` or ``close()``), the next call opens a new one by itself.
         """
-        from ._message import CHUNK_SIZE, SendResult, prepare
-
-        if self._operation is not None:
-            raise SmtpUsageError("send_message() is already running on this client")
-        prepared = prepare(msg, sender, recipients)
-        operation = self._operation = _Operation()
-        try:
-            await self._until_idle(operation)
-            engine = self._engine
-            assert engine is not None
-            ready = operation.arm("ready")
-            envelope: dict[str, Any] = {"from": prepared.sender, "to": prepared.recipients}
-            if dsn is not None:
-                envelope["dsn"] = dsn
-            self._after(engine.use_envelope(envelope))
-            await ready
-            data, total = prepared.data, len(prepared.data)
-            for offset in range(0, total, CHUNK_SIZE):
-                drained = operation.arm("drain")
-                if not self.send(data[offset : offset + CHUNK_SIZE]):
-                    await drained
-                if progress is not None:
-                    progress(min(offset + CHUNK_SIZE, total), total)
-            done = operation.arm("done")
-            self.end()
-            success = await done
-        except SmtpError:
-            if self._engine is not None and self._engine.state in (State.CLOSED, State.QUIT):
-                # The session ends with this error: raise once onclose(true) has been called, so
-                # that the next call finds the client closed and connects anew.
-                if not self._closed:
-                    await operation.until_closed()
-            raise
-        finally:
-            self._operation = None
-        results = self.lastResults
-        if not success:
-            refused = next((r for r in results if not r.accepted), None)
-            raise SmtpReplyError(
-                "the server refused the message" + (f": {refused.code} {refused.message}" if refused else ""),
-                code=refused.code if refused else None,
-                enhanced=refused.enhanced if refused else None,
-                stage="DATA",
-            )
-        return SendResult(
-            accepted=[r.recipient for r in results if r.accepted],
-            rejected=[r.recipient for r in results if not r.accepted],
-            results=results,
-            message_id=prepared.message_id,
-            size=total,
-        )
-
-    async def _until_idle(self, operation: _Operation) -> None:
-        engine = self._engine
-        if self._closed or (engine is not None and engine.state in (State.CLOSED, State.QUIT)):
-            # A connection that ended (or is ending): wait for its onclose, then a new one.
-            if not self._closed:
-                await operation.until_closed()
-            self._forget_connection()
-            engine = None
-        if engine is None:
-            idle = operation.arm("idle")
-            self.connect()
-            await idle
-            return
-        state = engine.state
-        if state is State.IDLE:
-            return
-        if state in (State.ENVELOPE, State.DATA, State.DATA_END):
-            raise SmtpUsageError(f"a message is already in flight on this client (state: {state.value})")
-        await operation.arm("idle")  # the session is still being set up
+        return await send_message(self, msg, sender=sender, recipients=recipients, progress=progress, dsn=dsn)
 
     def _forget_connection(self) -> None:
         """Back to "new" after a closed connection, so that ``send_message`` can connect again."""
@@ -381,6 +271,8 @@ class SmtpClient:
         if self._engine is None or self._engine.state is not State.CONNECTING:
             return
         self._log("*", f"connected with {tls}" if tls else "connected")
+        assert self._transport is not None
+        self._engine.stays_local = self._transport.stays_local()
         self._after(self._engine.connection_made(), rearm=True)
 
     def _transport_data(self, data: bytes) -> None:
@@ -508,7 +400,7 @@ class SmtpClient:
         # The seed's rule: a lower bound plus an allowance per byte written since the last
         # reply (for the end of data, the whole message).
         allowance = self.options.timeout_multiplier_ms * self._written_since_reply
-        self._deadline = time.monotonic() + (base + allowance) / 1000
+        self._deadline = monotonic() + (base + allowance) / 1000
         if self._timer is None or self._timer_due > self._deadline:
             self._schedule(self._deadline)
 
@@ -517,14 +409,14 @@ class SmtpClient:
             self._timer.cancel()
         assert self._transport is not None
         self._timer_due = due
-        self._timer = self._transport.call_later(max(0.0, due - time.monotonic()), self._on_timeout)
+        self._timer = self._transport.call_later(max(0.0, due - monotonic()), self._on_timeout)
 
     def _on_timeout(self) -> None:
         self._timer = None
         engine = self._engine
         if engine is None or engine.state is State.CLOSED or self._deadline is None:
             return
-        if self._deadline > time.monotonic() + 0.001:
+        if self._deadline > monotonic() + 0.001:
             self._schedule(self._deadline)  # the deadline moved since this timer was set
             return
         waited = {
@@ -533,9 +425,7 @@ class SmtpClient:
             State.TLS: "the TLS handshake",
             State.DATA: "the network to take the message data",
         }.get(engine.state, f"a reply ({engine.state.value})")
-        self._after(
-            engine.fail(SmtpTimeoutError(f"timed out waiting for {waited}", stage=engine.state.value))
-        )
+        self._after(engine.fail(SmtpTimeoutError(f"timed out waiting for {waited}", stage=engine.stage)))
 
     def _cancel_timer(self) -> None:
         self._deadline = None

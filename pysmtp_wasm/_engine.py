@@ -26,7 +26,7 @@ from ._events import Done, Event, Failed, Finished, Idle, Log, Ready, RecipientR
 from ._extensions import Extensions
 from ._options import Options
 from ._reply import Reply, ReplyParser
-from ._state import AWAITING, CALLS, REPLY_HANDLERS, TRANSPORT_CALLS, Pending, State
+from ._state import AWAITING, CALLS, REPLY_HANDLERS, STAGES, TRANSPORT_CALLS, Pending, State
 from .errors import (
     SmtpAuthError,
     SmtpConnectionError,
@@ -53,14 +53,14 @@ class SmtpEngine:
     """One SMTP (or LMTP) session's protocol state."""
 
     def __init__(self, options: Options, *, host: str | None = None) -> None:
-        """``host`` is the server's name or address as the user gave it: with a loopback one
-        (:func:`pysmtp_wasm._sasl.is_loopback`) AUTH may send a password without TLS. None (not
-        known) counts as not loopback. The transport may know better (in the browser the
-        page-to-proxy leg counts too): the client then sets :attr:`stays_local`."""
+        """``host`` is the server's name or address as the user gave it, for messages. Whether
+        AUTH may send a password without TLS is not decided from it: the client sets
+        :attr:`stays_local` from what the transport says of the address it connected to."""
         self.options = options
         self.host = host
-        # Whether cleartext written to the server stays on this machine (no password otherwise)
-        self.stays_local = _sasl.is_loopback(host)
+        # Whether cleartext written to the server stays on this machine (no password otherwise):
+        # False until the transport says so of the peer it reached.
+        self.stays_local = False
         self.state = State.CONNECTING
         self.extensions = Extensions()
         self.tls_active = options.use_secure_transport
@@ -96,6 +96,17 @@ class SmtpEngine:
         self._handlers = {state: getattr(self, name) for state, name in REPLY_HANDLERS.items()}
 
     # -- what the caller reads ------------------------------------------------------------
+
+    @property
+    def stage(self) -> str:
+        """The ``stage`` of an error met now (``_state.STAGES``): in a transaction, the command
+        whose reply is awaited."""
+        if self.state is State.ENVELOPE and self._pending:
+            kind = self._pending[0][0]
+            return "DATA" if kind is Pending.END else kind.value
+        if self.state is State.EHLO and self.options.lmtp:
+            return "LHLO"
+        return STAGES[self.state]
 
     @property
     def awaiting_reply(self) -> bool:
@@ -135,9 +146,7 @@ class SmtpEngine:
                 State.CONNECTING: " before the connection was made",
                 State.GREETING: " before it greeted",
             }.get(self.state, f" (state: {self.state.value})")
-            self._fail(
-                SmtpConnectionError("the server closed the connection" + where, stage=self.state.value)
-            )
+            self._fail(SmtpConnectionError("the server closed the connection" + where, stage=self.stage))
         return self._take_events()
 
     def fail(self, error: SmtpError) -> list[Event]:
@@ -316,12 +325,12 @@ class SmtpEngine:
     def _unexpected(self, reply: Reply) -> None:
         # RFC 5321 §3.8: a server may send 421 at any time before it closes.
         if reply.code == 421:
-            raise _reply_error(reply, self.state.value, prefix="the server is closing the connection: ")
+            raise _reply_error(reply, self.stage, prefix="the server is closing the connection: ")
         raise SmtpProtocolError(
             f"unexpected reply from the server in state {self.state.value}: {reply}",
             code=reply.code,
             enhanced=reply.enhanced,
-            stage=self.state.value,
+            stage=self.stage,
         )
 
     def _on_greeting(self, reply: Reply) -> None:

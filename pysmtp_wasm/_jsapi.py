@@ -1,11 +1,13 @@
 """The Python side of the JavaScript ``SmtpClient`` class (web/src/loader.js).
 
-One :class:`JsClient` per JS client. JS calls its methods with JS values; it converts them
-once at the boundary (objects to dicts, ``Uint8Array`` to bytes) and calls the page's ``on*``
-callbacks on the JS object with JS values (arrays, plain objects, ``Error`` objects carrying
-``code``, ``enhanced``, ``stage`` and ``fatal``). The JS object holds this one as a PyProxy
-and destroys it after ``onclose``; Python holds the JS object, so no cycle outlives the
-connection.
+One :class:`JsClient` per JS client, for the JS client's whole life: it decides what a call
+on a closed client does (``sendMail`` connects again, the rest are refused), so no JavaScript
+does. JS calls its methods with JS values; it converts them once at the boundary (objects to
+dicts, ``Uint8Array`` to bytes) and calls the page's ``on*`` callbacks on the JS object with
+JS values (arrays, plain objects, ``Error`` objects carrying the fields of boundary.json). The
+JS object holds this one as a PyProxy (freed with it); this one holds the JS object only while
+a connection is live (from the first call to ``onclose``, or the end of a ``sendMail`` that
+outlived it), so no cycle outlives the connection.
 
 Expected failures do not cross the boundary as exceptions: a method returns the JS ``Error``
 and the JS side throws it. (An exception that reaches JS stays in ``sys.last_exc`` with its
@@ -22,6 +24,7 @@ import js  # type: ignore[import-not-found]
 from pyodide.ffi import jsnull, to_js  # type: ignore[import-not-found]
 
 from . import _browser
+from ._boundary import ERROR_FIELDS
 from ._client import SmtpClient, _noop
 from ._events import RecipientResult
 from ._usage import option_grammar as _option_grammar
@@ -44,19 +47,17 @@ def _py(value: Any) -> Any:
 
 
 def js_error(error: BaseException) -> Any:
-    """A JS ``Error`` for a Python error, with the SMTP evidence as properties: ``code``,
-    ``enhanced`` and ``stage`` are ``null`` where there is none (as the README and the .d.ts
-    say), and ``proxyReason`` is there when a proxy said why it refused."""
+    """A JS ``Error`` for a Python error, with the SMTP evidence as properties (the fields of
+    boundary.json): ``code``, ``enhanced`` and ``stage`` are ``null`` where there is none (as
+    docs/api.md and the .d.ts say), and ``proxyReason`` is there when a proxy said why it refused
+    (an attribute only such errors have)."""
     err = js.Error.new(str(error))
     err.name = type(error).__name__
     if isinstance(error, SmtpError):
-        err.fatal = error.fatal
-        for field in ("code", "enhanced", "stage"):
-            value = getattr(error, field)
-            setattr(err, field, jsnull if value is None else value)
-        reason = getattr(error, "proxy_reason", None)
-        if reason is not None:
-            err.proxyReason = reason
+        for js_field, attribute in ERROR_FIELDS.items():
+            if hasattr(error, attribute):
+                value = getattr(error, attribute)
+                setattr(err, js_field, jsnull if value is None else value)
     return err
 
 
@@ -78,24 +79,48 @@ def _results(results: list[RecipientResult]) -> Any:
 
 def create_client(host: Any, port: Any, options: Any, target: Any) -> Any:
     """A :class:`JsClient` for the JS object ``target``, or the JS Error if the arguments are wrong."""
+    # Host and port as given: SmtpClient checks them (a host with a control character, a port
+    # that is not a whole number from 1 to 65535) and says what is wrong.
+    args = (host or "localhost", port or None, _py(options) or {})
     try:
-        client = SmtpClient(str(host or "localhost"), None if port is None else int(port), _py(options) or {})
+        client = _make_client(args)
     except SmtpError as error:
         return js_error(error)
     except (TypeError, ValueError) as error:
         return js_error(SmtpUsageError(f"new SmtpClient(host, port, options): {error}"))
-    return JsClient(client, target)
+    return JsClient(args, client, target)
+
+
+def _make_client(args: tuple[Any, Any, dict[str, Any]]) -> SmtpClient:
+    host, port, options = args
+    return SmtpClient(host, port, dict(options))
 
 
 class JsClient:
-    """Holds a :class:`SmtpClient` for one JS ``SmtpClient`` (``target``)."""
+    """The Python side of one JS ``SmtpClient`` (``target``), for its whole life: an
+    :class:`SmtpClient` per connection, made again by ``sendMail`` after one has closed."""
 
-    def __init__(self, client: SmtpClient, target: Any) -> None:
-        global live_clients
-        live_clients += 1
-        self._client = client
-        self._target = target
+    def __init__(self, args: tuple[Any, Any, dict[str, Any]], client: SmtpClient, target: Any) -> None:
+        self._args = args
+        self._client: SmtpClient | None = client
+        self._last_results: list[RecipientResult] = []
+        self._target: Any = None
+        self._fire: Any = None
+        self._logging = False
         self._tasks: set[asyncio.Future[None]] = set()
+        self._attach(target)
+
+    def _attach(self, target: Any) -> SmtpClient:
+        """Hold the JS object while a connection is live (its callbacks are called), with an
+        SmtpClient for that connection (a new one after the last closed)."""
+        global live_clients
+        client = self._client
+        if client is None:
+            client = self._client = _make_client(self._args)
+        if self._target is not None:
+            return client
+        live_clients += 1
+        self._target = target
         # target._fire(name, ...args) calls the page's current callback of that name: one FFI
         # call, where target.onidle() would be two (the lookup, then the call).
         fire = self._fire = target._fire
@@ -105,31 +130,58 @@ class JsClient:
         client.onerror = lambda error: fire("onerror", js_error(error))
         client.ondrain = lambda: fire("ondrain")
         client.onclose = self._onclose
+        self.set_logging(self._logging)
+        target._attached()
+        return client
+
+    def _detach(self) -> None:
+        """After the connection's onclose: let go of the JS object and of the connection's
+        SmtpClient (its lastResults kept): nothing of the page, nor of the connection, is held."""
+        global live_clients
+        target, self._target = self._target, None
+        client, self._client = self._client, None
+        self._fire = None
+        if client is not None:
+            self._last_results = client.lastResults
+            client.onidle = client.ondrain = _noop
+            client.onready = client.ondone = client.onerror = client.onclose = client.onlog = _noop
+        if target is not None:
+            live_clients -= 1
+            target._released()
 
     def set_logging(self, on: bool) -> None:
         """The page set (or removed) ``onlog``: only then does each transcript line cross to JS."""
-        fire = self._fire
-        if on and self._target is not None:
-            self._client.onlog = lambda direction, text: fire("onlog", direction, text)
+        self._logging = bool(on)
+        fire, client = self._fire, self._client
+        if client is None:
+            return
+        if self._logging and fire is not None:
+            client.onlog = lambda direction, text: fire("onlog", direction, text)
         else:
-            self._client.onlog = _noop
+            client.onlog = _noop
 
     def _onclose(self, is_error: bool) -> None:
-        global live_clients
-        live_clients -= 1
-        target, self._target = self._target, None
+        target = self._target
         try:
             target.onclose(is_error)
         finally:
-            target._release()  # the JS side destroys its proxy of us
+            if not self._tasks:  # a sendMail still running settles first (and may connect again)
+                self._detach()
+
+    def _live(self, name: str) -> SmtpClient:
+        """The connection's client, or the refusal of a call after it closed (sendMail alone
+        connects again)."""
+        if self._client is None or self._target is None:
+            raise SmtpUsageError(f"{name}() is not possible: the connection is closed")
+        return self._client
 
     # -- the seed's methods, called from JS: each returns a JS Error instead of raising ------
 
     def connect(self) -> Any:
-        return _returning_errors(self._client.connect)
+        return _returning_errors(lambda: self._live("connect").connect())
 
     def useEnvelope(self, envelope: Any) -> Any:  # noqa: N802 - the seed's name
-        return _returning_errors(lambda: self._client.useEnvelope(_py(envelope)))
+        return _returning_errors(lambda: self._live("useEnvelope").useEnvelope(_py(envelope)))
 
     def send(self, chunk: Any) -> Any:
         # The JS side turns strings into a Uint8Array, so this is a JS buffer's proxy.
@@ -140,20 +192,24 @@ class JsClient:
             data = chunk.to_bytes()
         except Exception:
             return js_error(SmtpUsageError("send() takes a string, a Uint8Array or an ArrayBuffer"))
-        return _returning_errors(lambda: self._client.send(data))
+        return _returning_errors(lambda: self._live("send").send(data))
 
     def end(self) -> Any:
-        return _returning_errors(self._client.end)
+        return _returning_errors(lambda: self._live("end").end())
 
     def quit(self) -> Any:
-        return _returning_errors(self._client.quit)
+        return _returning_errors(lambda: self._live("quit").quit())
 
     def close(self) -> Any:
+        if self._client is None or self._target is None:
+            return None  # closed already: nothing to do
         return _returning_errors(self._client.close)
 
-    def send_mail(self, mail: Any, options: Any, resolve: Any, reject: Any) -> Any:
+    def send_mail(self, mail: Any, options: Any, resolve: Any, reject: Any, target: Any) -> Any:
         """``sendMail(mail, {onprogress})``: build the MIME message with Python's ``email``
-        package, send it, and settle the JS promise through ``resolve``/``reject``."""
+        package, send it, and settle the JS promise through ``resolve``/``reject``. On a
+        closed (or closing) connection, the client connects again once it has closed: the JS
+        object ``target`` is held again for that."""
         from ._message import build_message
 
         fields = _py(mail) or {}
@@ -165,15 +221,37 @@ class JsClient:
         except (TypeError, ValueError, AttributeError) as error:
             return js_error(SmtpUsageError(f"sendMail(): {error}", stage="message"))
         onprogress = (_py(options) or {}).get("onprogress")
-        task = asyncio.ensure_future(self._send_mail(message, onprogress, dsn, resolve, reject))
+        # A connection that is ending (an error, quit() or close()) while another sendMail runs
+        # on it: this one starts once that one has settled (then the client connects again).
+        client = self._client
+        ending = client is not None and (client._closed or client.state in ("quit", "closed"))
+        after = tuple(self._tasks) if ending else ()
+        try:
+            self._attach(target)
+        except SmtpError as error:
+            return js_error(error)
+        task = asyncio.ensure_future(
+            self._send_mail(message, onprogress, dsn, resolve, reject, target, after)
+        )
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return None
 
-    async def _send_mail(self, message: Any, onprogress: Any, dsn: Any, resolve: Any, reject: Any) -> None:
+    def _task_done(self, task: asyncio.Future[None]) -> None:
+        self._tasks.discard(task)
+        client = self._client
+        if not self._tasks and client is not None and client._closed:  # (SmtpClient: the connection ended)
+            self._detach()  # the connection ended while it ran: its onclose has been called
+
+    async def _send_mail(
+        self, message: Any, onprogress: Any, dsn: Any, resolve: Any, reject: Any, target: Any, after: Any
+    ) -> None:
         progress = (lambda sent, total: onprogress(sent, total)) if onprogress is not None else None
         try:
-            result = await self._client.send_message(message, progress=progress, dsn=dsn)
+            if after:
+                await asyncio.wait(after)
+            client = self._attach(target)  # again, if the one before ended the connection
+            result = await client.send_message(message, progress=progress, dsn=dsn)
         except Exception as error:
             reject(js_error(error))
             return
@@ -192,12 +270,14 @@ class JsClient:
 
     @property
     def state(self) -> str:
-        return self._client.state
+        return self._client.state if self._client is not None and self._target is not None else "closed"
 
     @property
     def lastResults(self) -> Any:  # noqa: N802 - the seed's style of name
-        """The last message's results, one per recipient (what ``ondone`` gets)."""
-        return _results(self._client.lastResults)
+        """The last message's results, one per recipient (what ``ondone`` gets); kept after
+        the connection closed (a new connection starts empty)."""
+        client = self._client
+        return _results(client.lastResults if client is not None else self._last_results)
 
 
 def _returning_errors(call: Callable[[], Any]) -> Any:

@@ -32,7 +32,7 @@ class Mechanism:
 
     name = ""
     # Whether the secret (password or token) crosses the wire as it is (base64 is no cover):
-    # then it needs TLS, a loopback server or allowInsecureAuth.
+    # then it needs TLS, a connection to a loopback address (CPython) or allowInsecureAuth.
     sends_secret = True
 
     def __init__(self, credentials: Credentials) -> None:
@@ -171,23 +171,3 @@ def choose(offered: list[str], credentials: Credentials, forced: str | None, sec
         if name in offered:
             return MECHANISMS[name](credentials)
     return Plain(credentials)
-
-
-def is_loopback(host: str | None) -> bool:
-    """Whether ``host``, as the user wrote it, names this machine: ``localhost`` or a loopback
-    address (127.0.0.0/8, ::1). Decided from the string alone, never by resolving it: a name
-    that resolves to 127.0.0.1 today may not tomorrow, or for someone else's resolver.
-
-    (In the browser this is the SMTP server as seen from the proxy's machine.)
-    """
-    if not host:
-        return False
-    name = host.strip().rstrip(".").lower()
-    if name == "localhost":
-        return True
-    import ipaddress  # here, not at the top: only a client with credentials needs it
-
-    try:
-        return ipaddress.ip_address(name.removeprefix("[").removesuffix("]")).is_loopback
-    except ValueError:
-        return False

@@ -47,6 +47,39 @@ class Pending(enum.Enum):
     END = "END"  # the end of the message (with LMTP: one per accepted recipient)
 
 
+# An error's ``stage``, one spelling everywhere (README "Errors", web/src/pysmtp-wasm.d.ts): the
+# SMTP command whose reply failed or was awaited, in capitals as it is written on the wire, or
+# a step that is not a command, in lower case.
+COMMAND_STAGES = ("EHLO", "LHLO", "HELO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "QUIT")
+STEP_STAGES = (
+    "connect",  # reaching the server (or the proxy)
+    "greeting",  # the server's 220
+    "tls",  # the TLS handshake and the certificate check
+    "envelope",  # the envelope given to useEnvelope() cannot be sent
+    "message",  # the mail given to sendMail()/send_message() cannot make a message
+    "reply",  # a reply that is not SMTP
+    "idle",  # between messages
+    "closed",  # after the connection ended
+)
+# The stage of each state (where a state waits for one command's reply, that command; in
+# ENVELOPE the engine names the command actually awaited: MAIL, RCPT, DATA or RSET).
+STAGES: dict[State, str] = {
+    State.CONNECTING: "connect",
+    State.GREETING: "greeting",
+    State.EHLO: "EHLO",  # ("LHLO" with LMTP: the engine says)
+    State.HELO: "HELO",
+    State.STARTTLS: "STARTTLS",
+    State.TLS: "tls",
+    State.AUTH: "AUTH",
+    State.IDLE: "idle",
+    State.ENVELOPE: "MAIL",
+    State.DATA: "DATA",
+    State.DATA_END: "DATA",
+    State.QUIT: "QUIT",
+    State.CLOSED: "closed",
+}
+assert set(STAGES.values()) <= {*COMMAND_STAGES, *STEP_STAGES}
+
 # States in which the server owes us something: a reply, or the TLS handshake. (A tuple:
 # membership is an identity check in C, where a set would call Enum.__hash__, in Python.)
 AWAITING = (
@@ -112,7 +145,7 @@ class CallRule:
             message = f"{self.name} is not possible in state {state.value}" + (
                 f": {self.hint}" if self.hint else ""
             )
-        return SmtpUsageError(message.format(state=state.value), stage=state.value)
+        return SmtpUsageError(message.format(state=state.value), stage=STAGES[state])
 
 
 # quit() in a state where the server owes a step of the session's opening: QUIT is said as
@@ -147,6 +180,7 @@ CALLS: dict[str, CallRule] = {
 # exists: connect() is allowed once per client.
 CONNECT_AGAIN = "connect() was already called; make a new SmtpClient to connect again"
 BEFORE_CONNECT = "{call}() before connect()"
+CONNECT_AFTER_CLOSE = "connect() after close(): this client is closed; make a new SmtpClient to connect"
 
 # What the transport tells the engine, checked the same way (a transport that calls them out
 # of turn has a bug: the SmtpUsageError says which).

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ._sasl import is_loopback
 from .errors import SmtpError
 
 
@@ -60,9 +59,10 @@ class Transport(Protocol):
     def call_later(self, seconds: float, callback: Callable[[], None]) -> TimerHandle:
         """Run ``callback`` after ``seconds`` on the same loop as the reports."""
 
-    def stays_local(self, host: str) -> bool:
-        """Whether what is written in cleartext to ``host`` never leaves this machine (then AUTH
-        may send a password without TLS). Asked after ``open``."""
+    def stays_local(self) -> bool:
+        """Whether what is written in cleartext never leaves this machine (then AUTH may send a
+        password without TLS): decided from the address actually connected to, never from a
+        host name as written. Asked when the connection is made (``_transport_open``)."""
 
 
 # A transport class (the factory) may also have a static ``check_options(host, port, options)``,
@@ -82,6 +82,3 @@ class LoopTransport:
 
     def call_later(self, seconds: float, callback: Callable[[], None]) -> TimerHandle:
         return self._loop.call_later(seconds, callback)  # type: ignore[no-any-return]
-
-    def stays_local(self, host: str) -> bool:
-        return is_loopback(host)

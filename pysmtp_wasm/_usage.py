@@ -10,7 +10,7 @@ given two tables when the Worker has booted:
   the table it enforces: ``_state.CALLS``) or, when the call is allowed, the
   state the page should assume until the Worker's next event says otherwise;
 * the options' grammar: each name's kind and allowed values, and the engine's own words for
-  each refusal (got by asking :func:`parse_options` with probe values).
+  each refusal (``_options.OPTIONS`` and ``MESSAGES``, the table :func:`parse_options` reads).
 
 The rules stay in Python; JavaScript only looks them up. What the page cannot tell from the
 grammar, the Worker still refuses, and a connection already asked for then ends in ``onerror``
@@ -21,10 +21,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._options import _BOOLS, _KEYS, _NUMBERS, TRANSPORT_VALUES, parse_options
-from ._sasl import MECHANISMS
+from ._options import (
+    CONTRADICTIONS,
+    CREDENTIAL_FORBIDDEN,
+    MESSAGES,
+    OPTIONS,
+    TRANSPORT_VALUES,
+    choice_message,
+    fill,
+    known_options,
+)
 from ._state import BEFORE_CONNECT, CALLS, CONNECT_AGAIN, State
-from .errors import SmtpUsageError
 
 # (the SmtpUsageError's message and stage, or None and None; the next state, or None)
 Rule = tuple[str | None, str | None, str | None]
@@ -53,73 +60,45 @@ def usage_rules() -> dict[str, dict[str, Rule]]:
     return rules
 
 
-# A value the engine's messages quote, replaced by a placeholder in the templates below.
-_PROBE = "zz-probe-zz"
-
-
-def _refusal(raw: dict[str, Any], transport_keys: frozenset[str]) -> str:
-    """The engine's words refusing ``raw`` (each probe below is one it refuses)."""
-    try:
-        parse_options(raw, transport_keys)
-    except SmtpUsageError as error:
-        return str(error)
-    raise AssertionError(f"parse_options accepted {raw!r}: _usage.option_grammar is out of date")
-
-
 def option_grammar(transport_keys: frozenset[str]) -> dict[str, Any]:
     """``{"kinds": {option: kind}, "choices": {option: [values]}, "upper": [options],
-    "messages": {...}, "contradictions": [[a, b, message]]}`` for ``new SmtpClient(host, port,
-    options)``.
+    "messages": {...}, "contradictions": [[a, b, message]], "credentialForbidden": {char: name}}``
+    for ``new SmtpClient(host, port, options)``: ``_options.OPTIONS`` and ``MESSAGES`` as data.
 
-    Kinds: "boolean" (any value, taken for its truth), "milliseconds", "choice" (one of
-    ``choices``; compared in upper case for the options in ``upper``), "name" (the EHLO name),
-    "ca", "auth", and "proxy" (the page checks the URL itself: ``PySmtpSocket.check``). Each
-    message is the engine's own: ``{key}``, ``{value}`` and ``{fields}`` mark where it quotes
-    the option, the value (as Python's ``repr``) or the unknown auth fields.
+    Kinds: those of :class:`_options.Option`, "auth", "proxy" (the page checks the URL itself:
+    ``PySmtpSocket.check``) and "any". Each message is the engine's own, with ``{key}``,
+    ``{value}`` (as Python's ``repr``), ``{fields}``, ``{field}`` and ``{what}`` left where the
+    page puts in the option, the value, the unknown auth fields, the credential's field and
+    the character's name.
     """
-
-    def refusal(raw: dict[str, Any]) -> str:
-        return _refusal(raw, transport_keys)
-
-    probe = repr(_PROBE)
-    kinds: dict[str, str] = {}
-    messages: dict[str, str] = {
-        "unknown": refusal({_PROBE: 1}).replace(probe, "{key}"),
-        "name": refusal({"name": _PROBE + " "}).replace(repr(_PROBE + " "), "{value}"),
-        "ca": refusal({"ca": 1}),
-        "auth": refusal({"auth": 1}),
-        "auth.fields": refusal({"auth": {"user": "u", "pass": "p", _PROBE: 1}}).replace(_PROBE, "{fields}"),
-        "auth.user": refusal({"auth": {"user": 1, "pass": "p"}}),
-        "auth.pass": refusal({"auth": {"user": "u", "pass": 1}}),
-        "auth.xoauth2": refusal({"auth": {"user": "u", "xoauth2": 1}}),
-        "auth.secret": refusal({"auth": {"user": "u"}}),
-    }
-    choices: dict[str, list[str]] = {"authMethod": list(MECHANISMS)}
-    for key, attr in _KEYS.items():
-        if attr in _BOOLS:
-            kinds[key] = "boolean"
-        elif attr in _NUMBERS:
-            kinds[key] = "milliseconds"
-            messages[key] = refusal({key: -1})
-        elif key in ("name", "ca"):
-            kinds[key] = key
-        elif key == "authMethod":
-            kinds[key] = "choice"
-            messages[key] = refusal({key: _PROBE}).replace(probe, "{value}")
-        else:  # pragma: no cover - an option added to _options without a kind here
-            raise AssertionError(f"option {key} has no kind in _usage.option_grammar")
+    kinds: dict[str, str] = {option.key: option.kind for option in OPTIONS}
     kinds["auth"] = "auth"
+    choices = {option.key: list(option.choices) for option in OPTIONS if option.kind == "choice"}
+    messages = {
+        "unknown": fill(MESSAGES["unknown"], known=known_options(transport_keys)),
+        **{name: MESSAGES[name] for name in ("name", "ca", "auth", "auth.fields", "auth.user")},
+        **{name: MESSAGES[name] for name in ("auth.pass", "auth.xoauth2", "auth.secret")},
+        # A credential with a character that would end or split the AUTH line ({what}: its
+        # name in CREDENTIAL_FORBIDDEN), or a lone surrogate; {field}: user, pass or xoauth2.
+        **{name: MESSAGES[name] for name in ("auth.forbidden", "auth.surrogate")},
+    }
+    for option in OPTIONS:
+        if option.kind == "milliseconds":
+            messages[option.key] = fill(MESSAGES["milliseconds"], key=option.key)
+        elif option.kind == "choice":
+            messages[option.key] = choice_message(option.key, option.choices)
     for key in sorted(transport_keys):
         if key in TRANSPORT_VALUES:
             kinds[key] = "choice"
             choices[key] = list(TRANSPORT_VALUES[key])
-            messages[key] = refusal({key: _PROBE}).replace(probe, "{value}")
+            messages[key] = choice_message(key, TRANSPORT_VALUES[key])
         else:
             kinds[key] = "proxy" if key == "proxy" else "any"
     return {
         "kinds": kinds,
+        "credentialForbidden": dict(CREDENTIAL_FORBIDDEN),
         "choices": choices,
-        "upper": ["authMethod"],
+        "upper": [option.key for option in OPTIONS if option.upper],
         "messages": messages,
-        "contradictions": [["ignoreTLS", "requireTLS", refusal({"ignoreTLS": True, "requireTLS": True})]],
+        "contradictions": [[a, b, fill(MESSAGES["contradiction"], a=a, b=b)] for a, b in CONTRADICTIONS],
     }

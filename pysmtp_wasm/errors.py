@@ -39,7 +39,10 @@ class SmtpError(Exception):
     Attributes:
         code: the SMTP reply code (e.g. 535), or None when no reply is involved.
         enhanced: the RFC 3463 enhanced status code (e.g. "5.7.8"), or None.
-        stage: the step that failed (e.g. "AUTH", "RCPT", "greeting", "DATA"), or None.
+        stage: the step that failed, or None: the command whose reply failed or was awaited,
+            in capitals ("EHLO", "AUTH", "MAIL", "RCPT", "DATA", ...), or a step that is not a
+            command, in lower case ("connect", "greeting", "tls", "envelope", ...); the list is
+            ``_state.COMMAND_STAGES`` and ``_state.STEP_STAGES``.
         fatal: True when the connection is closed because of this error.
     """
 

@@ -1,8 +1,8 @@
 """pytest fixtures for testing a page (or a program) that sends mail with pysmtp-wasm.
 
 pytest loads this plugin by itself (the ``pytest11`` entry point) once pysmtp-wasm is installed;
-the fixtures need the ``testing`` extra, ``pip install "pysmtp-wasm[testing]"``, and say so
-when it is missing. Everything listens on 127.0.0.1 and is stopped when its scope ends.
+the fixtures need the ``testing`` extra (the wheel from ``dist/`` installed with ``[testing]``),
+and say so when it is missing. Everything listens on 127.0.0.1 and is stopped when its scope ends.
 
 - ``smtp_server``: aiosmtpd on a free port, keeping what it receives: ``smtp_server.messages``
   (each a :class:`pysmtp_wasm.testing.Received`: ``mail_from``, ``rcpt_tos``, ``content``,

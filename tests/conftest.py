@@ -24,18 +24,9 @@ import trustme
 from pysmtp_wasm.testing import Certs
 
 from . import browsers
+from .certs import Certificate, Chain, make_chain, self_signed
 from .mta import Dovecot, Exim, OpenSmtpd, Postfix, skip_unless_installed
-from .servers import (
-    CHROME_FLAGS,
-    INSECURE_HOST,
-    Certificate,
-    Chain,
-    PysmtpProxy,
-    Websockify,
-    make_chain,
-    make_rsa_certificate,
-    this_machine,
-)
+from .servers import CHROME_FLAGS, INSECURE_HOST, PysmtpProxy, Websockify, skip_missing, this_machine
 
 # Installed, the wheel's pytest11 entry point loads the plugin; here it is the source tree's.
 # pytester runs it in other projects (tests/test_plugin.py).
@@ -115,7 +106,7 @@ window.session = async (spec, rec = {}) => {
       rec.errors.push({ isError: e instanceof Error, name: e.name, message: e.message, code: e.code ?? null,
                         enhanced: e.enhanced ?? null, stage: e.stage ?? null, fatal: e.fatal,
                         proxyReason: e.proxyReason ?? null,
-                        // fields the README and the .d.ts promise (null when absent, never undefined)
+                        // fields docs/api.md and the .d.ts promise (null when absent, never undefined)
                         undefinedFields: ["code", "enhanced", "stage", "fatal"].filter((f) => e[f] === undefined) });
     };
     client.ondrain = () => { rec.drains++; if (wake) { const w = wake; wake = null; w(); } };
@@ -134,10 +125,14 @@ window.session = async (spec, rec = {}) => {
 class Page:
     """A browser tab on dist/minimal.html with PySmtp loaded, in ``engine`` (tests/browsers.py)."""
 
-    def __init__(self, driver: Any, base_url: str, engine: str = "chromium") -> None:
+    def __init__(
+        self, driver: Any, base_url: str, engine: str = "chromium", start: str = "minimal.html"
+    ) -> None:
         self.driver = driver
         self.base_url = base_url
         self.engine = engine
+        self.first_page = start  # minimal.html, or minimal.html?worker in worker mode
+        self.mode = "worker" if start.endswith("?worker") else "page"
 
     def run(self, body: str, *args: Any) -> Any:
         """Run an async JS function body (``args`` as ``args[0]``...) and return its JSON result."""
@@ -152,6 +147,10 @@ class Page:
         if not result["ok"]:
             raise AssertionError("JavaScript failed: " + result["error"])
         return result["value"]
+
+    def home(self) -> None:
+        """Back to this tab's own page (after a test went elsewhere)."""
+        self.goto(f"{self.base_url}/{self.first_page}")
 
     def goto(self, url: str) -> None:
         """Load another page (``minimal.html`` from another origin, say) with the harness."""
@@ -180,30 +179,53 @@ class Page:
         return self.run("const api = await window.smtp; return api.stats();")
 
 
+# How a page runs the engine: "page" (Pyodide in the page's own thread, dist/minimal.html) or
+# "worker" (PySmtp.load({worker: true}): Pyodide in a Worker, minimal.html?worker).
+MODES = ("page", "worker")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test using ``page`` gets its mode as a parameter (so that a page is made anew when
+    the mode changes): its module's ``PAGE_MODE`` ("page" when it has none), or each mode for a
+    test marked ``both_modes``."""
+    if "page" not in metafunc.fixturenames:
+        return
+    if metafunc.definition.get_closest_marker("both_modes"):
+        modes: tuple[str, ...] = MODES
+    else:
+        modes = (getattr(metafunc.module, "PAGE_MODE", "page"),)
+    metafunc.parametrize("page_mode", modes, scope="module")
+
+
 @pytest.fixture(scope="module", params=browsers.ENGINES)
 def page(
-    request: pytest.FixtureRequest, runtime: str, web_server_main: Any, playwright_browsers: Any
+    request: pytest.FixtureRequest,
+    page_mode: str,
+    runtime: str,
+    web_server_main: Any,
+    playwright_browsers: Any,
 ) -> Iterator[Page]:
-    """One browser of each engine per test module, Chromium first; every test using ``page``
-    runs in each (``-k firefox`` picks one)."""
+    """One browser of each engine per test module (and mode), Chromium first; every test using
+    ``page`` runs in each (``-k firefox`` picks one, ``-k worker`` the worker-mode runs)."""
     if not (DIST / "pysmtp-wasm.js").exists():
         pytest.fail("dist/ is not built: run ./build.sh test (it builds before testing)")
     engine: str = request.param
     if reason := browsers.missing(engine):
-        pytest.skip(f"{engine}: {reason}")
+        skip_missing(f"{engine}: {reason}")
+    start = "minimal.html?worker" if page_mode == "worker" else "minimal.html"
     if engine == "chromium":
         with selenium_common(
             request, runtime, web_server_main, load_pyodide=False, browsers=playwright_browsers
         ) as sel:
             sel.driver.set_script_timeout(300)
-            tab = Page(sel.driver, sel.base_url, engine)
-            tab.goto(f"{sel.base_url}/minimal.html")
+            tab = Page(sel.driver, sel.base_url, engine, start)
+            tab.home()
             yield tab
         return
     host, port, _ = web_server_main
     with browsers.driver(engine) as driver:
-        tab = Page(driver, f"http://{host}:{port}", engine)
-        tab.goto(f"{tab.base_url}/minimal.html")
+        tab = Page(driver, f"http://{host}:{port}", engine, start)
+        tab.home()
         yield tab
 
 
@@ -227,7 +249,7 @@ def websockify(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Websockify]
 
 @pytest.fixture(scope="session")
 def rsa_cert(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
-    return make_rsa_certificate(tmp_path_factory.mktemp("certs"))
+    return self_signed(tmp_path_factory.mktemp("certs"))
 
 
 # -- certificates for CPython's ssl (trustme) ------------------------------------------------------
@@ -249,7 +271,7 @@ def ca_pem(ca: trustme.CA) -> str:
     return ca.cert_pem.bytes().decode()
 
 
-# -- real mail servers (tests/mta.py) ----------------------------------------------------------
+# -- real mail servers (tests/mta/) ----------------------------------------------------------
 
 # The users every real server knows; their mailboxes are read back by the tests.
 MAIL_USERS = {"alice": "alice-pass-1", "bob": "bob-pass-2", "carol": "carol-pass-3"}
@@ -274,7 +296,7 @@ def dovecot() -> Iterator[Dovecot]:
 @pytest.fixture(scope="session")
 def postfix(mail_chain: Chain, dovecot: Dovecot) -> Iterator[Postfix]:
     """Postfix with a certificate from ``mail_chain`` for localhost and 127.0.0.1, AUTH through
-    ``dovecot``, and a Maildir per MAIL_USERS user at example.test (tests/mta.py)."""
+    ``dovecot``, and a Maildir per MAIL_USERS user at example.test (tests/mta/)."""
     skip_unless_installed(Postfix)
     cert = mail_chain.issue("localhost", label="postfix")
     with Postfix(cert, dovecot=dovecot, mailboxes=(UTF8_USER,)) as server:
@@ -283,7 +305,7 @@ def postfix(mail_chain: Chain, dovecot: Dovecot) -> Iterator[Postfix]:
 
 @pytest.fixture(scope="session")
 def exim(mail_chain: Chain) -> Iterator[Exim]:
-    """Exim 4 with a certificate from ``mail_chain``, MAIL_USERS at example.test (tests/mta.py)."""
+    """Exim 4 with a certificate from ``mail_chain``, MAIL_USERS at example.test (tests/mta/)."""
     skip_unless_installed(Exim)
     with Exim(
         mail_chain.issue("localhost", label="exim"), {**MAIL_USERS, UTF8_USER: "jörg-pass-4"}
@@ -293,7 +315,7 @@ def exim(mail_chain: Chain) -> Iterator[Exim]:
 
 @pytest.fixture(scope="session")
 def opensmtpd(mail_chain: Chain) -> Iterator[OpenSmtpd]:
-    """OpenSMTPD with a certificate from ``mail_chain``, MAIL_USERS at example.test (tests/mta.py)."""
+    """OpenSMTPD with a certificate from ``mail_chain``, MAIL_USERS at example.test (tests/mta/)."""
     skip_unless_installed(OpenSmtpd)
     with OpenSmtpd(mail_chain.issue("localhost", label="opensmtpd"), MAIL_USERS) as server:
         yield server

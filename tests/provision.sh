@@ -42,11 +42,11 @@ install() {
   DEBIAN_FRONTEND=noninteractive $APT install -y -qq $todo >/dev/null
 }
 
-# The real mail servers of the interop tests (tests/mta.py). Postfix, Exim and OpenSMTPD each
+# The real mail servers of the interop tests (tests/mta/). Postfix, Exim and OpenSMTPD each
 # conflict with mail-transport-agent, so apt installs only Postfix (with debconf's "No
 # configuration": Debian's own instance gets no main.cf and never starts); Exim and OpenSMTPD
 # are unpacked from their .deb into MTA_CACHE, outside the work tree, and run from there with
-# their own configuration (tests/mta.py finds them there). Their shared libraries are installed
+# their own configuration (tests/mta/ finds them there). Their shared libraries are installed
 # as usual.
 MTA_CACHE=${PYSMTP_MTA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pysmtp-wasm/mta}
 MTA_DEBS="exim4-base exim4-daemon-light opensmtpd"

@@ -26,8 +26,12 @@ class Harness:
         on_done: Callable[[Harness, Done], None] | None = None,
         transcript: bool = True,
         host: str = "localhost",
+        loopback: bool = True,
     ) -> None:
         self.engine = SmtpEngine(parse_options(options or {}), host=host)
+        # What a transport says of the peer it reached (SmtpClient sets it at connection_made):
+        # by default these scripts play a server on this machine.
+        self.engine.stays_local = loopback
         self.engine.transcript = transcript
         self.sent = bytearray()
         self.events: list[Any] = []

@@ -6,14 +6,12 @@ legacy TLS, certificate chains."""
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
-import subprocess
 import threading
 import warnings
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pysmtp_wasm.testing import (  # noqa: F401 - the tests import them from here
     PysmtpProxy,
@@ -25,6 +23,8 @@ from pysmtp_wasm.testing import (  # noqa: F401 - the tests import them from her
     permissive_client_context,
     wait_for_port,
 )
+
+from .certs import Certificate
 
 INSECURE_HOST = "insecure.pysmtp.test"
 
@@ -47,12 +47,42 @@ CHROME_FLAGS = [
 ]
 
 
+def skip_missing(reason: str) -> NoReturn:
+    """Skip a test whose browser or server is not installed here, saying why; under ``CI=true``
+    (.ci/run) fail instead: a CI run must not go green by skipping what it was meant to test."""
+    import pytest
+
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI=true: a missing browser or mail server fails the run)")
+    pytest.skip(reason)
+
+
+def off_loopback_address() -> str:
+    """This machine's own IPv4 address on an interface that is not loopback (where a test server
+    then listens): a connection to it stays on this machine, yet its peer address is not a
+    loopback one, so it shows what the client does with a remote server, for real. Found by
+    asking the kernel which source address a datagram would leave from (nothing is sent).
+    Every machine that can reach a network has one; one that has none fails the test."""
+    import ipaddress
+
+    import pytest
+
+    for probe in ("192.0.2.1", "198.51.100.1", "10.255.255.254", "172.31.255.254", "8.8.8.8"):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.connect((probe, 9))
+            except OSError:
+                continue
+            address = str(sock.getsockname()[0])
+        if not ipaddress.ip_address(address).is_loopback:
+            return address
+    pytest.fail("this machine has no IPv4 address off loopback: the remote-server tests need one")
+
+
 def this_machine() -> tuple[str, str]:
-    """This machine's own host name, and the IPv4 address it resolves to (where a test server
-    then listens). The client decides "loopback" from the host as written, so this name is
-    *not* loopback to it although the connection stays on this machine: it lets the tests show
-    what happens with a remote server's name, for real. (Debian's /etc/hosts maps the name to
-    127.0.1.1; containers to 127.0.0.1 or their own address: any of them works.)"""
+    """This machine's own host name, and the IPv4 address it resolves to. (Debian's /etc/hosts
+    maps the name to 127.0.1.1; containers to 127.0.0.1 or their own address.) WebKit serves
+    its insecure-context page from it (browsers.insecure_host)."""
     name = socket.gethostname()
     address = str(socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM)[0][4][0])
     assert name.lower() != "localhost" and not name.startswith("127."), name
@@ -258,63 +288,7 @@ class ScriptedServer:
             conn.sock.close()
 
 
-# -- certificates and TLS contexts -------------------------------------------------------------
-
-
-@dataclass
-class Certificate:
-    cert_pem: str
-    cert_path: Path
-    key_path: Path
-
-
-def make_rsa_certificate(directory: Path, name: str = "localhost", days: int = 30) -> Certificate:
-    """A self-signed RSA certificate made by ``openssl req -x509`` (node-forge parses RSA only)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", str(days),
-         "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name},IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return Certificate(cert.read_text(), cert, key)
-
-
-def make_self_signed_leaf(directory: Path, name: str = "localhost") -> Certificate:
-    """A self-signed ECDSA P-256 server certificate that is **not** a CA (basicConstraints
-    CA:FALSE): what a small server makes for itself, and what a client pins by itself."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
-    directory.mkdir(parents=True, exist_ok=True)
-    key = _new_key("ec")
-    subject = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = _sign(
-        _builder(name, subject, key, now - datetime.timedelta(hours=1), now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        ),
-        key,
-    )
-    cert_path, key_path = directory / f"self-signed-{name}.crt", directory / f"self-signed-{name}.key"
-    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-    cert_path.write_text(pem)
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return Certificate(pem, cert_path, key_path)
+# -- TLS contexts for the test servers --------------------------------------------------------------
 
 
 def legacy_tls_context(cert: Certificate) -> ssl.SSLContext:
@@ -370,171 +344,6 @@ def modern_tls_context(cert: Certificate) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert.cert_path, cert.key_path)
     return context
-
-
-# -- certificate chains (root -> intermediate -> leaf), RSA or ECDSA P-256 -------------------------
-
-
-def _eku() -> dict[str, Any]:
-    from cryptography.x509.oid import ExtendedKeyUsageOID
-
-    return {"serverAuth": ExtendedKeyUsageOID.SERVER_AUTH, "clientAuth": ExtendedKeyUsageOID.CLIENT_AUTH}
-
-
-@dataclass
-class Chain:
-    """A private CA: ``root_pem`` is what a client pins (``ca``); ``issue()`` makes server certificates."""
-
-    directory: Path
-    kind: str
-    root_pem: str
-    _root: Any
-    _root_key: Any
-    _intermediate: Any
-    _intermediate_key: Any
-
-    def issue(
-        self,
-        name: str = "localhost",
-        *,
-        expired: bool = False,
-        label: str | None = None,
-        usages: tuple[str, ...] = ("serverAuth",),
-    ) -> Certificate:
-        """A leaf for ``name`` (and 127.0.0.1 and ::1) signed by the intermediate; ``cert_path`` holds
-        the leaf then the intermediate (what a server sends), ``cert_pem`` the leaf alone.
-        ``usages``: its extended key usages ("serverAuth", "clientAuth")."""
-        import datetime
-        import ipaddress
-
-        from cryptography import x509
-        from cryptography.hazmat.primitives import serialization
-
-        now = datetime.datetime.now(datetime.UTC)
-        start, end = (now - datetime.timedelta(days=60), now - datetime.timedelta(days=30)) if expired else (
-            now - datetime.timedelta(hours=1), now + datetime.timedelta(days=30))  # fmt: skip
-        key = _new_key(self.kind)
-        usage = dict.fromkeys(
-            ["content_commitment", "data_encipherment", "key_agreement", "key_cert_sign", "crl_sign",
-             "encipher_only", "decipher_only"], False)  # fmt: skip
-        usage["key_encipherment"] = self.kind == "rsa"
-        builder = (
-            _builder(name, self._intermediate.subject, key, start, end)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, **usage), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([_eku()[usage] for usage in usages]), critical=False)
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [
-                        x509.DNSName(name),
-                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                        x509.IPAddress(ipaddress.ip_address("::1")),
-                    ]
-                ),
-                critical=False,
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._intermediate_key.public_key()),
-                critical=False,
-            )
-        )
-        cert = _sign(builder, self._intermediate_key)
-        stem = label or f"{self.kind}-{name}{'-expired' if expired else ''}"
-        cert_path, key_path = self.directory / f"{stem}.crt", self.directory / f"{stem}.key"
-        leaf_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-        cert_path.write_text(leaf_pem + self._intermediate.public_bytes(serialization.Encoding.PEM).decode())
-        key_path.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        return Certificate(leaf_pem, cert_path, key_path)
-
-
-def _new_key(kind: str) -> Any:
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
-    if kind == "rsa":
-        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    if kind == "rsa1024":  # under OpenSSL's security level 2 (112 bits)
-        return rsa.generate_private_key(public_exponent=65537, key_size=1024)
-    if kind == "ec":
-        return ec.generate_private_key(ec.SECP256R1())
-    if kind == "ec384":
-        return ec.generate_private_key(ec.SECP384R1())
-    raise ValueError(kind)
-
-
-def _builder(cn: str, issuer: Any, key: Any, start: Any, end: Any) -> Any:
-    from cryptography import x509
-
-    return (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, cn)]))
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    )
-
-
-def _sign(builder: Any, key: Any) -> Any:
-    """SHA-256, or SHA-384 with a P-384 key (as CAs pair them)."""
-    from cryptography.hazmat.primitives import hashes
-
-    p384 = getattr(getattr(key, "curve", None), "name", "") == "secp384r1"
-    return builder.sign(key, hashes.SHA384() if p384 else hashes.SHA256())
-
-
-def make_chain(directory: Path, kind: str = "rsa") -> Chain:
-    """A root CA and an intermediate CA (``kind``: "rsa" 2048, "ec" P-256 or "ec384" P-384 with
-    SHA-384), and ``issue()`` leaves under them."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
-    directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    start, end = now - datetime.timedelta(days=1), now + datetime.timedelta(days=365)
-    ca_usage = x509.KeyUsage(
-        digital_signature=False, content_commitment=False, key_encipherment=False, data_encipherment=False,
-        key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
-    )  # fmt: skip
-    root_key = _new_key(kind)
-    root_name = x509.Name(
-        [x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, f"pysmtp-wasm test root ({kind})")]
-    )
-    root = _sign(
-        x509.CertificateBuilder()
-        .subject_name(root_name)
-        .issuer_name(root_name)
-        .public_key(root_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(root_key.public_key()), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(ca_usage, critical=True),
-        root_key,
-    )
-    intermediate_key = _new_key(kind)
-    intermediate = _sign(
-        _builder(f"pysmtp-wasm test intermediate ({kind})", root_name, intermediate_key, start, end)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(ca_usage, critical=True)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False
-        ),
-        root_key,
-    )
-    root_pem = root.public_bytes(serialization.Encoding.PEM).decode()
-    (directory / f"{kind}-root.crt").write_text(root_pem)
-    return Chain(directory, kind, root_pem, root, root_key, intermediate, intermediate_key)
 
 
 # -- TLS alerts from the asyncio test servers ------------------------------------------------------

@@ -22,10 +22,11 @@ from pysmtp_wasm import (
     SmtpRecipientsError,
     SmtpTimeoutError,
     SmtpTlsError,
+    SmtpUsageError,
 )
 
 from .conftest import ca_pem
-from .servers import RawServer, Recorder, SmtpServer, free_port, this_machine
+from .servers import RawServer, Recorder, SmtpServer, free_port, off_loopback_address
 
 USER, PASSWORD, TOKEN = "alice", "s3cret-pass", "ya29.token-xyz"
 
@@ -345,10 +346,10 @@ async def test_auth_mechanisms(auth: dict[str, str], method: str | None, expecte
 
 
 async def test_auth_to_a_host_that_is_not_loopback_needs_tls_or_allow_insecure_auth(ca: trustme.CA):
-    """The same server, reached by this machine's name (not loopback as written): without TLS
-    PLAIN is refused before AUTH and the session ends with QUIT; allowInsecureAuth sends it;
-    after STARTTLS it goes as usual."""
-    name, address = this_machine()
+    """The same server, reached at this machine's address off loopback (the peer address is
+    not a loopback one): without TLS PLAIN is refused before AUTH and the session ends with
+    QUIT; allowInsecureAuth sends it; after STARTTLS it goes as usual."""
+    name = address = off_loopback_address()
     recorder = Recorder(users={USER: PASSWORD})
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert(name).configure_cert(tls)
@@ -438,6 +439,73 @@ async def test_starttls_untrusted_certificate_stops_before_auth(server_tls: ssl.
         out = await deliver(client)
     assert isinstance(out.errors[0], SmtpTlsError) and out.closed is True
     assert recorder.commands == ["STARTTLS"]  # no AUTH, not even after the failure
+
+
+def server_context(issuer: trustme.CA, *names: str) -> ssl.SSLContext:
+    """A server's TLS with a certificate for exactly ``names`` from ``issuer`` (its chain sent)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    issuer.issue_cert(*names).configure_cert(context)
+    return context
+
+
+@pytest.mark.parametrize("mode", ["implicit", "starttls"])
+@pytest.mark.parametrize(
+    ("host", "names"),
+    [
+        ("localhost", ["mail.other.example"]),  # a pinned CA's certificate for another name
+        ("127.0.0.1", ["localhost"]),  # implicit TLS checked against the host given, not "localhost"
+        ("localhost", ["127.0.0.1"]),
+    ],
+)
+async def test_a_certificate_from_the_pinned_ca_for_another_name_is_refused(
+    ca: trustme.CA, mode: str, host: str, names: list[str]
+):
+    """Pinning trust (``ca``) does not turn off the host-name check: the certificate must name
+    the host the client was given, in implicit TLS as after STARTTLS; nothing is sent."""
+    recorder = Recorder(users={USER: PASSWORD})
+    tls = server_context(ca, *names)
+    kind = {"implicit_tls": tls} if mode == "implicit" else {"starttls": tls}
+    options = {
+        "ca": ca_pem(ca),
+        "auth": {"user": USER, "pass": PASSWORD},
+        "useSecureTransport": mode == "implicit",
+    }
+    with SmtpServer(recorder, auth_require_tls=False, **kind) as server:  # type: ignore[arg-type]
+        out = await deliver(SmtpClient(host, server.port, options))
+    (error,) = out.errors
+    assert isinstance(error, SmtpTlsError) and error.stage == "tls", repr(error)
+    assert "not trusted" in str(error) and "match" in str(error).lower(), str(error)
+    assert out.closed is True and out.idles == 0 and recorder.messages == []
+    assert not any(c.startswith("AUTH") for c in recorder.commands)
+
+
+@pytest.mark.parametrize("mode", ["implicit", "starttls"])
+async def test_a_pinned_intermediate_is_a_trust_anchor(mode: str):
+    """``ca`` may be an intermediate CA, not a self-signed root (VERIFY_X509_PARTIAL_CHAIN):
+    trusted alone, the root unknown to the client. A sibling intermediate is not trusted."""
+    root = trustme.CA()
+    intermediate = root.create_child_ca()
+    tls = server_context(intermediate, "localhost")
+    kind = {"implicit_tls": tls} if mode == "implicit" else {"starttls": tls}
+    with SmtpServer(**kind) as server:  # type: ignore[arg-type]
+        good = await deliver(
+            SmtpClient(
+                "localhost",
+                server.port,
+                {"ca": ca_pem(intermediate), "useSecureTransport": mode == "implicit"},
+            )
+        )
+        sibling = await deliver(
+            SmtpClient(
+                "localhost",
+                server.port,
+                {"ca": ca_pem(root.create_child_ca()), "useSecureTransport": mode == "implicit"},
+            )
+        )
+    assert good.errors == [] and good.done == [True]
+    assert server.recorder.messages[0].tls is True and len(server.recorder.messages) == 1
+    (error,) = sibling.errors
+    assert isinstance(error, SmtpTlsError) and "not trusted" in str(error)
 
 
 async def test_require_tls_against_a_server_without_starttls_sends_no_auth():
@@ -565,10 +633,27 @@ async def test_server_that_stalls_after_the_data_times_out_and_is_not_done():
     assert out.done == [] and out.closed is True
 
 
-def test_close_before_connect_fires_onclose_and_forbids_connect():
-    client = SmtpClient("127.0.0.1", 25)
-    closed: list[bool] = []
-    client.onclose = closed.append
-    client.close()
-    client.close()
-    assert closed == [False]
+async def test_close_before_connect_fires_onclose_and_forbids_connect():
+    """close() on a client never connected: onclose(false) once; then connect() is refused at
+    once (SmtpUsageError), no connection is opened (the server sees none), no second onclose."""
+    recorder = Recorder()
+    with SmtpServer(recorder) as server:
+        before = recorder.connections_total  # (the server's own readiness probe)
+        client = SmtpClient("127.0.0.1", server.port)
+        closed: list[bool] = []
+        errors: list[Exception] = []
+        client.onclose = closed.append
+        client.onerror = errors.append
+        client.close()
+        client.close()
+        assert closed == [False]
+        with pytest.raises(SmtpUsageError, match=r"connect\(\) after close\(\)"):
+            client.connect()
+        assert client.state == "new"
+        # A connect that had gone through would have a session by now: EHLO is the first thing
+        # the client says after the greeting. Wait for a real session on another client instead
+        # of a clock: it goes through the same server after any connection of the first.
+        other = await deliver(SmtpClient("127.0.0.1", server.port))
+        assert other.done == [True] and other.errors == []
+    assert closed == [False] and errors == []
+    assert recorder.connections_total == before + 1  # the other client's only

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from .certs import Certificate
 from .conftest import DIST, Page
 from .servers import (
-    Certificate,
     Conn,
     PysmtpProxy,
     Recorder,
@@ -202,9 +202,7 @@ def test_starttls_stripped_without_require_tls(
         assert [(m.login, m.tls) for m in recorder.messages] == [(USER, False)]
     else:
         error = assert_failed(rec, "SmtpTlsError")
-        assert (
-            error["stage"] in ("AUTH", "auth") and "not sending the password in cleartext" in error["message"]
-        )
+        assert error["stage"] == "AUTH" and "not sending the password in cleartext" in error["message"]
         assert (host or "localhost") in error["message"] and "allowInsecureAuth" in error["message"]
         # What the server side of the wire received: no AUTH line, no credentials, no message.
         assert bytes(mitm.from_client) == b"EHLO localhost\r\nQUIT\r\n"
@@ -234,7 +232,7 @@ def test_bytes_before_the_tls_handshake_are_bounded(page: Page, proxy: PysmtpPro
             return await new Promise((resolve) => {
               const events = [];
               socket.onerror = (e) => events.push([e.data.name, e.data.message]);
-              socket.onclose = () => resolve({ events, kept: socket._cipherInBytes });
+              socket.onclose = () => resolve({ events, kept: socket._tls._cipherInBytes });
             });
             """,
             server.port,
@@ -296,20 +294,28 @@ def test_server_closes_mid_tls_handshake(
 
 
 def test_one_byte_a_second_times_out(page: Page, proxy: PysmtpProxy) -> None:
+    """The greeting's timer fires while bytes still arrive: shown by order (the client gave up
+    while the server had most of its bytes still to send), not by the clock."""
+    dripped: list[int] = []
+
     def script(conn: Conn) -> None:
         for byte in b"220 " + b"x" * 60:
             if conn.server.stop.wait(1.0):
                 return
-            conn.send(bytes([byte]))
+            try:
+                conn.send(bytes([byte]))
+            except OSError:
+                return  # the client (through the proxy) closed
+            dripped.append(byte)
 
     with ScriptedServer(script) as server:
-        started = time.monotonic()
         rec = page.session(
             port=server.port, options={"proxy": proxy.url(server.port), "timeoutGreeting": 2500}
         )
-        elapsed = time.monotonic() - started
+        at_close = len(dripped)
     error = assert_failed(rec, "SmtpTimeoutError")
-    assert "greeting" in error["message"] and 2.4 < elapsed < 5
+    assert "greeting" in error["message"] and error["stage"] == "greeting"
+    assert 1 <= at_close < 64, at_close
 
 
 # -- the proxy refuses ----------------------------------------------------------------------------------
@@ -543,6 +549,11 @@ def test_calls_in_the_wrong_state_are_refused_and_the_connection_stays_usable(
     ]
 
 
+# WebDriver carries arguments as JSON, which has no lone surrogate: that case is made in the page
+# (test_browser.py, test_a_lone_surrogate_is_our_error_in_the_page).
+PAGE_BAD_ENVELOPES = [(e, r) for e, r in BAD_ENVELOPES if "not valid Unicode" not in r]
+
+
 def test_a_bad_envelope_is_an_error_then_quit_then_close_and_nothing_is_sent(
     page: Page, proxy: PysmtpProxy
 ) -> None:
@@ -559,20 +570,20 @@ def test_a_bad_envelope_is_an_error_then_quit_then_close_and_nothing_is_sent(
                 options={"proxy": url},
                 envelopes=[{"from": "a@example.com", "to": f"ok{i}@example.com"}, bad],
             )
-            for i, bad in enumerate(BAD_ENVELOPES)
+            for i, (bad, _) in enumerate(PAGE_BAD_ENVELOPES)
         ]
         assert settle(lambda: recorder.connections_open) == 0
-    for rec in recs:
+    for rec, (_, reason) in zip(recs, PAGE_BAD_ENVELOPES, strict=True):
         assert rec["order"] == ["done:true", "error:SmtpEnvelopeError", "close:true"], rec["order"]
         (error,) = rec["errors"]
-        assert error["fatal"] is True and error["isError"] is True
+        assert error["fatal"] is True and error["isError"] is True and reason in error["message"], error
+        assert error["stage"] == "envelope" and error["code"] is None and error["enhanced"] is None
         sent = [line for line in rec["log"] if line.startswith("C: ")]
         assert sent[-1] == "C: QUIT" and sum(line.startswith("C: MAIL") for line in sent) == 1
         assert "S: 221 Bye" in rec["log"]
         assert not any("victim" in line or "NOTIFY" in line for line in sent)
-    assert "SMTPUTF8" in recs[4]["errors"][0]["message"]
     assert [m.rcpt_tos for m in recorder.messages] == [
-        [f"ok{i}@example.com"] for i in range(len(BAD_ENVELOPES))
+        [f"ok{i}@example.com"] for i in range(len(PAGE_BAD_ENVELOPES))
     ]
     assert settle(lambda: sum(page.stats().values())) == 0
 

@@ -1,5 +1,5 @@
 """A subset of the interop matrix in the page: the Python engine in Pyodide and the JS socket
-through the real proxy to real Postfix, Exim, OpenSMTPD and Dovecot LMTP (tests/mta.py),
+through the real proxy to real Postfix, Exim, OpenSMTPD and Dovecot LMTP (tests/mta/),
 with what was delivered read back from each server's own store."""
 
 from __future__ import annotations
@@ -8,9 +8,10 @@ import hashlib
 import uuid
 from typing import Any
 
+from .certs import Chain
 from .conftest import MAIL_USERS, Page
 from .mta import Dovecot, Exim, OpenSmtpd, Postfix, strip_trace
-from .servers import Chain, PysmtpProxy
+from .servers import PysmtpProxy
 from .test_interop import Target, crlf, message
 
 
@@ -133,7 +134,7 @@ def test_opensmtpd_plain_and_its_tls_failure_from_the_page(
     assert "DATA" in client_lines(rec)  # no CHUNKING offered
     stored = Target("opensmtpd", 0, 0, opensmtpd.mailbox).wait_for("bob", token)
     assert crlf(strip_trace(stored)) == body_of(token).encode()
-    # Debian 12's OpenSMTPD cannot finish a TLS handshake (tests/mta.py): a clear error in the page too.
+    # Debian 12's OpenSMTPD cannot finish a TLS handshake (tests/mta/): a clear error in the page too.
     rec = page.session(host="localhost", port=port, options={"proxy": url, "ca": mail_chain.root_pem})
     assert rec["done"] == [] and rec["closed"] is True
     assert [e["name"] for e in rec["errors"]] == ["SmtpTlsError"], rec["errors"]

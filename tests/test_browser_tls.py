@@ -19,11 +19,10 @@ import pytest
 import trustme
 
 from .browsers import insecure_host
+from .certs import Certificate, Chain, make_chain, self_signed
 from .conftest import Page
 from .mta import Postfix, skip_unless_installed, strip_trace
 from .servers import (
-    Certificate,
-    Chain,
     Conn,
     PysmtpProxy,
     Recorder,
@@ -31,8 +30,6 @@ from .servers import (
     SmtpServer,
     client_hello_version,
     legacy_tls_context,
-    make_chain,
-    make_self_signed_leaf,
     modern_tls_context,
     tls12_context,
     weak_key_context,
@@ -195,7 +192,7 @@ def test_an_ip_address_not_in_the_certificate_is_refused(
 def test_a_pinned_self_signed_leaf_that_is_not_a_ca(
     page: Page, proxy: PysmtpProxy, tmp_path: Path, mode: str
 ) -> None:
-    leaf = make_self_signed_leaf(tmp_path)
+    leaf = self_signed(tmp_path, kind="ec", ca=False)
     recorder = Recorder()
     with SmtpServer(recorder, **server_kwargs(mode, modern_tls_context(leaf))) as server:
         rec = session(page, proxy, server, mode, ca=leaf.cert_pem)
@@ -214,6 +211,45 @@ def test_an_intermediate_may_be_pinned(
     with SmtpServer(recorder, implicit_tls=modern_tls_context(leaves["ec"])) as server:
         rec = session(page, proxy, server, "implicit", ca=intermediate.strip())
     assert_delivered(rec, recorder)
+
+
+def test_a_pinned_cas_openssl_context_is_shared_then_freed_after_its_last_connection(
+    page: Page, proxy: PysmtpProxy, chains: dict[str, Chain], leaves: dict[str, Certificate]
+) -> None:
+    # Two clients pinning the same `ca` at once share one SSL_CTX; when both have closed, it is
+    # freed (pt_ctx_free), and the next connection makes a new one.
+    recorder = Recorder()
+    with SmtpServer(recorder, implicit_tls=modern_tls_context(leaves["rsa"])) as server:
+        out = page.run(
+            """
+            const engine = PySmtp.Socket.engines.openssl;
+            const count = () => engine.pinnedContexts(PySmtp.Socket.defaults.openssl);
+            const options = { proxy: args[1], useSecureTransport: true, ca: args[2] };
+            const spec = { port: args[0], options };
+            const seen = [];
+            let running = true;
+            const sample = async () => {
+              while (running) {
+                seen.push(await count());
+                await new Promise((r) => setTimeout(r, 5));
+              }
+            };
+            const sampling = sample();
+            const recs = await Promise.all([window.session(spec), window.session(spec)]);
+            running = false;
+            await sampling;
+            const after = await count();
+            const again = await window.session(spec);
+            return { recs: [...recs, again], most: Math.max(...seen), after, last: await count() };
+            """,
+            server.port,
+            proxy.url(server.port),
+            chains["rsa"].root_pem,
+        )
+    for rec in out["recs"]:
+        assert rec["errors"] == [] and rec["done"] == [True], rec["errors"]
+    assert len(recorder.messages) == 3
+    assert out["most"] == 1 and out["after"] == 0 and out["last"] == 0, out
 
 
 # -- legacy servers: node-forge, only when the page chooses it ---------------------------------------------
@@ -587,7 +623,7 @@ def test_the_default_engine_works_on_a_page_that_is_not_a_secure_context(
     assert "TLS 1.3" in negotiated(rec) and "(openssl)" in negotiated(rec)
 
 
-# -- a real Postfix (Debian's package, run by tests/mta.py) --------------------------------------------
+# -- a real Postfix (Debian's package, run by tests/mta/) --------------------------------------------
 
 
 @pytest.fixture(scope="module")

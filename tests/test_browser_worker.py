@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
 from email import message_from_bytes
 from email import policy as email_policy
 from pathlib import Path
@@ -18,41 +17,17 @@ import pytest
 
 from pysmtp_wasm.errors import SmtpUsageError
 
-from .conftest import DIST, Page, selenium_common
-from .servers import (
-    Certificate,
-    PysmtpProxy,
-    Recorder,
-    ScriptedServer,
-    SmtpServer,
-    legacy_tls_context,
-    modern_tls_context,
-)
+from .conftest import DIST, Page
+from .servers import PysmtpProxy, Recorder, ScriptedServer, SmtpServer
 from .test_browser import (
-    CONFIGURATION_ERRORS,
-    PASSWORD,
-    USER,
-    check_configuration_errors,
     client_lines,
     expected_lines,
 )
 from .test_browser_hostile import websocket_that_closes
 
-
-@pytest.fixture(scope="module")
-def page(
-    request: pytest.FixtureRequest, runtime: str, web_server_main: Any, playwright_browsers: Any
-) -> Iterator[Page]:
-    """A tab on minimal.html?worker: PySmtp.load({worker: true})."""
-    if not (DIST / "pysmtp-wasm-worker.js").exists():
-        pytest.fail("dist/ is not built: run ./build.sh test (it builds before testing)")
-    with selenium_common(
-        request, runtime, web_server_main, load_pyodide=False, browsers=playwright_browsers
-    ) as sel:
-        sel.driver.set_script_timeout(300)
-        tab = Page(sel.driver, sel.base_url)
-        tab.goto(f"{sel.base_url}/minimal.html?worker")
-        yield tab
+# Every test here runs on minimal.html?worker: PySmtp.load({worker: true}), in each engine
+# (tests/conftest.py's ``page``).
+PAGE_MODE = "worker"
 
 
 def settle(page: Page) -> dict[str, int]:
@@ -73,72 +48,6 @@ def test_the_engine_runs_in_a_worker_and_not_in_the_page(page: Page) -> None:
         """
     )
     assert out == {"pyodide": None, "worker": True, "inPage": "undefined"}
-
-
-def test_plain_message_with_a_proxy_function_and_partial_rejection(page: Page, proxy: PysmtpProxy) -> None:
-    with SmtpServer(Recorder(reject={"bad@example.com"}, pipelining=True)) as server:
-        proxy.url(server.port)
-        rec = page.session(
-            port=server.port,
-            proxyFor=f"ws://127.0.0.1:{proxy.port}/?token=t{{port}}",
-            envelopes=[{"from": "a@example.com", "to": ["bad@example.com", "good@example.com"]}] * 2,
-        )
-    assert rec["errors"] == [] and rec["closed"] is False and rec["idles"] == 3
-    assert rec["ready"] == [["bad@example.com"]] * 2 and rec["done"] == [True, True]
-    results = rec["results"][0]
-    assert rec["lastResults"] == rec["results"][1]  # client.lastResults: what the last ondone got
-    assert {r["recipient"]: (r["accepted"], r["code"]) for r in results} == {
-        "good@example.com": (True, 250),
-        "bad@example.com": (False, 550),
-    }
-    assert [m.content for m in server.recorder.messages] == [b"Subject: hi\r\n\r\nhello\r\n"] * 2
-    assert any(line.startswith("S: 220 ") for line in rec["log"])  # onlog crosses too
-    assert settle(page) == ZERO
-
-
-def test_implicit_tls_and_starttls_with_auth(page: Page, proxy: PysmtpProxy, rsa_cert: Certificate) -> None:
-    with SmtpServer(implicit_tls=modern_tls_context(rsa_cert)) as server:
-        rec = page.session(
-            port=server.port,
-            options={"proxy": proxy.url(server.port), "useSecureTransport": True, "ca": rsa_cert.cert_pem},
-        )
-        assert rec["errors"] == [] and rec["done"] == [True], rec
-        assert server.recorder.messages[0].tls is True
-        assert "*: connected with TLS 1.3, TLS_AES_256_GCM_SHA384 (openssl)" in rec["log"], rec["log"]
-    recorder = Recorder(users={USER: PASSWORD})
-    with SmtpServer(recorder, starttls=legacy_tls_context(rsa_cert), auth_require_tls=True) as server:
-        rec = page.session(
-            port=server.port,
-            options={
-                "proxy": proxy.url(server.port),
-                "ca": [rsa_cert.cert_pem],
-                "auth": {"user": USER, "pass": PASSWORD},
-                "tlsEngine": "forge",  # a TLS 1.1 server: the page's choice
-            },
-        )
-    assert rec["errors"] == [] and rec["done"] == [True], (rec["errors"][0]["message"], rec["log"])
-    # node-forge in the Worker (its ES-module twin, as OpenSSL's above).
-    assert recorder.commands == ["STARTTLS", "AUTH PLAIN"]
-    assert recorder.messages[0].tls is True and recorder.messages[0].login == USER
-    assert PASSWORD not in "\n".join(rec["log"])
-
-
-def test_auth_failure_is_onerror_then_onclose_with_the_codes(page: Page, proxy: PysmtpProxy) -> None:
-    with SmtpServer(Recorder(users={USER: PASSWORD})) as server:
-        rec = page.session(
-            port=server.port,
-            options={
-                "proxy": proxy.url(server.port),
-                "auth": {"user": USER, "pass": "wrong"},
-                "authMethod": "PLAIN",
-                "allowInsecureAuth": True,
-            },
-        )
-    (error,) = rec["errors"]
-    assert error["isError"] is True and error["name"] == "SmtpAuthError" and error["undefinedFields"] == []
-    assert error["code"] == 535 and error["enhanced"] == "5.7.8" and error["stage"].lower() == "auth"
-    assert error["fatal"] is True and rec["order"] == ["error:SmtpAuthError", "close:true"]
-    assert settle(page) == ZERO
 
 
 def test_twenty_megabytes_transferred_with_backpressure_arrive_byte_identical(
@@ -266,7 +175,9 @@ def test_an_envelope_error_is_onerror_then_onclose(page: Page, proxy: PysmtpProx
         )
     (error,) = rec["errors"]
     assert error["name"] == "SmtpEnvelopeError" and "invalid to address" in error["message"]
-    assert error["fatal"] is True and rec["order"] == ["error:SmtpEnvelopeError", "close:true"]
+    assert error["stage"] == "envelope" and error["code"] is None and error["enhanced"] is None, error
+    assert error["undefinedFields"] == [] and error["fatal"] is True
+    assert rec["order"] == ["error:SmtpEnvelopeError", "close:true"]
     assert client_lines(rec)[-1] == "C: QUIT" and server.recorder.messages == []
 
 
@@ -435,7 +346,7 @@ def test_preconnect_opens_the_connection_in_the_worker_while_it_boots(page: Page
         assert server.recorder.connections_total == count + 2 and len(server.recorder.messages) == 2
     finally:
         html.unlink()
-        page.goto(f"{page.base_url}/minimal.html?worker")
+        page.home()
 
 
 # Constructor arguments the engine refuses: each is thrown by the Worker mode's constructor with
@@ -454,6 +365,9 @@ BAD_OPTIONS: list[dict[str, Any]] = [
     {"name": "x\r\nRCPT TO:<victim@example.org>"},
     {"ca": 42},
     {"ignoreTLS": True, "requireTLS": True},
+    {"auth": {"user": "u\r\nRSET", "pass": "p"}},
+    {"auth": {"user": "u", "pass": "p\0"}},
+    {"auth": {"user": "u", "xoauth2": "t\x01auth=x"}},
 ]
 
 
@@ -496,12 +410,6 @@ def test_a_constructor_argument_the_engine_refuses_throws_at_once_as_in_page(pag
     assert out["stats"]["pageClients"] == 0 and out["stats"]["workerClients"] == 0
 
 
-def test_configuration_errors_throw_at_construction_in_words_a_user_knows(page: Page) -> None:
-    # The socket's own checks run in the page too (PySmtpSocket is in its script): the proxy URL,
-    # the `ca`, the host; with the same words as in-page, where Python asks them.
-    check_configuration_errors(page.run(CONFIGURATION_ERRORS))
-
-
 def test_what_only_the_worker_refuses_ends_in_onerror_then_onclose(page: Page) -> None:
     # The page's grammar never refuses more than the engine: here a private-use character in the
     # EHLO name, which Python's isprintable() refuses and the page's check lets through. The
@@ -533,6 +441,8 @@ def test_what_only_the_worker_refuses_ends_in_onerror_then_onclose(page: Page) -
 def test_the_main_thread_has_no_long_task_from_navigation_to_ondone(page: Page, proxy: PysmtpProxy) -> None:
     # bench/pages/blocking.html, served from dist/: a 5 MB message right after navigation, the
     # page's long tasks (Long Tasks API) until ondone. In-page, the boot is one (the test can fail).
+    if page.engine != "chromium":
+        pytest.skip(f"{page.engine} has no Long Tasks API (PerformanceObserver 'longtask' is Chromium's)")
     html = DIST / "_blocking.html"
     html.write_text(
         (Path(__file__).resolve().parent.parent / "bench" / "pages" / "blocking.html")
@@ -554,8 +464,12 @@ def test_the_main_thread_has_no_long_task_from_navigation_to_ondone(page: Page, 
         assert len(server.recorder.messages) == 2
     finally:
         html.unlink()
-        page.goto(f"{page.base_url}/minimal.html?worker")
+        page.home()
     in_page, worker = found["0"], found["1"]
     assert in_page["ok"] is True and worker["ok"] is True, found
-    assert in_page["longest"] > 100, found  # Python's boot, on the page's main thread
-    assert worker["longest"] <= 100 and worker["tbt"] <= 50, worker
+    # No thresholds in milliseconds here (a loaded machine stretches every task; the figures are
+    # bench/'s): in-page, Python's boot is a long task on the page's main thread (the test can
+    # fail); in worker mode the main thread's longest task is shorter than that boot, and it
+    # blocks less in all.
+    assert in_page["longest"] > 0, found
+    assert worker["longest"] < in_page["longest"] and worker["tbt"] < in_page["tbt"], found

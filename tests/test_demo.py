@@ -2,7 +2,7 @@
 SMTP server); a browser (Chromium, Firefox and WebKit in turn) fills the compose page and sends;
 the message is found intact in the embedded server's store; Ctrl-C stops everything.
 
-``PYSMTP_SCREENSHOT=docs/demo.png ./build.sh test -k demo`` also saves the README's screenshot.
+``PYSMTP_SCREENSHOT=docs/demo.png ./build.sh test -k demo`` also saves the screenshot the README shows.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from . import browsers
-from .servers import free_port, wait_for_port
+from .servers import free_port, skip_missing, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SUBJECT = "Grüße aus Köln — ünïcödé ✓"
@@ -114,7 +114,7 @@ def test_the_demo_stack_sends_from_the_compose_page(
     from selenium.webdriver.common.keys import Keys
 
     if reason := browsers.missing(engine):
-        pytest.skip(f"{engine}: {reason}")
+        skip_missing(f"{engine}: {reason}")
     attachment = tmp_path / "report.bin"
     attachment.write_bytes(bytes(range(256)) * 1000 + "✓ tail".encode())
     config = stack.api("api/config")
@@ -124,6 +124,11 @@ def test_the_demo_stack_sends_from_the_compose_page(
         driver.set_window_size(1400, 1500)
         driver.get(stack.url)
         wait_for_state(driver, "ready", 120)
+        # The footer names the TLS the page uses; the Target select shows its longest name whole.
+        footer = driver.execute_script("return document.querySelector('footer').textContent")
+        assert "OpenSSL" in footer and "node-forge" not in footer, footer
+        fits = driver.execute_script(TARGET_FITS)
+        assert fits["room"] >= fits["text"], fits
         fill = {
             "from": "Zoë <zoe@example.com>",
             "to": "ana@example.com",
@@ -172,6 +177,19 @@ def test_the_demo_stack_sends_from_the_compose_page(
 TRANSCRIPT = """
 return Array.from(document.querySelectorAll("#transcript .line"),
                   (line) => Array.from(line.children, (cell) => cell.textContent).join("\\n")).join("\\n");
+"""
+
+
+# The width the Target select gives its text, and the width of its longest option's text in the
+# select's own font (a select does not wrap: what is wider is cut off).
+TARGET_FITS = """
+const select = document.getElementById("target");
+const style = getComputedStyle(select);
+const context = document.createElement("canvas").getContext("2d");
+context.font = `${style.fontWeight} ${style.fontSize} ${style.fontFamily}`;
+const text = Math.max(...[...select.options].map((o) => context.measureText(o.text).width));
+const room = select.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+return { text, room };
 """
 
 

@@ -21,7 +21,6 @@ from pysmtp_wasm import (
     State,
 )
 from pysmtp_wasm._reply import MAX_REPLY_LINE, MAX_REPLY_LINES
-from pysmtp_wasm._sasl import is_loopback
 
 from .script import Finished, Harness, bytewise, run, user
 
@@ -401,6 +400,36 @@ def test_starttls_reply_with_injected_commands_after_it_is_discarded():
     assert h.outcome()[1] == ["StartTls", "Idle"]
 
 
+@pytest.mark.parametrize(
+    "injected",
+    [
+        b"250-SIZE 10",  # an unfinished line: it would prefix the first line after TLS
+        b"250-SIZE 10\r\n250-8BITMIME",  # a whole line and an unfinished one
+        b"250-SIZE 10\r",  # a line cut between CR and LF
+    ],
+)
+def test_starttls_partial_line_after_220_ready_does_not_merge_into_the_ehlo_reply(injected):
+    """A server (or a man in the middle) sends the start of a line after "220 ready", in the
+    same read: the parser must forget it, or it merges with the EHLO reply after TLS (as
+    "250-SIZE 10250-hi", or continues a reply of its own)."""
+    h = run(
+        [
+            (b"", b"220 hi\r\n"),
+            (b"EHLO localhost\r\n", b"250-hi\r\n250 STARTTLS\r\n"),
+            (b"STARTTLS\r\n", b"220 ready\r\n" + injected),
+        ]
+    )
+    assert h.engine.state is State.TLS and h.engine._parser.buffered == 0
+    h.tls()
+    assert h.sent.endswith(b"STARTTLS\r\nEHLO localhost\r\n")
+    h.feed(b"250-mx.example.com\r\n250 AUTH PLAIN\r\n")
+    assert h.outcome()[1] == ["StartTls", "Idle"]
+    assert "SIZE" not in h.engine.extensions and "8BITMIME" not in h.engine.extensions
+    assert h.engine.extensions.auth_mechanisms == ["PLAIN"]
+    server_lines = [text for direction, text in h.log if direction == "S"]
+    assert server_lines[-2:] == ["250-mx.example.com", "250 AUTH PLAIN"]
+
+
 def test_starttls_is_never_pipelined():
     h = run(
         [(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250-hi\r\n250-PIPELINING\r\n250 STARTTLS\r\n")],
@@ -527,7 +556,7 @@ CLEARTEXT_HELLO = [
 )
 def test_auth_without_tls_to_a_remote_host_is_refused_before_any_credential(auth, method, secret):
     options = {"auth": auth, **({"authMethod": method} if method else {})}
-    h = run(CLEARTEXT_HELLO, options=options, host=REMOTE)
+    h = run(CLEARTEXT_HELLO, options=options, host=REMOTE, loopback=False)
     (failed,) = h.events
     assert isinstance(failed, Failed) and failed.quitting is True
     error = failed.error
@@ -544,6 +573,7 @@ def test_ignore_tls_with_auth_to_a_remote_host_says_why():
         [(b"", b"220 hi\r\n"), (b"EHLO localhost\r\n", b"250-hi\r\n250-STARTTLS\r\n250 AUTH PLAIN\r\n")],
         options={"ignoreTLS": True, "auth": {"user": "u", "pass": "p"}},
         host=REMOTE,
+        loopback=False,
     )
     (failed,) = h.events
     assert "ignoreTLS is set" in str(failed.error) and h.sent == b"EHLO localhost\r\nQUIT\r\n"
@@ -554,6 +584,7 @@ def test_allow_insecure_auth_sends_the_password_without_tls():
         [*CLEARTEXT_HELLO, (b"AUTH PLAIN " + base64.b64encode(b"\0u\0p") + b"\r\n", b"235 ok\r\n")],
         options={"auth": {"user": "u", "pass": "p"}, "allowInsecureAuth": True},
         host=REMOTE,
+        loopback=False,
     )
     assert h.outcome()[1] == ["Idle"]
 
@@ -570,6 +601,7 @@ def test_cram_md5_may_be_used_without_tls_to_a_remote_host():
         ],
         options={"auth": {"user": "user", "pass": "secret"}},
         host=REMOTE,
+        loopback=False,
     )
     assert h.outcome()[1] == ["Idle"]
 
@@ -586,33 +618,22 @@ def test_after_starttls_auth_to_a_remote_host_goes_ahead():
         ],
         options={"auth": {"user": "u", "pass": "p"}},
         host=REMOTE,
+        loopback=False,
     )
     assert h.outcome()[1] == ["StartTls", "Idle"]
 
 
-@pytest.mark.parametrize(
-    ("host", "loopback"),
-    [
-        ("localhost", True),
-        ("LocalHost.", True),
-        ("127.0.0.1", True),
-        ("127.8.9.10", True),
-        ("::1", True),
-        ("[::1]", True),
-        ("mail.example.com", False),
-        ("localhost.example.com", False),
-        ("127.0.0.1.nip.io", False),
-        ("10.0.0.1", False),
-        ("::2", False),
-        ("", False),
-        (None, False),
-    ],
-)
-def test_loopback_is_decided_from_the_host_as_written(host, loopback):
-    assert is_loopback(host) is loopback
-    h = run(CLEARTEXT_HELLO, options={"auth": {"user": "u", "pass": "p"}}, host=host)
-    assert h.sent.startswith(b"EHLO localhost\r\nAUTH PLAIN ") is loopback
-    assert (h.sent == b"EHLO localhost\r\nQUIT\r\n") is not loopback
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "::1", REMOTE])
+def test_the_host_as_written_never_earns_cleartext_auth(host):
+    """The engine does not look at the host label: only what the transport says of the peer
+    it reached (stays_local, set by the client when the connection is made) counts."""
+    for loopback in (True, False):
+        h = run(CLEARTEXT_HELLO, options={"auth": {"user": "u", "pass": "p"}}, host=host, loopback=loopback)
+        assert h.sent.startswith(b"EHLO localhost\r\nAUTH PLAIN ") is loopback
+        assert (h.sent == b"EHLO localhost\r\nQUIT\r\n") is not loopback
+    from pysmtp_wasm import SmtpEngine, parse_options
+
+    assert SmtpEngine(parse_options({}), host=host).stays_local is False
 
 
 # -- replies that are not SMTP ----------------------------------------------------------------

@@ -51,6 +51,7 @@ from pysmtp_wasm import (
     parse_options,
 )
 from pysmtp_wasm._reply import MAX_REPLY_LINE, MAX_REPLY_LINES
+from pysmtp_wasm._state import COMMAND_STAGES, STEP_STAGES
 
 CORPUS = Path(__file__).resolve().parent / "fuzz_corpus"
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "400"))
@@ -71,7 +72,8 @@ BODY = [b"Subject: fuzz\r\n\r\n.dot", b" line\r\n", b"\r\n.\r\nlast"]
 class Transcript:
     name: str
     options: dict[str, Any] = field(default_factory=dict)
-    host: str = "localhost"  # the server's name as the user gave it (loopback: AUTH without TLS)
+    host: str = "localhost"  # the server's name as the user gave it (for messages only)
+    loopback: bool = True  # whether the peer the transport reached is loopback (AUTH without TLS)
     envelopes: list[dict[str, Any]] = field(default_factory=lambda: list(DEFAULT_ENVELOPES))
     steps: list[tuple[str, Any]] = field(default_factory=list)
     manual: bool = False  # the user acts only through CALL steps
@@ -84,7 +86,8 @@ def load(path: Path) -> Transcript:
     ``S: <bytes>`` the server sends (Python escapes: \\r \\n \\x00 \\\\; ``S*N:`` N times),
     ``TLS`` the handshake succeeds, ``LOST`` the connection drops, ``TIMEOUT`` a timer fires,
     ``CALL <method> [json]``
-    the user calls a method; ``options:``/``envelopes:`` (JSON), ``host:``, ``user: manual`` (no envelope
+    the user calls a method; ``options:``/``envelopes:`` (JSON), ``host:``, ``peer: remote`` (the transport
+    reached an address that is not loopback), ``user: manual`` (no envelope
     on idle, no message on ready: only the CALL steps act) and ``expect:`` are headers,
     ``#`` starts a comment.
     """
@@ -107,6 +110,9 @@ def load(path: Path) -> Transcript:
             transcript.options = json.loads(rest)
         elif head == "host:":
             transcript.host = rest.strip()
+        elif head == "peer:":
+            assert rest.strip() in ("loopback", "remote"), line
+            transcript.loopback = rest.strip() == "loopback"
         elif head == "envelopes:":
             transcript.envelopes = json.loads(rest)
         elif head == "user:":
@@ -136,6 +142,7 @@ class Player:
     def __init__(self, transcript: Transcript) -> None:
         self.transcript = transcript
         self.engine = SmtpEngine(parse_options(transcript.options), host=transcript.host)
+        self.engine.stays_local = transcript.loopback  # as SmtpClient sets it from the transport
         self.sent = bytearray()
         self.events: list[Any] = []
         self.log: list[tuple[str, str]] = []
@@ -174,7 +181,7 @@ class Player:
         elif kind == "lost":
             self._take(engine.connection_lost())
         elif kind == "timeout":
-            self._take(engine.fail(SmtpError("timed out (fuzz)")))
+            self._take(engine.fail(SmtpError("timed out (fuzz)", stage=engine.stage)))
         elif kind == "call":
             method, argument = value
             if method == "send":
@@ -269,6 +276,12 @@ class Player:
         assert parser.buffered <= MAX_REPLY_LINE
         assert len(parser._lines) < MAX_REPLY_LINES
         assert engine._out == [] and engine._events == []
+        for event in self.events:
+            if isinstance(event, Failed):  # one spelling of stage; code/enhanced None or real
+                error = event.error
+                assert error.stage in (*COMMAND_STAGES, *STEP_STAGES), repr(error)
+                assert error.code is None or isinstance(error.code, int), repr(error)
+                assert error.enhanced is None or isinstance(error.enhanced, str), repr(error)
         # RSET, MAIL, one RCPT per recipient of the largest envelope ever given, DATA; with
         # CHUNKING, one reply due per BDAT chunk written (at most one per send()).
         chunks = sum(1 for direction, text in self.log if direction == "C" and text.startswith("BDAT"))
@@ -403,7 +416,7 @@ def mutated(draw: st.DrawFn) -> Transcript:
                 steps[index] = ("data", data[:at])
             elif action == "rechunk":
                 steps[index : index + 1] = [("data", data[:at]), ("data", data[at:])]
-    return Transcript(f"mutant of {base.name}", options, base.host, envelopes, steps)
+    return Transcript(f"mutant of {base.name}", options, base.host, base.loopback, envelopes, steps)
 
 
 CORPUS_TRANSCRIPTS = corpus()

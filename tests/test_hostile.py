@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 import ssl
-import time
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
@@ -28,7 +28,7 @@ from pysmtp_wasm import (
 from pysmtp_wasm._reply import MAX_REPLY_LINE
 
 from .conftest import ca_pem
-from .servers import Conn, Recorder, ScriptedServer, SmtpServer, this_machine
+from .servers import Conn, Recorder, ScriptedServer, SmtpServer, off_loopback_address
 from .test_asyncio_e2e import Outcome, deliver
 
 USER, PASSWORD = "alice", "s3cret-pass"
@@ -71,7 +71,9 @@ def starttls_script(tls: ssl.SSLContext, injected: bytes, later: bytes = b"") ->
         conn.sock.settimeout(10)
         conn.send(b"220 2.0.0 ready to start TLS\r\n" + injected)
         if later:
-            time.sleep(0.2)
+            # Wait for the client's first handshake byte (peeked, left for the handshake): it
+            # has read "220 ready" and is in TLS now, so ``later`` is a read of its own.
+            conn.sock.recv(1, socket.MSG_PEEK)
             conn.send(later)
         conn.start_tls(tls)
         conn.serve_smtp(b"250-hostile over TLS\r\n250 AUTH PLAIN\r\n")
@@ -80,12 +82,17 @@ def starttls_script(tls: ssl.SSLContext, injected: bytes, later: bytes = b"") ->
 
 
 INJECTED = b"250-evil\r\n250 AUTH PLAIN\r\n235 2.7.0 fake: authenticated\r\n"
+# An unfinished line: kept by the reply parser, it would merge into the EHLO reply after TLS.
+PARTIAL = b"250-SIZE 10"
 
 
+@pytest.mark.parametrize(
+    "injected", [INJECTED, PARTIAL, INJECTED + PARTIAL], ids=["lines", "partial", "both"]
+)
 async def test_starttls_injection_in_the_same_read_is_discarded(
-    ca: trustme.CA, server_tls: ssl.SSLContext
+    ca: trustme.CA, server_tls: ssl.SSLContext, injected: bytes
 ) -> None:
-    with ScriptedServer(starttls_script(server_tls, INJECTED)) as server:
+    with ScriptedServer(starttls_script(server_tls, injected)) as server:
         client = SmtpClient("localhost", server.port, pinned(ca, auth={"user": USER, "pass": PASSWORD}))
         out = await deliver(client)
     assert out.errors == [] and out.done == [True] and out.closed is False
@@ -93,8 +100,9 @@ async def test_starttls_injection_in_the_same_read_is_discarded(
     assert server.plaintext == b"EHLO localhost\r\nSTARTTLS\r\n"
     # After the handshake the client said EHLO again: the injected replies were never read.
     assert server.commands[0] == "EHLO localhost" and server.commands[1].startswith("AUTH PLAIN ")
-    assert not any("evil" in line or "fake" in line for line in server_lines(out))
+    assert not any("evil" in line or "fake" in line or "SIZE" in line for line in server_lines(out))
     assert ("*", "discarded data received after the STARTTLS reply") in out.log
+    assert ("S", "250-hostile over TLS") in out.log  # the EHLO reply after TLS, whole and alone
     assert len(server.messages) == 1
 
 
@@ -128,7 +136,15 @@ class StrippingMitm:
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> StrippingMitm:
-        self._server = await asyncio.start_server(self._handle, self.address, 0)
+        if self.address == "::":
+            # Dual stack (asyncio would make it IPv6 only): a client reaching it at an
+            # IPv4-mapped address ("::ffff:127.0.0.1") has that as its peer address.
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind(("::", 0))
+            self._server = await asyncio.start_server(self._handle, sock=sock)
+        else:
+            self._server = await asyncio.start_server(self._handle, self.address, 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -200,19 +216,19 @@ async def test_starttls_stripped_without_require_tls_sends_no_credentials(
     offer it. A man in the middle who removes the offer gets a plaintext session, but no
     password or token: AUTH is refused before any of it is written (the host is not loopback),
     QUIT follows, and nothing else."""
-    name, address = this_machine()
+    address = off_loopback_address()
     recorder = Recorder(users={USER: PASSWORD}, tokens={USER: TOKEN})
     with SmtpServer(recorder, starttls=server_tls) as server:
         async with StrippingMitm(server.port, address) as mitm:
             options = {"auth": auth, **({"authMethod": method} if method else {})}
-            out = await deliver(SmtpClient(name, mitm.port, options))
+            out = await deliver(SmtpClient(address, mitm.port, options))
             for _ in range(50):
                 if recorder.connections_open == 0:
                     break
                 await asyncio.sleep(0.05)
     error = assert_failed(out, SmtpTlsError)
     assert error.stage == "AUTH" and f"not sending the {secret} in cleartext" in str(error)
-    assert "allowInsecureAuth" in str(error) and name in str(error)
+    assert "allowInsecureAuth" in str(error) and address in str(error)
     assert mitm.stripped == 1  # the server did offer STARTTLS
     assert bytes(mitm.from_client) == b"EHLO localhost\r\nQUIT\r\n"  # no AUTH, no message
     assert recorder.commands == [] and recorder.messages == [] and recorder.connections_open == 0
@@ -220,11 +236,11 @@ async def test_starttls_stripped_without_require_tls_sends_no_credentials(
 
 async def test_starttls_stripped_without_require_tls_may_use_cram_md5(server_tls: ssl.SSLContext) -> None:
     """CRAM-MD5 puts only an HMAC on the wire: it stays allowed without TLS (and is preferred)."""
-    name, address = this_machine()
+    address = off_loopback_address()
     recorder = Recorder(users={USER: PASSWORD})
     with SmtpServer(recorder, starttls=server_tls) as server:
         async with StrippingMitm(server.port, address) as mitm:
-            out = await deliver(SmtpClient(name, mitm.port, {"auth": {"user": USER, "pass": PASSWORD}}))
+            out = await deliver(SmtpClient(address, mitm.port, {"auth": {"user": USER, "pass": PASSWORD}}))
     assert out.errors == [] and out.done == [True] and recorder.commands == ["AUTH CRAM-MD5"]
     seen = bytes(mitm.from_client)
     assert PASSWORD.encode() not in seen and base64.b64encode(PASSWORD.encode()) not in seen
@@ -233,8 +249,8 @@ async def test_starttls_stripped_without_require_tls_may_use_cram_md5(server_tls
 async def test_starttls_stripped_with_allow_insecure_auth_is_plaintext_and_the_mitm_reads_it(
     server_tls: ssl.SSLContext,
 ) -> None:
-    """What allowInsecureAuth gives away, as the README says: the password and the message."""
-    name, address = this_machine()
+    """What allowInsecureAuth gives away, as docs/api.md says: the password and the message."""
+    address = off_loopback_address()
     recorder = Recorder(users={USER: PASSWORD})
     with SmtpServer(recorder, starttls=server_tls) as server:
         async with StrippingMitm(server.port, address) as mitm:
@@ -243,7 +259,7 @@ async def test_starttls_stripped_with_allow_insecure_auth_is_plaintext_and_the_m
                 "authMethod": "PLAIN",
                 "allowInsecureAuth": True,
             }
-            out = await deliver(SmtpClient(name, mitm.port, options))
+            out = await deliver(SmtpClient(address, mitm.port, options))
     assert out.errors == [] and out.done == [True]
     assert recorder.messages[0].tls is False and recorder.commands == ["AUTH PLAIN"]
     seen = bytes(mitm.from_client)
@@ -251,13 +267,23 @@ async def test_starttls_stripped_with_allow_insecure_auth_is_plaintext_and_the_m
     assert b"Subject: hi\r\n\r\nhello\r\n" in seen  # the message
 
 
-async def test_starttls_stripped_on_loopback_authenticates_in_plaintext(server_tls: ssl.SSLContext) -> None:
-    """A loopback host (the server is this machine) may take the password without TLS."""
+# Names for 127.0.0.1 that no rule on the string would call loopback: the resolver's
+# inet_aton forms. Only the address connected to tells.
+LOOPBACK_IN_DISGUISE = ["127.0.0.1", "127.1", "2130706433"]
+
+
+@pytest.mark.parametrize("host", [*LOOPBACK_IN_DISGUISE, "::ffff:127.0.0.1"])
+async def test_starttls_stripped_on_loopback_authenticates_in_plaintext(
+    server_tls: ssl.SSLContext, host: str
+) -> None:
+    """A connection to a loopback address (the server is this machine) may take the password
+    without TLS: decided from the peer address, whatever the host looks like as written (an
+    IPv4-mapped IPv6 address of 127.0.0.1 included)."""
     recorder = Recorder(users={USER: PASSWORD})
     with SmtpServer(recorder, starttls=server_tls) as server:
-        async with StrippingMitm(server.port) as mitm:
+        async with StrippingMitm(server.port, "::" if ":" in host else "127.0.0.1") as mitm:
             options = {"auth": {"user": USER, "pass": PASSWORD}, "authMethod": "LOGIN"}
-            out = await deliver(SmtpClient("127.0.0.1", mitm.port, options))
+            out = await deliver(SmtpClient(host, mitm.port, options))
     assert out.errors == [] and out.done == [True] and recorder.commands == ["AUTH LOGIN"]
     assert recorder.messages[0].login == USER and recorder.messages[0].tls is False
 
@@ -333,25 +359,35 @@ async def test_server_closes_mid_tls_handshake(ca: trustme.CA, mode: str) -> Non
 
 
 async def test_one_byte_a_second_times_out_and_memory_stays_bounded() -> None:
+    """A greeting dripped a byte a second never completes: the greeting's timer fires while
+    bytes still arrive (they do not restart it; tests/test_timers.py has the rule on a fake
+    clock). Shown by order, not by the clock: the client gave up while the server still had
+    most of its 60 bytes to send."""
+    dripped: list[int] = []
+
     def script(conn: Conn) -> None:
         for byte in b"220 " + b"x" * 60:
             if conn.server.stop.wait(1.0):
                 return
-            conn.send(bytes([byte]))
+            try:
+                conn.send(bytes([byte]))
+            except OSError:
+                return  # the client closed
+            dripped.append(byte)
 
     with ScriptedServer(script) as server:
         client = SmtpClient("127.0.0.1", server.port, {"timeoutGreeting": 2500})
-        started = time.monotonic()
-        task = asyncio.ensure_future(deliver(client, timeout=8))
+        task = asyncio.ensure_future(deliver(client, timeout=60))
         buffered = []
         while not task.done():
             await asyncio.sleep(0.1)
             if client._engine is not None:
                 buffered.append(client._engine._parser.buffered)
         out = task.result()
-        elapsed = time.monotonic() - started
-    assert_failed(out, SmtpTimeoutError)
-    assert 2.4 < elapsed < 4  # the timer fired: bytes arriving do not reset it
+        at_close = len(dripped)
+    error = assert_failed(out, SmtpTimeoutError)
+    assert error.stage == "greeting" and "the greeting" in str(error)
+    assert 1 <= at_close < 64, at_close  # bytes were arriving, and the greeting never completed
     assert max(buffered) <= 4 and buffered[-1] == 0
 
 
@@ -364,7 +400,38 @@ async def test_continuation_lines_forever_time_out() -> None:
 
     with ScriptedServer(script) as server:
         out = await deliver(SmtpClient("127.0.0.1", server.port, {"timeoutSocketLowerBound": 600}), timeout=5)
-    assert "ehlo" in str(assert_failed(out, SmtpTimeoutError))
+    error = assert_failed(out, SmtpTimeoutError)
+    assert "ehlo" in str(error) and error.stage == "EHLO"
+    assert error.code is None and error.enhanced is None
+
+
+@pytest.mark.parametrize(
+    ("answer", "stage", "code", "enhanced"),
+    [
+        (None, "AUTH", None, None),  # no answer: a timeout while AUTH's reply is awaited
+        (b"421 4.3.2 going down\r\n", "AUTH", 421, "4.3.2"),
+        (b"454 try later\r\n", "AUTH", 454, None),  # a code without an enhanced one
+    ],
+)
+async def test_stage_is_spelt_one_way_and_absent_evidence_is_none(
+    answer: bytes | None, stage: str, code: int | None, enhanced: str | None
+) -> None:
+    def script(conn: Conn) -> None:
+        conn.send(b"220 hi\r\n")
+        conn.line()
+        conn.send(b"250-hi\r\n250 AUTH PLAIN\r\n")
+        conn.line()  # AUTH PLAIN ...
+        if answer is None:
+            conn.server.stop.wait(10)
+        else:
+            conn.send(answer)
+            conn.line()
+
+    options = {"auth": {"user": USER, "pass": PASSWORD}, "timeoutSocketLowerBound": 300}
+    with ScriptedServer(script) as server:
+        out = await deliver(SmtpClient("127.0.0.1", server.port, options), timeout=10)
+    (error,) = out.errors
+    assert (error.stage, error.code, error.enhanced) == (stage, code, enhanced), repr(error)
 
 
 async def test_a_flood_without_line_ends_is_stopped_with_bounded_memory() -> None:
@@ -402,13 +469,19 @@ def refused(call: Any, *args: Any) -> str:
     return "accepted"
 
 
-BAD_ENVELOPES = [
-    {"from": "a@example.com", "to": "b@example.com\r\nRCPT TO:<victim@example.com>"},
-    {"from": "a@exa\0mple.com", "to": "b@example.com"},
-    {"from": "a@example.com", "to": "b@example.com> NOTIFY=NEVER"},
-    {"from": "<a@example.com", "to": "b@example.com"},
-    {"from": "a@example.com", "to": "jörg@example.com"},  # the server has no SMTPUTF8
-    {"from": "a@example.com", "to": []},
+# (envelope, words the reason must contain)
+BAD_ENVELOPES: list[tuple[dict[str, Any], str]] = [
+    ({"from": "a@example.com", "to": "b@example.com\r\nRCPT TO:<victim@example.com>"}, "contains"),
+    ({"from": "a@exa\0mple.com", "to": "b@example.com"}, "contains NUL"),
+    ({"from": "a@example.com", "to": "b@example.com> NOTIFY=NEVER"}, "contains '>'"),
+    ({"from": "a@example.com", "to": "b@example.com>"}, "contains '>'"),  # '>' alone
+    ({"from": "<a@example.com", "to": "b@example.com"}, "contains '<'"),
+    ({"from": '"a" NOTIFY=NEVER"@example.com', "to": "b@example.com"}, "not a proper quoted string"),
+    ({"from": "a@example.com", "to": 'b" NOTIFY=NEVER@example.com'}, "quote outside a quoted local part"),
+    ({"from": "a@example.com", "to": "x" * 243 + "@example.com"}, "255 octets, longer than the 254"),
+    ({"from": "a\ud800@example.com", "to": "b@example.com"}, "not valid Unicode"),
+    ({"from": "a@example.com", "to": "jörg@example.com"}, "SMTPUTF8"),  # the server has no SMTPUTF8
+    ({"from": "a@example.com", "to": []}, "no recipients"),
 ]
 
 
@@ -465,9 +538,9 @@ async def test_calls_in_the_wrong_state_are_refused_and_the_connection_stays_usa
     ]
 
 
-@pytest.mark.parametrize("envelope", BAD_ENVELOPES, ids=range(len(BAD_ENVELOPES)))
+@pytest.mark.parametrize(("envelope", "reason"), BAD_ENVELOPES, ids=range(len(BAD_ENVELOPES)))
 async def test_a_bad_envelope_is_an_error_then_quit_then_close_and_nothing_is_sent(
-    envelope: dict[str, Any],
+    envelope: dict[str, Any], reason: str
 ) -> None:
     """After a first message on the same connection, a bad envelope: onerror, nothing of it on
     the wire, QUIT, onclose(true); the server stored only the first message."""
@@ -488,10 +561,9 @@ async def test_a_bad_envelope_is_an_error_then_quit_then_close_and_nothing_is_se
     client_lines = [text for direction, text in out.log if direction == "C"]
     assert client_lines[-1] == "QUIT" and sum(line.startswith("MAIL") for line in client_lines) == 1
     assert ("S", "221 Bye") in out.log  # the server answered the QUIT: a clean end
-    assert not any(b"victim" in w or b"NOTIFY" in w for w in out.writes)
+    assert not any(b"victim" in w or b"NOTIFY" in w or b"xxxx" in w for w in out.writes)
     assert recorder.connections_open == 0
-    if "jörg" in str(envelope):
-        assert "SMTPUTF8" in str(error)
+    assert reason in str(error), error
 
 
 async def test_a_bad_envelope_and_no_answer_to_quit_still_closes_with_one_error() -> None:
@@ -508,11 +580,8 @@ async def test_a_bad_envelope_and_no_answer_to_quit_still_closes_with_one_error(
 
     with ScriptedServer(script) as server:
         client = SmtpClient("127.0.0.1", server.port, {"timeoutSocketLowerBound": 500})
-        started = time.monotonic()
-        out = await deliver(client, [{"from": "a@example.com", "to": []}], timeout=5)
-        elapsed = time.monotonic() - started
+        out = await deliver(client, [{"from": "a@example.com", "to": []}], timeout=30)
     assert out.order == ["error:SmtpEnvelopeError", "close:True"] and quits == [b"QUIT"]
-    assert 0.4 < elapsed < 3
     assert any(text.startswith("after the error: timed out") for _, text in out.log), out.log
 
 
@@ -597,7 +666,7 @@ class RefusingTlsTransport:
     def call_later(self, seconds: float, callback: Any) -> Any:
         return self.loop.call_later(seconds, callback)
 
-    def stays_local(self, host: str) -> bool:
+    def stays_local(self) -> bool:
         return False
 
 

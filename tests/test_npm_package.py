@@ -79,6 +79,14 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return fresh
 
 
+def test_the_package_carries_the_licences_of_what_it_ships(project: Path) -> None:
+    package = project / "node_modules" / "pysmtp-wasm"
+    assert "MIT License" in (package / "LICENSE").read_text()
+    assert "Mozilla Public License Version 2.0" in (package / "licenses" / "pyodide-MPL-2.0.txt").read_text()
+    assert "Forge" in (package / "licenses" / "node-forge-LICENSE.txt").read_text()
+    assert "Apache License" in (package / "openssl" / "LICENSE-openssl.txt").read_text()
+
+
 def tsc(project: Path, source: str, name: str) -> subprocess.CompletedProcess[str]:
     (project / name).write_text(source)
     (project / "tsconfig.json").write_text(json.dumps({**TSCONFIG, "files": [name]}))

@@ -16,9 +16,14 @@ import pytest
 
 from .conftest import Page
 from .proxy_parts import HAProxy
-from .servers import PysmtpProxy, Recorder, SmtpServer
+from .servers import PysmtpProxy, Recorder, SmtpServer, skip_missing
 
-pytestmark = pytest.mark.skipif(HAProxy.binary() is None, reason="haproxy: ./build.sh test installs it")
+
+@pytest.fixture(autouse=True)
+def _haproxy_installed() -> None:
+    if HAProxy.binary() is None:
+        skip_missing("haproxy: not installed (./build.sh test installs it)")
+
 
 MANY_AT_ONCE = r"""
 const [port, proxy, count] = args;

@@ -180,6 +180,58 @@ async def test_a_bad_envelope_quits_and_sends_nothing_of_it(smtp_server: SmtpSer
     assert server.recorder.messages == []
 
 
+@pytest.mark.parametrize(
+    ("recipient", "reason"),
+    [
+        ('"a" NOTIFY=NEVER"@example.com', "not a proper quoted string"),
+        ("b@example.com>", "contains '>'"),
+        ("x" * 243 + "@example.com", "255 octets, longer than the 254"),
+        ("b\udc00@example.com", "not valid Unicode"),
+    ],
+)
+async def test_an_address_off_the_grammar_reaches_nothing_of_the_server(
+    smtp_server: SmtpServer, recipient: str, reason: str
+):
+    server = smtp_server
+    client = SmtpClient("127.0.0.1", server.port)
+    lines: list[tuple[str, str]] = []
+    client.onlog = lambda direction, text: lines.append((direction, text))
+    with pytest.raises(SmtpEnvelopeError) as caught:
+        await client.send_message(sample(), recipients=[recipient])
+    assert reason in str(caught.value) and caught.value.stage == "envelope"
+    assert [text for direction, text in lines if direction == "C"] == ["EHLO localhost", "QUIT"]
+    assert server.recorder.messages == [] and server.recorder.commands == []
+
+
+@pytest.mark.parametrize(
+    ("header", "value", "reason"),
+    [
+        ("X-A\r\nBcc", "victim@example.com", "is not a field name"),
+        ("X-A", "x\r\nBcc: victim@example.com", "the value contains CR"),
+        ("X-A", "x\ud800", "not valid Unicode"),
+    ],
+)
+async def test_a_bad_header_opens_no_connection(
+    smtp_server: SmtpServer, header: str, value: str, reason: str
+):
+    """A header the message cannot carry safely is refused before connecting: the server sees
+    no connection at all, and the client stays new."""
+    server = smtp_server
+    before = server.recorder.connections_total
+    msg = sample()
+    msg._headers.append((header, value))  # type: ignore[attr-defined] - as the email package may take it
+    client = SmtpClient("127.0.0.1", server.port)
+    with pytest.raises(SmtpEnvelopeError) as caught:
+        await client.send_message(msg)
+    assert reason in str(caught.value) and caught.value.stage == "message"
+    mail = {"from": "a@example.com", "to": "b@example.com", "headers": {header: value}}
+    with pytest.raises(SmtpEnvelopeError) as caught:
+        await client.send_message(build_message(mail))
+    assert reason in str(caught.value)
+    assert client.state == "new" and server.recorder.connections_total == before
+    assert server.recorder.messages == []
+
+
 async def test_send_message_and_the_low_level_callbacks_do_not_mix(smtp_server: SmtpServer):
     server = smtp_server
     client = SmtpClient("127.0.0.1", server.port)

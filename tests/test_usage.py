@@ -76,12 +76,12 @@ def test_every_state_is_in_the_table() -> None:
 
 
 def test_the_option_grammar_names_every_option_the_engine_takes() -> None:
-    from pysmtp_wasm._options import _KEYS, parse_options
+    from pysmtp_wasm._options import BY_KEY, parse_options
     from pysmtp_wasm._usage import option_grammar
 
     keys = frozenset({"proxy", "tlsEngine"})
     grammar = option_grammar(keys)
-    assert set(grammar["kinds"]) == {*_KEYS, "auth", *keys}
+    assert set(grammar["kinds"]) == {*BY_KEY, "auth", *keys}
     # Each kind is what the engine does with a value: a good one passes, the grammar's message
     # is the engine's for a bad one.
     good = {"boolean": True, "milliseconds": 5, "name": "client.example", "ca": "PEM", "proxy": "ws://x/"}
@@ -103,3 +103,18 @@ def test_the_option_grammar_names_every_option_the_engine_takes() -> None:
     with pytest.raises(SmtpUsageError) as refused:
         parse_options({"auth": {"user": "u", "pass": "p", "token": "t"}}, keys)
     assert str(refused.value) == grammar["messages"]["auth.fields"].replace("{fields}", "token")
+
+
+def test_every_stage_is_spelt_from_the_one_table() -> None:
+    """SmtpUsageError's stage for each state and call, and each state's stage, come from
+    _state.STAGES: commands in capitals, steps in lower case, nothing else (issue 19)."""
+    from pysmtp_wasm._state import CALLS, COMMAND_STAGES, STAGES, STEP_STAGES, State
+
+    assert all(c.isupper() for c in COMMAND_STAGES) and all(s.islower() for s in STEP_STAGES)
+    assert set(STAGES) == set(State)
+    for state in State:
+        for rule in CALLS.values():
+            error = rule.refusal(state)
+            if error is not None:
+                assert error.stage == STAGES[state] and error.code is None and error.enhanced is None
+    assert STAGES[State.AUTH] == "AUTH" and STAGES[State.TLS] == "tls"

@@ -14,7 +14,7 @@
 // never asks for one.
 
 import { createHash } from "node:crypto";
-import { readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -101,9 +101,17 @@ writeFileSync(
   `${openssl}\nglobalThis.PySmtpOpenSSL = PySmtpOpenSSL;\nexport default PySmtpOpenSSL;\n`,
 );
 
+// The licences of what dist/ ships: ours (LICENSE), and in licenses/ Pyodide's (MPL-2.0, with
+// CPython's note) and node-forge's (from the pinned package). (OpenSSL's is openssl/'s own.)
+copyFileSync(join(root, "LICENSE"), join(dist, "LICENSE"));
+rmSync(join(dist, "licenses"), { recursive: true, force: true });
+mkdirSync(join(dist, "licenses"));
+copyFileSync(join(here, "licenses", "pyodide-MPL-2.0.txt"), join(dist, "licenses", "pyodide-MPL-2.0.txt"));
+copyFileSync(join(here, "node_modules", "node-forge", "LICENSE"), join(dist, "licenses", "node-forge-LICENSE.txt"));
+
 // dist/package.json: dist/ as an npm package (`npm pack dist`): the ES module entry, the classic
 // script, the types, and every asset the loader fetches at run time (served from node_modules/
-// pysmtp-wasm/ or a copy of it: README "npm"), the snapshot when `./build.sh snapshot` made one
+// pysmtp-wasm/ or a copy of it: docs/browser.md, "From npm"), the snapshot when `./build.sh snapshot` made one
 // (the loaders then ask for it); not the demo.
 const manifest = {
   name: "pysmtp-wasm",
@@ -120,10 +128,11 @@ const manifest = {
   sideEffects: true,
   files: [
     "pysmtp-wasm.mjs", "pysmtp-wasm.js", "pysmtp-wasm.d.ts", "pysmtp-wasm-worker.js",
-    "pysmtp-wasm-snapshot-worker.js", "pysmtp_wasm-*.whl", "roots.pem", "forge.min.js", "forge.min.mjs", "openssl/",
+    "pysmtp-wasm-snapshot-worker.js", "pysmtp_wasm-*.whl", "roots.pem", "forge.min.js",
+    "forge.min.mjs", "openssl/",
     "pyodide/pyodide.js", "pyodide/pyodide.mjs", "pyodide/pyodide.asm.mjs",
     "pyodide/pyodide.asm.wasm", "pyodide/python_stdlib.zip", "pyodide/pyodide-lock.json",
-    "pyodide/pysmtp-snapshot.bin", "minimal.html",
+    "pyodide/pysmtp-snapshot.bin", "minimal.html", "LICENSE", "licenses/",
   ],
 };
 writeFileSync(join(dist, "package.json"), JSON.stringify(manifest, null, 2) + "\n");

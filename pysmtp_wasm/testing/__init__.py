@@ -9,10 +9,10 @@
 - :class:`DistServer`: a static web server for ``dist/`` (and the test's own pages).
 
 The pytest fixtures over them are in :mod:`pysmtp_wasm.pytest_plugin`, which pytest loads by
-itself wherever pysmtp-wasm is installed. This subpackage needs the ``testing`` extra,
-``pip install "pysmtp-wasm[testing]"`` (aiosmtpd, trustme, websockify, and the proxy's
-websockets and prometheus-client), and says so when it is
-missing; ``import pysmtp_wasm`` never imports it.
+itself wherever pysmtp-wasm is installed. This subpackage needs the ``testing`` extra
+(aiosmtpd, trustme, websockify, and the proxy's websockets and prometheus-client): the wheel
+``./build.sh`` built, ``pip install "dist/pysmtp_wasm-<version>-py3-none-any.whl[testing]"``.
+It says so when it is missing; ``import pysmtp_wasm`` never imports it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from __future__ import annotations
 import importlib.util
 
 MISSING_EXTRA = (
-    'pysmtp_wasm.testing needs the "testing" extra: pip install "pysmtp-wasm[testing]" '
+    'pysmtp_wasm.testing needs the "testing" extra: install the wheel from pysmtp-wasm\'s dist/ '
+    'with it, pip install "dist/pysmtp_wasm-<version>-py3-none-any.whl[testing]" '
     "(aiosmtpd, trustme, websockify, websockets and prometheus-client)"
 )
 

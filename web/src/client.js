@@ -22,10 +22,10 @@ function utf8(text) {
   return utf8Buffer.subarray(0, UTF8.encodeInto(text, utf8Buffer).written);
 }
 
-/** JS clients holding a Python side (for leak checks). */
+/** JS clients whose Python side holds them now: a connection is live (for leak checks). */
 let liveClients = 0;
 
-/** @returns {number} JS clients holding a Python side now */
+/** @returns {number} JS clients with a live connection now */
 export function liveClientCount() {
   return liveClients;
 }
@@ -65,29 +65,19 @@ export function makeSmtpClient(api) {
       for (const name of CALLBACKS) this[name] = noop; // (the callbacks of pysmtp_wasm/boundary.json)
       /** @type {(direction: string, text: string) => void} */
       this._onlog = noop;
-      /** @type {any} */
-      this._py = null;
-      /** @type {object[]} lastResults once the Python side is gone */
-      this._lastResults = [];
-      /** What sendMail needs to connect again after the connection closed. */
-      this._args = [host, port ?? null, options];
-      /** @type {((value?: any) => void)[]} sendMail calls waiting for the current connection to close */
-      this._afterRelease = [];
-      this._open();
-    }
-
-    /** A Python side for this object: a new connection's worth of state. */
-    _open() {
       let created;
       try {
-        created = api.create_client(...this._args, this);
+        created = api.create_client(host, port ?? null, options, this);
       } catch (error) {
         throw fromPython(error);
       }
       if (created instanceof Error) throw created;
+      /**
+       * The Python side (_jsapi.py JsClient), for this object's whole life: it decides what a
+       * call on a closed connection does (sendMail connects again; the rest are refused).
+       * @type {any}
+       */
       this._py = created;
-      liveClients += 1;
-      if (this._onlog !== noop) created.set_logging(true);
     }
 
     /** Open the connection; onidle follows when the session is ready. */
@@ -119,7 +109,8 @@ export function makeSmtpClient(api) {
      * it, connecting first if needed. The connection stays idle afterwards: send more, or quit().
      * While it runs, onidle/onready/ondone/ondrain are not called; onerror/onclose/onlog are.
      * An error that ended the connection rejects the promise after onclose(true); when the
-     * connection is closed (or closing), the next call opens a new one by itself.
+     * connection is closed (or closing), the next call opens a new one by itself (the Python side
+     * decides: _jsapi.py).
      * @param {{from: string, to?: string|string[], cc?: string|string[], bcc?: string|string[],
      *          subject?: string, text?: string, html?: string, replyTo?: string,
      *          headers?: Record<string, string>,
@@ -128,17 +119,7 @@ export function makeSmtpClient(api) {
      * @returns {Promise<{accepted: string[], rejected: string[], results: object[], messageId: string, size: number}>}
      */
     sendMail(mail, options = {}) {
-      const start = () =>
-        new Promise((resolve, reject) => {
-          if (!this._py) this._open();
-          this._call("send_mail", mail, options, resolve, reject);
-        });
-      const state = this._py ? this._py.state : "closed";
-      if (this._py && (state === "quit" || state === "closed")) {
-        // The connection is ending (an error, quit() or close()): start once it has closed.
-        return new Promise((resolve) => this._afterRelease.push(resolve)).then(start);
-      }
-      return start();
+      return new Promise((resolve, reject) => this._call("send_mail", mail, options, resolve, reject, this));
     }
 
     quit() {
@@ -146,7 +127,7 @@ export function makeSmtpClient(api) {
     }
 
     close() {
-      if (this._py) this._call("close");
+      this._call("close");
     }
 
     /**
@@ -159,12 +140,12 @@ export function makeSmtpClient(api) {
 
     set onlog(callback) {
       this._onlog = typeof callback === "function" ? callback : noop;
-      if (this._py) this._py.set_logging(this._onlog !== noop);
+      this._py?.set_logging(this._onlog !== noop);
     }
 
     /** The session's state: "new", "connecting", "idle", "data", "closed", ... */
     get state() {
-      return this._py ? this._py.state : "closed";
+      return this._py.state;
     }
 
     /**
@@ -173,17 +154,12 @@ export function makeSmtpClient(api) {
      * @returns {{recipient: string, accepted: boolean, code: number, message: string, enhanced: string | null}[]}
      */
     get lastResults() {
-      return this._py ? this._py.lastResults : this._lastResults;
+      return this._py.lastResults;
     }
 
     /** @param {string} name @param {...any} args */
     _call(name, ...args) {
       const py = this._py;
-      if (!py) {
-        const error = /** @type {any} */ (new Error(`${name}() is not possible: the connection is closed`));
-        Object.assign(error, { name: "SmtpUsageError", fatal: false, code: null, enhanced: null, stage: null });
-        throw error;
-      }
       let result;
       try {
         result = py[name](...args);
@@ -199,20 +175,25 @@ export function makeSmtpClient(api) {
      * @param {string} name @param {...any} args
      */
     _fire(name, ...args) {
+      this._notice(name);
       return this[name](...args);
     }
 
-    /** Called by Python after onclose: drop our proxy of the Python side. */
-    _release() {
-      const py = this._py;
-      this._py = null;
-      if (py) {
-        this._lastResults = py.lastResults;
-        liveClients -= 1;
-        // Not while Python may still be on the stack of a call through this proxy.
-        queueMicrotask(() => py.destroy());
-      }
-      for (const resume of this._afterRelease.splice(0)) resume();
+    /**
+     * Told of each callback before it runs (the loader's snapshot cache watches for the first
+     * onidle here, leaving the page's own callbacks as they are).
+     * @param {string} _name
+     */
+    _notice(_name) {}
+
+    /** Python holds this object again (a connection is live): counted for leak checks. */
+    _attached() {
+      liveClients += 1;
+    }
+
+    /** Python let go of this object (after onclose): it holds nothing of the page now. */
+    _released() {
+      liveClients -= 1;
     }
   }
   return SmtpClient;

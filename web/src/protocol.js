@@ -5,7 +5,8 @@
 // Messages from the page: {type: LOAD, options} once; then per client `id`:
 //   {type: NEW, id, args}; {type: CALL, id, name, args} for connect, useEnvelope, send
 //   (args[0] a transferred Uint8Array), end, quit, close, onlog (args[0]: whether to log),
-//   sendMail (args: the mail, a ticket, whether to report progress); and {type: STATS, ticket}.
+//   sendMail (args: the mail, a ticket, whether to report progress); {type: FORGET, id}; and
+//   {type: STATS, ticket}.
 // Messages to the page: {type: LOADED, bootKind, rules, options} (how Python booted: loader.js;
 //   the tables of _usage.py: which call
 //   each state allows, the options' grammar) or {type: FAILED, error};
@@ -14,7 +15,10 @@
 //   {type: REFUSED, id, name, error} when a call threw in the Worker all the same (the page let
 //   it through on an older state: the connection ended meanwhile);
 //   {type: SETTLED, id, ticket, ok, value, state, seen, lastResults};
-//   {type: PROGRESS, id, ticket, sent, total}; {type: RELEASED, id}; {type: STATS, ticket, stats}.
+//   {type: PROGRESS, id, ticket, sent, total}; {type: RELEASED, id, seen} when a connection has
+//   ended (the client stays: a sendMail connects again, as Python decides); {type: STATS, ticket, stats}.
+// An id is one page client for its whole life; {type: FORGET, id} when the page's client is
+// gone (garbage-collected after its connection ended): the Worker drops its side.
 // Either way, what one task posts goes as one {type: BATCH, messages} (outbox()).
 // Values cross by structured cloning; an Error crosses as data (wire(), revive()), bytes are
 // transferred (transferable()).
@@ -36,6 +40,7 @@ export const MSG = Object.freeze({
   SETTLED: "settled",
   PROGRESS: "progress",
   RELEASED: "released",
+  FORGET: "forget",
 });
 
 /** The seed's callbacks a page may set on an SmtpClient (pysmtp_wasm/boundary.json). */

@@ -177,3 +177,27 @@ export function lostConnection(proxyUrl, code, closeInfo) {
           : `${proxy} closed the connection`;
   return `${why} (${closeInfo})`;
 }
+
+/**
+ * websockify's close 1011 ("Failed to connect to downstream server"). It chooses the server (a
+ * fixed target, or the one its token names), not the page's host and port: do not name those.
+ * @param {string} proxyUrl @param {string} reason @param {boolean} gotData @param {string} closeInfo
+ */
+export function serverUnreachable(proxyUrl, reason, gotData, closeInfo) {
+  const proxy = `the proxy at ${proxyUrl}`;
+  return /Failed to connect/i.test(reason) || !gotData
+    ? `${proxy} could not connect to its SMTP server (${closeInfo}): check that the server the proxy ` +
+        "reaches for this URL is up; the proxy's log names the address it tried"
+    : `${proxy} reported an error on the connection to its SMTP server (${closeInfo}); see the proxy's log`;
+}
+
+/**
+ * The WebSocket opened, then closed before the SMTP server's first byte.
+ * @param {string} proxyUrl @param {string} closeInfo
+ */
+export function closedBeforeData(proxyUrl, closeInfo) {
+  return (
+    `the proxy at ${proxyUrl} accepted the WebSocket, then closed it before the SMTP server sent a byte (${closeInfo}): ` +
+    "the server it reached closed the connection at once, or the proxy dropped it; the proxy's log says which"
+  );
+}

@@ -35,7 +35,7 @@ export interface SmtpClientOptions {
    * Allow AUTH PLAIN, LOGIN or XOAUTH2 without TLS (default false: refused with an SmtpTlsError
    * before any credential is sent). In the page this is the only way: the proxy decides where
    * the bytes go, so no host (not "localhost" either) earns cleartext AUTH. (CPython exempts a
-   * connection to a loopback address.)
+   * connection whose peer address is a loopback one, whatever the host as written.)
    */
   allowInsecureAuth?: boolean;
   /** Milliseconds to wait for the connection and greeting (default 30000). */
@@ -59,7 +59,9 @@ export interface SmtpClientOptions {
 export type TlsEngine = "auto" | "openssl" | "forge";
 
 export interface Envelope {
-  /** The sender (default "anonymous@" + name); "" is the null sender. */
+  /** The sender (default "anonymous@" + name); "" is the null sender. Every address must be an
+   *  RFC 5321 Mailbox (a dot-string or a proper quoted string, "@", a domain or an address
+   *  literal; at most 254 octets): anything else is an SmtpEnvelopeError that says why. */
   from?: string;
   /** One recipient or several: every To, Cc and Bcc address. */
   to: string | string[];
@@ -104,8 +106,9 @@ export interface SmtpError extends Error {
   enhanced: string | null;
   /**
    * The step that failed, else null: the command whose reply failed or was awaited, in capitals
-   * ("AUTH", "RCPT", "STARTTLS", ...), or a step that is not a command, in lower case
-   * ("connect", "tls", "greeting", ...).
+   * ("EHLO", "LHLO", "HELO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "QUIT"),
+   * or a step that is not a command, in lower case ("connect", "greeting", "tls", "envelope",
+   * "message", "reply", "idle", "closed"). One spelling everywhere, in-page and in worker mode.
    */
   stage: string | null;
   /**
@@ -137,6 +140,8 @@ export interface Mail {
   subject?: string;
   text?: string;
   html?: string;
+  /** Extra headers: each name a field name (printable ASCII without ":" or space), each value
+   *  without CR, LF or NUL; otherwise an SmtpEnvelopeError (stage "message"), nothing sent. */
   headers?: Record<string, string>;
   attachments?: Attachment[];
   /** Delivery status notifications for this message, as Envelope.dsn. */
@@ -153,6 +158,8 @@ export interface SendMailResult {
 }
 
 export declare class SmtpClient {
+  /** Throws an SmtpUsageError for a host with a control character or a space, a port outside
+   *  1-65535, or an option the engine refuses (credentials with CR, LF or NUL, say). */
   constructor(host?: string, port?: number, options?: SmtpClientOptions);
   connect(): void;
   useEnvelope(envelope: Envelope): void;

@@ -6,6 +6,8 @@ const UNPRINTABLE = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}\p{Zs}]/u;
 /** The same for the EHLO name's check, but for unassigned code points: the browser's Unicode may
  * be older than Python's, and this check must never refuse what the engine accepts. */
 const NAME_UNPRINTABLE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Zs}]/u;
+/** A UTF-16 surrogate without its other half (Python cannot encode it: _options refuses it). */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 /** A value as Python's repr() shows it once Pyodide has converted it. @param {any} value @returns {string} */
 function pyRepr(value) {
@@ -47,9 +49,9 @@ function pyRepr(value) {
  * @returns {string | null}
  */
 export function optionProblem(grammar, options) {
-  const { kinds, choices, upper, messages, contradictions } = grammar;
+  const { kinds, choices, upper, messages, contradictions, credentialForbidden } = grammar;
   const fill = (/** @type {string} */ text, /** @type {Record<string, string>} */ values) =>
-    text.replace(/\{(key|value|fields)\}/g, (whole, name) => values[name] ?? whole);
+    text.replace(/\{(key|value|fields|field|what)\}/g, (whole, name) => values[name] ?? whole);
   for (const [key, value] of Object.entries(options)) {
     if (value == null) continue;
     const kind = Object.prototype.hasOwnProperty.call(kinds, key) ? kinds[key] : null;
@@ -79,6 +81,14 @@ export function optionProblem(grammar, options) {
         if (auth[field] != null && typeof auth[field] !== "string") return messages[`auth.${field}`];
       }
       if (auth.pass == null && !auth.xoauth2) return messages["auth.secret"];
+      for (const field of ["user", "pass", "xoauth2"]) {
+        const text = auth[field];
+        if (typeof text !== "string") continue;
+        for (const [char, what] of Object.entries(credentialForbidden)) {
+          if (text.includes(char)) return fill(messages["auth.forbidden"], { field, what });
+        }
+        if (LONE_SURROGATE.test(text)) return fill(messages["auth.surrogate"], { field });
+      }
     }
   }
   for (const [a, b, message] of contradictions) {

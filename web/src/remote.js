@@ -72,8 +72,18 @@ export function bootRemote(base, options, onterminate = noop) {
       throw usageError(`${what}: ${/** @type {any} */ (error).message}`);
     }
   };
-  /** @type {Map<number, RemoteClient>} */
+  /** @type {Map<number, RemoteClient>} clients with a live connection (held: their callbacks must run) */
   const live = new Map();
+  /** @type {Map<number, WeakRef<RemoteClient>>} clients whose connection ended (a sendMail connects again) */
+  const dormant = new Map();
+  // A client the page let go of after its connection ended: the Worker drops its side too.
+  const forget = new FinalizationRegistry((/** @type {number} */ id) => {
+    if (dormant.get(id)?.deref() !== undefined) return;
+    dormant.delete(id);
+    if (!terminated) post({ type: MSG.FORGET, id });
+  });
+  /** @param {number} id @returns {RemoteClient | undefined} */
+  const clientOf = (id) => live.get(id) ?? dormant.get(id)?.deref();
   /** @type {Map<number, (value: any) => void>} */
   const statsWaiting = new Map();
   let nextId = 1;
@@ -133,20 +143,25 @@ export function bootRemote(base, options, onterminate = noop) {
       /** @type {object[]} the last message's results (from ondone, or a sendMail's outcome) */
       this.lastResults = [];
       /** @type {any} an error the Worker gave for the constructor's arguments: thrown by the next call */
-      this._refused = null;
-      this._id = 0;
-      this._open();
-    }
-
-    _open() {
       if (terminated) throw usageError("the pysmtp-wasm Worker was terminated");
+      /** this client's id, for its whole life (one client in the Worker, one Python side) */
       this._id = nextId++;
-      this._state = "new";
-      this._calls = 0;
-      this._refused = null;
       postNow({ type: MSG.NEW, id: this._id, args: this._args }, "new SmtpClient(host, port, options)");
       live.set(this._id, this);
-      if (this._onlog !== noop) this._post("onlog", [true]);
+      forget.register(this, this._id);
+    }
+
+    /** A connection is live again (sendMail after the close): hold this client while it is. */
+    _hold() {
+      dormant.delete(this._id);
+      live.set(this._id, this);
+    }
+
+    /** The connection ended: let go, so that the page may drop this client. */
+    _letGo() {
+      if (live.get(this._id) !== this) return;
+      live.delete(this._id);
+      dormant.set(this._id, new WeakRef(this));
     }
 
     connect() {
@@ -194,9 +209,11 @@ export function bootRemote(base, options, onterminate = noop) {
     sendMail(mail, options = {}) {
       return new Promise((resolve, reject) => {
         if (this._refused) throw this._refused;
-        // Closed (or closing after our close()): a new connection, under a new id. (Closing
-        // otherwise, after quit() or an error, the Worker's client waits and connects again.)
-        if (this._state === "closed") this._open();
+        if (terminated) throw usageError("the pysmtp-wasm Worker was terminated");
+        // Closed (or closing): the Worker's client connects again once it has closed (Python
+        // decides); until it says more, this page sees a new connection.
+        if (this._state === "closed") this._state = "new";
+        this._hold();
         const ticket = nextId++;
         const onprogress = options && options.onprogress;
         this._mails.set(ticket, { resolve, reject, onprogress });
@@ -218,7 +235,7 @@ export function bootRemote(base, options, onterminate = noop) {
 
     set onlog(callback) {
       this._onlog = typeof callback === "function" ? callback : noop;
-      if (live.has(this._id)) this._post("onlog", [this._onlog !== noop]);
+      if (!this._refused && !terminated) this._post("onlog", [this._onlog !== noop]);
     }
 
     /** The session's state, as far as the page knows. */
@@ -254,7 +271,6 @@ export function bootRemote(base, options, onterminate = noop) {
 
     /** A message from the Worker about this client. @param {any} data */
     _receive(data) {
-      if (data.id !== this._id) return this._receiveOld(data);
       switch (data.type) {
         case MSG.EVENT:
           return this._event(data);
@@ -269,6 +285,7 @@ export function bootRemote(base, options, onterminate = noop) {
             // with it, and a connect() already posted ends in onerror, then onclose(true).
             this._refused = revive(data.error);
             live.delete(data.id);
+            dormant.delete(data.id);
             for (const mail of this._mails.values()) mail.reject(this._refused);
             this._mails.clear();
             if (this._state !== "new" && this._state !== "closed") {
@@ -291,26 +308,9 @@ export function bootRemote(base, options, onterminate = noop) {
           return undefined;
         }
         case MSG.RELEASED:
-          live.delete(data.id);
-          this._state = "closed";
+          if (this._mails.size === 0) this._letGo();
+          if (data.seen === this._calls) this._state = "closed";
           return undefined;
-      }
-      return undefined;
-    }
-
-    /**
-     * A message about a connection this client had before its current one (closed, then
-     * sendMail connected again): its last callbacks and its sendMail outcome still count.
-     * @param {any} data
-     */
-    _receiveOld(data) {
-      if (data.type === MSG.RELEASED) live.delete(data.id);
-      else if (data.type === MSG.PROGRESS || data.type === MSG.SETTLED) {
-        this._receive({ ...data, id: this._id, seen: -1 });
-      } else if (data.type === MSG.EVENT && ["onerror", "onclose", "onlog"].includes(data.name)) {
-        if (data.name === "onlog") this._onlog(data.args[0], data.args[1]);
-        else if (data.name === "onerror") this.onerror(revive(data.args[0]));
-        else this.onclose(data.args[0]);
       }
       return undefined;
     }
@@ -331,10 +331,18 @@ export function bootRemote(base, options, onterminate = noop) {
         this._workerFull = false;
         return this._maybeDrain();
       }
+      this._notice(name);
       if (name === "onerror") return this.onerror(revive(args[0]));
       if (name === "ondone") this.lastResults = args[1];
       return this[name](...args);
     }
+
+    /**
+     * Told of each callback before it runs (the loader's snapshot cache watches for the first
+     * onidle here, leaving the page's own callbacks as they are).
+     * @param {string} _name
+     */
+    _notice(_name) {}
 
     _maybeDrain() {
       if (this._waitingDrain && !this._workerFull && this._unacked <= LOW_WATER) {
@@ -375,6 +383,7 @@ export function bootRemote(base, options, onterminate = noop) {
               client._mails.clear();
             }
             live.clear();
+            dormant.clear();
             onterminate();
           },
         });
@@ -385,7 +394,7 @@ export function bootRemote(base, options, onterminate = noop) {
         statsWaiting.get(data.ticket)?.(data.stats);
         statsWaiting.delete(data.ticket);
       } else {
-        live.get(data.id)?._receive(data);
+        clientOf(data.id)?._receive(data);
       }
     };
     worker.onmessage = ({ data }) => unbatch(data, receive);

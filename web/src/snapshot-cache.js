@@ -325,33 +325,23 @@ export function scheduleImage(base, firstIdle) {
 
 /**
  * SmtpClient whose instances resolve `idle` at the first onidle of any of them (to start the
- * image after it, never before): an accessor in between the page's onidle and the client.
+ * image after it, never before), told by the class's `_notice` hook: the page's callbacks are
+ * left exactly as the page set them.
  * @param {any} SmtpClient
  * @returns {{SmtpClient: any, idle: Promise<void>}}
  */
 export function watchFirstIdle(SmtpClient) {
   /** @type {() => void} */
   let seen = () => {};
-  let fired = false;
   /** @type {Promise<void>} */
   const idle = new Promise((resolve) => (seen = resolve));
-  idle.then(() => (fired = true));
-  const handlers = new WeakMap();
-  class Watched extends SmtpClient {}
+  class Watched extends SmtpClient {
+    /** @param {string} name */
+    _notice(name) {
+      if (name === "onidle") seen();
+      super._notice(name);
+    }
+  }
   Object.defineProperty(Watched, "name", { value: SmtpClient.name });
-  Object.defineProperty(Watched.prototype, "onidle", {
-    configurable: true,
-    get() {
-      const handler = handlers.get(this);
-      if (fired) return handler;
-      return (/** @type {any[]} */ ...args) => {
-        seen();
-        return handler?.apply(this, args);
-      };
-    },
-    set(handler) {
-      handlers.set(this, handler);
-    },
-  });
   return { SmtpClient: Watched, idle };
 }

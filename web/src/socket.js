@@ -6,111 +6,26 @@
 // One engine per connection, never a second one by itself: tlsEngine "auto" (the default) and
 // "openssl" are TLS 1.2/1.3 (OpenSSL), "forge" is TLS 1.0/1.1 (node-forge), for a legacy server
 // the page names. (A refusal of TLS 1.2/1.3 is not authenticated: anyone on the path can forge
-// one, so it is never a reason to try an older version.) Until the handshake and the
-// verification succeeded, nothing the application sends goes out: it is queued, and dropped if
-// TLS fails.
+// one, so it is never a reason to try an older version.) The TLS layer is socket-tls.js.
 //
 // Failures say what happened as far as the browser lets us see (proxy-diagnosis.js): a proxy
 // that opened then closed before any byte is told apart from a server that hung up.
 
 import { claim, isParked, nothingParked, park } from "./park.js";
 import { HIGH_WATER, LOW_WATER } from "./protocol.js";
-import { diagnoseProxy, lostConnection, proxyProblem, proxyRefusal } from "./proxy-diagnosis.js";
-import { ENGINE_FOR, engines as ENGINES, caProblem, makeError, nameProblem } from "./tls/index.js";
+import { closedBeforeData, diagnoseProxy, lostConnection, proxyRefusal, serverUnreachable } from "./proxy-diagnosis.js";
+import { asBytes, socketProblem, targetKey } from "./socket-options.js";
+import { SocketTls } from "./socket-tls.js";
+import { engines as ENGINES, makeError } from "./tls/index.js";
+import { WS_CONNECTING, WS_OPEN, wsSend } from "./websocket.js";
 
 /** WebSocket has no drain event: poll bufferedAmount this often while someone waits. */
 const DRAIN_POLL_MS = 4;
 /** After close(), wait at most this long for the WebSocket's close event. */
 const CLOSE_GRACE_MS = 2000;
-const WS_CONNECTING = 0;
-const WS_OPEN = 1;
-
-/**
- * Ciphertext kept while the TLS engine loads (nothing legitimate comes before our
- * ClientHello, which waits for the engine): past this the server is not speaking TLS, or
- * something on the path is injecting, and the connection fails (TLSError) instead of the
- * page's memory growing without bound.
- */
-const CIPHER_IN_LIMIT = 64 * 1024;
-/**
- * The most handed to WebSocket.send at once. Firefox and WebKit send each send() as one
- * frame, and a proxy bounds its frames (pysmtp-wasm-proxy's --max-frame: 1 MiB by default;
- * websockify's buffers): a larger send() is split into messages of this size (the proxy
- * relays bytes, not messages). Chromium splits large messages into frames by itself.
- */
-const WS_PIECE = 64 * 1024;
-
-/**
- * Hand bytes to an open WebSocket in pieces of at most WS_PIECE (each piece is copied by
- * send(); its bufferedAmount counts them all).
- * @param {WebSocket} ws @param {Uint8Array} u8
- */
-function wsSend(ws, u8) {
-  if (u8.length <= WS_PIECE) {
-    ws.send(u8);
-    return;
-  }
-  for (let at = 0; at < u8.length; at += WS_PIECE) ws.send(u8.subarray(at, at + WS_PIECE));
-}
-
 const noop = () => {};
 
-/**
- * @param {unknown} data
- * @returns {Uint8Array | null} a view on the same memory, or null when not binary data
- */
-function asBytes(data) {
-  if (data instanceof Uint8Array) return data;
-  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  const tag = Object.prototype.toString.call(data);
-  if (tag === "[object ArrayBuffer]" || tag === "[object SharedArrayBuffer]") {
-    return new Uint8Array(/** @type {ArrayBuffer} */ (data));
-  }
-  return null;
-}
-
-// -- preconnected sockets ----------------------------------------------------------------------
-
-/**
- * What makes two opens the same connection: the target, and every option that changes what
- * is on the wire or what is trusted (after PySmtpSocket.defaults fill in what is missing).
- * @param {string} host @param {number} port @param {PySmtpSocketOptions} options
- */
-function targetKey(host, port, options) {
-  /** @type {any} */
-  const opts = options || {};
-  const defaults = PySmtpSocket.defaults || {};
-  let proxy = opts.proxy ?? defaults.proxy;
-  if (typeof proxy === "function") proxy = proxy(host, Number(port));
-  return JSON.stringify([
-    host,
-    Number(port),
-    !!opts.useSecureTransport,
-    opts.ca == null ? null : [].concat(opts.ca),
-    proxy == null ? null : String(proxy),
-    opts.tlsEngine ?? defaults.tlsEngine ?? "auto",
-    opts.servername ?? null,
-    opts.rootsUrl ?? defaults.rootsUrl ?? null,
-  ]);
-}
-
 // -- the socket ------------------------------------------------------------------------------
-
-/**
- * @typedef {object} PySmtpSocketOptions
- * @property {string | ((host: string, port: number) => string)} proxy WebSocket URL of a
- *   websockify proxy for this target (required)
- * @property {boolean} [useSecureTransport] implicit TLS from the first byte
- * @property {string | string[]} [ca] PEM certificate(s): trust exactly these
- * @property {string} [servername] the name to verify and send as SNI (default: host)
- * @property {string} [rootsUrl] URL of a PEM bundle used only when no `ca` is given
- * @property {"auto" | "openssl" | "forge"} [tlsEngine] the TLS engine: "auto" (the default) and
- *   "openssl" are OpenSSL (TLS 1.2/1.3), "forge" is node-forge (TLS 1.0/1.1); never both
- * @property {any} [forge] the node-forge namespace, or a function returning (a promise of) it
- *   (default globalThis.forge)
- * @property {any} [openssl] the OpenSSL module (web/openssl/), or a function returning (a
- *   promise of) it (default: made once from globalThis.PySmtpOpenSSL, which openssl-tls.js defines)
- */
 
 /**
  * A TCP-like socket over a websockify WebSocket, with TLS in JavaScript.
@@ -124,11 +39,11 @@ export class PySmtpSocket {
    * right after this call, in order, before anything newer.
    * @param {string} host
    * @param {number} port
-   * @param {PySmtpSocketOptions} options
+   * @param {import("./socket-options.js").PySmtpSocketOptions} options
    * @returns {PySmtpSocket}
    */
   static open(host, port, options) {
-    const waiting = nothingParked() ? null : claim(targetKey(host, port, options));
+    const waiting = nothingParked() ? null : claim(targetKey(host, port, options, PySmtpSocket.defaults || {}));
     return /** @type {PySmtpSocket | null} */ (waiting) ?? new PySmtpSocket(host, port, options);
   }
 
@@ -140,10 +55,10 @@ export class PySmtpSocket {
    * already has a socket waiting does nothing.
    * @param {string} host
    * @param {number} port
-   * @param {PySmtpSocketOptions} options
+   * @param {import("./socket-options.js").PySmtpSocketOptions} options
    */
   static preconnect(host, port, options) {
-    const key = targetKey(host, port, options);
+    const key = targetKey(host, port, options, PySmtpSocket.defaults || {});
     if (!isParked(key)) park(key, /** @type {any} */ (new PySmtpSocket(host, port, options)), PySmtpSocket.PARK_MS);
   }
 
@@ -157,36 +72,13 @@ export class PySmtpSocket {
    * @returns {string | null}
    */
   static check(host, port, options) {
-    const defaults = PySmtpSocket.defaults || {};
-    const opts = options || {};
-    const hostProblem = nameProblem(host);
-    if (hostProblem) return `host ${JSON.stringify(host)} ${hostProblem}`;
-    const portNumber = Number(port);
-    if (port == null || port === "" || !Number.isInteger(portNumber) || portNumber < 1 || portNumber > 65535) {
-      return `port must be a whole number from 1 to 65535, not ${JSON.stringify(port) ?? String(port)}`;
-    }
-    if (opts.servername != null) {
-      const problem = nameProblem(opts.servername);
-      if (problem) return `option servername ${JSON.stringify(opts.servername)} ${problem}`;
-    }
-    const proxy = proxyProblem(opts.proxy ?? defaults.proxy);
-    if (proxy) return proxy;
-    const engine = opts.tlsEngine ?? defaults.tlsEngine ?? "auto";
-    if (typeof engine !== "string" || !Object.prototype.hasOwnProperty.call(ENGINE_FOR, engine)) {
-      const names = Object.keys(ENGINE_FOR).map((k) => JSON.stringify(k)).join(", ");
-      return `option tlsEngine must be one of ${names}, not ${JSON.stringify(engine) ?? String(engine)}`;
-    }
-    if (opts.ca != null) {
-      const problem = caProblem(opts.ca);
-      if (problem) return `option ca ${problem}`;
-    }
-    return null;
+    return socketProblem(host, port, options, PySmtpSocket.defaults || {});
   }
 
   /**
    * @param {string} host
    * @param {number} port
-   * @param {PySmtpSocketOptions} options
+   * @param {import("./socket-options.js").PySmtpSocketOptions} options
    */
   constructor(host, port, options) {
     const defaults = PySmtpSocket.defaults || {};
@@ -229,51 +121,30 @@ export class PySmtpSocket {
 
     /** The proxy's WebSocket URL. */
     this.proxyUrl = /** @type {string} */ (opts.proxy);
-    /** The TLS engine of this connection (one: never another by itself). */
-    this._engineName = ENGINE_FOR[opts.tlsEngine == null ? "auto" : opts.tlsEngine];
-
-    // Trust options (checked now; parsed when TLS starts, since the engines load lazily)
-    /** @type {string[] | null} */
-    this._ca = opts.ca == null ? null : [].concat(opts.ca);
-    this._servername = opts.servername ? String(opts.servername) : host;
-    this._rootsUrl = opts.rootsUrl ? String(opts.rootsUrl) : null;
-    this._forgeOption = opts.forge;
-    this._opensslOption = opts.openssl;
+    /** TLS: the engine, the trust options, the session (none until TLS starts) */
+    this._tls = new SocketTls(this, opts, host);
 
     // State
     this._done = false; // onclose has fired (or is firing)
     this._closing = false; // close() was called
     this._wsOpened = false;
     this._gotData = false;
-    /** @type {"none" | "preparing" | "handshaking" | "active"} */
-    this._tlsState = "none";
     this._implicit = !!opts.useSecureTransport;
-    /** @type {any} the engine's prepared state (library, trust) for the current attempt */
-    this._prepared = null;
-    /** @type {any} the engine's session */
-    this._session = null;
     /** @type {Uint8Array[]} plaintext queued before the WebSocket opened (sent in clear) */
     this._queuePlain = [];
-    /** @type {Uint8Array[]} application data waiting for TLS */
-    this._queueSecure = [];
     this._queuedBytes = 0;
-    /** @type {Uint8Array[]} ciphertext received before the TLS session exists */
-    this._cipherIn = [];
-    this._cipherInBytes = 0;
     this._needDrain = false;
-    this._handshakeStart = 0;
     this._drainTimer = null;
     this._closeTimer = null;
     this._drainTick = this._drainTick.bind(this);
 
     this._ws = this._connectWs();
-    if (this._implicit) this._startTls();
+    if (this._implicit) this._tls.start();
   }
 
   /** Bytes not yet handed to the network: the WebSocket's buffer plus what waits for TLS. */
   get bufferedAmount() {
-    const session = this._session;
-    return (this._ws ? this._ws.bufferedAmount : 0) + this._queuedBytes + (session ? session.pending : 0);
+    return (this._ws ? this._ws.bufferedAmount : 0) + this._queuedBytes + this._tls.pending;
   }
 
   /**
@@ -288,11 +159,8 @@ export class PySmtpSocket {
     if (!u8) throw new TypeError("PySmtpSocket.send: data must be an ArrayBuffer or a Uint8Array");
     if (this._done || this._closing) return false;
     if (u8.length) {
-      if (this._tlsState === "active") {
-        this._session.send(u8);
-      } else if (this._tlsState !== "none") {
-        this._queueSecure.push(u8.slice()); // the caller may reuse its buffer
-        this._queuedBytes += u8.length;
+      if (this._tls.state !== "none") {
+        this._tls.send(u8);
       } else {
         if (this._ws.readyState === WS_OPEN) {
           wsSend(this._ws, u8);
@@ -317,8 +185,8 @@ export class PySmtpSocket {
    * From now on nothing is sent in plaintext, and everything received goes to TLS.
    */
   upgradeToSecure() {
-    if (this._done || this._closing || this._tlsState !== "none") return;
-    this._startTls();
+    if (this._done || this._closing || this._tls.state !== "none") return;
+    this._tls.start();
   }
 
   /** Close (with a TLS close_notify when the engine sends one); onclose follows, exactly once. */
@@ -328,7 +196,7 @@ export class PySmtpSocket {
     this.readyState = "closing";
     this._needDrain = false;
     this._dropQueues();
-    if (this._session && this._session.busy) {
+    if (this._tls.busy) {
       // Called from one of our events while the engine processes input: finish outside it.
       queueMicrotask(() => this._closeNow());
     } else {
@@ -364,7 +232,7 @@ export class PySmtpSocket {
 
   _closeNow() {
     if (this._done) return;
-    if (this._session) this._session.close(); // close_notify (forge), written before the WebSocket close
+    this._tls.close(); // close_notify (forge), written before the WebSocket close
     const ws = this._ws;
     if (ws.readyState === WS_CONNECTING || ws.readyState === WS_OPEN) {
       try {
@@ -391,10 +259,8 @@ export class PySmtpSocket {
 
   _dropQueues() {
     this._queuePlain = [];
-    this._queueSecure = [];
     this._queuedBytes = 0;
-    this._cipherIn = [];
-    this._cipherInBytes = 0;
+    this._tls.dropQueues();
   }
 
   /** The end: onerror (if any) then onclose, exactly once. @param {Error | null} error */
@@ -406,7 +272,7 @@ export class PySmtpSocket {
     if (this._closeTimer !== null) clearTimeout(this._closeTimer);
     this._drainTimer = this._closeTimer = null;
     this._dropQueues();
-    if (this._session) this._session.close();
+    this._tls.close();
     const ws = this._ws;
     if (ws && (ws.readyState === WS_CONNECTING || ws.readyState === WS_OPEN)) {
       try {
@@ -448,7 +314,7 @@ export class PySmtpSocket {
     this._wsOpened = true;
     if (this._done) return;
     if (this._closing) return; // close() already asked the WebSocket to close
-    if (!this._implicit && this._tlsState === "none") {
+    if (!this._implicit && this._tls.state === "none") {
       this.readyState = "open";
       const queued = this._queuePlain;
       this._queuePlain = [];
@@ -458,7 +324,7 @@ export class PySmtpSocket {
       }
       this._emit("open", { type: "open" });
     }
-    this._maybeHandshake();
+    this._tls.maybeHandshake();
   }
 
   /** @param {MessageEvent} event */
@@ -467,29 +333,11 @@ export class PySmtpSocket {
     let data = event.data;
     if (typeof data === "string") data = new TextEncoder().encode(data).buffer; // not from websockify
     this._gotData = true;
-    if (this._tlsState === "none") {
+    if (this._tls.state === "none") {
       this._emit("data", { type: "data", data });
       return;
     }
-    const u8 = new Uint8Array(data);
-    if (this._session) {
-      this._session.receive(u8);
-      return;
-    }
-    // The engine is still loading: keep for the handshake, within a bound.
-    this._cipherInBytes += u8.length;
-    if (this._cipherInBytes > CIPHER_IN_LIMIT) {
-      this._finish(
-        this._error(
-          "TLSError",
-          `TLS with ${this._hostPort} failed: the server sent more than ${CIPHER_IN_LIMIT / 1024} KiB before the TLS ` +
-            "handshake began (a TLS server sends nothing before the client's hello): it does not speak TLS here, or " +
-            "something on the path is injecting data",
-        ),
-      );
-      return;
-    }
-    this._cipherIn.push(u8);
+    this._tls.receive(new Uint8Array(data));
   }
 
   /** @param {CloseEvent} event */
@@ -503,7 +351,6 @@ export class PySmtpSocket {
     const reason = event.reason || "";
     const closeInfo = `WebSocket close ${code}${reason ? `: ${reason}` : ""}`;
     const extra = { closeCode: code, closeReason: reason };
-    const proxy = `the proxy at ${this.proxyUrl}`;
     let error = null;
     // A close code other than 1006 came in a close frame: the WebSocket was accepted, even when
     // the browser fires no open before (Firefox, when the close frame follows the 101 at once).
@@ -515,41 +362,27 @@ export class PySmtpSocket {
       this._diagnose(closeInfo, extra); // onerror and onclose once we know more
       return;
     } else if (code === 1011) {
-      // websockify: "Failed to connect to downstream server". It chooses the server (a fixed
-      // target, or the one its token names), not the page's host and port: do not name those.
-      error = this._error(
-        "ConnectionError",
-        /Failed to connect/i.test(reason) || !this._gotData
-          ? `${proxy} could not connect to its SMTP server (${closeInfo}): check that the server the proxy ` +
-              "reaches for this URL is up; the proxy's log names the address it tried"
-          : `${proxy} reported an error on the connection to its SMTP server (${closeInfo}); see the proxy's log`,
-        extra,
-      );
-    } else if (this._tlsState === "handshaking" && this._session) {
-      const ended = this._session.end();
+      error = this._error("ConnectionError", serverUnreachable(this.proxyUrl, reason, this._gotData, closeInfo), extra);
+    } else if (this._tls.state === "handshaking" && this._tls.session) {
+      const ended = this._tls.end();
       if (ended) {
         ended.message += ` (${closeInfo})`;
-        this._tlsFailed(ended);
+        this._finish(ended);
         return;
       }
-    } else if (this._tlsState === "preparing") {
+    } else if (this._tls.state === "preparing") {
       error = this._error(
         "ConnectionError",
         `the connection to ${this._hostPort} closed before TLS could start (${closeInfo})`,
         extra,
       );
     } else if (!this._gotData) {
-      error = this._error(
-        "ConnectionError",
-        `${proxy} accepted the WebSocket, then closed it before the SMTP server sent a byte (${closeInfo}): the server ` +
-          "it reached closed the connection at once, or the proxy dropped it; the proxy's log says which",
-        extra,
-      );
+      error = this._error("ConnectionError", closedBeforeData(this.proxyUrl, closeInfo), extra);
     } else if (code !== 1000 && code !== 1005) {
-      if (this._session) this._session.end();
+      this._tls.end();
       error = this._error("ConnectionError", lostConnection(this.proxyUrl, code, closeInfo), extra);
-    } else if (this._session) {
-      this._session.end();
+    } else {
+      this._tls.end();
     }
     this._finish(error);
   }
@@ -574,114 +407,19 @@ export class PySmtpSocket {
     );
   }
 
-  // -- TLS -----------------------------------------------------------------------------------
-
-  get _engine() {
-    return ENGINES[this._engineName];
-  }
-
-  _startTls() {
-    this._tlsState = "preparing";
-    this._prepare();
-  }
-
-  /** Load the current engine and its trust anchors; then handshake when the network is ready. */
-  _prepare() {
-    const engine = this._engine;
-    this._prepared = null;
-    engine.prepare(this._context()).then(
-      (/** @type {any} */ prepared) => {
-        if (this._done || this._closing) return;
-        this._prepared = prepared;
-        this._maybeHandshake();
-      },
-      (/** @type {any} */ error) => {
-        if (this._done || this._closing) return;
-        this._finish(
-          error && error.name === "TLSError"
-            ? error
-            : this._error("TLSError", `cannot start TLS with ${this._hostPort} (${engine.name}): ${error && error.message}`),
-        );
-      },
-    );
-  }
-
-  /** What an engine needs to know about this connection. */
-  _context() {
-    return {
-      hostPort: this._hostPort,
-      servername: this._servername,
-      ca: this._ca,
-      rootsUrl: this._rootsUrl,
-      forge: this._forgeOption,
-      openssl: this._opensslOption,
-      error: (/** @type {any} */ name, /** @type {string} */ message, /** @type {object} */ extra) =>
-        this._error(name, message, extra),
-    };
-  }
-
-  _maybeHandshake() {
-    if (this._done || this._closing || this._tlsState !== "preparing" || !this._prepared) return;
-    if (this._ws.readyState !== WS_OPEN) return;
-    const ws = this._ws;
-    this._tlsState = "handshaking";
-    this._handshakeStart = performance.now();
-    const current = () => !this._done && this._ws === ws;
-    this._session = this._engine.connect(this._prepared, this._context(), {
-      write: (/** @type {Uint8Array} */ u8) => {
-        if (current() && ws.readyState === WS_OPEN) wsSend(ws, u8);
-      },
-      data: (/** @type {Uint8Array} */ u8) => {
-        if (current() && !this._closing) this._emit("data", { type: "data", data: u8.buffer });
-      },
-      secure: (/** @type {{engine: string, protocol: string, cipher?: string}} */ info) => {
-        if (current() && !this._closing) this._onSecure(info);
-      },
-      fail: (/** @type {Error} */ error) => {
-        if (current() && !this._closing) this._tlsFailed(error);
-      },
-      closed: () => {
-        // The peer's close_notify.
-        if (current() && !this._closing) this._finish(null);
-      },
-    });
-    const pending = this._cipherIn;
-    this._cipherIn = [];
-    this._cipherInBytes = 0;
-    for (const u8 of pending) {
-      if (this._done || !this._session) break;
-      this._session.receive(u8);
-    }
-  }
-
-  /** @param {{engine: string, protocol: string, cipher?: string}} info */
-  _onSecure(info) {
-    this._tlsState = "active";
+  /**
+   * TLS is up (socket-tls.js): open (implicit TLS) or secure (STARTTLS).
+   * @param {{engine: string, protocol: string, cipher: string | null, handshakeMs: number}} tls
+   */
+  _secured(tls) {
     this.ssl = true;
-    this.tls = {
-      engine: info.engine,
-      protocol: info.protocol,
-      cipher: info.cipher ?? null,
-      handshakeMs: performance.now() - this._handshakeStart, // ClientHello to verified
-    };
-    const queued = this._queueSecure;
-    this._queueSecure = [];
-    for (const u8 of queued) {
-      this._queuedBytes -= u8.length;
-      if (!this._done) this._session.send(u8);
-    }
-    if (this._done) return;
+    this.tls = tls;
     if (this.readyState === "connecting") {
       this.readyState = "open";
-      this._emit("open", { type: "open", tls: this.tls });
+      this._emit("open", { type: "open", tls });
     } else {
-      this._emit("secure", { type: "secure", tls: this.tls });
+      this._emit("secure", { type: "secure", tls });
     }
-  }
-
-  /** The handshake (or the connection) failed: the end (never another engine). @param {any} error */
-  _tlsFailed(error) {
-    this._finish(error);
   }
 }
 

@@ -16,7 +16,7 @@ import { ACK_BYTES, CALLBACKS, MSG, outbox, unbatch, wire } from "./protocol.js"
 export function serveWorker(PySmtp) {
   /** @type {any} what PySmtp.load resolved to in this Worker */
   let api = null;
-  /** @type {Map<number, {client: any, seen: number, pending: number, taken: number}>} */
+  /** @type {Map<number, {client: any, seen: number, pending: number, taken: number, released: boolean}>} by the page's id, until FORGET */
   const clients = new Map();
   // The callbacks forwarded as they are (onclose also releases the client; onlog only when asked).
   const FORWARDED = CALLBACKS.filter((name) => name !== "onclose");
@@ -27,7 +27,7 @@ export function serveWorker(PySmtp) {
   /** @param {number} id */
   function create(id, /** @type {any[]} */ args) {
     const client = new api.SmtpClient(...args);
-    const entry = { client, seen: 0, pending: 0, taken: 0 };
+    const entry = { client, seen: 0, pending: 0, taken: 0, released: false };
     const event = (/** @type {string} */ name, /** @type {any[]} */ values) => {
       if (entry.taken) acknowledge(id, entry, false);
       post({ type: MSG.EVENT, id, name, args: values, state: client.state, seen: entry.seen });
@@ -48,11 +48,14 @@ export function serveWorker(PySmtp) {
     entry.taken = 0;
   }
 
-  /** Forget a closed client (not while a sendMail on it runs: it may connect again). */
+  /**
+   * A client's connection has ended (not while a sendMail on it runs: it may connect again):
+   * tell the page once. The client stays until the page forgets it (FORGET).
+   */
   function release(/** @type {number} */ id, /** @type {any} */ entry) {
-    if (clients.get(id) === entry) {
-      clients.delete(id);
-      post({ type: MSG.RELEASED, id });
+    if (clients.get(id) === entry && !entry.released) {
+      entry.released = true;
+      post({ type: MSG.RELEASED, id, seen: entry.seen });
     }
   }
 
@@ -70,6 +73,7 @@ export function serveWorker(PySmtp) {
       const [mail, ticket, progress] = args;
       const options = progress ? { onprogress: (/** @type {number} */ sent, /** @type {number} */ total) => post({ type: MSG.PROGRESS, id, ticket, sent, total }) } : {};
       entry.pending += 1;
+      entry.released = false; // (a closed client connects again: Python decides)
       let promise;
       try {
         promise = client.sendMail(mail, options);
@@ -117,8 +121,11 @@ export function serveWorker(PySmtp) {
       }
     } else if (data.type === MSG.CALL) {
       call(data.id, data.name, data.args);
+    } else if (data.type === MSG.FORGET) {
+      clients.get(data.id)?.client.close();
+      clients.delete(data.id);
     } else if (data.type === MSG.STATS) {
-      post({ type: MSG.STATS, ticket: data.ticket, stats: { ...api.stats(), workerClients: clients.size } });
+      post({ type: MSG.STATS, ticket: data.ticket, stats: { ...api.stats(), workerClients: [...clients.values()].filter((e) => !e.released).length } });
     }
   }
 

@@ -80,7 +80,7 @@ export const opensslEngine = {
   /**
    * How many `ca` contexts (SSL_CTX) are alive in the OpenSSL of this option: each is freed
    * when the last connection pinning those certificates ends.
-   * @param {any} [option] the openssl option (default: the page's module)
+   * @param {any} option the openssl option (PySmtp.Socket.defaults.openssl: the page's module)
    */
   async pinnedContexts(option) {
     return (await resolveOpenSSL(option)).pinnedContexts;
