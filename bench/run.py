@@ -254,7 +254,10 @@ def smtplib_small(port: int, count: int, runs: int) -> float:
 # -- the benchmark ---------------------------------------------------------------------------------
 
 
-GROUPS = ("native", "cold", "blocking", "raw", "throughput", "tls", "small", "memory", "engines", "proxy")
+GROUPS = (
+    "native", "cold", "blocking", "raw", "throughput", "tls", "small", "memory", "engines", "revisit",
+    "proxy",
+)  # fmt: skip
 # The groups measured in the one page of the workloads (the others start browsers of their own,
 # or none: "proxy" is pysmtp-wasm-proxy beside websockify and lighttpd, bench/proxy_bench.py).
 PAGE_GROUPS = {"raw", "throughput", "tls", "small", "memory"}
@@ -263,11 +266,13 @@ ENGINES = ("chromium", "firefox", "webkit")
 
 def measure_engine(
     engine: str, base: str, urls: dict[str, str], ports: dict[str, int], ca: str, runs: int,
-    passes_20: int, passes_100: int, small_count: int,
+    passes_20: int, passes_100: int, small_count: int, workloads: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
     """The figures that compare engines, measured the same way in ``engine``: first onidle (cold,
-    warm), plaintext and TLS throughput, small messages per second, memory growth; this project
-    and emailjs-smtp-client side by side. Returns {"version": ..., "rows": {metric: {who: x}}}."""
+    warm), the snapshot cache's first and return visits (measure_revisit), and with
+    ``workloads`` (group `engines`) plaintext and TLS throughput, small messages per second,
+    memory growth; this project and emailjs-smtp-client side by side.
+    Returns {"version": ..., "rows": {metric: {who: x}}}."""
     from urllib.parse import quote
 
     rows: dict[str, dict[str, float]] = {}
@@ -278,10 +283,12 @@ def measure_engine(
 
     target = f"proxy={quote(urls['smtp'], safe='')}&port={ports['smtp']}"
     pages = {
-        "pysmtp_wasm": f"/bench/pages/cold-pysmtp.html?snapshot=0&{target}",
+        # (wait=1&baseline: the main thread's longest task over 4 s after the first onidle, the
+        # cache off: the baseline of snapshot_cache_longest_gap_ms)
+        "pysmtp_wasm": f"/bench/pages/cold-pysmtp.html?snapshot=0&cache=0&wait=1&baseline=4000&{target}",
         "emailjs": f"/bench/pages/cold-emailjs.html?{target}",
     }
-    starts: dict[str, dict[str, list[float]]] = {who: {"cold": [], "warm": []} for who in pages}
+    starts: dict[str, dict[str, list[float]]] = {who: {"cold": [], "warm": [], "gap": []} for who in pages}
     for _ in range(runs):
         for who, path in pages.items():
             driver = engine_browser(engine)
@@ -289,12 +296,22 @@ def measure_engine(
                 for kind in ("cold", "warm"):
                     driver.get("about:blank")
                     driver.get(base + path)
-                    starts[who][kind].append(wait_result(driver, 300)["idle"])
+                    result = wait_result(driver, 300)
+                    starts[who][kind].append(result["idle"])
+                    if "longestGap" in result:
+                        starts[who]["gap"].append(result["longestGap"])
             finally:
                 close_browser(driver)
     for who, by in starts.items():
         put("first_onidle_cold_ms", who, median(by["cold"]))
         put("first_onidle_warm_ms", who, median(by["warm"]))
+    put("snapshot_cache_longest_gap_ms", "pysmtp_wasm_cache_off", median(starts["pysmtp_wasm"]["gap"]))
+    version = measure_revisit(engine, base, target, runs, put)
+    # emailjs-smtp-client beside them: its cold and warm figures again under the visits' names
+    put("first_visit_onidle_ms", "emailjs", median(starts["emailjs"]["cold"]))
+    put("return_visit_onidle_ms", "emailjs", median(starts["emailjs"]["warm"]))
+    if not workloads:
+        return {"version": version, "rows": rows}
 
     driver = engine_browser(engine)
     try:
@@ -344,6 +361,52 @@ def measure_engine(
     return {"version": version, "rows": rows}
 
 
+def measure_revisit(engine: str, base: str, target: str, runs: int, put: Any) -> str:
+    """The snapshot cache (web/src/snapshot-cache.js), in-page and in worker mode, each run in a
+    new browser with an empty profile: the first visit to the first onidle (the cache on: the
+    image is made after it), the making and storing of the image (the page's wait from starting
+    its Worker to the report, the Worker's IndexedDB put, the image's size, and the main thread's
+    longest task meanwhile: the lateness of a 5 ms timer chain, and Chromium's Long Tasks), then
+    the return visit to the first onidle, booted from it. Returns the browser's version."""
+    version = "?"
+    got: dict[tuple[str, str], list[float]] = {}
+
+    def add(metric: str, value: float | None) -> None:
+        if value is not None:
+            got.setdefault((metric, mode), []).append(value)
+
+    for mode, worker in (("pysmtp_wasm", "0"), ("pysmtp_wasm_worker", "1")):
+        path = f"/bench/pages/cold-pysmtp.html?snapshot=0&worker={worker}&{target}"
+
+        for _ in range(runs):
+            driver = engine_browser(engine)
+            try:
+                version = str(driver.capabilities.get("browserVersion", "?"))
+                driver.get("about:blank")
+                driver.get(base + path + "&wait=1")
+                first = wait_result(driver, 300)
+                job = first.get("job") or {}
+                if first.get("bootKind") != "fresh" or not job.get("stored"):
+                    raise RuntimeError(f"{engine} {mode}: no image stored: {first}")
+                add("first_visit_onidle_ms", first["idle"])
+                add("snapshot_cache_make_ms", job["totalMs"])
+                add("snapshot_cache_store_ms", job["storeMs"])
+                add("snapshot_cache_MB", job["bytes"] / MB)
+                add("snapshot_cache_longest_gap_ms", first["longestGap"])
+                add("snapshot_cache_longest_task_ms", first.get("longTask"))
+                driver.get("about:blank")
+                driver.get(base + path)
+                back = wait_result(driver, 300)
+                if back.get("bootKind") != "snapshot-cache":
+                    raise RuntimeError(f"{engine} {mode}: the return visit booted {back.get('bootKind')}")
+                add("return_visit_onidle_ms", back["idle"])
+            finally:
+                close_browser(driver)
+    for (metric, who), values in got.items():
+        put(metric, who, median(values))
+    return version
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="runs per figure (the median is kept)")
@@ -363,7 +426,7 @@ def main() -> int:
     parser.add_argument(
         "--browsers",
         default=",".join(ENGINES),
-        help=f"the engines of the group 'engines', of {', '.join(ENGINES)} (default: all)",
+        help=f"the engines of the groups 'engines' and 'revisit', of {', '.join(ENGINES)} (default: all)",
     )
     args = parser.parse_args()
     browsers = [engine for engine in args.browsers.split(",") if engine]
@@ -423,23 +486,26 @@ def main() -> int:
         # -- cold start: a fresh browser per run (nothing cached), then a second navigation (warm)
         target = f"proxy={urls['smtp']}&port={ports['smtp']}"
         cold_pages = {
-            "pysmtp_wasm": f"/bench/pages/cold-pysmtp.html?snapshot=0&{target}",
+            # (the snapshot cache off: today's cold and warm figures; group revisit measures it)
+            "pysmtp_wasm": f"/bench/pages/cold-pysmtp.html?snapshot=0&cache=0&{target}",
             "bare_pyodide": "/bench/pages/cold-bare.html",
             "emailjs": f"/bench/pages/cold-emailjs.html?{target}",
         }
         # The same with the WebSocket (connection, greeting) opened while Python boots.
         cold_pages["pysmtp_wasm_preconnect"] = (
-            f"/bench/pages/cold-pysmtp.html?snapshot=0&preconnect=1&{target}"
+            f"/bench/pages/cold-pysmtp.html?cache=0&snapshot=0&preconnect=1&{target}"
         )
         # Worker mode: Pyodide boots in a Worker; the first onidle is still the page's.
-        cold_pages["pysmtp_wasm_worker"] = f"/bench/pages/cold-pysmtp.html?snapshot=0&worker=1&{target}"
+        cold_pages["pysmtp_wasm_worker"] = (
+            f"/bench/pages/cold-pysmtp.html?cache=0&snapshot=0&worker=1&{target}"
+        )
         if snapshot_present:
-            cold_pages["pysmtp_wasm_snapshot"] = f"/bench/pages/cold-pysmtp.html?snapshot=1&{target}"
+            cold_pages["pysmtp_wasm_snapshot"] = f"/bench/pages/cold-pysmtp.html?cache=0&snapshot=1&{target}"
             cold_pages["pysmtp_wasm_snapshot_preconnect"] = (
-                f"/bench/pages/cold-pysmtp.html?snapshot=1&preconnect=1&{target}"
+                f"/bench/pages/cold-pysmtp.html?cache=0&snapshot=1&preconnect=1&{target}"
             )
             cold_pages["pysmtp_wasm_worker_snapshot"] = (
-                f"/bench/pages/cold-pysmtp.html?snapshot=1&worker=1&{target}"
+                f"/bench/pages/cold-pysmtp.html?cache=0&snapshot=1&worker=1&{target}"
             )
         from urllib.parse import quote
 
@@ -717,15 +783,16 @@ def main() -> int:
                 close_browser(driver)
 
         # -- the same figures in each browser engine, side by side
-        for engine in browsers if "engines" in only else ():
+        for engine in browsers if only & {"engines", "revisit"} else ():
             from tests.browsers import missing
 
             if reason := missing(engine):
                 log(f"{engine}: {reason}: not measured")
                 continue
             engine_results[engine] = measure_engine(
-                engine, base, urls, ports, cert.cert_pem, runs, passes_20, passes_100, small_count
-            )
+                engine, base, urls, ports, cert.cert_pem, runs, passes_20, passes_100, small_count,
+                workloads="engines" in only,
+            )  # fmt: skip
     finally:
         web.shutdown()
         proxy.stop()
@@ -786,7 +853,7 @@ def markdown(results: dict[str, Any]) -> str:
     if engines:
         # one row per engine and client: Chromium, Firefox, WebKit one under the other
         metrics = list(dict.fromkeys(metric for got in engines.values() for metric in got["rows"]))
-        lines += ["", "By browser engine (group `engines`):", ""]
+        lines += ["", "By browser engine (groups `engines`, `revisit`):", ""]
         lines.append("| engine | client | " + " | ".join(f"`{metric}`" for metric in metrics) + " |")
         lines.append("|---|---|" + "---:|" * len(metrics))
         for engine, got in engines.items():

@@ -13,6 +13,7 @@
 // snapshot (web/make_snapshot.py makes one, then builds again with it). Without it the loader
 // never asks for one.
 
+import { createHash } from "node:crypto";
 import { copyFileSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -44,13 +45,32 @@ function wheelName() {
 }
 
 const version = projectVersion();
-const build = { version, wheel: wheelName(), snapshot: args.snapshot ?? null };
+const wheel = wheelName();
+/** What an image of the snapshot cache (web/src/snapshot-cache.js) depends on: Pyodide's version,
+ * the wheel's and the loader's (web/src, this file) hashes; the page adds its user agent. */
+const sha = (/** @type {Buffer[]} */ ...parts) => {
+  const hash = createHash("sha256");
+  for (const part of parts) hash.update(part);
+  return hash.digest("hex").slice(0, 16);
+};
+const sources = (/** @type {string} */ dir) =>
+  readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((entry) => entry.isFile())
+    .map((entry) => join(entry.parentPath ?? entry.path, entry.name))
+    .sort();
+const cache = {
+  pyodide: JSON.parse(readFileSync(join(root, "web", "node_modules", "pyodide", "package.json"), "utf8")).version,
+  wheel: sha(readFileSync(join(dist, wheel))),
+  loader: sha(...[...sources(join(here, "src")), fileURLToPath(import.meta.url)].map((file) => readFileSync(file))),
+};
+const build = { version, wheel, snapshot: args.snapshot ?? null, cache };
 
 /** The three builds: [entry, output, format, what it is]. */
 const BUNDLES = [
   ["script.js", "pysmtp-wasm.js", "iife", "classic script: defines globalThis.PySmtp"],
   ["module.js", "pysmtp-wasm.mjs", "esm", "ES module"],
   ["worker.js", "pysmtp-wasm-worker.js", "iife", "the Worker of PySmtp.load({worker: true})"],
+  ["snapshot-worker.js", "pysmtp-wasm-snapshot-worker.js", "esm", "the Worker that makes the snapshot cache's image"],
 ];
 
 await Promise.all(
@@ -108,7 +128,8 @@ const manifest = {
   sideEffects: true,
   files: [
     "pysmtp-wasm.mjs", "pysmtp-wasm.js", "pysmtp-wasm.d.ts", "pysmtp-wasm-worker.js",
-    "pysmtp_wasm-*.whl", "roots.pem", "forge.min.js", "forge.min.mjs", "openssl/",
+    "pysmtp-wasm-snapshot-worker.js", "pysmtp_wasm-*.whl", "roots.pem", "forge.min.js",
+    "forge.min.mjs", "openssl/",
     "pyodide/pyodide.js", "pyodide/pyodide.mjs", "pyodide/pyodide.asm.mjs",
     "pyodide/pyodide.asm.wasm", "pyodide/python_stdlib.zip", "pyodide/pyodide-lock.json",
     "pyodide/pysmtp-snapshot.bin", "minimal.html", "LICENSE", "licenses/",

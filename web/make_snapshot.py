@@ -33,6 +33,7 @@ DIST = Path(__file__).resolve().parent.parent / "dist"
 SNAPSHOT = "pyodide/pysmtp-snapshot.bin"
 BUILD = Path(__file__).resolve().parent / "build.mjs"
 
+# The same list as web/src/snapshot-cache.js (the snapshot cache makes its image the same way).
 MODULES = (
     "asyncio, email.message, email.policy, email.utils, email.headerregistry, email.generator, "
     "pysmtp_wasm, pysmtp_wasm._jsapi, pysmtp_wasm._browser, pysmtp_wasm._message"

@@ -175,8 +175,16 @@ export function makeSmtpClient(api) {
      * @param {string} name @param {...any} args
      */
     _fire(name, ...args) {
+      this._notice(name);
       return this[name](...args);
     }
+
+    /**
+     * Told of each callback before it runs (the loader's snapshot cache watches for the first
+     * onidle here, leaving the page's own callbacks as they are).
+     * @param {string} _name
+     */
+    _notice(_name) {}
 
     /** Python holds this object again (a connection is live): counted for leak checks. */
     _attached() {

@@ -7,6 +7,7 @@
 import { liveClientCount, makeSmtpClient } from "./client.js";
 import { defaultPort } from "./protocol.js";
 import { bootRemote } from "./remote.js";
+import { cacheAvailable, cacheKey, clearSnapshotCache, dropImage, readImage, reseed, scheduleImage, watchFirstIdle } from "./snapshot-cache.js";
 import { PySmtpSocket } from "./socket.js";
 
 /** What the build knows (web/build.mjs defines it): see web/src/build-info.d.ts. */
@@ -101,16 +102,43 @@ async function boot(base, options) {
       if (!response.ok) throw new Error(`pysmtp-wasm: could not load ${WHEEL}: HTTP ${response.status}`);
       return response.arrayBuffer();
     }));
+  /** How Python booted: PySmtp.bootKind (the snapshot cache, the build's snapshot, or neither). */
+  let bootKind = options.pyodide ? "given" : "fresh";
   if (!pyodide) {
+    /** @type {Promise<any> | null} */
+    const script = typeof globalThis.loadPyodide === "function" ? null : loadScript(url("pyodide/pyodide.js"));
+    script?.catch(noop); // awaited below
+    const config = { indexURL: url("pyodide/"), ...(options.pyodideOptions || {}) };
+    // The snapshot cache (snapshot-cache.js): the image this browser made on an earlier visit.
+    const key = options.snapshotCache === false ? null : cacheKey();
+    const cached = key && (await readImage(key));
+    if (key) performance.mark("pysmtp-wasm:snapshot-cache-read");
+    if (cached) {
+      await script;
+      try {
+        const restored = await globalThis.loadPyodide({ ...config, _loadSnapshot: cached.image });
+        if (restored.runPython("'pysmtp_wasm._jsapi' in __import__('sys').modules")) {
+          pyodide = restored;
+          bootKind = "snapshot-cache";
+        }
+      } catch {
+        // an image this engine cannot restore: the ordinary boot
+      }
+      if (!pyodide) await dropImage(key);
+    }
     // A memory snapshot (`./build.sh snapshot`) boots Python with pysmtp_wasm already imported;
     // without one, or if it fails, the ordinary boot.
-    const snapshot = options.snapshot === false || !SNAPSHOT ? null : fetchSnapshot(url(SNAPSHOT));
-    if (!snapshot) fetchWheel().catch(noop); // awaited below; a failure is reported there
-    if (typeof globalThis.loadPyodide !== "function") await loadScript(url("pyodide/pyodide.js"));
-    const config = { indexURL: url("pyodide/"), ...(options.pyodideOptions || {}) };
+    const snapshot = pyodide || options.snapshot === false || !SNAPSHOT ? null : fetchSnapshot(url(SNAPSHOT));
+    if (!pyodide && !snapshot) fetchWheel().catch(noop); // awaited below; a failure is reported there
+    await script;
     const image = snapshot && (await snapshot);
-    if (image) pyodide = await globalThis.loadPyodide({ ...config, _loadSnapshot: image }).catch(() => null);
+    if (image) {
+      pyodide = await globalThis.loadPyodide({ ...config, _loadSnapshot: image }).catch(() => null);
+      if (pyodide) bootKind = "snapshot";
+    }
     pyodide ??= await globalThis.loadPyodide(config);
+    // A restored heap is a copy: its `random` would draw what every other restore draws.
+    if (bootKind !== "fresh") reseed(pyodide);
     // User Timing marks: how long Pyodide took, and how long our part after it (bench/).
     performance.mark("pysmtp-wasm:pyodide-booted");
   }
@@ -125,6 +153,7 @@ async function boot(base, options) {
   performance.mark("pysmtp-wasm:loaded");
   return {
     SmtpClient: makeSmtpClient(api),
+    bootKind,
     pyodide,
     /** Objects alive at the JS/Python boundary (for leak checks). */
     stats: () => ({ ...api.counters(), jsClients: liveClientCount() }),
@@ -151,9 +180,11 @@ export function createPySmtp(scriptUrl) {
      * Boot Pyodide and pysmtp-wasm (once per page; later calls return the same promise).
      * @param {{proxy?: string | ((host: string, port: number) => string), baseURL?: string,
      *          tlsEngine?: "auto" | "openssl" | "forge", pyodide?: any, pyodideOptions?: object,
-     *          snapshot?: boolean, preconnect?: object | object[], worker?: boolean}} [options]
+     *          snapshot?: boolean, snapshotCache?: boolean, snapshotCacheImage?: boolean, preconnect?: object | object[], worker?: boolean}} [options]
      *   snapshot: false never uses dist/pyodide/pysmtp-snapshot.bin (default: use it when
      *   `./build.sh snapshot` made one)
+     *   snapshotCache: false neither boots from nor makes the snapshot cache's image (default: both)
+     *   (snapshotCacheImage: false, remote.js's to the Worker: boot from the cache, the page makes the image)
      *   preconnect: {host, port, useSecureTransport, ca, proxy, tlsEngine} (or a list of them): open
      *   these connections while Python boots; the first SmtpClient to the same target with the
      *   same options takes its connection over (the greeting, and the TLS handshake, already done)
@@ -164,13 +195,38 @@ export function createPySmtp(scriptUrl) {
     load(options = {}) {
       if (!booting) {
         const base = new URL(options.baseURL ?? ".", scriptUrl).href;
-        booting = options.worker ? bootRemote(base, options, () => (booting = null)) : boot(base, options);
+        booting = (options.worker ? bootRemote(base, options, () => (booting = null)) : boot(base, options)).then((api) => {
+          PySmtp.bootKind = api.bootKind ?? null;
+          // The snapshot cache: after an ordinary boot, the image for the next visit is made in a
+          // Worker once a client has reached its first onidle, at idle time.
+          if (api.bootKind === "fresh" && options.snapshotCache !== false && options.snapshotCacheImage !== false && cacheAvailable() && typeof Worker === "function") {
+            const { SmtpClient, idle } = watchFirstIdle(api.SmtpClient);
+            api.SmtpClient = SmtpClient;
+            PySmtp.snapshotCacheJob = scheduleImage(base, idle);
+          }
+          return api;
+        });
         booting.catch(() => {
           booting = null; // a failed boot may be retried
         });
       }
       return booting;
     },
+    /**
+     * How the last load() booted Python: "snapshot-cache" (this browser's image of an earlier
+     * visit), "snapshot" (the build's, `./build.sh snapshot`), "fresh" (neither), "given" (the
+     * pyodide option); null before.
+     * @type {import("./pysmtp-wasm").BootKind | null}
+     */
+    bootKind: null,
+    /**
+     * The making of the snapshot cache's image after this visit's ordinary boot: resolves to the
+     * Worker's report ({stored, bytes, ...ms} or {stored: false, error}); null when none is made.
+     * @type {Promise<any> | null}
+     */
+    snapshotCacheJob: null,
+    /** Delete this origin's stored images; resolves to false if storage refused. */
+    clearSnapshotCache,
     Socket: Socket(),
   };
   return PySmtp;

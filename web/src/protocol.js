@@ -7,7 +7,8 @@
 //   (args[0] a transferred Uint8Array), end, quit, close, onlog (args[0]: whether to log),
 //   sendMail (args: the mail, a ticket, whether to report progress); {type: FORGET, id}; and
 //   {type: STATS, ticket}.
-// Messages to the page: {type: LOADED, rules, options} (the tables of _usage.py: which call
+// Messages to the page: {type: LOADED, bootKind, rules, options} (how Python booted: loader.js;
+//   the tables of _usage.py: which call
 //   each state allows, the options' grammar) or {type: FAILED, error};
 //   {type: EVENT, id, name, args, state, seen} for onidle, onready, ondone, onerror, ondrain,
 //   onlog, onclose; {type: SENT, id, bytes, full} for the send() calls taken (ACK_BYTES);

@@ -201,6 +201,14 @@ export interface LoadOptions {
   /** false: never use dist/pyodide/pysmtp-snapshot.bin; default: use it when `./build.sh snapshot` made one. */
   snapshot?: boolean;
   /**
+   * false: neither boot from nor make the snapshot cache's image. By default, after an ordinary
+   * boot, once a client has reached its first onidle and the page is idle, a Worker
+   * (pysmtp-wasm-snapshot-worker.js) makes a memory snapshot in this browser and stores it in the
+   * origin's IndexedDB; the next visit boots from it (`PySmtp.bootKind === "snapshot-cache"`).
+   * A stale, corrupt or unusable image, or storage that refuses, means the ordinary boot.
+   */
+  snapshotCache?: boolean;
+  /**
    * Connections to open while Python boots. The first SmtpClient to the same target with the
    * same options (useSecureTransport, ca, proxy, tlsEngine) takes the connection over, with
    * the greeting (and the TLS handshake) already done; unclaimed, it closes after 30 s.
@@ -242,8 +250,34 @@ export interface PySmtpSocketClass {
   LOW_WATER: number;
 }
 
+/**
+ * How Python booted: "snapshot-cache" (this browser's image from an earlier visit),
+ * "snapshot" (the build's, `./build.sh snapshot`), "fresh" (the ordinary boot), "given" (the
+ * `pyodide` option).
+ */
+export type BootKind = "snapshot-cache" | "snapshot" | "fresh" | "given";
+
+/** What the Worker making the snapshot cache's image reported. */
+export interface SnapshotCacheReport {
+  /** Whether the image is stored. */
+  stored: boolean;
+  /** Why not, when it is not. */
+  error?: string;
+  /** The image's size in bytes. */
+  bytes?: number;
+  /** In the Worker: Pyodide's boot, the wheel and imports, makeMemorySnapshot, the IndexedDB put, all (ms). */
+  bootMs?: number;
+  importMs?: number;
+  makeMs?: number;
+  storeMs?: number;
+  workerMs?: number;
+  /** On the page, from starting the Worker to its report (ms). */
+  totalMs: number;
+}
+
 export interface PySmtpApi {
   SmtpClient: typeof SmtpClient;
+  bootKind: BootKind;
   /** The Pyodide instance: Python code in it can `import pysmtp_wasm`. */
   pyodide: any;
   /** Objects alive at the JS/Python boundary (leak checks). */
@@ -262,6 +296,8 @@ export interface PySmtpApi {
  */
 export interface PySmtpWorkerApi {
   SmtpClient: typeof SmtpClient;
+  /** How Python booted in the Worker. */
+  bootKind: BootKind;
   /** Pyodide is in the Worker, not in the page. */
   pyodide: null;
   /** The dedicated Worker. */
@@ -278,6 +314,16 @@ export interface PySmtpWorkerApi {
 export interface PySmtpNamespace {
   version: string;
   Socket: PySmtpSocketClass;
+  /** How the last load() booted Python (null before it resolved). */
+  bootKind: BootKind | null;
+  /**
+   * The making of the snapshot cache's image after this visit's ordinary boot (started after
+   * the first onidle, at idle time); null when none is made (booted from an image, the build's
+   * snapshot, `snapshotCache: false`, no IndexedDB). Never rejects.
+   */
+  snapshotCacheJob: Promise<SnapshotCacheReport> | null;
+  /** Delete this origin's stored snapshot cache images; false if storage refused. */
+  clearSnapshotCache(): Promise<boolean>;
   load(options: LoadOptions & { worker: true }): Promise<PySmtpWorkerApi>;
   load(options?: LoadOptions & { worker?: false }): Promise<PySmtpApi>;
   load(options?: LoadOptions): Promise<PySmtpApi | PySmtpWorkerApi>;

@@ -53,7 +53,8 @@ export function bootRemote(base, options, onterminate = noop) {
     const port = target.port ?? defaultPort(!!target.useSecureTransport);
     return { ...target, host, port, proxy: proxyFor(target.proxy ?? proxy, host, port) };
   });
-  const loadOptions = { ...rest, baseURL: base, preconnect: targets, proxy: typeof proxy === "function" ? undefined : proxy };
+  // (The page makes the snapshot cache's image, not the Worker: loader.js.)
+  const loadOptions = { ...rest, snapshotCacheImage: false, baseURL: base, preconnect: targets, proxy: typeof proxy === "function" ? undefined : proxy };
   // The calls of one task go to the Worker in one message (send() and end(), say), with
   // every chunk among them transferred: each message costs a wake-up of the Worker.
   const queue = outbox((message, transfer) => worker.postMessage(message, transfer));
@@ -330,10 +331,18 @@ export function bootRemote(base, options, onterminate = noop) {
         this._workerFull = false;
         return this._maybeDrain();
       }
+      this._notice(name);
       if (name === "onerror") return this.onerror(revive(args[0]));
       if (name === "ondone") this.lastResults = args[1];
       return this[name](...args);
     }
+
+    /**
+     * Told of each callback before it runs (the loader's snapshot cache watches for the first
+     * onidle here, leaving the page's own callbacks as they are).
+     * @param {string} _name
+     */
+    _notice(_name) {}
 
     _maybeDrain() {
       if (this._waitingDrain && !this._workerFull && this._unacked <= LOW_WATER) {
@@ -355,6 +364,7 @@ export function bootRemote(base, options, onterminate = noop) {
         grammar = data.options;
         resolve({
           SmtpClient: RemoteClient,
+          bootKind: data.bootKind ?? null,
           pyodide: null,
           worker,
           stats: () =>

@@ -38,3 +38,14 @@ export async function readmeWorker(): Promise<void> {
 
 // The classic script's global is the same namespace.
 export const sameNamespace: typeof PySmtp = globalThis.PySmtp;
+
+// The snapshot cache: how Python booted, the image's making, dropping it.
+export async function snapshotCache(): Promise<void> {
+  const api = await PySmtp.load({ snapshotCache: true });
+  const kind: "snapshot-cache" | "snapshot" | "fresh" | "given" = api.bootKind;
+  console.log(kind, PySmtp.bootKind);
+  const report = await PySmtp.snapshotCacheJob;
+  if (report && report.stored) console.log(report.bytes, report.totalMs);
+  const cleared: boolean = await PySmtp.clearSnapshotCache();
+  console.log(cleared);
+}

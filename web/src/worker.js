@@ -109,7 +109,7 @@ export function serveWorker(PySmtp) {
       try {
         api = await PySmtp.load(data.options);
         const jsapi = api.pyodide.pyimport("pysmtp_wasm._jsapi");
-        post({ type: MSG.LOADED, rules: jsapi.usage_rules(), options: jsapi.option_grammar() });
+        post({ type: MSG.LOADED, bootKind: api.bootKind, rules: jsapi.usage_rules(), options: jsapi.option_grammar() });
       } catch (error) {
         post({ type: MSG.FAILED, error: wire(error) });
       }
