@@ -723,8 +723,7 @@ def main() -> int:
                 spec = {"proxy": urls[port], "port": ports[port], "count": small_count}
                 for metric, values in small_interleaved(driver, runs, spec).items():
                     for who, value in values.items():
-                        put(metric.replace("small_msgs_per_s", "small_msgs_per_s" + suffix)
-                            .replace("reaction_us", "reaction_us" + suffix), who, value)  # fmt: skip
+                        put(metric + suffix, who, value)
 
             if args.profile:
                 for client in ("pysmtp", "emailjs"):
