@@ -37,8 +37,11 @@ class FakeSocket {
   static open(host, port, options) {
     return new FakeSocket();
   }
+  static check() {
+    return null; // any host, port and options will do
+  }
   constructor() {
-    for (const n of ["onopen", "ondata", "onsecure", "ondrain", "onerror", "onclose"]) this[n] = null;
+    for (const n of ["onopen", "ondata", "onreceive", "onsecure", "ondrain", "onerror", "onclose"]) this[n] = null;
     this.inData = false;
     this.tail = "";
     this.bytes = 0;
@@ -49,7 +52,12 @@ class FakeSocket {
   }
   reply(text) {
     const u8 = ENCODER.encode(text + "\r\n");
-    setImmediate(() => this.ondata && this.ondata({ type: "data", data: u8.buffer }));
+    setImmediate(() => {
+      if (this.onreceive) {
+        const answer = this.onreceive(u8.buffer); // as PySmtpSocket does (web/src/socket.js)
+        if (answer) this.send(answer);
+      } else if (this.ondata) this.ondata({ type: "data", data: u8.buffer });
+    });
   }
   send(u8) {
     this.bytes += u8.length;

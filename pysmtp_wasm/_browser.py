@@ -4,7 +4,9 @@ seen from Python inside Pyodide.
 The socket speaks raw TCP through a WebSocket-to-TCP proxy (websockify) and does TLS in
 JavaScript. This module only moves bytes across the FFI: out through one reused
 ``Uint8Array`` per connection (the socket copies what it is given before ``send`` returns),
-an ``ArrayBuffer`` in per read. The socket's six callbacks are proxies made once per connection
+an ``ArrayBuffer`` in per read. A read is one call (the socket's ``onreceive``): its bytes in,
+and what the client wrote meanwhile (the next command, what the page's callbacks sent) back
+as its result, in one piece. The socket's six callbacks are proxies made once per connection
 and destroyed when it ends (``live_proxies`` counts them, so tests can show none leak).
 """
 
@@ -31,6 +33,8 @@ OPTION_NAMES = frozenset({"proxy", "tlsEngine"})
 # many views of it (by length) are kept.
 WRITE_BUFFER = 64 * 1024
 MAX_VIEWS = 32
+# Writes made while a received segment is processed are gathered up to this size, then sent.
+GATHER_LIMIT = 64 * 1024
 
 # Proxies created for socket callbacks and not yet destroyed, in this whole page.
 live_proxies = 0
@@ -83,6 +87,11 @@ class BrowserTransport(LoopTransport):
         self._buffer_size = 0
         self._views: dict[int, Any] = {}
         self._send: Any = None  # the socket's send, looked up once
+        # While a received segment is processed (``_on_receive``), what is written is gathered
+        # here and handed back to the socket as the call's result: one write per segment, and
+        # no call across the FFI for it. (None: writes go out at once.)
+        self._gathered: list[bytes] | None = None
+        self._gathered_size = 0
 
     def open(
         self, host: str, port: int, *, secure: bool, ca: str | list[str] | None, options: dict[str, Any]
@@ -113,7 +122,7 @@ class BrowserTransport(LoopTransport):
         self._socket = sock
         self._send = sock.send
         self._listen("onopen", self._on_open)
-        self._listen("ondata", self._on_data)
+        self._listen("onreceive", self._on_receive)
         self._listen("onsecure", self._on_secure)
         self._listen("ondrain", self._on_drain)
         self._listen("onerror", self._on_error)
@@ -159,6 +168,27 @@ class BrowserTransport(LoopTransport):
     def write(self, data: bytes) -> bool:
         if self._socket is None or self._closed:
             return True
+        gathered = self._gathered
+        if gathered is None:
+            return bool(self._send(self._view(data)))
+        gathered.append(data)
+        self._gathered_size += len(data)
+        if self._gathered_size < GATHER_LIMIT:
+            return True
+        # A page streaming from a callback: out now, with the socket's backpressure.
+        return self._send_gathered()
+
+    def _send_gathered(self) -> bool:
+        """Send what was gathered so far (before a close or STARTTLS, or when it grew large)."""
+        gathered = self._gathered
+        if not gathered or self._socket is None or self._closed:
+            return True
+        self._gathered = []
+        self._gathered_size = 0
+        return bool(self._send(self._view(gathered[0] if len(gathered) == 1 else b"".join(gathered))))
+
+    def _view(self, data: bytes) -> Any:
+        """The write buffer's first ``len(data)`` bytes, holding ``data``."""
         size = len(data)
         view = self._views.get(size)
         if view is None:
@@ -170,14 +200,16 @@ class BrowserTransport(LoopTransport):
                 self._views.clear()
             view = self._views[size] = self._buffer.subarray(0, size)
         view.assign(data)
-        return bool(self._send(view))
+        return view
 
     def start_tls(self) -> None:
         if self._socket is not None and not self._closed:
+            self._send_gathered()  # (nothing, in SMTP: STARTTLS's reply is the last word)
             self._socket.upgradeToSecure()
 
     def close(self) -> None:
         if self._socket is not None and not self._closed:
+            self._send_gathered()  # a QUIT written just before
             self._socket.close()  # onclose follows
         elif self._socket is None:
             self._report_closed()
@@ -194,8 +226,18 @@ class BrowserTransport(LoopTransport):
     def _on_open(self, event: Any) -> None:
         self._owner._transport_open(_negotiated(event))
 
-    def _on_data(self, event: Any) -> None:
-        self._owner._transport_data(event.data.to_bytes())
+    def _on_receive(self, data: Any) -> Any:
+        """The socket's ``onreceive``: received bytes in, the bytes to write in answer out (the
+        write buffer's view, or None), callbacks fired on the way as ever."""
+        self._gathered = []
+        self._gathered_size = 0
+        try:
+            self._owner._transport_data(data.to_bytes())
+        finally:
+            gathered, self._gathered = self._gathered, None
+        if not gathered or self._socket is None or self._closed:
+            return None
+        return self._view(gathered[0] if len(gathered) == 1 else b"".join(gathered))
 
     def _on_secure(self, event: Any) -> None:
         self._owner._transport_tls(_negotiated(event))
@@ -216,7 +258,7 @@ class BrowserTransport(LoopTransport):
         global live_proxies
         sock, self._socket = self._socket, None
         if sock is not None:
-            for name in ("onopen", "ondata", "onsecure", "ondrain", "onerror", "onclose"):
+            for name in ("onopen", "onreceive", "onsecure", "ondrain", "onerror", "onclose"):
                 setattr(sock, name, None)
         for proxy in self._proxies:
             proxy.destroy()

@@ -84,8 +84,13 @@ class ReplyParser:
 
     def feed(self, data: bytes) -> list[Reply]:
         """Take received bytes; return the replies they complete, in order."""
-        replies: list[Reply] = []
         buffer = self._buffer
+        if not buffer and data and data.find(b"\n") == len(data) - 1 and len(data) <= MAX_REPLY_LINE + 1:
+            # The usual case, a reply line (or one line of a multi-line reply) in a segment of its
+            # own: no copy into the buffer, no search for more lines. (The same checks as below.)
+            reply = self._line(data[:-2] if data.endswith(b"\r\n") else data[:-1])
+            return [] if reply is None else [reply]
+        replies: list[Reply] = []
         buffer += data
         start = 0
         while True:

@@ -118,6 +118,14 @@ export class PySmtpSocket {
     this.onerror = noop;
     /** @type {(event: {type: "close"}) => void} */
     this.onclose = noop;
+    /**
+     * Instead of ondata, for the Python client (pysmtp_wasm/_browser.py): called with the bytes
+     * alone, it returns what to write in answer (sent at once) or nothing. One call across the
+     * FFI per received segment, where ondata + send are an event object, its lookup and a
+     * call for each write.
+     * @type {((data: ArrayBuffer | Uint8Array) => Uint8Array | null | undefined) | null}
+     */
+    this.onreceive = null;
 
     /** The proxy's WebSocket URL. */
     this.proxyUrl = /** @type {string} */ (opts.proxy);
@@ -248,6 +256,10 @@ export class PySmtpSocket {
 
   /** @param {string} type @param {object} event */
   _emit(type, event) {
+    if (type === "data" && this.onreceive) {
+      this._receive(/** @type {{data: ArrayBuffer}} */ (event).data);
+      return;
+    }
     const handler = this["on" + type];
     if (typeof handler !== "function") return;
     try {
@@ -255,6 +267,18 @@ export class PySmtpSocket {
     } catch (error) {
       console.error(`PySmtpSocket ${this._hostPort}: the on${type} handler threw:`, error);
     }
+  }
+
+  /** Received bytes to onreceive, and what it returns to the network. @param {ArrayBuffer} data */
+  _receive(data) {
+    let answer;
+    try {
+      answer = /** @type {Function} */ (this.onreceive)(data);
+    } catch (error) {
+      console.error(`PySmtpSocket ${this._hostPort}: the onreceive handler threw:`, error);
+      return;
+    }
+    if (answer) this.send(answer);
   }
 
   _dropQueues() {
