@@ -111,9 +111,15 @@ async function boot(base, options) {
     const config = { indexURL: url("pyodide/"), ...(options.pyodideOptions || {}) };
     // The snapshot cache (snapshot-cache.js): the image this browser made on an earlier visit.
     const key = options.snapshotCache === false ? null : cacheKey();
+    // Only its record is read here: its parts are read while Pyodide loads its own files.
     const cached = key && (await readImage(key));
     if (key) performance.mark("pysmtp-wasm:snapshot-cache-read");
     if (cached) {
+      let unread = false; // the image could not be read (a bad one deletes itself): keep the entry
+      cached.image.then(
+        () => performance.mark("pysmtp-wasm:snapshot-cache-image"),
+        () => (unread = true),
+      );
       await script;
       try {
         const restored = await globalThis.loadPyodide({ ...config, _loadSnapshot: cached.image });
@@ -122,9 +128,9 @@ async function boot(base, options) {
           bootKind = "snapshot-cache";
         }
       } catch {
-        // an image this engine cannot restore: the ordinary boot
+        // an image this engine cannot restore, or one that could not be read: the ordinary boot
       }
-      if (!pyodide) await dropImage(key);
+      if (!pyodide && !unread) await dropImage(key);
     }
     // A memory snapshot (`./build.sh snapshot`) boots Python with pysmtp_wasm already imported;
     // without one, or if it fails, the ordinary boot.

@@ -110,15 +110,17 @@ export function cacheAvailable() {
 }
 
 /**
- * The stored image for key, or null: none, storage refused, or a bad entry (deleted).
- * `image` resolves to its bytes once its digest is checked (it rejects, and the entry is
- * deleted, if it does not match): given to loadPyodide's _loadSnapshot as it is, the check runs
- * while Pyodide's own files load.
+ * The stored image for key, or null: none, storage refused, or a bad record (deleted). Only the
+ * record (its size, parts and digest) is read before this resolves; `image` resolves to the
+ * bytes once its parts are read, joined and their digest checked, and rejects (the entry deleted
+ * when it is bad) otherwise. Given to loadPyodide's `_loadSnapshot` as it is, so that the parts
+ * are read while Pyodide loads its own files (bench/README.md, "The snapshot cache").
  * @param {string} key
- * @returns {Promise<{image: Promise<Uint8Array>, bytes: number, readMs: number} | null>}
+ * @returns {Promise<{image: Promise<Uint8Array>, bytes: number} | null>}
  */
 export async function readImage(key) {
-  const t0 = performance.now();
+  /** @type {IDBDatabase | null} */
+  let db = null;
   try {
     if (!cacheAvailable()) return null;
     // No database yet (a first visit): do not create one now, on the boot's path (creating it
@@ -128,44 +130,67 @@ export async function readImage(key) {
       const names = await within(listed.then((all) => all.map((db) => db.name)), OPEN_WAIT_MS, null);
       if (names && !names.includes(DB_NAME)) return null;
     }
-    const db = await openCache();
+    db = await openCache();
     if (!db) return null;
-    /** @type {[any, any[]] | undefined} */
-    let found;
-    try {
-      const read = inTransaction(db, "readonly", (store) =>
-        Promise.all([settle(store.get(key)), settle(store.getAll(IDBKeyRange.bound([key, 0], [key, Infinity])))]),
-      );
-      found = await within(read, STORAGE_WAIT_MS, undefined);
-    } finally {
-      db.close();
-    }
-    if (found === undefined || found[0] === undefined) return null;
-    const [record, parts] = found;
-    const bytes = record && record.bytes;
-    const sizes = parts.map((part) => (part instanceof ArrayBuffer ? part.byteLength : -1));
-    const total = sizes.reduce((sum, size) => (size < 0 ? NaN : sum + size), 0);
-    if (!Number.isInteger(bytes) || bytes < 1024 || parts.length !== record.parts || total !== bytes) {
+    const opened = db;
+    const record = await within(
+      inTransaction(opened, "readonly", (store) => settle(store.get(key))),
+      STORAGE_WAIT_MS,
+      undefined,
+    );
+    const bytes = record?.bytes;
+    const count = record?.parts;
+    if (record === undefined) return null;
+    if (!Number.isInteger(bytes) || bytes < 1024 || !Number.isInteger(count) || count !== Math.ceil(bytes / PART_BYTES)) {
       await dropImage(key);
       return null;
     }
-    const image = new Uint8Array(bytes);
-    let offset = 0;
-    for (const part of parts) {
-      image.set(new Uint8Array(part), offset);
-      offset += part.byteLength;
-    }
-    const checked = record.digest
-      ? digestOf(image).then((digest) => {
-          if (digest && digest !== record.digest) throw new Error("pysmtp-wasm: the cached snapshot's digest does not match");
-          return image;
-        })
-      : Promise.resolve(image);
-    checked.catch(() => dropImage(key));
-    return { image: checked, bytes, readMs: performance.now() - t0 };
+    db = null; // closed by the read of the parts
+    const image = readParts(opened, key, bytes, count).then((joined) =>
+      record.digest
+        ? digestOf(joined).then((digest) => {
+            if (digest && digest !== record.digest) throw new BadImage("the cached snapshot's digest does not match");
+            return joined;
+          })
+        : joined,
+    );
+    image.catch((error) => error instanceof BadImage && dropImage(key));
+    return { image, bytes };
   } catch {
     return null;
+  } finally {
+    db?.close();
   }
+}
+
+/** A stored image that is wrong (deleted), not storage that failed to answer (kept). */
+class BadImage extends Error {}
+
+/**
+ * The image's parts from db (closed after), joined into one buffer.
+ * @param {IDBDatabase} db @param {string} key @param {number} bytes @param {number} count
+ * @returns {Promise<Uint8Array>}
+ */
+async function readParts(db, key, bytes, count) {
+  /** @type {any[] | undefined} */
+  let parts;
+  try {
+    const read = inTransaction(db, "readonly", (store) => settle(store.getAll(IDBKeyRange.bound([key, 0], [key, Infinity]))));
+    parts = await within(read, STORAGE_WAIT_MS, undefined);
+  } finally {
+    db.close();
+  }
+  if (parts === undefined) throw new Error("storage did not answer");
+  const sizes = parts.map((part) => (part instanceof ArrayBuffer ? part.byteLength : -1));
+  const total = sizes.reduce((sum, size) => (size < 0 ? NaN : sum + size), 0);
+  if (parts.length !== count || total !== bytes) throw new BadImage("the cached snapshot is truncated or damaged");
+  const image = new Uint8Array(bytes);
+  let offset = 0;
+  for (const part of parts) {
+    image.set(new Uint8Array(part), offset);
+    offset += part.byteLength;
+  }
+  return image;
 }
 
 /** Delete key's entry (a bad or unusable image); never throws. @param {string} key */
