@@ -416,7 +416,9 @@ def measure_revisit(engine: str, base: str, target: str, runs: int, put: Any) ->
     image is made after it), the making and storing of the image (the page's wait from starting
     its Worker to the report, the Worker's IndexedDB put, the image's size, and the main thread's
     longest task meanwhile: the lateness of a 5 ms timer chain, and Chromium's Long Tasks), then
-    the return visit to the first onidle, booted from it. Returns the browser's version."""
+    the return visit to the first onidle, booted from it; and, interleaved run by run, the same
+    first visit with the cache off (what the cache costs a first visit). Returns the browser's
+    version."""
     version = "?"
     got: dict[tuple[str, str], list[float]] = {}
 
@@ -449,6 +451,17 @@ def measure_revisit(engine: str, base: str, target: str, runs: int, put: Any) ->
                 if back.get("bootKind") != "snapshot-cache":
                     raise RuntimeError(f"{engine} {mode}: the return visit booted {back.get('bootKind')}")
                 add("return_visit_onidle_ms", back["idle"])
+            finally:
+                close_browser(driver)
+            # The same first visit with the cache off, in the next new browser: what the cache
+            # costs a first visit, as the median of the per-run ratios (the machine drifts).
+            driver = engine_browser(engine)
+            try:
+                driver.get("about:blank")
+                driver.get(base + path + "&cache=0")
+                off = wait_result(driver, 300)
+                add("first_visit_cache_off_onidle_ms", off["idle"])
+                add("first_visit_cache_cost_pct", 100 * (first["idle"] / off["idle"] - 1))
             finally:
                 close_browser(driver)
     for (metric, who), values in got.items():
