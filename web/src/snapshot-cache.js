@@ -4,8 +4,9 @@
 // After a page's first ordinary boot has reached its first onidle, at idle time, a module Worker
 // (dist/pysmtp-wasm-snapshot-worker.js, web/src/entries/snapshot-worker.js) boots a Pyodide of
 // its own with `_makeSnapshot`, unpacks the wheel and imports what web/make_snapshot.py imports,
-// makes the memory snapshot and stores it in the origin's IndexedDB, as an ArrayBuffer (WebKit
-// refuses a Blob there from a Worker) in parts of 2 MiB, under a key naming everything the image depends on:
+// makes the memory snapshot and stores it in the origin's IndexedDB, as one Blob (read back
+// off the main thread, without a join) or, where the engine refuses a Blob there (WebKit), as
+// ArrayBuffers in parts of 2 MiB, under a key naming everything the image depends on:
 // Pyodide's version, the wheel's and the loader's hashes (build options: web/build.mjs) and the
 // engine's user agent. The next visit's loader (in the page, or in the Worker of worker mode)
 // reads the entry and boots from it.
@@ -22,7 +23,7 @@ const STORAGE_WAIT_MS = 3000;
 /** With no client reaching onidle, the image is made this long after the boot anyway (ms). */
 const NO_CLIENT_MS = 10000;
 const noop = () => {};
-/** The image is stored in parts of this size. */
+/** An image stored as ArrayBuffers (where a Blob is refused) is in parts of this size. */
 const PART_BYTES = 2 * 1024 * 1024;
 
 /** What web/make_snapshot.py imports (keep the two lists the same). */
@@ -141,7 +142,8 @@ export async function readImage(key) {
     const bytes = record?.bytes;
     const count = record?.parts;
     if (record === undefined) return null;
-    if (!Number.isInteger(bytes) || bytes < 1024 || !Number.isInteger(count) || count !== Math.ceil(bytes / PART_BYTES)) {
+    const shaped = record?.blob ? count === 1 : count === Math.ceil(bytes / PART_BYTES);
+    if (!Number.isInteger(bytes) || bytes < 1024 || !shaped) {
       await dropImage(key);
       return null;
     }
@@ -167,7 +169,7 @@ export async function readImage(key) {
 class BadImage extends Error {}
 
 /**
- * The image's parts from db (closed after), joined into one buffer.
+ * The image's parts from db (closed after), joined into one buffer (or its one Blob's bytes).
  * @param {IDBDatabase} db @param {string} key @param {number} bytes @param {number} count
  * @returns {Promise<Uint8Array>}
  */
@@ -181,6 +183,10 @@ async function readParts(db, key, bytes, count) {
     db.close();
   }
   if (parts === undefined) throw new Error("storage did not answer");
+  if (count === 1 && parts.length === 1 && parts[0] instanceof Blob) {
+    if (parts[0].size !== bytes) throw new BadImage("the cached snapshot is truncated or damaged");
+    return new Uint8Array(await parts[0].arrayBuffer());
+  }
   const sizes = parts.map((part) => (part instanceof ArrayBuffer ? part.byteLength : -1));
   const total = sizes.reduce((sum, size) => (size < 0 ? NaN : sum + size), 0);
   if (parts.length !== count || total !== bytes) throw new BadImage("the cached snapshot is truncated or damaged");
@@ -223,24 +229,34 @@ export async function clearSnapshotCache() {
 }
 
 /**
- * Store an image under key and delete every other key's.
- * @param {string} key @param {ArrayBuffer} buffer @returns {Promise<{stored: boolean, error?: string}>}
+ * Store an image under key and delete every other key's: as one Blob, or where the engine
+ * refuses a Blob in IndexedDB (WebKit), as ArrayBuffers in parts of PART_BYTES (one put of 31 MB
+ * costs some engines a long task on the page's main thread: bench/README.md).
+ * @param {string} key @param {ArrayBuffer} buffer @returns {Promise<{stored: boolean, blob?: boolean, error?: string}>}
  */
 async function storeImage(key, buffer) {
   const digest = await digestOf(buffer);
   const db = await openCache();
   if (!db) return { stored: false, error: "storage refused or unavailable" };
   try {
-    // In parts of PART_BYTES (one put of 31 MB costs some engines a long task on the page's main
-    // thread: bench/README.md), under [key, 0], [key, 1], ...; the record under key says how many.
-    const parts = Math.ceil(buffer.byteLength / PART_BYTES);
-    await inTransaction(db, "readwrite", async (store) => {
-      const keys = await settle(store.getAllKeys());
-      for (const old of keys) if ((Array.isArray(old) ? old[0] : old) !== key) store.delete(old);
-      for (let i = 0; i < parts; i++) store.put(buffer.slice(i * PART_BYTES, (i + 1) * PART_BYTES), [key, i]);
-      return settle(store.put({ bytes: buffer.byteLength, parts, digest, made: Date.now() }, key));
-    });
-    return { stored: true };
+    /** @param {boolean} blob */
+    const put = (blob) =>
+      inTransaction(db, "readwrite", async (store) => {
+        const keys = await settle(store.getAllKeys());
+        for (const old of keys) store.delete(old);
+        // Under [key, 0], [key, 1], ...; the record under key says how many, and in which form.
+        const parts = blob ? 1 : Math.ceil(buffer.byteLength / PART_BYTES);
+        if (blob) store.put(new Blob([buffer]), [key, 0]);
+        else for (let i = 0; i < parts; i++) store.put(buffer.slice(i * PART_BYTES, (i + 1) * PART_BYTES), [key, i]);
+        return settle(store.put({ bytes: buffer.byteLength, parts, blob, digest, made: Date.now() }, key));
+      });
+    try {
+      await put(true);
+      return { stored: true, blob: true };
+    } catch {
+      await put(false);
+      return { stored: true, blob: false };
+    }
   } finally {
     db.close();
   }
