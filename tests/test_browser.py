@@ -165,6 +165,12 @@ def test_envelope_errors_and_wrong_calls_are_clear(page: Page, proxy: PysmtpProx
         for envelope, message in [
             ({"from": "a@example.com", "to": []}, "Can't send mail - no recipients defined"),
             ({"from": "a@example.com", "to": "x@example.com\r\nDATA"}, "invalid to address"),
+            # (web/src/client.js passes the usual envelope as plain values, the rest as an object:
+            # both get the engine's checks)
+            ({"to": ["b@example.com", 5]}, "invalid to address 5: not a string"),
+            ({"from": "a@example.com", "to": "b@example.com", "size": 1.5}, "envelope.size must be"),
+            ({"from": "a@example.com", "to": "b@example.com", "size": -1}, "envelope.size must be"),
+            ({"to": "b@example.com", "cc": "c@example.com"}, "unknown envelope field"),
         ]:
             rec = page.session(port=server.port, options={"proxy": url}, envelopes=[envelope])
             (error,) = rec["errors"]
@@ -198,6 +204,26 @@ def test_envelope_errors_and_wrong_calls_are_clear(page: Page, proxy: PysmtpProx
     assert thrown["number"] == ["SmtpUsageError", "send() takes a string, a Uint8Array or an ArrayBuffer"]
     assert thrown["closed"] is False and thrown["state"] == "closed"
     assert thrown["connectAfterClose"] == "SmtpUsageError"
+
+
+def test_the_envelope_s_size_and_a_default_sender_reach_the_server(page: Page, proxy: PysmtpProxy) -> None:
+    with SmtpServer() as server:
+        url = proxy.url(server.port)
+        rec = page.session(
+            port=server.port,
+            options={"proxy": url, "name": "client.example"},
+            envelopes=[
+                {"from": "a@example.com", "to": "b@example.com", "size": 40},
+                {"to": ["c@example.com"]},
+            ],
+        )
+    assert rec["errors"] == [] and rec["done"] == [True, True]
+    mail = [line for line in rec["log"] if line.startswith("C: MAIL FROM:")]
+    assert mail == [
+        "C: MAIL FROM:<a@example.com> SIZE=40 BODY=8BITMIME",
+        "C: MAIL FROM:<anonymous@client.example> BODY=8BITMIME",
+    ]
+    assert [m.rcpt_tos for m in server.recorder.messages] == [["b@example.com"], ["c@example.com"]]
 
 
 def test_a_lone_surrogate_is_our_error_in_the_page(page: Page, proxy: PysmtpProxy) -> None:
