@@ -214,3 +214,5 @@ import pstats
 pstats.Stats(_prof).sort_stats("tottime").print_stats(25)
 `);
 }
+// (A timer the fake sessions left behind would keep Node up for many seconds more.)
+process.exit(0);

@@ -114,6 +114,8 @@ export function makeSmtpClient(api) {
        * @type {any}
        */
       this._py = created;
+      /** @type {Record<string, Function>} the Python object's methods, by name, as _call used them */
+      this._methods = Object.create(null);
     }
 
     /** Open the connection; onidle follows when the session is ready. */
@@ -200,10 +202,12 @@ export function makeSmtpClient(api) {
 
     /** @param {string} name @param {...any} args */
     _call(name, ...args) {
-      const py = this._py;
+      // Each lookup of a method on the Python object makes a new proxy of the bound method
+      // (freed later by the garbage collector): the ones used are looked up once per client.
+      const methods = this._methods;
       let result;
       try {
-        result = py[name](...args);
+        result = (methods[name] ??= this._py[name])(...args);
       } catch (error) {
         throw fromPython(error); // a bug, not an SMTP error: those come back as values
       }
