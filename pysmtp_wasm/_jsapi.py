@@ -36,6 +36,11 @@ live_clients = 0
 
 _from_entries = js.Object.fromEntries  # looked up once: each js.<name> is an FFI call
 
+# At most this many values go to JS as a call's arguments (onready's refused recipients, ondone's
+# results: web/src/client.js); more go as one converted array (a JS call's arguments are bounded:
+# 65,536 in WebKit).
+PLAIN_MAX = 1000
+
 
 def _py(value: Any) -> Any:
     """A JS value as Python: objects to dicts, arrays to lists, functions kept as they are."""
@@ -136,9 +141,24 @@ class JsClient:
         client.onidle = lambda: fire("onidle")
         # onready and ondone with plain values only (no to_js, no proxies): web/src/client.js
         # makes the array and the result objects.
+        # (Beyond PLAIN_MAX values, as converted arrays: a call's arguments are bounded in JS.)
         ready, done = target._ready, target._done
-        client.onready = lambda failed: ready(*failed)
-        client.ondone = lambda success: done(success, *_flat_results(client.lastResults))
+
+        def onready(failed: list[str]) -> None:
+            if len(failed) <= PLAIN_MAX:
+                ready(*failed)
+            else:
+                fire("onready", to_js(failed))
+
+        def ondone(success: bool) -> None:
+            flat = _flat_results(client.lastResults)
+            if len(flat) <= PLAIN_MAX:
+                done(success, *flat)
+            else:
+                fire("ondone", success, _results(client.lastResults))
+
+        client.onready = onready
+        client.ondone = ondone
         client.onerror = lambda error: fire("onerror", js_error(error))
         client.ondrain = lambda: fire("ondrain")
         client.onclose = self._onclose

@@ -67,6 +67,40 @@ def test_plain_message_with_a_proxy_function_and_partial_rejection(page: Page, p
     assert any(line.startswith("S: 220 ") for line in rec["log"])  # onlog crosses too
 
 
+def test_over_a_thousand_recipients_cross_as_arrays(page: Page, proxy: PysmtpProxy) -> None:
+    # Up to a thousand, refused recipients and results cross as a call's arguments
+    # (_jsapi.py PLAIN_MAX); beyond, as one converted array: the page sees the same.
+    refused = [f"r{i}@example.com" for i in range(1001)]
+    with SmtpServer(Recorder(reject=set(refused), pipelining=True)) as server:
+        url = proxy.url(server.port)
+        rec = page.session(
+            port=server.port,
+            options={"proxy": url},
+            envelopes=[{"from": "a@example.com", "to": [*refused, "good@example.com"]}],
+        )
+    assert rec["errors"] == [] and rec["done"] == [True]
+    assert rec["ready"] == [refused]
+    (results,) = rec["results"]
+    assert rec["lastResults"] == results and len(results) == 1002
+    assert results[0] == {
+        "recipient": "good@example.com",
+        "accepted": True,
+        "code": 250,
+        "message": "2.0.0 OK: queued",
+        "enhanced": "2.0.0",
+    }
+    assert results[1] == {
+        "recipient": "r0@example.com",
+        "accepted": False,
+        "code": 550,
+        "message": "5.1.1 <r0@example.com>: recipient rejected",
+        "enhanced": "5.1.1",
+    }
+    assert {r["recipient"] for r in results if not r["accepted"]} == set(refused)
+    (message,) = server.recorder.messages
+    assert message.rcpt_tos == ["good@example.com"]
+
+
 def test_auth_plain_login_xoauth2_cram_md5(page: Page, proxy: PysmtpProxy) -> None:
     # Without TLS: in the page, PLAIN, LOGIN and XOAUTH2 in cleartext take allowInsecureAuth
     # (CRAM-MD5 puts no password on the wire), whatever the host.

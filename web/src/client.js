@@ -47,11 +47,13 @@ function fromPython(error) {
 }
 
 const PLAIN_FIELDS = new Set(["from", "to", "size"]);
+/** At most this many recipients cross as a call's arguments (they are bounded: 65,536 in WebKit). */
+const PLAIN_MAX = 1000;
 
 /**
  * The recipients of an envelope that can cross as plain values (a plain object with only
  * `from` (a string), `to` (a string or an array of strings) and `size` (an integer), each
- * optional), else null.
+ * optional, and at most PLAIN_MAX recipients), else null.
  * @param {any} envelope
  * @returns {string[] | null}
  */
@@ -63,7 +65,7 @@ function plainEnvelope(envelope) {
   if (size !== undefined && !Number.isSafeInteger(size)) return null;
   if (to === undefined) return [];
   if (typeof to === "string") return [to];
-  if (!Array.isArray(to)) return null;
+  if (!Array.isArray(to) || to.length > PLAIN_MAX) return null;
   for (let i = 0; i < to.length; i++) if (typeof to[i] !== "string") return null;
   return to;
 }
@@ -233,6 +235,7 @@ export function makeSmtpClient(api) {
       this._notice("onready");
       return this.onready(failed);
     }
+    // (More than _jsapi.py's PLAIN_MAX values come as one array, through _fire.)
 
     /**
      * ondone from Python: the results as flat plain values, five per recipient (recipient,
