@@ -36,6 +36,11 @@ live_clients = 0
 
 _from_entries = js.Object.fromEntries  # looked up once: each js.<name> is an FFI call
 
+# At most this many values go to JS as a call's arguments (onready's refused recipients, ondone's
+# results: web/src/client.js); more go as one converted array (a JS call's arguments are bounded:
+# 65,536 in WebKit).
+PLAIN_MAX = 1000
+
 
 def _py(value: Any) -> Any:
     """A JS value as Python: objects to dicts, arrays to lists, functions kept as they are."""
@@ -69,12 +74,21 @@ def _results(results: list[RecipientResult]) -> Any:
                 "accepted": r.accepted,
                 "code": r.code,
                 "message": r.message,
-                "enhanced": r.enhanced,
+                "enhanced": jsnull if r.enhanced is None else r.enhanced,
             }
             for r in results
         ],
         dict_converter=_from_entries,
     )
+
+
+def _flat_results(results: list[RecipientResult]) -> list[Any]:
+    """The results as five plain values per recipient, for the JS side to make the objects
+    (web/src/client.js ``resultsOf``): plain values cross the FFI as they are."""
+    flat: list[Any] = []
+    for r in results:
+        flat += (r.recipient, r.accepted, r.code, r.message, r.enhanced)
+    return flat
 
 
 def create_client(host: Any, port: Any, options: Any, target: Any) -> Any:
@@ -125,8 +139,26 @@ class JsClient:
         # call, where target.onidle() would be two (the lookup, then the call).
         fire = self._fire = target._fire
         client.onidle = lambda: fire("onidle")
-        client.onready = lambda failed: fire("onready", to_js(failed))
-        client.ondone = lambda success: fire("ondone", success, _results(client.lastResults))
+        # onready and ondone with plain values only (no to_js, no proxies): web/src/client.js
+        # makes the array and the result objects.
+        # (Beyond PLAIN_MAX values, as converted arrays: a call's arguments are bounded in JS.)
+        ready, done = target._ready, target._done
+
+        def onready(failed: list[str]) -> None:
+            if len(failed) <= PLAIN_MAX:
+                ready(*failed)
+            else:
+                fire("onready", to_js(failed))
+
+        def ondone(success: bool) -> None:
+            flat = _flat_results(client.lastResults)
+            if len(flat) <= PLAIN_MAX:
+                done(success, *flat)
+            else:
+                fire("ondone", success, _results(client.lastResults))
+
+        client.onready = onready
+        client.ondone = ondone
         client.onerror = lambda error: fire("onerror", js_error(error))
         client.ondrain = lambda: fire("ondrain")
         client.onclose = self._onclose
@@ -182,6 +214,16 @@ class JsClient:
 
     def useEnvelope(self, envelope: Any) -> Any:  # noqa: N802 - the seed's name
         return _returning_errors(lambda: self._live("useEnvelope").useEnvelope(_py(envelope)))
+
+    def use_envelope_plain(self, sender: str | None, size: int | None, *to: str) -> Any:
+        """``useEnvelope`` of the usual envelope, its fields as plain values (web/src/client.js
+        ``plainEnvelope``): the same as :meth:`useEnvelope` of that object, without converting it."""
+        envelope: dict[str, Any] = {"to": list(to)}
+        if sender is not None:
+            envelope["from"] = sender
+        if size is not None:
+            envelope["size"] = size
+        return _returning_errors(lambda: self._live("useEnvelope").useEnvelope(envelope))
 
     def send(self, chunk: Any) -> Any:
         # The JS side turns strings into a Uint8Array, so this is a JS buffer's proxy.
@@ -277,7 +319,8 @@ class JsClient:
         """The last message's results, one per recipient (what ``ondone`` gets); kept after
         the connection closed (a new connection starts empty)."""
         client = self._client
-        return _results(client.lastResults if client is not None else self._last_results)
+        # (A JS array of plain values: web/src/client.js makes the objects, as for ondone.)
+        return to_js(_flat_results(client.lastResults if client is not None else self._last_results))
 
 
 def _returning_errors(call: Callable[[], Any]) -> Any:

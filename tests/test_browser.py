@@ -67,6 +67,40 @@ def test_plain_message_with_a_proxy_function_and_partial_rejection(page: Page, p
     assert any(line.startswith("S: 220 ") for line in rec["log"])  # onlog crosses too
 
 
+def test_over_a_thousand_recipients_cross_as_arrays(page: Page, proxy: PysmtpProxy) -> None:
+    # Up to a thousand, refused recipients and results cross as a call's arguments
+    # (_jsapi.py PLAIN_MAX); beyond, as one converted array: the page sees the same.
+    refused = [f"r{i}@example.com" for i in range(1001)]
+    with SmtpServer(Recorder(reject=set(refused), pipelining=True)) as server:
+        url = proxy.url(server.port)
+        rec = page.session(
+            port=server.port,
+            options={"proxy": url},
+            envelopes=[{"from": "a@example.com", "to": [*refused, "good@example.com"]}],
+        )
+    assert rec["errors"] == [] and rec["done"] == [True]
+    assert rec["ready"] == [refused]
+    (results,) = rec["results"]
+    assert rec["lastResults"] == results and len(results) == 1002
+    assert results[0] == {
+        "recipient": "good@example.com",
+        "accepted": True,
+        "code": 250,
+        "message": "2.0.0 OK: queued",
+        "enhanced": "2.0.0",
+    }
+    assert results[1] == {
+        "recipient": "r0@example.com",
+        "accepted": False,
+        "code": 550,
+        "message": "5.1.1 <r0@example.com>: recipient rejected",
+        "enhanced": "5.1.1",
+    }
+    assert {r["recipient"] for r in results if not r["accepted"]} == set(refused)
+    (message,) = server.recorder.messages
+    assert message.rcpt_tos == ["good@example.com"]
+
+
 def test_auth_plain_login_xoauth2_cram_md5(page: Page, proxy: PysmtpProxy) -> None:
     # Without TLS: in the page, PLAIN, LOGIN and XOAUTH2 in cleartext take allowInsecureAuth
     # (CRAM-MD5 puts no password on the wire), whatever the host.
@@ -165,6 +199,12 @@ def test_envelope_errors_and_wrong_calls_are_clear(page: Page, proxy: PysmtpProx
         for envelope, message in [
             ({"from": "a@example.com", "to": []}, "Can't send mail - no recipients defined"),
             ({"from": "a@example.com", "to": "x@example.com\r\nDATA"}, "invalid to address"),
+            # (web/src/client.js passes the usual envelope as plain values, the rest as an object:
+            # both get the engine's checks)
+            ({"to": ["b@example.com", 5]}, "invalid to address 5: not a string"),
+            ({"from": "a@example.com", "to": "b@example.com", "size": 1.5}, "envelope.size must be"),
+            ({"from": "a@example.com", "to": "b@example.com", "size": -1}, "envelope.size must be"),
+            ({"to": "b@example.com", "cc": "c@example.com"}, "unknown envelope field"),
         ]:
             rec = page.session(port=server.port, options={"proxy": url}, envelopes=[envelope])
             (error,) = rec["errors"]
@@ -198,6 +238,26 @@ def test_envelope_errors_and_wrong_calls_are_clear(page: Page, proxy: PysmtpProx
     assert thrown["number"] == ["SmtpUsageError", "send() takes a string, a Uint8Array or an ArrayBuffer"]
     assert thrown["closed"] is False and thrown["state"] == "closed"
     assert thrown["connectAfterClose"] == "SmtpUsageError"
+
+
+def test_the_envelope_s_size_and_a_default_sender_reach_the_server(page: Page, proxy: PysmtpProxy) -> None:
+    with SmtpServer() as server:
+        url = proxy.url(server.port)
+        rec = page.session(
+            port=server.port,
+            options={"proxy": url, "name": "client.example"},
+            envelopes=[
+                {"from": "a@example.com", "to": "b@example.com", "size": 40},
+                {"to": ["c@example.com"]},
+            ],
+        )
+    assert rec["errors"] == [] and rec["done"] == [True, True]
+    mail = [line for line in rec["log"] if line.startswith("C: MAIL FROM:")]
+    assert mail == [
+        "C: MAIL FROM:<a@example.com> SIZE=40 BODY=8BITMIME",
+        "C: MAIL FROM:<anonymous@client.example> BODY=8BITMIME",
+    ]
+    assert [m.rcpt_tos for m in server.recorder.messages] == [["b@example.com"], ["c@example.com"]]
 
 
 def test_a_lone_surrogate_is_our_error_in_the_page(page: Page, proxy: PysmtpProxy) -> None:

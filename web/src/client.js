@@ -46,6 +46,44 @@ function fromPython(error) {
   return error;
 }
 
+const PLAIN_FIELDS = new Set(["from", "to", "size"]);
+/** At most this many recipients cross as a call's arguments (they are bounded: 65,536 in WebKit). */
+const PLAIN_MAX = 1000;
+
+/**
+ * The recipients of an envelope that can cross as plain values (a plain object with only
+ * `from` (a string), `to` (a string or an array of strings) and `size` (an integer), each
+ * optional, and at most PLAIN_MAX recipients), else null.
+ * @param {any} envelope
+ * @returns {string[] | null}
+ */
+function plainEnvelope(envelope) {
+  if (envelope === null || typeof envelope !== "object" || Object.getPrototypeOf(envelope) !== Object.prototype) return null;
+  for (const key of Object.keys(envelope)) if (!PLAIN_FIELDS.has(key)) return null;
+  const { from, to, size } = envelope;
+  if (from !== undefined && typeof from !== "string") return null;
+  if (size !== undefined && !Number.isSafeInteger(size)) return null;
+  if (to === undefined) return [];
+  if (typeof to === "string") return [to];
+  if (!Array.isArray(to) || to.length > PLAIN_MAX) return null;
+  for (let i = 0; i < to.length; i++) if (typeof to[i] !== "string") return null;
+  return to;
+}
+
+/**
+ * The results of a message (ondone's, lastResults) from five plain values per recipient
+ * (pysmtp_wasm/_jsapi.py: _flat_results).
+ * @param {any[]} flat
+ * @returns {{recipient: string, accepted: boolean, code: number, message: string, enhanced: string | null}[]}
+ */
+export function resultsOf(flat) {
+  const results = [];
+  for (let i = 0; i < flat.length; i += 5) {
+    results.push({ recipient: flat[i], accepted: flat[i + 1], code: flat[i + 2], message: flat[i + 3], enhanced: flat[i + 4] ?? null });
+  }
+  return results;
+}
+
 /** @param {any} api the pysmtp_wasm._jsapi module */
 export function makeSmtpClient(api) {
   /** emailjs-smtp-client's SmtpClient, run by the Python engine. */
@@ -78,6 +116,8 @@ export function makeSmtpClient(api) {
        * @type {any}
        */
       this._py = created;
+      /** @type {Record<string, Function>} the Python object's methods, by name, as _call used them */
+      this._methods = Object.create(null);
     }
 
     /** Open the connection; onidle follows when the session is ready. */
@@ -87,7 +127,12 @@ export function makeSmtpClient(api) {
 
     /** @param {{from?: string, to: string | string[], size?: number}} envelope */
     useEnvelope(envelope) {
-      this._call("useEnvelope", envelope);
+      // The usual envelope (from, to, size as strings and a number) crosses as plain values:
+      // converting the object with to_py costs more than the rest of the call. Anything else
+      // goes as it is, and Python says what is wrong with it.
+      const to = plainEnvelope(envelope);
+      if (to) this._call("use_envelope_plain", envelope.from, envelope.size, ...to); // (undefined: None)
+      else this._call("useEnvelope", envelope);
     }
 
     /**
@@ -154,15 +199,17 @@ export function makeSmtpClient(api) {
      * @returns {{recipient: string, accepted: boolean, code: number, message: string, enhanced: string | null}[]}
      */
     get lastResults() {
-      return this._py.lastResults;
+      return resultsOf(this._py.lastResults);
     }
 
     /** @param {string} name @param {...any} args */
     _call(name, ...args) {
-      const py = this._py;
+      // Each lookup of a method on the Python object makes a new proxy of the bound method
+      // (freed later by the garbage collector): the ones used are looked up once per client.
+      const methods = this._methods;
       let result;
       try {
-        result = py[name](...args);
+        result = (methods[name] ??= this._py[name])(...args);
       } catch (error) {
         throw fromPython(error); // a bug, not an SMTP error: those come back as values
       }
@@ -177,6 +224,28 @@ export function makeSmtpClient(api) {
     _fire(name, ...args) {
       this._notice(name);
       return this[name](...args);
+    }
+
+    /**
+     * onready from Python: the refused recipients as arguments (plain strings cross the FFI
+     * without a conversion; a list would need to_js and a proxy).
+     * @param {...string} failed
+     */
+    _ready(...failed) {
+      this._notice("onready");
+      return this.onready(failed);
+    }
+    // (More than _jsapi.py's PLAIN_MAX values come as one array, through _fire.)
+
+    /**
+     * ondone from Python: the results as flat plain values, five per recipient (recipient,
+     * accepted, code, message, enhanced), made into objects here: cheaper than to_js with
+     * Object.fromEntries per message.
+     * @param {boolean} success @param {...any} flat
+     */
+    _done(success, ...flat) {
+      this._notice("ondone");
+      return this.ondone(success, resultsOf(flat));
     }
 
     /**
