@@ -115,11 +115,7 @@ async function boot(base, options) {
     const cached = key && (await readImage(key));
     if (key) performance.mark("pysmtp-wasm:snapshot-cache-read");
     if (cached) {
-      let unread = false; // the image could not be read (a bad one deletes itself): keep the entry
-      cached.image.then(
-        () => performance.mark("pysmtp-wasm:snapshot-cache-image"),
-        () => (unread = true),
-      );
+      cached.image.then(() => performance.mark("pysmtp-wasm:snapshot-cache-image"), noop);
       await script;
       try {
         const restored = await globalThis.loadPyodide({ ...config, _loadSnapshot: cached.image });
@@ -130,7 +126,9 @@ async function boot(base, options) {
       } catch {
         // an image this engine cannot restore, or one that could not be read: the ordinary boot
       }
-      if (!pyodide && !unread) await dropImage(key);
+      // An image that was read but not restored is dropped here; one that could not be read is
+      // kept (storage too slow), or dropped already (a bad one drops itself).
+      if (!pyodide && (await cached.image.then(() => true, () => false))) await dropImage(key);
     }
     // A memory snapshot (`./build.sh snapshot`) boots Python with pysmtp_wasm already imported;
     // without one, or if it fails, the ordinary boot.

@@ -113,8 +113,8 @@ export function cacheAvailable() {
 /**
  * The stored image for key, or null: none, storage refused, or a bad record (deleted). Only the
  * record (its size, parts and digest) is read before this resolves; `image` resolves to the
- * bytes once its parts are read, joined and their digest checked, and rejects (the entry deleted
- * when it is bad) otherwise. Given to loadPyodide's `_loadSnapshot` as it is, so that the parts
+ * bytes once its Blob or parts are read (and joined) and their digest checked, and rejects (the
+ * entry deleted when it is bad) otherwise. Given to loadPyodide's `_loadSnapshot` as it is, so that the parts
  * are read while Pyodide loads its own files (bench/README.md, "The snapshot cache").
  * @param {string} key
  * @returns {Promise<{image: Promise<Uint8Array>, bytes: number} | null>}
@@ -139,9 +139,9 @@ export async function readImage(key) {
       STORAGE_WAIT_MS,
       undefined,
     );
+    if (record === undefined) return null;
     const bytes = record?.bytes;
     const count = record?.parts;
-    if (record === undefined) return null;
     const shaped = record?.blob ? count === 1 : count === Math.ceil(bytes / PART_BYTES);
     if (!Number.isInteger(bytes) || bytes < 1024 || !shaped) {
       await dropImage(key);
