@@ -109,6 +109,12 @@ async function boot(base, options) {
     const script = typeof globalThis.loadPyodide === "function" ? null : loadScript(url("pyodide/pyodide.js"));
     script?.catch(noop); // awaited below
     const config = { indexURL: url("pyodide/"), ...(options.pyodideOptions || {}) };
+    // Pyodide's module script, imported now (Pyodide's own import of it gets the same module):
+    // Pyodide compiles its WebAssembly only once it has loaded and run (100-250 ms in Firefox).
+    const create = config.createPyodideModule
+      ? Promise.resolve(config.createPyodideModule)
+      : import(new URL("pyodide.asm.mjs", config.indexURL).href).then((module) => module.default);
+    create.catch(noop);
     // The snapshot cache (snapshot-cache.js): the image this browser made on an earlier visit.
     const key = options.snapshotCache === false ? null : cacheKey();
     // Only its record is read here: its parts are read while Pyodide loads its own files.
@@ -118,7 +124,7 @@ async function boot(base, options) {
       cached.image.then(() => performance.mark("pysmtp-wasm:snapshot-cache-image"), noop);
       await script;
       try {
-        const restored = await globalThis.loadPyodide({ ...config, _loadSnapshot: cached.image });
+        const restored = await globalThis.loadPyodide({ ...config, ...restoring(create, cached) });
         if (restored.runPython("'pysmtp_wasm._jsapi' in __import__('sys').modules")) {
           pyodide = restored;
           bootKind = "snapshot-cache";
@@ -161,6 +167,28 @@ async function boot(base, options) {
     pyodide,
     /** Objects alive at the JS/Python boundary (for leak checks). */
     stats: () => ({ ...api.counters(), jsClients: liveClientCount() }),
+  };
+}
+
+/**
+ * loadPyodide's options to restore the snapshot cache's image with Pyodide's WebAssembly compiled
+ * while the image is still being read. Pyodide awaits `_loadSnapshot` before it compiles (it
+ * sizes the memory from it), which would put the read and the compile one after the other (in
+ * Firefox, which keeps no compiled code between visits, ~250 ms each): it gets the buffer
+ * of the image's size at once, and the module it makes waits for the image to be in that buffer
+ * (read and checked) before Pyodide restores from it. A bad image rejects the module: loadPyodide
+ * fails, and the ordinary boot follows.
+ * @param {Promise<any>} create Pyodide's createPyodideModule (imported early)
+ * @param {{image: Promise<Uint8Array>, buffer: Uint8Array}} cached readImage's
+ */
+function restoring(create, cached) {
+  return {
+    _loadSnapshot: cached.buffer,
+    createPyodideModule: async (/** @type {any} */ settings) => {
+      const module = await (await create)(settings);
+      await cached.image;
+      return module;
+    },
   };
 }
 

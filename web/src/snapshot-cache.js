@@ -112,12 +112,13 @@ export function cacheAvailable() {
 
 /**
  * The stored image for key, or null: none, storage refused, or a bad record (deleted). Only the
- * record (its size, parts and digest) is read before this resolves; `image` resolves to the
- * bytes once its Blob or parts are read (and joined) and their digest checked, and rejects (the
- * entry deleted when it is bad) otherwise. Given to loadPyodide's `_loadSnapshot` as it is, so that the parts
- * are read while Pyodide loads its own files (bench/README.md, "The snapshot cache").
+ * record (its size, parts and digest) is read before this resolves: `buffer` is the image's size,
+ * and `image` resolves to that same buffer once its Blob or parts are read into it and their
+ * digest checked, and rejects (the entry deleted when it is bad) otherwise. The loader hands
+ * Pyodide the buffer at once and lets it restore only once `image` has resolved, so that the
+ * image is read while Pyodide compiles its WebAssembly (loader.js `restoring`).
  * @param {string} key
- * @returns {Promise<{image: Promise<Uint8Array>, bytes: number} | null>}
+ * @returns {Promise<{image: Promise<Uint8Array>, buffer: Uint8Array, bytes: number} | null>}
  */
 export async function readImage(key) {
   /** @type {IDBDatabase | null} */
@@ -148,16 +149,17 @@ export async function readImage(key) {
       return null;
     }
     db = null; // closed by the read of the parts
-    const image = readParts(opened, key, bytes, count).then((joined) =>
+    const buffer = new Uint8Array(bytes);
+    const image = readParts(opened, key, buffer, count).then(() =>
       record.digest
-        ? digestOf(joined).then((digest) => {
+        ? digestOf(buffer).then((digest) => {
             if (digest && digest !== record.digest) throw new BadImage("the cached snapshot's digest does not match");
-            return joined;
+            return buffer;
           })
-        : joined,
+        : buffer,
     );
     image.catch((error) => error instanceof BadImage && dropImage(key));
-    return { image, bytes };
+    return { image, buffer, bytes };
   } catch {
     return null;
   } finally {
@@ -169,11 +171,12 @@ export async function readImage(key) {
 class BadImage extends Error {}
 
 /**
- * The image's parts from db (closed after), joined into one buffer (or its one Blob's bytes).
- * @param {IDBDatabase} db @param {string} key @param {number} bytes @param {number} count
- * @returns {Promise<Uint8Array>}
+ * The image's parts from db (closed after), joined into buffer (or its one Blob's bytes copied
+ * there), which is the image's size.
+ * @param {IDBDatabase} db @param {string} key @param {Uint8Array} buffer @param {number} count
  */
-async function readParts(db, key, bytes, count) {
+async function readParts(db, key, buffer, count) {
+  const bytes = buffer.length;
   /** @type {any[] | undefined} */
   let parts;
   try {
@@ -185,18 +188,17 @@ async function readParts(db, key, bytes, count) {
   if (parts === undefined) throw new Error("storage did not answer");
   if (count === 1 && parts.length === 1 && parts[0] instanceof Blob) {
     if (parts[0].size !== bytes) throw new BadImage("the cached snapshot is truncated or damaged");
-    return new Uint8Array(await parts[0].arrayBuffer());
+    buffer.set(new Uint8Array(await parts[0].arrayBuffer()));
+    return;
   }
   const sizes = parts.map((part) => (part instanceof ArrayBuffer ? part.byteLength : -1));
   const total = sizes.reduce((sum, size) => (size < 0 ? NaN : sum + size), 0);
   if (parts.length !== count || total !== bytes) throw new BadImage("the cached snapshot is truncated or damaged");
-  const image = new Uint8Array(bytes);
   let offset = 0;
   for (const part of parts) {
-    image.set(new Uint8Array(part), offset);
+    buffer.set(new Uint8Array(part), offset);
     offset += part.byteLength;
   }
-  return image;
 }
 
 /** Delete key's entry (a bad or unusable image); never throws. @param {string} key */
