@@ -1,6 +1,6 @@
 // A micro-benchmark of the page's own work, in Node (no browser, no network): Pyodide from
-// web/node_modules, our wheel from dist/, the real loader (dist/pysmtp-wasm.mjs), and a fake
-// PySmtpSocket that answers like an instant SMTP server and discards what it is sent.
+// web/node_modules, our wheel from dist/, the real loader (dist/pysmtp-wasm.mjs), and
+// bench/pages/instant-server.js in place of PySmtpSocket (an SMTP server that answers at once).
 // It times what the page spends per 64 KiB send() and per small message, so a change to the
 // engine or the FFI crossing can be measured in seconds:
 //
@@ -33,72 +33,11 @@ console.log(
 
 const PySmtp = (await import(path.join(dist, "pysmtp-wasm.mjs"))).default;
 
-const ENCODER = new TextEncoder();
-const DECODER = new TextDecoder();
-
-/** An instant SMTP server: replies on the next macrotask, like a socket would. */
-class FakeSocket {
-  static open(host, port, options) {
-    return new FakeSocket();
-  }
-  static check() {
-    return null; // any host, port and options will do
-  }
-  constructor() {
-    for (const n of ["onopen", "ondata", "onreceive", "onsecure", "ondrain", "onerror", "onclose"]) this[n] = null;
-    this.inData = false;
-    this.tail = "";
-    this.bytes = 0;
-    setImmediate(() => {
-      this.onopen({ type: "open" });
-      this.reply("220 fake ESMTP");
-    });
-  }
-  reply(text) {
-    const u8 = ENCODER.encode(text + "\r\n");
-    setImmediate(() => {
-      if (this.onreceive) {
-        const answer = this.onreceive(u8.buffer); // as PySmtpSocket does (web/src/socket.js)
-        if (answer) this.send(answer);
-      } else if (this.ondata) this.ondata({ type: "data", data: u8.buffer });
-    });
-  }
-  send(u8) {
-    this.bytes += u8.length;
-    if (this.inData) {
-      // only the last bytes matter: is it the end of data?
-      const end = String.fromCharCode(...u8.subarray(Math.max(0, u8.length - 5)));
-      this.tail = (this.tail + end).slice(-5);
-      if (this.tail === "\r\n.\r\n") {
-        this.inData = false;
-        this.tail = "";
-        this.reply("250 queued");
-      }
-      return true;
-    }
-    const text = DECODER.decode(u8);
-    for (const line of text.split("\r\n")) {
-      if (!line) continue;
-      const verb = line.slice(0, 4).toUpperCase();
-      if (verb === "EHLO") this.reply("250-fake\r\n250-8BITMIME\r\n250 SIZE 100000000");
-      else if (verb === "DATA") {
-        this.inData = true;
-        this.reply("354 go ahead");
-      } else if (verb === "QUIT") {
-        this.reply("221 bye");
-        setImmediate(() => this.onclose && this.onclose({ type: "close" }));
-      } else this.reply("250 ok");
-    }
-    return true;
-  }
-  upgradeToSecure() {}
-  close() {
-    setImmediate(() => this.onclose && this.onclose({ type: "close" }));
-  }
-}
+// An instant SMTP server in place of the page's socket class (bench/pages/instant-server.js).
+await import(path.join(root, "bench/pages/instant-server.js"));
 
 const api = await PySmtp.load({ pyodide });
-globalThis.PySmtpSocket = FakeSocket;
+globalThis.PySmtpSocket = globalThis.InstantServer;
 
 function client() {
   const c = new api.SmtpClient("localhost", 25, {});
@@ -179,10 +118,10 @@ async function small(count) {
 // other work on a shared machine (it counts Node's helper threads too: GC, the compiler).
 const smallCpu = [];
 
-// An empty round of setImmediate hops, to subtract what the fake server's scheduling costs.
+// An empty round of the server's hops, to subtract what its scheduling costs.
 async function hops(count) {
   const t = performance.now();
-  for (let i = 0; i < count; i++) await new Promise((r) => setImmediate(r));
+  for (let i = 0; i < count; i++) await globalThis.InstantServer.hop();
   return ((performance.now() - t) / count) * 1000;
 }
 
@@ -196,7 +135,7 @@ for (let round = 0; round < rounds; round++) {
   if (round >= 2) (seen.s.push(s), seen.u.push(u), seen.m.push(m));
   console.log(
     `send(64 KiB string) ${s.toFixed(0)} µs, send(64 KiB Uint8Array) ${u.toFixed(0)} µs, ` +
-      `small message ${m.toFixed(0)} µs (8 setImmediate hops: ${(8 * h).toFixed(0)} µs)`,
+      `small message ${m.toFixed(0)} µs (8 of the server's hops: ${(8 * h).toFixed(0)} µs)`,
   );
 }
 const median = (a) => [...a].sort((x, y) => x - y)[a.length >> 1];

@@ -293,6 +293,48 @@ def small_interleaved(driver: Any, runs: int, spec: dict[str, Any]) -> dict[str,
     return out
 
 
+def page_cost(driver: Any, runs: int, count: int) -> dict[str, dict[str, float]]:
+    """What a small message costs the page itself, with no network (bench/pages/work.js
+    ``pageCost``: each client against InstantServer in place of the socket class), pysmtp-wasm
+    in-page and emailjs one after the other in each run; and the sans-IO engine alone in the same
+    page's Pyodide (``engineAlone``: bench/profile_engine.py's loop, no facade, no FFI). Returns
+    {metric: {who: value}}: ``page_us_per_small_msg`` (with the server's replies a message and one
+    hop of its scheduling beside it, in ``instant_server_hop_us``), ``page_cost_vs_emailjs`` (the
+    median of the per-run ratios), ``engine_alone_us_per_small_msg``, and ``crossing_us``: one
+    crossing of the boundary in the shapes a message takes (``crossingCost``)."""
+    kinds = {"pysmtp_wasm": "pysmtp", "emailjs": "emailjs"}
+    samples: dict[str, list[dict[str, Any]]] = {who: [] for who in kinds}
+    for _ in range(runs):
+        for who, kind in kinds.items():
+            samples[who].append(
+                run_js(driver, "window.bench.pageCost(arguments[0])", {"client": kind, "count": count})
+            )
+    for who, got in samples.items():
+        if any(s["replies"] != 4 for s in got):
+            replies = [s["replies"] for s in got]
+            raise RuntimeError(f"page cost: {who} took {replies} replies a message, not 4")
+    spec = {"warm": 200, "count": 2000}
+    alone = [run_js(driver, "window.bench.engineAlone(arguments[0])", spec) for _ in range(runs)]
+    crossings = [
+        run_js(driver, "window.bench.crossingCost(arguments[0])", {"count": 20000}) for _ in range(runs)
+    ]
+    mine, theirs = ([s["us"] for s in samples[who]] for who in kinds)
+    return {
+        "page_us_per_small_msg": {who: median([s["us"] for s in got]) for who, got in samples.items()},
+        "page_cost_vs_emailjs": {"pysmtp_wasm": median([m / t for m, t in zip(mine, theirs, strict=True)])},
+        "engine_alone_us_per_small_msg": {"pysmtp_wasm": median(alone)},
+        "instant_server_hop_us": {"page": median([s["hopUs"] for got in samples.values() for s in got])},
+        "crossing_us": {
+            shape: median([c[key] for c in crossings])
+            for shape, key in (
+                ("js_to_py_bytes", "receivedUs"),
+                ("js_to_py", "callUs"),
+                ("py_to_js", "callbackUs"),
+            )
+        },
+    }
+
+
 def measure_engine(
     engine: str, base: str, urls: dict[str, str], ports: dict[str, int], ca: str, runs: int,
     passes_20: int, passes_100: int, small_count: int, workloads: bool = True,
@@ -389,6 +431,9 @@ def measure_engine(
             driver, runs, {"proxy": urls["smtp"], "port": ports["smtp"], "count": small_count}
         )
         for metric, values in small.items():
+            for who, value in values.items():
+                put(metric, who, value)
+        for metric, values in page_cost(driver, runs, 2 * small_count).items():
             for who, value in values.items():
                 put(metric, who, value)
         for who, kind in (("pysmtp_wasm", "pysmtp"), ("emailjs", "emailjs")):

@@ -53,12 +53,13 @@
   });
 
   let api = null;
-  const ready = PySmtp.load({ proxy: "ws://invalid/" }).then((a) => (api = a));
+  // (snapshotCache: false: no image is made in a Worker while the workloads run)
+  const ready = PySmtp.load({ proxy: "ws://invalid/", snapshotCache: false }).then((a) => (api = a));
   // Worker mode in the same page: the ES module has a PySmtp of its own, booted (once, when
   // first asked for) with worker: true, beside the in-page one.
   let workerApi = null;
   const workerReady = () =>
-    (workerApi ??= import("/dist/pysmtp-wasm.mjs").then((m) => m.load({ proxy: "ws://invalid/", worker: true })));
+    (workerApi ??= import("/dist/pysmtp-wasm.mjs").then((m) => m.load({ proxy: "ws://invalid/", worker: true, snapshotCache: false })));
 
   function memory() {
     const m = performance.memory;
@@ -168,11 +169,9 @@
     };
   }
 
-  async function smallMessages(spec) {
-    const c = await connected(spec);
-    Object.assign(reaction, { armed: 0, total: 0, count: 0 });
-    const t0 = performance.now();
-    for (let i = 0; i < spec.count; i++) {
+  /** spec.count small messages, each after the last one's onidle, without PIPELINING. */
+  async function sendSmall(c, count) {
+    for (let i = 0; i < count; i++) {
       const readyP = c.next("ready");
       c.client.useEnvelope({ from: "bench@example.com", to: ["sink@example.com"] });
       await readyP;
@@ -183,11 +182,105 @@
       if (!(await done)) throw new Error("message refused");
       await idle;
     }
+  }
+
+  async function smallMessages(spec) {
+    const c = await connected(spec);
+    Object.assign(reaction, { armed: 0, total: 0, count: 0 });
+    const t0 = performance.now();
+    await sendSmall(c, spec.count);
     const t1 = performance.now();
     // (null in worker mode: the WebSocket is in the Worker, not in this page)
     const reactionUs = reaction.count ? (reaction.total / reaction.count) * 1000 : null;
     await quit(c);
     return { ms: t1 - t0, count: spec.count, size: small.length, reactionUs };
+  }
+
+  /**
+   * What a small message costs the page itself, with no network: spec.count small messages of
+   * spec.client ("pysmtp" in-page or "emailjs") to InstantServer (instant-server.js), which
+   * stands in for the page's socket class meanwhile. Returns the µs a message, the server's
+   * replies a message, and the µs of one empty hop of the server's (its share of each reply).
+   */
+  async function pageCost(spec) {
+    await ready;
+    const socketClass = globalThis.PySmtpSocket;
+    globalThis.PySmtpSocket = InstantServer;
+    let us, replies;
+    try {
+      const c = makeClient(spec.client, { proxy: "ws://instant.invalid/", port: 25 });
+      const idle = c.next("idle");
+      c.client.connect();
+      await idle;
+      const before = InstantServer.replies;
+      const t0 = performance.now();
+      await sendSmall(c, spec.count);
+      us = ((performance.now() - t0) * 1000) / spec.count;
+      replies = (InstantServer.replies - before) / spec.count;
+      await quit(c);
+    } finally {
+      globalThis.PySmtpSocket = socketClass;
+    }
+    const hops = 2000;
+    const t0 = performance.now();
+    for (let i = 0; i < hops; i++) await InstantServer.hop();
+    return { us, replies, hopUs: ((performance.now() - t0) * 1000) / hops };
+  }
+
+  /**
+   * What one crossing of the JS/Python boundary costs in this page's Pyodide, in the shapes a
+   * small message takes, µs each (the mean of spec.count): a JS call into Python with received
+   * bytes that Python reads (the socket's `onreceive`), a JS call into Python with no argument
+   * (the page's `end()`), and a Python call of a JS function (a callback, or the socket's send).
+   */
+  async function crossingCost(spec) {
+    await ready;
+    const py = api.pyodide;
+    const n = spec.count;
+    py.runPython("def _bench_received(buffer):\n    buffer.to_bytes()\n\ndef _bench_call():\n    pass\n");
+    const received = py.globals.get("_bench_received");
+    const call = py.globals.get("_bench_call");
+    const reply = enc.encode("250 2.1.5 Ok\r\n").buffer;
+    let t = performance.now();
+    for (let i = 0; i < n; i++) received(reply);
+    const receivedUs = ((performance.now() - t) * 1000) / n;
+    t = performance.now();
+    for (let i = 0; i < n; i++) call();
+    const callUs = ((performance.now() - t) * 1000) / n;
+    received.destroy();
+    call.destroy();
+    py.globals.set("_bench_noop", () => {});
+    const callbackUs = py.runPython(`
+import time
+_f = _bench_noop
+_t = time.perf_counter()
+for _ in range(${n}):
+    _f()
+(time.perf_counter() - _t) * 1e6 / ${n}
+`);
+    py.runPython("del _f, _bench_noop, _bench_received, _bench_call");
+    return { receivedUs, callUs, callbackUs };
+  }
+
+  /**
+   * The sans-IO engine alone in this page's Pyodide: bench/profile_engine.py's small messages
+   * (no client facade, no FFI, no socket), µs a message, after spec.warm of them.
+   */
+  async function engineAlone(spec) {
+    await ready;
+    const source = await (await fetch("/bench/profile_engine.py")).text();
+    api.pyodide.FS.writeFile("/tmp/profile_engine.py", source);
+    return api.pyodide.runPython(`
+import sys, time
+if "/tmp" not in sys.path:
+    sys.path.insert(0, "/tmp")
+import profile_engine
+_engine = profile_engine.session()
+profile_engine.small_messages(_engine, ${spec.warm})
+_t = time.perf_counter()
+profile_engine.small_messages(_engine, ${spec.count})
+(time.perf_counter() - _t) * 1e6 / ${spec.count}
+`);
   }
 
   /** The path's limit: bytes through a bare WebSocket (plain) or PySmtpSocket (TLS or plain)
@@ -259,5 +352,5 @@
     return { handshakeMs, idleMs };
   }
 
-  window.bench = { ready, throughput, smallMessages, raw, tlsSetup, PASS_BYTES };
+  window.bench = { ready, throughput, smallMessages, pageCost, crossingCost, engineAlone, raw, tlsSetup, PASS_BYTES };
 })();
