@@ -4,8 +4,9 @@
 // It times what the page spends per 64 KiB send() and per small message, so a change to the
 // engine or the FFI crossing can be measured in seconds:
 //
-//   node bench/micro.mjs [--profile] [--only=send|small] [--rounds=N] [--dist=DIR]
-//   (after ./build.sh; --profile: cProfile inside Pyodide, sorted by own time; --rounds: how
+//   node bench/micro.mjs [--profile] [--split] [--only=send|small] [--rounds=N] [--dist=DIR]
+//   (after ./build.sh; --profile: cProfile inside Pyodide, sorted by own time; --split: the µs a
+//   small message spends inside each call into Python, the page's callbacks excluded; --rounds: how
 //   many rounds (default 6), the last line gives the medians of all but the first two, and the best;
 //   --dist: another build's dist/, e.g. a copy of the one before a change, for A/B runs)
 import { readFileSync } from "node:fs";
@@ -15,6 +16,7 @@ import path from "node:path";
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const { loadPyodide } = await import(path.join(root, "web/node_modules/pyodide/pyodide.mjs"));
 const profile = process.argv.includes("--profile");
+const split = process.argv.includes("--split");
 const only = (process.argv.find((a) => a.startsWith("--only=")) || "").slice(7); // "send" or "small"
 const rounds = Number((process.argv.find((a) => a.startsWith("--rounds=")) || "--rounds=6").slice(9));
 const dist = path.resolve(root, (process.argv.find((a) => a.startsWith("--dist=")) || "--dist=dist").slice(7));
@@ -37,7 +39,30 @@ const PySmtp = (await import(path.join(dist, "pysmtp-wasm.mjs"))).default;
 await import(path.join(root, "bench/pages/instant-server.js"));
 
 const api = await PySmtp.load({ pyodide });
-globalThis.PySmtpSocket = globalThis.InstantServer;
+// --split: the time inside each call into Python (ms by name), the page's callbacks' time excluded.
+const inside = {};
+let callbackMs = 0;
+function timed(name, call) {
+  return function (...args) {
+    const before = callbackMs;
+    const t = performance.now();
+    try {
+      return call.apply(this, args);
+    } finally {
+      inside[name] = (inside[name] || 0) + performance.now() - t - (callbackMs - before);
+    }
+  };
+}
+/** The instant server, its socket's onreceive (the call into Python per reply) timed with --split. */
+class Server extends globalThis.InstantServer {
+  get onreceive() {
+    return this._onreceive;
+  }
+  set onreceive(call) {
+    this._onreceive = call && split ? timed("onreceive", call) : call;
+  }
+}
+globalThis.PySmtpSocket = Server;
 
 function client() {
   const c = new api.SmtpClient("localhost", 25, {});
@@ -45,11 +70,14 @@ function client() {
   const next = (name) => new Promise((resolve) => (waiters[name] = resolve));
   for (const name of ["onidle", "onready", "ondone", "ondrain", "onclose"]) {
     c[name] = (v) => {
+      const t = performance.now();
       const w = waiters[name];
       delete waiters[name];
       if (w) w(v);
+      callbackMs += performance.now() - t;
     };
   }
+  if (split) for (const name of ["useEnvelope", "send", "end"]) c[name] = timed(name, c[name]);
   c.onerror = (e) => {
     throw e;
   };
@@ -93,6 +121,7 @@ async function small(count) {
   let idle = next("onidle");
   c.connect();
   await idle;
+  for (const name of Object.keys(inside)) delete inside[name];
   const t = performance.now();
   const cpu = process.cpuUsage();
   for (let i = 0; i < count; i++) {
@@ -109,6 +138,11 @@ async function small(count) {
   const spent = performance.now() - t;
   const used = process.cpuUsage(cpu);
   smallCpu.push((used.user + used.system) / count);
+  if (split) {
+    const parts = Object.entries(inside).map(([name, ms]) => `${name} ${((ms * 1000) / count).toFixed(0)}`);
+    const sum = Object.values(inside).reduce((a, b) => a + b, 0);
+    console.log(`  inside Python, µs a message: ${parts.join(", ")} (together ${((sum * 1000) / count).toFixed(0)})`);
+  }
   const closed = next("onclose");
   c.quit();
   await closed;

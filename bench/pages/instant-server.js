@@ -26,7 +26,7 @@
     /** Replies sent by every server of the page since it loaded (the hops a workload took). */
     static replies = 0;
     static open() {
-      return new InstantServer();
+      return new this(); // (a subclass's open makes one of its own)
     }
     static check() {
       return null; // any host, port and options will do
