@@ -336,7 +336,16 @@ class SmtpClient:
 
     def _after(self, events: list[Event], rearm: bool = False) -> None:
         """Write what the engine wants written, then act on its events in order."""
-        if self._flush() or rearm:
+        # (What _flush does, inline: this runs for every reply and every call.)
+        engine = self._engine
+        assert engine is not None
+        data = engine.data_to_send()
+        if data and self._transport is not None and not self._closed:
+            self._written_since_reply += len(data)
+            if not self._transport.write(data):
+                self._writable = False
+            rearm = True
+        if rearm:
             self._rearm()
         for event in events:
             self._dispatch(event)

@@ -302,8 +302,9 @@ class SmtpEngine:
                 self._bdat_done()
             return self._take_events()
         self._out.append(self._stuffer.finish())
-        self._log("C", f"<{self._stuffer.bytes_in} bytes of message data>")
-        self._log("C", ".")
+        if self.transcript:  # (the line is not even formatted for nobody)
+            self._log("C", f"<{self._stuffer.bytes_in} bytes of message data>")
+            self._log("C", ".")
         self._stuffer = None
         self._pending.clear()
         self._expect_data_end()
@@ -665,8 +666,8 @@ class SmtpEngine:
 
     def _send_command(self, line: str, shown: str | None = None) -> None:
         self._out.append(line.encode("utf-8") + b"\r\n")
-        if shown != "":
-            self._log("C", line if shown is None else shown)
+        if self.transcript and shown != "":
+            self._events.append(Log("C", line if shown is None else shown))
 
     def _log(self, direction: str, text: str) -> None:
         if self.transcript:
