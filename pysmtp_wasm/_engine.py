@@ -313,7 +313,10 @@ class SmtpEngine:
 
     def _expect_data_end(self) -> None:
         """The replies the end of the message gets: one, or with LMTP one per accepted recipient."""
-        self._pending.extend((Pending.END, r) for r in (self._accepted if self.options.lmtp else [""]))
+        if self.options.lmtp:
+            self._pending.extend([(Pending.END, r) for r in self._accepted])
+        else:
+            self._pending.append((Pending.END, ""))
 
     def _write_chunk(self, data: bytes, last: bool) -> None:
         # RFC 3030 §2: "BDAT size [LAST]" CRLF, then exactly size octets. Each chunk has its
@@ -532,7 +535,9 @@ class SmtpEngine:
                     enhanced="5.3.4",
                     stage="envelope",
                 )
-        dsn = parse_dsn(envelope.get("dsn"))
+        dsn = envelope.get("dsn")
+        if dsn is not None:
+            dsn = parse_dsn(dsn)
         if dsn is not None and "DSN" not in keywords:
             # Dropping it would promise notifications that never come.
             raise SmtpEnvelopeError(
