@@ -48,6 +48,12 @@ _MAILBOX = re.compile(
 )
 _GENERAL_LITERAL = re.compile(r"[A-Za-z0-9-]*[A-Za-z0-9]:[\x21-\x5a\x5e-\x7e]+")
 
+# Addresses found to be Mailboxes lately (whether one is depends on its text alone): a page
+# that sends message after message to the same few addresses checks each once. Bounded: it
+# starts again empty when full.
+_VALID: dict[str, None] = {}
+MAX_VALID = 256
+
 
 def _literal_ok(literal: str) -> bool:
     """RFC 5321 §4.1.3: an IPv4 address, "IPv6:" and an IPv6 address, or a tagged literal."""
@@ -101,6 +107,8 @@ def check_address(address: object, role: str) -> str:
 
     ``role`` names the field in the message ("from", "to").
     """
+    if type(address) is str and address in _VALID:
+        return address
     if not isinstance(address, str):
         raise SmtpEnvelopeError(f"invalid {role} address {address!r}: not a string", stage="envelope")
     if len(address.translate(_UNSAFE)) != len(address):
@@ -132,6 +140,10 @@ def check_address(address: object, role: str) -> str:
     match = _MAILBOX.fullmatch(address)
     if match is None or (match["literal"] is not None and not _literal_ok(match["literal"])):
         raise SmtpEnvelopeError(f"invalid {role} address {address!r}: {_why_not(address)}", stage="envelope")
+    if type(address) is str:  # (a subclass of str could compare unlike its text)
+        if len(_VALID) >= MAX_VALID:
+            _VALID.clear()
+        _VALID[address] = None
     return address
 
 

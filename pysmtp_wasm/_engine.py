@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
+from operator import attrgetter
 from typing import Any
 
 from . import _sasl
-from ._address import check_address, needs_smtputf8
+from ._address import check_address
 from ._dotstuff import DotStuffer
 from ._dsn import DsnRequest, parse_dsn
 from ._events import Done, Event, Failed, Finished, Idle, Log, Ready, RecipientResult, StartTls
@@ -41,6 +42,11 @@ from .errors import (
 
 _USE_ENVELOPE, _SEND, _END, _QUIT = (CALLS[name] for name in ("useEnvelope", "send", "end", "quit"))
 _CONNECTION_MADE, _TLS_ESTABLISHED = TRANSPORT_CALLS.values()
+# The states a call allows, for the check on the way in (the rule itself raises the refusal).
+_USE_ENVELOPE_STATES, _SEND_STATES, _END_STATES = _USE_ENVELOPE.states, _SEND.states, _END.states
+_ENVELOPE_FIELDS = frozenset({"from", "to", "size", "dsn", "binary"})
+_accepted_of = attrgetter("accepted")
+_IDLE = Idle()  # (immutable and without fields: one serves every time)
 
 
 def _reply_error(
@@ -115,9 +121,12 @@ class SmtpEngine:
 
     def data_to_send(self) -> bytes:
         """The bytes to write now (and forget)."""
-        out = b"".join(self._out)
-        self._out.clear()
-        return out
+        out = self._out
+        if not out:
+            return b""
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        return data
 
     # -- the connection ------------------------------------------------------------------
 
@@ -176,14 +185,20 @@ class SmtpEngine:
         except SmtpProtocolError as error:
             self._fail(error)
             return self._take_events()
+        handlers = self._handlers
         for position, reply in enumerate(replies, 1):
             self.replies_received += 1
             if self.transcript:
                 for index, line in enumerate(reply.lines):
                     sep = "-" if index < len(reply.lines) - 1 else " "
                     self._log("S", f"{reply.code}{sep}{line}")
+            # (The handler of the state's replies, looked up here: a call less per reply.)
+            handler = handlers.get(self.state)
             try:
-                self._handle(reply)
+                if handler is None:
+                    self._unexpected(reply)
+                else:
+                    handler(reply)
             except SmtpError as error:
                 self._fail(error)
             if self.state in (State.TLS, State.CLOSED):
@@ -192,7 +207,9 @@ class SmtpEngine:
                     self._log("*", "discarded data received after the STARTTLS reply")
                 self._parser.reset()
                 break
-        return self._take_events()
+        events = self._events
+        self._events = []
+        return events
 
     # -- the user's calls --------------------------------------------------------------------
 
@@ -203,20 +220,22 @@ class SmtpEngine:
         that cannot be sent ends the session: nothing of it is sent, the events hold
         ``Failed(SmtpEnvelopeError, quitting=True)`` and QUIT is written.
         """
-        _USE_ENVELOPE.check(self.state)
+        if self.state not in _USE_ENVELOPE_STATES:
+            _USE_ENVELOPE.check(self.state)
         try:
-            sender, recipients, size, dsn, binary = self._check_envelope(envelope)
+            sender, recipients, size, dsn, binary, utf8 = self._check_envelope(envelope)
         except SmtpEnvelopeError as error:
             self._fail_and_quit(error)
             return self._take_events()
+        keywords = self.extensions.keywords  # (upper-case, as the names below)
         params = ""
-        if size is not None and "SIZE" in self.extensions:
+        if size is not None and "SIZE" in keywords:
             params += f" SIZE={size}"
         if binary:
             params += " BODY=BINARYMIME"
-        elif "8BITMIME" in self.extensions:
+        elif "8BITMIME" in keywords:
             params += " BODY=8BITMIME"
-        if needs_smtputf8(sender) or any(needs_smtputf8(r) for r in recipients):
+        if utf8:
             params += " SMTPUTF8"
         if dsn is not None:
             params += dsn.mail_params()
@@ -227,15 +246,18 @@ class SmtpEngine:
         self._bdat_refused = None
         self._accepted = []
         self._rejected = {}
-        self._queue.clear()
+        queue = self._queue
+        queue.clear()
         self._pending.clear()
         if self._rset_needed:
-            self._queue.append((Pending.RSET, "RSET"))
-        self._queue.append((Pending.MAIL, f"MAIL FROM:<{sender}>{params}"))
-        self._queue.extend((Pending.RCPT, r) for r in recipients)
+            queue.append((Pending.RSET, "RSET"))
+        queue.append((Pending.MAIL, f"MAIL FROM:<{sender}>{params}"))
+        rcpt = Pending.RCPT
+        for r in recipients:
+            queue.append((rcpt, r))
         if not self._chunking:
-            self._queue.append((Pending.DATA, "DATA"))
-        self._pipelining = "PIPELINING" in self.extensions
+            queue.append((Pending.DATA, "DATA"))
+        self._pipelining = "PIPELINING" in keywords
         self.state = State.ENVELOPE
         self._write_queue()
         return self._take_events()
@@ -243,7 +265,8 @@ class SmtpEngine:
     def send(self, chunk: bytes | bytearray | memoryview | str) -> None:
         """Add a chunk of the message (dot-stuffed unless ``disableEscaping``; with CHUNKING, a
         ``BDAT`` chunk, not dot-stuffed)."""
-        _SEND.check(self.state)
+        if self.state not in _SEND_STATES:
+            _SEND.check(self.state)
         if isinstance(chunk, str):
             data = chunk.encode("utf-8")
         elif isinstance(chunk, (bytes, bytearray, memoryview)):
@@ -263,7 +286,8 @@ class SmtpEngine:
 
     def end(self) -> list[Event]:
         """End the message; the server's answer comes as :class:`Done`."""
-        _END.check(self.state)
+        if self.state not in _END_STATES:
+            _END.check(self.state)
         assert self._stuffer is not None
         if self._chunking:
             self._log("C", f"<{self._stuffer.bytes_in} bytes of message data in BDAT chunks>")
@@ -278,8 +302,9 @@ class SmtpEngine:
                 self._bdat_done()
             return self._take_events()
         self._out.append(self._stuffer.finish())
-        self._log("C", f"<{self._stuffer.bytes_in} bytes of message data>")
-        self._log("C", ".")
+        if self.transcript:  # (the line is not even formatted for nobody)
+            self._log("C", f"<{self._stuffer.bytes_in} bytes of message data>")
+            self._log("C", ".")
         self._stuffer = None
         self._pending.clear()
         self._expect_data_end()
@@ -288,7 +313,10 @@ class SmtpEngine:
 
     def _expect_data_end(self) -> None:
         """The replies the end of the message gets: one, or with LMTP one per accepted recipient."""
-        self._pending.extend((Pending.END, r) for r in (self._accepted if self.options.lmtp else [""]))
+        if self.options.lmtp:
+            self._pending.extend([(Pending.END, r) for r in self._accepted])
+        else:
+            self._pending.append((Pending.END, ""))
 
     def _write_chunk(self, data: bytes, last: bool) -> None:
         # RFC 3030 §2: "BDAT size [LAST]" CRLF, then exactly size octets. Each chunk has its
@@ -314,13 +342,6 @@ class SmtpEngine:
         return self._take_events()
 
     # -- the protocol ------------------------------------------------------------------------
-
-    def _handle(self, reply: Reply) -> None:
-        handler = self._handlers.get(self.state)
-        if handler is None:
-            self._unexpected(reply)
-        else:
-            handler(reply)
 
     def _unexpected(self, reply: Reply) -> None:
         # RFC 5321 §3.8: a server may send 421 at any time before it closes.
@@ -440,7 +461,7 @@ class SmtpEngine:
 
     def _become_idle(self) -> None:
         self.state = State.IDLE
-        self._events.append(Idle())
+        self._events.append(_IDLE)
 
     def _quit_if_requested(self) -> bool:
         if not self._quit_requested:
@@ -460,16 +481,18 @@ class SmtpEngine:
     def _chunking_usable(self) -> bool:
         # BDAT chunks go out without waiting for each reply: that needs PIPELINING too (RFC
         # 2920). Without it, DATA (every server in the tests that offers CHUNKING offers both).
-        ext = self.extensions
-        return "CHUNKING" in ext and "PIPELINING" in ext and not self.options.disable_chunking
+        keywords = self.extensions.keywords
+        return "CHUNKING" in keywords and "PIPELINING" in keywords and not self.options.disable_chunking
 
     def _check_envelope(
         self, envelope: Mapping[str, Any]
-    ) -> tuple[str, list[str], int | None, DsnRequest | None, bool]:
-        if not isinstance(envelope, Mapping):
+    ) -> tuple[str, list[str], int | None, DsnRequest | None, bool, bool]:
+        """The envelope's sender, recipients, size, DSN request, BINARYMIME, and whether an
+        address needs SMTPUTF8; or the SmtpEnvelopeError that says why it cannot be sent."""
+        if type(envelope) is not dict and not isinstance(envelope, Mapping):
             raise SmtpEnvelopeError("the envelope must be an object {from, to}", stage="envelope")
-        unknown = set(envelope) - {"from", "to", "size", "dsn", "binary"}
-        if unknown:
+        if not _ENVELOPE_FIELDS.issuperset(envelope):
+            unknown = set(envelope) - _ENVELOPE_FIELDS
             raise SmtpEnvelopeError(
                 f"unknown envelope field(s): {', '.join(sorted(unknown))}", stage="envelope"
             )
@@ -493,7 +516,9 @@ class SmtpEngine:
                 recipients.append(address)
         if not recipients:
             raise SmtpEnvelopeError("Can't send mail - no recipients defined", stage="envelope")
-        if not all(a.isascii() for a in (sender, *recipients)) and "SMTPUTF8" not in self.extensions:
+        keywords = self.extensions.keywords
+        utf8 = not (sender.isascii() and all(map(str.isascii, recipients)))  # RFC 6531
+        if utf8 and "SMTPUTF8" not in keywords:
             raise SmtpEnvelopeError(
                 "an address is not ASCII and the server does not support SMTPUTF8 (RFC 6531)",
                 stage="envelope",
@@ -510,8 +535,10 @@ class SmtpEngine:
                     enhanced="5.3.4",
                     stage="envelope",
                 )
-        dsn = parse_dsn(envelope.get("dsn"))
-        if dsn is not None and "DSN" not in self.extensions:
+        dsn = envelope.get("dsn")
+        if dsn is not None:
+            dsn = parse_dsn(dsn)
+        if dsn is not None and "DSN" not in keywords:
             # Dropping it would promise notifications that never come.
             raise SmtpEnvelopeError(
                 "envelope.dsn: the server does not offer DSN (RFC 3461), so delivery status "
@@ -521,7 +548,7 @@ class SmtpEngine:
         binary = envelope.get("binary", False)
         if not isinstance(binary, bool):
             raise SmtpEnvelopeError("envelope.binary must be true or false", stage="envelope")
-        if binary and not ("BINARYMIME" in self.extensions and self._chunking_usable()):
+        if binary and not ("BINARYMIME" in keywords and self._chunking_usable()):
             # Sent with DATA or to a server without BINARYMIME, the bytes would have to be
             # changed (line endings, dot-stuffing) or be refused: say so instead.
             raise SmtpEnvelopeError(
@@ -529,7 +556,7 @@ class SmtpEngine:
                 "and PIPELINING (RFC 3030), and disableChunking off",
                 stage="envelope",
             )
-        return sender, recipients, size, dsn, binary
+        return sender, recipients, size, dsn, binary, utf8
 
     def _write_queue(self) -> None:
         """Write the next command, or all of them when the server pipelines (RFC 2920)."""
@@ -543,15 +570,16 @@ class SmtpEngine:
 
     def _on_envelope(self, reply: Reply) -> None:
         kind, arg = self._pending.popleft()
+        ok = 200 <= reply.code < 300  # (reply.ok, without the property's call)
         if kind is Pending.RSET:
-            if not reply.ok:
+            if not ok:
                 raise _reply_error(reply, "RSET")
             self._rset_needed = False
         elif kind is Pending.MAIL:
-            if not reply.ok:
+            if not ok:
                 raise _reply_error(reply, "MAIL")
         elif kind is Pending.RCPT:
-            if reply.ok:
+            if ok:
                 self._accepted.append(arg)
             else:
                 self._rejected[arg] = reply
@@ -615,31 +643,36 @@ class SmtpEngine:
             # whole (RFC 3030 §2: a failed BDAT voids the transaction).
             reply = self._bdat_refused
         results = self._results
+        code, enhanced = reply.code, reply.enhanced
+        ok = 200 <= code < 300
+        text = reply.text
         if self.options.lmtp:
-            results.append(RecipientResult(recipient, reply.ok, reply.code, reply.text, reply.enhanced))
+            results.append(RecipientResult(recipient, ok, code, text, enhanced))
         else:
-            results.extend(
-                RecipientResult(r, reply.ok, reply.code, reply.text, reply.enhanced) for r in self._accepted
-            )
+            for accepted in self._accepted:
+                results.append(RecipientResult(accepted, ok, code, text, enhanced))
         if self._pending:
             return
         self._results = []
-        success = any(r.accepted for r in results)
+        success = any(map(_accepted_of, results))
         # A refused message leaves nothing on the server (RFC 5321 §4.1.1.4), but a server
         # that misbehaved once gets a clean slate before the next transaction.
         self._rset_needed = not success
-        rejected = [RecipientResult(a, False, r.code, r.text, r.enhanced) for a, r in self._rejected.items()]
+        if self._rejected:
+            results += [
+                RecipientResult(a, False, r.code, r.text, r.enhanced) for a, r in self._rejected.items()
+            ]
         self.state = State.IDLE
-        self._events.append(Done(success, [*results, *rejected]))
+        self._events.append(Done(success, results))
         if not self._quit_if_requested():
-            self._events.append(Idle())
+            self._events.append(_IDLE)
 
     # -- helpers ---------------------------------------------------------------------------
 
     def _send_command(self, line: str, shown: str | None = None) -> None:
         self._out.append(line.encode("utf-8") + b"\r\n")
-        if shown != "":
-            self._log("C", line if shown is None else shown)
+        if self.transcript and shown != "":
+            self._events.append(Log("C", line if shown is None else shown))
 
     def _log(self, direction: str, text: str) -> None:
         if self.transcript:

@@ -218,12 +218,17 @@ class JsClient:
     def use_envelope_plain(self, sender: str | None, size: int | None, *to: str) -> Any:
         """``useEnvelope`` of the usual envelope, its fields as plain values (web/src/client.js
         ``plainEnvelope``): the same as :meth:`useEnvelope` of that object, without converting it."""
-        envelope: dict[str, Any] = {"to": list(to)}
+        envelope: dict[str, Any] = {"to": to}  # (a tuple: the engine takes a list or a tuple)
         if sender is not None:
             envelope["from"] = sender
         if size is not None:
             envelope["size"] = size
-        return _returning_errors(lambda: self._live("useEnvelope").useEnvelope(envelope))
+        # (_returning_errors, inline: a lambda and a call less for the calls of every message)
+        try:
+            self._live("useEnvelope").useEnvelope(envelope)
+        except SmtpError as error:
+            return js_error(error)
+        return None
 
     def send(self, chunk: Any) -> Any:
         # The JS side turns strings into a Uint8Array, so this is a JS buffer's proxy.
@@ -234,10 +239,17 @@ class JsClient:
             data = chunk.to_bytes()
         except Exception:
             return js_error(SmtpUsageError("send() takes a string, a Uint8Array or an ArrayBuffer"))
-        return _returning_errors(lambda: self._live("send").send(data))
+        try:
+            return self._live("send").send(data)
+        except SmtpError as error:
+            return js_error(error)
 
     def end(self) -> Any:
-        return _returning_errors(lambda: self._live("end").end())
+        try:
+            self._live("end").end()
+        except SmtpError as error:
+            return js_error(error)
+        return None
 
     def quit(self) -> Any:
         return _returning_errors(lambda: self._live("quit").quit())

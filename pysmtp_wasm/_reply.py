@@ -58,6 +58,14 @@ def _enhanced_code(code: int, text: str) -> str | None:
     return None
 
 
+# A reply line's start: three digits, the first 2-5, then " ", "-" or nothing (RFC 5321 §4.2).
+_HEAD = re.compile(r"[2-5][0-9][0-9](?:[ -]|\Z)")
+
+# Reply(code, lines, enhanced) without its __new__: a named tuple's __new__ is a Python
+# function, and one call less per reply counts in WebAssembly.
+_new_reply = tuple.__new__
+
+
 class ReplyParser:
     """Assembles replies from arbitrary chunks of bytes.
 
@@ -115,24 +123,30 @@ class ReplyParser:
         # Replies are ASCII (RFC 5321 §4.2); a stray byte must not stop us from reporting
         # the server's words, so undecodable bytes are replaced rather than refused.
         line = raw.decode("utf-8", "replace")
-        head = line[:3]
-        if len(line) < 3 or not head.isdigit() or not head.isascii() or head[0] not in "2345":
+        if _HEAD.match(line) is None:
             raise SmtpProtocolError(f"malformed server reply: {line[:80]!r}", stage="reply")
-        separator = line[3:4]
-        if separator not in ("", " ", "-"):
-            raise SmtpProtocolError(f"malformed server reply: {line[:80]!r}", stage="reply")
-        code = int(head)
-        if self._code is not None and code != self._code:
+        code = int(line[:3])
+        text = line[4:]
+        last = line[3:4] != "-"
+        lines = self._lines
+        if self._code is None:
+            if last:
+                # A one-line reply (the usual one): no list to keep. (The enhanced code's class
+                # is its first character, the reply code's is the line's.)
+                match = _ENHANCED.match(text)
+                enhanced = match.group(0) if match is not None and text[0] == line[0] else None
+                return _new_reply(Reply, (code, (text,), enhanced))
+        elif code != self._code:
             raise SmtpProtocolError(
                 f"multi-line reply changed its code from {self._code} to {code}", stage="reply"
             )
         self._code = code
-        self._lines.append(line[4:])
-        if separator == "-":
-            if len(self._lines) >= MAX_REPLY_LINES:
+        lines.append(text)
+        if not last:
+            if len(lines) >= MAX_REPLY_LINES:
                 raise SmtpProtocolError(f"server reply longer than {MAX_REPLY_LINES} lines", stage="reply")
             return None
-        lines = tuple(self._lines)
-        self._lines.clear()
+        result = tuple(lines)
+        lines.clear()
         self._code = None
-        return Reply(code, lines, _enhanced_code(code, lines[0]))
+        return _new_reply(Reply, (code, result, _enhanced_code(code, result[0])))

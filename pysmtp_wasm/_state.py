@@ -35,6 +35,10 @@ class State(enum.Enum):
     QUIT = "quit"  # waiting for the reply to QUIT
     CLOSED = "closed"
 
+    # Hashed by identity, as they compare: Enum's own __hash__ is a Python function, run on
+    # every lookup in a dict keyed by state (the engine's reply handlers, once per reply).
+    __hash__ = object.__hash__
+
 
 class Pending(enum.Enum):
     """What a command written (or queued) in a transaction waits for."""

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pysmtp_wasm import SmtpClient, SmtpEnvelopeError, SmtpUsageError
+from pysmtp_wasm import SmtpClient, SmtpEnvelopeError, SmtpUsageError, _address
 from pysmtp_wasm._address import MAX_ADDRESS_OCTETS, check_address
 from pysmtp_wasm._message import build_message, prepare
 
@@ -86,6 +86,30 @@ def test_mailbox_grammar_refuses_with_the_reason(address: str, reason: str) -> N
 def test_a_non_string_address_is_refused() -> None:
     with pytest.raises(SmtpEnvelopeError, match="not a string"):
         check_address(b"a@x.org", "from")
+
+
+def test_addresses_found_valid_are_remembered_within_a_bound() -> None:
+    """check_address remembers the addresses it passed (a page sends to the same few again and
+    again): one that passed passes again, the bad ones are refused every time, a str subclass
+    is checked on its own each time, and what is remembered stays bounded."""
+    _address._VALID.clear()
+    assert check_address("again@example.com", "from") == "again@example.com"
+    assert "again@example.com" in _address._VALID
+    assert check_address("again@example.com", "to") == "again@example.com"
+    for _ in range(2):
+        with pytest.raises(SmtpEnvelopeError, match="contains CR"):
+            check_address("again@example.com\r\nRSET", "to")
+    assert not any("\r" in a for a in _address._VALID)
+
+    class Odd(str):
+        pass
+
+    assert check_address(Odd("odd@example.com"), "to") == "odd@example.com"
+    assert "odd@example.com" not in _address._VALID
+    for n in range(3 * _address.MAX_VALID):
+        assert check_address(f"r{n}@example.com", "to") == f"r{n}@example.com"
+        assert len(_address._VALID) <= _address.MAX_VALID
+    assert f"r{3 * _address.MAX_VALID - 1}@example.com" in _address._VALID
 
 
 # -- headers and text of a message -----------------------------------------------------------------
