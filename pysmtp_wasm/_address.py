@@ -145,8 +145,3 @@ def check_address(address: object, role: str) -> str:
             _VALID.clear()
         _VALID[address] = None
     return address
-
-
-def needs_smtputf8(address: str) -> bool:
-    """True when the address is not ASCII (RFC 6531 needs the SMTPUTF8 extension)."""
-    return not address.isascii()

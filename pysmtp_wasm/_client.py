@@ -195,28 +195,19 @@ class SmtpClient:
         session ends with QUIT, and ``onclose(true)`` follows, as after every error. Calling it
         outside ``onidle``'s state raises :class:`SmtpUsageError` (and changes nothing).
         """
-        engine = self._engine  # (_require_engine's check, inline: these three run per message)
-        if engine is None:
-            raise SmtpUsageError(BEFORE_CONNECT.format(call="useEnvelope"))
-        self._after(engine.use_envelope(envelope))
+        self._after(self._require_engine("useEnvelope").use_envelope(envelope))
 
     def send(self, chunk: bytes | str) -> bool:
         """Stream a chunk of the message. Returns False when the buffer is full: then wait
         for ``ondrain`` before sending more (you may send more, it is only buffered)."""
-        engine = self._engine
-        if engine is None:
-            raise SmtpUsageError(BEFORE_CONNECT.format(call="send"))
-        engine.send(chunk)
+        self._require_engine("send").send(chunk)
         if self._flush() and not self._writable:
             self._rearm()  # the network now owes us progress
         return self._writable
 
     def end(self) -> None:
         """End the message; ``ondone(success)`` follows."""
-        engine = self._engine
-        if engine is None:
-            raise SmtpUsageError(BEFORE_CONNECT.format(call="end"))
-        self._after(engine.end())
+        self._after(self._require_engine("end").end())
 
     def quit(self) -> None:
         """Say QUIT (after the current step) and close; ``onclose(false)`` follows."""
@@ -336,16 +327,7 @@ class SmtpClient:
 
     def _after(self, events: list[Event], rearm: bool = False) -> None:
         """Write what the engine wants written, then act on its events in order."""
-        # (What _flush does, inline: this runs for every reply and every call.)
-        engine = self._engine
-        assert engine is not None
-        data = engine.data_to_send()
-        if data and self._transport is not None and not self._closed:
-            self._written_since_reply += len(data)
-            if not self._transport.write(data):
-                self._writable = False
-            rearm = True
-        if rearm:
+        if self._flush() or rearm:
             self._rearm()
         for event in events:
             self._dispatch(event)
@@ -395,11 +377,8 @@ class SmtpClient:
         """A step of the session: to a running ``send_message`` if there is one, else to the page."""
         if self._operation is not None:
             self._operation.deliver(what, *args)
-            return
-        try:  # (as _call does, inline: a call less per step)
-            callback(*args)
-        except Exception:
-            logger.exception("an exception escaped from %s", getattr(callback, "__name__", "a callback"))
+        else:
+            self._call(callback, *args)
 
     def _rearm(self) -> None:
         """(Re)start the timeout for what the server or the network owes us now.

@@ -207,9 +207,7 @@ class SmtpEngine:
                     self._log("*", "discarded data received after the STARTTLS reply")
                 self._parser.reset()
                 break
-        events = self._events
-        self._events = []
-        return events
+        return self._take_events()
 
     # -- the user's calls --------------------------------------------------------------------
 
@@ -671,8 +669,8 @@ class SmtpEngine:
 
     def _send_command(self, line: str, shown: str | None = None) -> None:
         self._out.append(line.encode("utf-8") + b"\r\n")
-        if self.transcript and shown != "":
-            self._events.append(Log("C", line if shown is None else shown))
+        if self.transcript and shown != "":  # (the line is not even chosen for nobody)
+            self._log("C", line if shown is None else shown)
 
     def _log(self, direction: str, text: str) -> None:
         if self.transcript:

@@ -113,8 +113,8 @@ async function boot(base, options) {
     // Pyodide compiles its WebAssembly only once it has loaded and run (100-250 ms in Firefox).
     const create = config.createPyodideModule
       ? Promise.resolve(config.createPyodideModule)
-      : import(new URL("pyodide.asm.mjs", config.indexURL).href).then((module) => module.default);
-    create.catch(noop);
+      : importModule(() => asmUrl(config.indexURL)).then((module) => module.default);
+    create.catch(noop); // (awaited by a restore; a failed import fails only that)
     // The snapshot cache (snapshot-cache.js): the image this browser made on an earlier visit.
     const key = options.snapshotCache === false ? null : cacheKey();
     // Only its record is read here: its parts are read while Pyodide loads its own files.
@@ -168,6 +168,29 @@ async function boot(base, options) {
     /** Objects alive at the JS/Python boundary (for leak checks). */
     stats: () => ({ ...api.counters(), jsClients: liveClientCount() }),
   };
+}
+
+/**
+ * The URL of Pyodide's module script as Pyodide makes it from indexURL: with a trailing slash
+ * added, and a relative one resolved against the page (or the Worker's script).
+ * @param {string} indexURL
+ */
+function asmUrl(indexURL) {
+  const index = indexURL.endsWith("/") ? indexURL : `${indexURL}/`;
+  return new URL("pyodide.asm.mjs", new URL(index, globalThis.location?.href)).href;
+}
+
+/**
+ * import() of the URL that url() makes; a URL that cannot be made rejects too, never throws.
+ * @param {() => string} url
+ * @returns {Promise<any>}
+ */
+function importModule(url) {
+  try {
+    return import(url());
+  } catch (error) {
+    return Promise.reject(error);
+  }
 }
 
 /**
