@@ -260,6 +260,61 @@ def test_the_envelope_s_size_and_a_default_sender_reach_the_server(page: Page, p
     assert [m.rcpt_tos for m in server.recorder.messages] == [["b@example.com"], ["c@example.com"]]
 
 
+def test_the_writes_of_one_turn_leave_as_one_websocket_message(page: Page, proxy: PysmtpProxy) -> None:
+    """A message's text and its end written in one turn of the page (send() then end() after
+    awaiting onready) leave as one WebSocket message; in two turns (end() after a timer), as two.
+    Nothing is lost either way (web/src/socket.js gathers writes up to the end of a turn)."""
+    with SmtpServer() as server:
+        url = proxy.url(server.port)
+        sizes = page.run(
+            r"""
+            const api = await window.smtp;
+            const sent = [];
+            const original = WebSocket.prototype.send;
+            WebSocket.prototype.send = function (data) {
+              sent.push(data.byteLength ?? data.length);
+              return original.call(this, data);
+            };
+            try {
+              const client = new api.SmtpClient("localhost", args[0], { proxy: args[1] });
+              const text = "Subject: one turn\r\n\r\n" + ("x".repeat(70) + "\r\n").repeat(15);
+              const perMessage = [];
+              let mark = 0;
+              await new Promise((resolve, reject) => {
+                let message = 0;
+                client.onerror = (e) => reject(e);
+                client.onidle = () => {
+                  if (message === 2) return client.quit();
+                  message += 1;
+                  client.useEnvelope({ from: "a@example.com", to: ["b@example.com"] });
+                };
+                client.onready = async () => {
+                  mark = sent.length;
+                  await null; // (as a page that awaits onready: outside the socket's event)
+                  client.send(text);
+                  if (message === 1) client.end();
+                  else setTimeout(() => client.end(), 20);
+                };
+                client.ondone = (success) => perMessage.push([success, ...sent.slice(mark)]);
+                client.onclose = () => resolve();
+                client.connect();
+              });
+              return { perMessage, textBytes: text.length };
+            } finally {
+              WebSocket.prototype.send = original;
+            }
+            """,
+            server.port,
+            url,
+        )
+        received = server.recorder.messages
+    text_bytes = sizes["textBytes"]
+    # one turn: the text and ".\r\n" together; two turns: the text, then ".\r\n"
+    assert sizes["perMessage"] == [[True, text_bytes + 3], [True, text_bytes, 3]], sizes
+    assert [len(m.content) for m in received] == [text_bytes, text_bytes]
+    assert all(m.content.endswith(b"x" * 70 + b"\r\n") for m in received)
+
+
 def test_a_lone_surrogate_is_our_error_in_the_page(page: Page, proxy: PysmtpProxy) -> None:
     """JS strings may hold lone surrogates (WebDriver's JSON cannot carry them, so they are made
     here): an address, a header and a password with one are the library's own errors, with the

@@ -23,6 +23,13 @@ import { WS_CONNECTING, WS_OPEN, wsSend } from "./websocket.js";
 const DRAIN_POLL_MS = 4;
 /** After close(), wait at most this long for the WebSocket's close event. */
 const CLOSE_GRACE_MS = 2000;
+/**
+ * Writes up to this size are gathered until the current task's microtasks have run, then go
+ * out together: a message's text and its end-of-data (two send() calls of the client, one
+ * turn of the page) as one WebSocket message and one TLS record, not two. Larger ones go at
+ * once, after what was gathered.
+ */
+const GATHER_MAX = 16 * 1024;
 const noop = () => {};
 
 // -- the socket ------------------------------------------------------------------------------
@@ -141,6 +148,10 @@ export class PySmtpSocket {
     /** @type {Uint8Array[]} plaintext queued before the WebSocket opened (sent in clear) */
     this._queuePlain = [];
     this._queuedBytes = 0;
+    /** bytes written this turn, sent when its microtasks have run (_gather) */
+    this._gathered = new Uint8Array(0);
+    this._gatheredBytes = 0;
+    this._sendGathered = this._sendGathered.bind(this);
     this._needDrain = false;
     this._drainTimer = null;
     this._closeTimer = null;
@@ -152,7 +163,7 @@ export class PySmtpSocket {
 
   /** Bytes not yet handed to the network: the WebSocket's buffer plus what waits for TLS. */
   get bufferedAmount() {
-    return (this._ws ? this._ws.bufferedAmount : 0) + this._queuedBytes + this._tls.pending;
+    return (this._ws ? this._ws.bufferedAmount : 0) + this._queuedBytes + this._gatheredBytes + this._tls.pending;
   }
 
   /**
@@ -167,15 +178,14 @@ export class PySmtpSocket {
     if (!u8) throw new TypeError("PySmtpSocket.send: data must be an ArrayBuffer or a Uint8Array");
     if (this._done || this._closing) return false;
     if (u8.length) {
-      if (this._tls.state !== "none") {
-        this._tls.send(u8);
+      if (this._tls.state === "none" && this._ws.readyState !== WS_OPEN) {
+        this._queuePlain.push(u8.slice());
+        this._queuedBytes += u8.length;
+      } else if (this._gatheredBytes + u8.length <= GATHER_MAX) {
+        this._gather(u8);
       } else {
-        if (this._ws.readyState === WS_OPEN) {
-          wsSend(this._ws, u8);
-        } else {
-          this._queuePlain.push(u8.slice());
-          this._queuedBytes += u8.length;
-        }
+        this._sendGathered();
+        this._transmit(u8);
       }
     }
     if (this._done) return false; // a TLS failure inside send
@@ -194,12 +204,14 @@ export class PySmtpSocket {
    */
   upgradeToSecure() {
     if (this._done || this._closing || this._tls.state !== "none") return;
+    this._sendGathered(); // (in SMTP there is none: STARTTLS's reply was the last word)
     this._tls.start();
   }
 
   /** Close (with a TLS close_notify when the engine sends one); onclose follows, exactly once. */
   close() {
     if (this._done || this._closing) return;
+    this._sendGathered(); // what was written before close() goes out before it
     this._closing = true;
     this.readyState = "closing";
     this._needDrain = false;
@@ -281,9 +293,41 @@ export class PySmtpSocket {
     if (answer) this.send(answer);
   }
 
+  /**
+   * Keep bytes to send with the others of this turn (a copy: the caller may reuse its buffer).
+   * @param {Uint8Array} u8
+   */
+  _gather(u8) {
+    const end = this._gatheredBytes + u8.length;
+    if (end > this._gathered.length) {
+      const grown = new Uint8Array(Math.max(end, 4096, Math.min(2 * this._gathered.length, GATHER_MAX)));
+      grown.set(this._gathered.subarray(0, this._gatheredBytes));
+      this._gathered = grown;
+    }
+    this._gathered.set(u8, this._gatheredBytes);
+    if (this._gatheredBytes === 0) queueMicrotask(this._sendGathered);
+    this._gatheredBytes = end;
+  }
+
+  /** Send what this turn gathered (at the end of its microtasks, or before anything it must precede). */
+  _sendGathered() {
+    const n = this._gatheredBytes;
+    if (n === 0) return;
+    this._gatheredBytes = 0;
+    if (this._done || this._closing) return;
+    this._transmit(this._gathered.subarray(0, n));
+  }
+
+  /** Bytes to the network now: through TLS when it is on, else to the open WebSocket. @param {Uint8Array} u8 */
+  _transmit(u8) {
+    if (this._tls.state !== "none") this._tls.send(u8);
+    else wsSend(this._ws, u8);
+  }
+
   _dropQueues() {
     this._queuePlain = [];
     this._queuedBytes = 0;
+    this._gatheredBytes = 0;
     this._tls.dropQueues();
   }
 
