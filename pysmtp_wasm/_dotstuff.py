@@ -18,6 +18,10 @@ from __future__ import annotations
 END_OF_DATA = b".\r\n"
 CRLF = b"\r\n"
 
+# Translation tables: a chunk's CRs as 1 and every other byte as 0; its LFs likewise.
+_CRS = bytes(int(i == 13) for i in range(256))
+_LFS = bytes(int(i == 10) for i in range(256))
+
 
 class DotStuffer:
     """Turns message chunks into DATA bytes (or, with ``dots=False``, into BDAT chunk bytes)."""
@@ -49,12 +53,15 @@ class DotStuffer:
             if not data:
                 return b""
         # Each pass over the chunk counts: in WebAssembly these scans are most of the cost of
-        # sending (bench/README.md). Single-byte counts are the cheap ones, so they go first;
-        # and splitting on CRLF "." and joining is faster than replace() for the stuffing.
-        line_feeds = data.count(b"\n")
-        if data.count(b"\r") == line_feeds and data.count(b"\r\n") == line_feeds:
+        # sending (bench/README.md). Every line ending is CRLF when each CR is followed by an LF
+        # and each LF follows a CR, that is when the places of the CRs, moved one on, are the
+        # places of the LFs (and it neither starts with LF nor ends with CR): two byte-for-byte
+        # translations and a memcmp, cheaper than counting CRs, LFs and CRLFs (a two-byte search).
+        if data[:1] != b"\n" and data[-1:] != b"\r" and data.translate(_CRS)[:-1] == data.translate(_LFS)[1:]:
             # Every line ending is already CRLF (the usual case): only dot-stuffing to do.
-            if line_feeds and self._dots and b"\n." in data:
+            # Splitting on CRLF "." and joining is faster than replace(); a three-byte search
+            # is faster than a two-byte one.
+            if self._dots and b"\r\n." in data:
                 data = b"\r\n..".join(data.split(b"\r\n."))
         else:
             if b"\r" in data:
