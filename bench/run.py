@@ -296,13 +296,16 @@ def small_interleaved(driver: Any, runs: int, spec: dict[str, Any]) -> dict[str,
 def page_cost(driver: Any, runs: int, count: int) -> dict[str, dict[str, float]]:
     """What a small message costs the page itself, with no network (bench/pages/work.js
     ``pageCost``: each client against InstantServer in place of the socket class), pysmtp-wasm
-    in-page and emailjs one after the other in each run; and the sans-IO engine alone in the same
+    in-page, emailjs and the floor client (the least Python a client could run per message: work.js
+    ``FloorClient``) one after the other in each run; and the sans-IO engine alone in the same
     page's Pyodide (``engineAlone``: bench/profile_engine.py's loop, no facade, no FFI). Returns
     {metric: {who: value}}: ``page_us_per_small_msg`` (with the server's replies a message and one
     hop of its scheduling beside it, in ``instant_server_hop_us``), ``page_cost_vs_emailjs`` (the
-    median of the per-run ratios), ``engine_alone_us_per_small_msg``, and ``crossing_us``: one
-    crossing of the boundary in the shapes a message takes (``crossingCost``)."""
-    kinds = {"pysmtp_wasm": "pysmtp", "emailjs": "emailjs"}
+    median of the per-run ratios), ``engine_alone_us_per_small_msg``, ``crossing_us``: one
+    crossing of the boundary in the shapes a message takes (``crossingCost``), and
+    ``worker_round_trip_us``: one round trip to a Worker that answers at once (``workerRoundTrip``;
+    worker mode's small message takes two)."""
+    kinds = {"pysmtp_wasm": "pysmtp", "emailjs": "emailjs", "python_floor": "floor"}
     samples: dict[str, list[dict[str, Any]]] = {who: [] for who in kinds}
     for _ in range(runs):
         for who, kind in kinds.items():
@@ -318,12 +321,19 @@ def page_cost(driver: Any, runs: int, count: int) -> dict[str, dict[str, float]]
     crossings = [
         run_js(driver, "window.bench.crossingCost(arguments[0])", {"count": 20000}) for _ in range(runs)
     ]
-    mine, theirs = ([s["us"] for s in samples[who]] for who in kinds)
+    round_trips = [
+        run_js(driver, "window.bench.workerRoundTrip(arguments[0])", {"count": 2000}) for _ in range(runs)
+    ]
+    theirs = [s["us"] for s in samples["emailjs"]]
     return {
         "page_us_per_small_msg": {who: median([s["us"] for s in got]) for who, got in samples.items()},
-        "page_cost_vs_emailjs": {"pysmtp_wasm": median([m / t for m, t in zip(mine, theirs, strict=True)])},
+        "page_cost_vs_emailjs": {
+            who: median([s["us"] / t for s, t in zip(samples[who], theirs, strict=True)])
+            for who in ("pysmtp_wasm", "python_floor")
+        },
         "engine_alone_us_per_small_msg": {"pysmtp_wasm": median(alone)},
         "instant_server_hop_us": {"page": median([s["hopUs"] for got in samples.values() for s in got])},
+        "worker_round_trip_us": {"page": median(round_trips)},
         "crossing_us": {
             shape: median([c[key] for c in crossings])
             for shape, key in (

@@ -67,10 +67,109 @@
     return { js: m ? m.usedJSHeapSize : 0, wasm };
   }
 
+  // The least Python an SMTP client in this page could run per message (pageCost's "floor"):
+  // the same crossings as pysmtp-wasm's (the reply's bytes into Python, the next command back
+  // through one reused buffer's view, the page's calls in and its callbacks out), and nothing
+  // else: no parsing beyond the reply's first digit, no checks, no timers, no transcript, no
+  // dot-stuffing. What a message costs the page with it is what any client whose protocol
+  // engine is Python would pay here before doing its work.
+  const FLOOR_PY = `
+import js
+
+class _BenchFloor:
+    def __init__(self, sock, fire):
+        self.sock, self.fire, self.step, self.rcpt = sock, fire, "greeting", b""
+        self.buffer, self.views = js.Uint8Array.new(8192), {}
+
+    def view(self, data):
+        view = self.views.get(len(data))
+        if view is None:
+            view = self.views[len(data)] = self.buffer.subarray(0, len(data))
+        view.assign(data)
+        return view
+
+    def receive(self, data):
+        reply, step = data.to_bytes(), self.step
+        if reply[:1] not in (b"2", b"3"):
+            self.fire("onerror", reply.decode())
+        elif step == "greeting":
+            self.step = "ehlo"
+            return self.view(b"EHLO floor.example\\r\\n")
+        elif step == "mail":
+            self.step = "rcpt"
+            return self.view(self.rcpt)
+        elif step == "rcpt":
+            self.step = "data"
+            return self.view(b"DATA\\r\\n")
+        elif step == "data":
+            self.step = "message"
+            self.fire("onready")
+        elif step in ("ehlo", "end"):
+            self.step = "idle"
+            if step == "end":
+                self.fire("ondone", True)
+            self.fire("onidle")
+        return None
+
+    def envelope(self, sender, recipient):
+        self.step = "mail"
+        self.rcpt = f"RCPT TO:<{recipient}>\\r\\n".encode()
+        self.sock.send(self.view(f"MAIL FROM:<{sender}>\\r\\n".encode()))
+
+    def send(self, chunk):
+        return self.sock.send(self.view(chunk.to_bytes()))
+
+    def end(self):
+        self.step = "end"
+        self.sock.send(self.view(b".\\r\\n"))
+
+    def quit(self):
+        self.step = "quit"
+        self.sock.send(self.view(b"QUIT\\r\\n"))
+`;
+  let floorClass = null;
+  const floorText = new Uint8Array(8192);
+
+  /** The page's side of the floor client: the seed's calls and callbacks that sendSmall uses. */
+  class FloorClient {
+    constructor() {
+      for (const name of ["onidle", "onready", "ondone", "ondrain", "onerror", "onclose"]) this[name] = () => {};
+    }
+    connect() {
+      if (!floorClass) {
+        api.pyodide.runPython(FLOOR_PY);
+        floorClass = api.pyodide.globals.get("_BenchFloor");
+      }
+      const sock = globalThis.PySmtpSocket.open();
+      const py = floorClass(sock, (name, value) => this[name](value));
+      const methods = ["receive", "envelope", "send", "end", "quit"].map((name) => py[name]);
+      [this._receive, this._envelope, this._send, this._end, this._quit] = methods;
+      sock.onreceive = this._receive;
+      sock.onclose = () => {
+        for (const proxy of [...methods, py]) proxy.destroy();
+        this.onclose();
+      };
+    }
+    useEnvelope(envelope) {
+      this._envelope(envelope.from, envelope.to[0]);
+    }
+    send(chunk) {
+      return this._send(floorText.subarray(0, enc.encodeInto(chunk, floorText).written));
+    }
+    end() {
+      this._end();
+    }
+    quit() {
+      this._quit();
+    }
+  }
+
   /** A client of either kind, with its callbacks promisified. */
   function makeClient(kind, spec) {
     let client;
-    if (kind === "emailjs") {
+    if (kind === "floor") {
+      client = new FloorClient();
+    } else if (kind === "emailjs") {
       EmailjsTCPSocket.proxy = spec.proxy;
       client = new EmailjsSmtpClient("localhost", spec.port, { useSecureTransport: !!spec.tls, ca: spec.ca });
       client.logLevel = client.LOG_LEVEL_NONE;
@@ -198,7 +297,7 @@
 
   /**
    * What a small message costs the page itself, with no network: spec.count small messages of
-   * spec.client ("pysmtp" in-page or "emailjs") to InstantServer (instant-server.js), which
+   * spec.client ("pysmtp" in-page, "emailjs" or "floor": FloorClient) to InstantServer (instant-server.js), which
    * stands in for the page's socket class meanwhile. Returns the µs a message, the server's
    * replies a message, and the µs of one empty hop of the server's (its share of each reply).
    */
@@ -260,6 +359,36 @@ for _ in range(${n}):
 `);
     py.runPython("del _f, _bench_noop, _bench_received, _bench_call");
     return { receivedUs, callUs, callbackUs };
+  }
+
+  /**
+   * One round trip between this page and a Worker that answers at once (a small message there,
+   * its answer back), µs, the mean of spec.count one after the other. In worker mode a small
+   * message takes two, whatever the Worker does: the page's useEnvelope there and onready back,
+   * then its send and end there and ondone and onidle back (the seed's API has the page decide
+   * at onready and at onidle).
+   */
+  async function workerRoundTrip(spec) {
+    const url = URL.createObjectURL(new Blob(["onmessage = (e) => postMessage(e.data);"], { type: "text/javascript" }));
+    const worker = new Worker(url);
+    try {
+      /** @type {() => void} */
+      let answered = () => {};
+      worker.onmessage = () => answered();
+      const message = { type: "call", id: 1, name: "end", args: [] };
+      const trip = () =>
+        new Promise((resolve) => {
+          answered = resolve;
+          worker.postMessage(message);
+        });
+      for (let i = 0; i < 100; i++) await trip(); // (the Worker started and warm)
+      const t0 = performance.now();
+      for (let i = 0; i < spec.count; i++) await trip();
+      return ((performance.now() - t0) * 1000) / spec.count;
+    } finally {
+      worker.terminate();
+      URL.revokeObjectURL(url);
+    }
   }
 
   /**
@@ -352,5 +481,5 @@ profile_engine.small_messages(_engine, ${spec.count})
     return { handshakeMs, idleMs };
   }
 
-  window.bench = { ready, throughput, smallMessages, pageCost, crossingCost, engineAlone, raw, tlsSetup, PASS_BYTES };
+  window.bench = { ready, throughput, smallMessages, pageCost, crossingCost, workerRoundTrip, engineAlone, raw, tlsSetup, PASS_BYTES };
 })();
