@@ -546,6 +546,129 @@ def test_the_openssl_engine_refuses_a_name_with_a_nul_itself(page: Page, chains:
     assert out["name"] == "TLSError" and "U+0000" in out["message"] and out["written"] == 0, out
 
 
+# The page's OpenSSL module, every call it gets on an SSL* that pt_new did not return or pt_free
+# freed recorded in `dead` (in WebAssembly such a call does not fault: it reads and writes the
+# module's first bytes, OpenSSL's static data).
+CHECKED_OPENSSL = """
+const raw = await PySmtpSocket.defaults.openssl();
+const live = new Set();
+const dead = [];
+const takesSsl = new Set(["_pt_free", "_pt_feed", "_pt_pending", "_pt_take", "_pt_handshake", "_pt_read",
+                          "_pt_write", "_pt_shutdown", "_pt_version", "_pt_cipher", "_pt_verify_result",
+                          "_pt_peer_names"]);
+const checked = new Proxy(raw, {
+  get(target, key) {
+    const value = target[key];
+    if (typeof key !== "string" || !key.startsWith("_pt_")) return value;
+    return (...a) => {
+      if (takesSsl.has(key) && !live.has(a[0])) dead.push(`${key}(${a[0]})`);
+      const r = value.apply(target, a);
+      if (key === "_pt_new" && r) live.add(r);
+      if (key === "_pt_free") live.delete(a[0]);
+      return r;
+    };
+  },
+});
+"""
+
+
+def test_a_session_ended_by_its_own_write_calls_openssl_no_more(
+    page: Page, proxy: PysmtpProxy, chains: dict[str, Chain], leaves: dict[str, Certificate]
+) -> None:
+    # TLS 1.3: the client's Finished is written (io.write) by the call that completes the
+    # handshake. An io.write that ends the session (close(): the SSL freed) ends that call too:
+    # no pt_version(0), pt_cipher(0), no io.secure.
+    with SmtpServer(implicit_tls=modern_tls_context(leaves["ec"])) as server:
+        out = page.run(
+            CHECKED_OPENSSL
+            + """
+            const engine = PySmtpSocket.engines.openssl;
+            const error = (name, message) => Object.assign(new Error(message), { name });
+            const conn = { hostPort: "localhost:" + args[0], servername: "localhost", ca: [args[2]],
+                           rootsUrl: null, openssl: checked, error };
+            const prepared = await engine.prepare(conn);
+            const ws = new WebSocket(args[1], ["binary"]);
+            ws.binaryType = "arraybuffer";
+            await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = reject; });
+            const events = [];
+            let session = null;
+            return await new Promise((resolve) => {
+              const done = () => {
+                ws.close();
+                setTimeout(() => resolve({ events, dead, live: live.size }), 100);
+              };
+              const timer = setTimeout(done, 10000);
+              session = engine.connect(prepared, conn, {
+                write: (u8) => {
+                  events.push("write");
+                  ws.send(u8);
+                  if (events.length === 2) {  // the ClientHello, then the Finished
+                    session.close();
+                    clearTimeout(timer);
+                    done();
+                  }
+                },
+                data: () => events.push("data"),
+                secure: () => events.push("secure"),
+                fail: (e) => events.push("fail: " + e.message),
+                closed: () => events.push("closed"),
+              });
+              ws.onmessage = (event) => session.receive(new Uint8Array(event.data));
+            });
+            """,
+            server.port,
+            proxy.url(server.port),
+            chains["ec"].root_pem,
+        )
+    assert out == {"events": ["write", "write"], "dead": [], "live": 0}, out
+
+
+def test_a_root_store_serves_only_the_openssl_module_that_made_it(
+    page: Page, chains: dict[str, Chain]
+) -> None:
+    # Its SSL_CTX* is an address in that module's memory: a second module (options.openssl)
+    # with the same rootsUrl makes its own.
+    out = page.run(
+        """
+        const engine = PySmtpSocket.engines.openssl;
+        const first = await PySmtpSocket.defaults.openssl();
+        const locateFile = (file) => new URL("openssl/" + file, location.href).href;
+        const second = await PySmtpOpenSSL({ locateFile });
+        const made = new Set();
+        const used = [];
+        const checked = new Proxy(second, {
+          get(target, key) {
+            const value = target[key];
+            if (key === "_pt_ctx_new") {
+              return (...a) => { const r = value.apply(target, a); made.add(r); return r; };
+            }
+            if (key === "_pt_new") {
+              return (...a) => { used.push(made.has(a[0])); return value.apply(target, a); };
+            }
+            return value;
+          },
+        });
+        const rootsUrl = URL.createObjectURL(new Blob([args[0]], { type: "text/plain" }));
+        const error = (name, message) => Object.assign(new Error(message), { name });
+        const conn = (openssl) => ({ hostPort: "x:1", servername: "localhost", ca: null, rootsUrl, openssl,
+                                     error });
+        await engine.prepare(conn(first));  // the root store, in the page's module
+        const ctx = conn(checked);
+        const prepared = await engine.prepare(ctx);
+        const events = [];
+        const session = engine.connect(prepared, ctx, {
+          write: () => events.push("write"), data: () => {}, secure: () => {}, closed: () => {},
+          fail: (e) => events.push("fail: " + e.message),
+        });
+        session.close();
+        await new Promise((resolve) => setTimeout(resolve, 10));
+        return { used, made: made.size, events };
+        """,
+        chains["rsa"].root_pem,
+    )
+    assert out == {"used": [True], "made": 1, "events": ["write"]}, out
+
+
 def test_a_plaintext_port_is_named_as_such(page: Page, proxy: PysmtpProxy) -> None:
     with SmtpServer() as server:  # plaintext SMTP: the greeting, where a ServerHello was expected
         rec = session(page, proxy, server, "implicit")

@@ -133,14 +133,18 @@ EXPORT SSL *pt_new(SSL_CTX *ctx, const char *host) {
 
 EXPORT void pt_free(SSL *ssl) { SSL_free(ssl); }
 
+/* The calls below on a NULL SSL (JavaScript's pointer after pt_free) fail without touching memory:
+ * in WebAssembly a NULL dereference does not fault, it reads and writes the module's first bytes
+ * (OpenSSL's static data), which may trap later or elsewhere. */
+
 /* Ciphertext from the network. */
-EXPORT int pt_feed(SSL *ssl, const void *data, int len) { return BIO_write(SSL_get_rbio(ssl), data, len); }
+EXPORT int pt_feed(SSL *ssl, const void *data, int len) { return ssl ? BIO_write(SSL_get_rbio(ssl), data, len) : -1; }
 
 /* Ciphertext waiting to go to the network: how much, and take up to cap bytes of it. */
-EXPORT int pt_pending(SSL *ssl) { return (int)BIO_ctrl_pending(SSL_get_wbio(ssl)); }
+EXPORT int pt_pending(SSL *ssl) { return ssl ? (int)BIO_ctrl_pending(SSL_get_wbio(ssl)) : 0; }
 
 EXPORT int pt_take(SSL *ssl, void *buf, int cap) {
-  int n = BIO_read(SSL_get_wbio(ssl), buf, cap);
+  int n = ssl ? BIO_read(SSL_get_wbio(ssl), buf, cap) : 0;
   return n > 0 ? n : 0;
 }
 
@@ -159,25 +163,25 @@ static int outcome(SSL *ssl, int r) {
   }
 }
 
-EXPORT int pt_handshake(SSL *ssl) { return outcome(ssl, SSL_do_handshake(ssl)); }
+EXPORT int pt_handshake(SSL *ssl) { return ssl ? outcome(ssl, SSL_do_handshake(ssl)) : -2; }
 
-EXPORT int pt_read(SSL *ssl, void *buf, int cap) { return outcome(ssl, SSL_read(ssl, buf, cap)); }
+EXPORT int pt_read(SSL *ssl, void *buf, int cap) { return ssl ? outcome(ssl, SSL_read(ssl, buf, cap)) : -2; }
 
-EXPORT int pt_write(SSL *ssl, const void *buf, int len) { return outcome(ssl, SSL_write(ssl, buf, len)); }
+EXPORT int pt_write(SSL *ssl, const void *buf, int len) { return ssl ? outcome(ssl, SSL_write(ssl, buf, len)) : -2; }
 
 /* Queue a close_notify alert (then pt_take it). */
-EXPORT int pt_shutdown(SSL *ssl) { return SSL_shutdown(ssl); }
+EXPORT int pt_shutdown(SSL *ssl) { return ssl ? SSL_shutdown(ssl) : -1; }
 
 /* What was negotiated: "TLSv1.3", and the cipher suite's IANA name. */
-EXPORT const char *pt_version(SSL *ssl) { return SSL_get_version(ssl); }
+EXPORT const char *pt_version(SSL *ssl) { return ssl ? SSL_get_version(ssl) : ""; }
 
 EXPORT const char *pt_cipher(SSL *ssl) {
-  const SSL_CIPHER *cipher = SSL_get_current_cipher(ssl);
+  const SSL_CIPHER *cipher = ssl ? SSL_get_current_cipher(ssl) : NULL;
   return cipher ? SSL_CIPHER_standard_name(cipher) : "";
 }
 
 /* The certificate verification's result (X509_V_OK is 0) and OpenSSL's words for it. */
-EXPORT long pt_verify_result(SSL *ssl) { return SSL_get_verify_result(ssl); }
+EXPORT long pt_verify_result(SSL *ssl) { return ssl ? SSL_get_verify_result(ssl) : X509_V_ERR_UNSPECIFIED; }
 
 EXPORT const char *pt_verify_string(long result) { return X509_verify_cert_error_string(result); }
 
@@ -207,7 +211,7 @@ EXPORT const char *pt_error_string(void) {
 EXPORT const char *pt_peer_names(SSL *ssl) {
   text[0] = 0;
   /* The chain, not SSL_get0_peer_certificate(): that is set only once verification passed. */
-  STACK_OF(X509) *chain = SSL_get_peer_cert_chain(ssl);
+  STACK_OF(X509) *chain = ssl ? SSL_get_peer_cert_chain(ssl) : NULL;
   X509 *cert = chain && sk_X509_num(chain) ? sk_X509_value(chain, 0) : NULL;
   if (!cert) return text;
   GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);

@@ -29,6 +29,8 @@ export class OpenSSL {
     this._decoder = new TextDecoder();
     /** @type {Map<string, Trust & {users: number}>} the contexts of `ca` options in use, by their PEM */
     this._pinned = new Map();
+    /** @type {Map<string, Promise<Trust>>} this module's root stores, one per URL (an SSL_CTX* is an address in its memory) */
+    this.rootStores = new Map();
   }
 
   /** @param {number} ptr a NUL-terminated string in WebAssembly memory */

@@ -21,9 +21,6 @@ import { TlsSession } from "./session.js";
  * @property {() => void} release let go of `trust` (nothing for the shared root stores)
  */
 
-/** @type {Map<string, Promise<Trust>>} the root stores, one per URL for the page's life */
-const rootStores = new Map();
-
 export const opensslEngine = {
   name: "openssl",
   protocols: "TLS 1.2/1.3",
@@ -55,7 +52,8 @@ export const opensslEngine = {
     }
     if (conn.rootsUrl) {
       const roots = await loadRootsFor(conn, "OpenSSL", (url) =>
-        cachedRoots(rootStores, url, async (blocks) => {
+        // lib's own: an SSL_CTX* means nothing in another module's memory
+        cachedRoots(lib.rootStores, url, async (blocks) => {
           const trust = lib.context(blocks.join("\n"), false);
           if (!trust.count) {
             lib.freeContext(trust);
@@ -193,6 +191,8 @@ class OpenSSLSession extends TlsSession {
     if (!this._active) {
       const r = m._pt_handshake(this._ssl);
       this._flush();
+      // io.write may have ended the session (its SSL freed, this._ssl 0): nothing more to do
+      if (this._closed) return;
       if (r === -2 || r === -1) {
         this._fail(this._errorFrom());
         return;
