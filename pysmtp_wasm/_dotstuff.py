@@ -23,6 +23,18 @@ _CRS = bytes(int(i == 13) for i in range(256))
 _LFS = bytes(int(i == 10) for i in range(256))
 
 
+def _only_crlf(data: bytes) -> bool:
+    """Whether every line ending in ``data`` is CRLF: each CR is followed by an LF and each LF
+    follows a CR, that is the places of the CRs, moved one on, are the places of the LFs (and
+    it neither starts with LF nor ends with CR). Two byte-for-byte translations and a memcmp:
+    cheaper than counting CRs, LFs and CRLFs (a two-byte search)."""
+    return (
+        data[:1] != b"\n"
+        and data[-1:] != b"\r"
+        and data.translate(_LFS).startswith(memoryview(data.translate(_CRS))[:-1], 1)
+    )
+
+
 class DotStuffer:
     """Turns message chunks into DATA bytes (or, with ``dots=False``, into BDAT chunk bytes)."""
 
@@ -53,25 +65,19 @@ class DotStuffer:
             if not data:
                 return b""
         # Each pass over the chunk counts: in WebAssembly these scans are most of the cost of
-        # sending (bench/README.md). Every line ending is CRLF when each CR is followed by an LF
-        # and each LF follows a CR, that is when the places of the CRs, moved one on, are the
-        # places of the LFs (and it neither starts with LF nor ends with CR): two byte-for-byte
-        # translations and a memcmp, cheaper than counting CRs, LFs and CRLFs (a two-byte search).
-        if data[:1] != b"\n" and data[-1:] != b"\r" and data.translate(_CRS)[:-1] == data.translate(_LFS)[1:]:
-            # Every line ending is already CRLF (the usual case): only dot-stuffing to do.
-            # Splitting on CRLF "." and joining is faster than replace(); a three-byte search
-            # is faster than a two-byte one.
-            if self._dots and b"\r\n." in data:
-                data = b"\r\n..".join(data.split(b"\r\n."))
-        else:
+        # sending (bench/README.md).
+        if not _only_crlf(data):
             if b"\r" in data:
                 data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            if b"\n" in data:
-                data = data.replace(b"\n", b"\r\n")
-                if self._dots and b"\n." in data:
-                    data = b"\r\n..".join(data.split(b"\r\n."))
-        if self._dots and self._line_start and data[:1] == b".":
-            data = b"." + data
+            data = data.replace(b"\n", b"\r\n")
+        if self._dots:
+            # One pass: split on CRLF "." (a three-byte search, faster than a two-byte one) and
+            # join only when there was one; faster than replace(), and than a search before it.
+            lines = data.split(b"\r\n.")
+            if len(lines) > 1:
+                data = b"\r\n..".join(lines)
+            if self._line_start and data[:1] == b".":
+                data = b"." + data
         self._line_start = data.endswith(b"\n")
         return data
 
