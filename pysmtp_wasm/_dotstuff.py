@@ -27,12 +27,9 @@ def _only_crlf(data: bytes) -> bool:
     """Whether every line ending in ``data`` is CRLF: each CR is followed by an LF and each LF
     follows a CR, that is the places of the CRs, moved one on, are the places of the LFs (and
     it neither starts with LF nor ends with CR). Two byte-for-byte translations and a memcmp:
-    cheaper than counting CRs, LFs and CRLFs (a two-byte search)."""
-    return (
-        data[:1] != b"\n"
-        and data[-1:] != b"\r"
-        and data.translate(_LFS).startswith(memoryview(data.translate(_CRS))[:-1], 1)
-    )
+    cheaper than counting CRs, LFs and CRLFs (a two-byte search). (Slices and ==: in Pyodide
+    twice as fast as startswith() on a memoryview, which would spare the copies.)"""
+    return data[:1] != b"\n" and data[-1:] != b"\r" and data.translate(_CRS)[:-1] == data.translate(_LFS)[1:]
 
 
 class DotStuffer:
@@ -71,8 +68,8 @@ class DotStuffer:
                 data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
             data = data.replace(b"\n", b"\r\n")
         if self._dots:
-            # One pass: split on CRLF "." (a three-byte search, faster than a two-byte one) and
-            # join only when there was one; faster than replace(), and than a search before it.
+            # Split on CRLF "." (a three-byte search, faster than a two-byte one) and join only
+            # when there was one: faster than replace().
             lines = data.split(b"\r\n.")
             if len(lines) > 1:
                 data = b"\r\n..".join(lines)
