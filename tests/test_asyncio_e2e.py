@@ -6,7 +6,8 @@ import asyncio
 import hashlib
 import logging
 import ssl
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,8 +51,10 @@ async def deliver(
     body: Iterable[bytes | str] = (b"Subject: hi\r\n\r\nhello\r\n",),
     honour_drain: bool = False,
     timeout: float = 20,
+    before_stream: Callable[[], Any] | None = None,
 ) -> Outcome:
-    """Connect, send one message per envelope (the same body each time), quit; wait for close."""
+    """Connect, send one message per envelope (the same body each time), quit; wait for close.
+    ``before_stream`` is called at each onready, before the message is streamed."""
     out = Outcome()
     queue = list(envelopes or [{"from": "sender@example.com", "to": "rcpt@example.com"}])
     loop = asyncio.get_running_loop()
@@ -74,6 +77,8 @@ async def deliver(
 
     def onready(failed: list[str]) -> None:
         out.failed_recipients = failed
+        if before_stream is not None:
+            before_stream()
         loop.create_task(stream())
 
     def ondrain() -> None:
@@ -227,7 +232,16 @@ async def test_twenty_megabytes_with_leading_dots_arrive_byte_identical():
     chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)]
     with SmtpServer(Recorder(pipelining=True)) as server:
         client = SmtpClient("127.0.0.1", server.port)
-        out = await deliver(client, body=chunks, honour_drain=True, timeout=120)
+        # The server reads nothing for a second as the message starts: the kernel's buffers
+        # fill, so backpressure comes whatever the machine's speed (without the pause it came
+        # only when the server fell behind by itself, and a loaded machine could keep it up).
+        out = await deliver(
+            client,
+            body=chunks,
+            honour_drain=True,
+            timeout=120,
+            before_stream=lambda: server.loop.call_soon_threadsafe(time.sleep, 1.0),
+        )
     assert out.errors == [] and out.done == [True]
     received = server.recorder.messages[0].content
     assert len(received) == len(body)
