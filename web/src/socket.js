@@ -298,15 +298,10 @@ export class PySmtpSocket {
    * @param {Uint8Array} u8
    */
   _gather(u8) {
-    const end = this._gatheredBytes + u8.length;
-    if (end > this._gathered.length) {
-      const grown = new Uint8Array(Math.max(end, 4096, Math.min(2 * this._gathered.length, GATHER_MAX)));
-      grown.set(this._gathered.subarray(0, this._gatheredBytes));
-      this._gathered = grown;
-    }
+    if (this._gathered.length === 0) this._gathered = new Uint8Array(GATHER_MAX); // (never more: see send)
     this._gathered.set(u8, this._gatheredBytes);
     if (this._gatheredBytes === 0) queueMicrotask(this._sendGathered);
-    this._gatheredBytes = end;
+    this._gatheredBytes += u8.length;
   }
 
   /** Send what this turn gathered (at the end of its microtasks, or before anything it must precede). */
