@@ -5,8 +5,9 @@ The socket speaks raw TCP through a WebSocket-to-TCP proxy (websockify) and does
 JavaScript. This module only moves bytes across the FFI: out through one reused
 ``Uint8Array`` per connection (the socket copies what it is given before ``send`` returns),
 an ``ArrayBuffer`` in per read. A read is one call (the socket's ``onreceive``): its bytes in,
-and what the client wrote meanwhile (the next command, what the page's callbacks sent) back
-as its result, in one piece. The socket's six callbacks are proxies made once per connection
+and the client's first write meanwhile (the next command) back as its result; later writes of
+the same call (what the page's callbacks sent) go out through ``send``, and the socket gathers
+them all into one WebSocket message. The socket's six callbacks are proxies made once per connection
 and destroyed when it ends (``live_proxies`` counts them, so tests can show none leak).
 """
 
@@ -33,8 +34,6 @@ OPTION_NAMES = frozenset({"proxy", "tlsEngine"})
 # many views of it (by length) are kept.
 WRITE_BUFFER = 64 * 1024
 MAX_VIEWS = 32
-# Writes made while a received segment is processed are gathered up to this size, then sent.
-GATHER_LIMIT = 64 * 1024
 
 # Proxies created for socket callbacks and not yet destroyed, in this whole page.
 live_proxies = 0
@@ -87,11 +86,12 @@ class BrowserTransport(LoopTransport):
         self._buffer_size = 0
         self._views: dict[int, Any] = {}
         self._send: Any = None  # the socket's send, looked up once
-        # While a received segment is processed (``_on_receive``), what is written is gathered
-        # here and handed back to the socket as the call's result: one write per segment, and
-        # no call across the FFI for it. (None: writes go out at once.)
-        self._gathered: list[bytes] | None = None
-        self._gathered_size = 0
+        # While a received segment is processed (``_on_receive``), the first write (the answer:
+        # the next command) is held here and handed back to the socket as the call's result, a
+        # call across the FFI less; a second write sends it first. (The socket gathers the
+        # writes of one turn into one WebSocket message either way.)
+        self._receiving = False
+        self._answer: bytes | None = None
 
     def open(
         self, host: str, port: int, *, secure: bool, ca: str | list[str] | None, options: dict[str, Any]
@@ -166,26 +166,20 @@ class BrowserTransport(LoopTransport):
         return False
 
     def write(self, data: bytes) -> bool:
+        if self._receiving and self._answer is None:
+            self._answer = data
+            return True
         if self._socket is None or self._closed:
             return True
-        gathered = self._gathered
-        if gathered is None:
-            return bool(self._send(self._view(data)))
-        gathered.append(data)
-        self._gathered_size += len(data)
-        if self._gathered_size < GATHER_LIMIT:
-            return True
-        # A page streaming from a callback: out now, with the socket's backpressure.
-        return self._send_gathered()
+        if self._answer is not None:
+            self._send_answer()
+        return bool(self._send(self._view(data)))
 
-    def _send_gathered(self) -> bool:
-        """Send what was gathered so far (before a close or STARTTLS, or when it grew large)."""
-        gathered = self._gathered
-        if not gathered or self._socket is None or self._closed:
-            return True
-        self._gathered = []
-        self._gathered_size = 0
-        return bool(self._send(self._view(gathered[0] if len(gathered) == 1 else b"".join(gathered))))
+    def _send_answer(self) -> None:
+        """Send the held answer now (a second write came, or a close or STARTTLS)."""
+        answer, self._answer = self._answer, None
+        if answer is not None and self._socket is not None and not self._closed:
+            self._send(self._view(answer))
 
     def _view(self, data: bytes) -> Any:
         """The write buffer's first ``len(data)`` bytes, holding ``data``."""
@@ -204,12 +198,12 @@ class BrowserTransport(LoopTransport):
 
     def start_tls(self) -> None:
         if self._socket is not None and not self._closed:
-            self._send_gathered()  # (nothing, in SMTP: STARTTLS's reply is the last word)
+            self._send_answer()  # (nothing, in SMTP: STARTTLS's reply is the last word)
             self._socket.upgradeToSecure()
 
     def close(self) -> None:
         if self._socket is not None and not self._closed:
-            self._send_gathered()  # a QUIT written just before
+            self._send_answer()  # a QUIT written just before
             self._socket.close()  # onclose follows
         elif self._socket is None:
             self._report_closed()
@@ -229,15 +223,18 @@ class BrowserTransport(LoopTransport):
     def _on_receive(self, data: Any) -> Any:
         """The socket's ``onreceive``: received bytes in, the bytes to write in answer out (the
         write buffer's view, or None), callbacks fired on the way as ever."""
-        self._gathered = []
-        self._gathered_size = 0
+        self._receiving = True
         try:
             self._owner._transport_data(data.to_bytes())
         finally:
-            gathered, self._gathered = self._gathered, None
-        if not gathered or self._socket is None or self._closed:
+            self._receiving = False
+        answer = self._answer
+        if answer is None:
             return None
-        return self._view(gathered[0] if len(gathered) == 1 else b"".join(gathered))
+        self._answer = None
+        if self._socket is None or self._closed:
+            return None
+        return self._view(answer)
 
     def _on_secure(self, event: Any) -> None:
         self._owner._transport_tls(_negotiated(event))

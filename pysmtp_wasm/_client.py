@@ -98,8 +98,7 @@ class SmtpClient:
         self._transport: Transport | None = None
         self._engine: SmtpEngine | None = None
         self._timer: TimerHandle | None = None
-        self._deadline: float | None = None  # monotonic() when the current wait times out
-        self._timer_due = 0.0  # when the scheduled timer fires
+        self._progress_at = 0.0  # monotonic() at the last progress: the timeouts count from it
         self._written_since_reply = 0
         self._writable = True
         self._error: SmtpError | None = None
@@ -140,6 +139,7 @@ class SmtpClient:
     @timeoutSocketLowerBound.setter
     def timeoutSocketLowerBound(self, value: float) -> None:  # noqa: N802
         self.options.timeout_lower_bound_ms = value
+        self._timeouts_changed()
 
     @property
     def timeoutSocketMultiplier(self) -> float:  # noqa: N802 - the seed's name
@@ -149,6 +149,13 @@ class SmtpClient:
     @timeoutSocketMultiplier.setter
     def timeoutSocketMultiplier(self, value: float) -> None:  # noqa: N802
         self.options.timeout_multiplier_ms = value
+        self._timeouts_changed()
+
+    def _timeouts_changed(self) -> None:
+        # A running timer may sleep past a deadline the new value brings closer: wake it now,
+        # and it works the deadline out again.
+        if self._timer is not None:
+            self._schedule(monotonic())
 
     @property
     def state(self) -> str:
@@ -329,12 +336,13 @@ class SmtpClient:
         """Write what the engine wants written, then act on its events in order."""
         if self._flush() or rearm:
             self._rearm()
-        for event in events:
-            self._dispatch(event)
+        if events:
+            on_event = _ON_EVENT
+            for event in events:
+                on_event[type(event)](self, event)  # (by exact type: the events are final classes)
 
     def _flush(self) -> bool:
-        assert self._engine is not None
-        data = self._engine.data_to_send()
+        data = self._engine.data_to_send()  # type: ignore[union-attr] # (every caller has one)
         if not data or self._transport is None or self._closed:
             return False
         self._written_since_reply += len(data)
@@ -342,87 +350,114 @@ class SmtpClient:
             self._writable = False
         return True
 
-    def _dispatch(self, event: Event) -> None:
-        engine = self._engine
-        assert engine is not None and self._transport is not None
-        # By exact type (the events are final classes), the ones of every message first.
-        if type(event) is Log:
-            self._log(event.direction, event.text)
-        elif type(event) is Idle:
-            # A quit() or useEnvelope() in ondone means the session is no longer idle.
-            if engine.state is State.IDLE:
-                self._notify("idle", self.onidle)
-        elif type(event) is Ready:
-            self._notify("ready", self.onready, event.failed_recipients)
-        elif type(event) is Done:
-            self.lastResults = event.results
-            self._notify("done", self.ondone, event.success)
-        elif type(event) is StartTls:
-            self._transport.start_tls()
-        elif type(event) is Failed:
-            self._error = event.error
-            if not event.quitting:
-                self._cancel_timer()  # (with QUIT under way, its timer runs on)
-            self._log("*", f"error: {event.error}")
-            self._call(self.onerror, event.error)
-            if self._operation is not None:
-                self._operation.fail(event.error)
-            if not event.quitting:
-                self._transport.close()  # onclose(true) follows when the transport reports it
-        elif type(event) is Finished:
-            self._cancel_timer()
-            self._transport.close()
+    # What each event does (_ON_EVENT, after the class, maps each event type to its method).
+
+    def _on_log_event(self, event: Log) -> None:
+        self._log(event.direction, event.text)
+
+    def _on_idle(self, event: Idle) -> None:
+        # A quit() or useEnvelope() in ondone means the session is no longer idle.
+        if self._engine is not None and self._engine.state is State.IDLE:
+            self._notify("idle", self.onidle)
+
+    def _on_ready(self, event: Ready) -> None:
+        self._notify("ready", self.onready, event.failed_recipients)
+
+    def _on_done(self, event: Done) -> None:
+        self.lastResults = event.results
+        self._notify("done", self.ondone, event.success)
+
+    def _on_start_tls(self, event: StartTls) -> None:
+        assert self._transport is not None
+        self._transport.start_tls()
+
+    def _on_failed(self, event: Failed) -> None:
+        assert self._transport is not None
+        self._error = event.error
+        if not event.quitting:
+            self._cancel_timer()  # (with QUIT under way, its timer runs on)
+        self._log("*", f"error: {event.error}")
+        self._call(self.onerror, event.error)
+        if self._operation is not None:
+            self._operation.fail(event.error)
+        if not event.quitting:
+            self._transport.close()  # onclose(true) follows when the transport reports it
+
+    def _on_finished(self, event: Finished) -> None:
+        assert self._transport is not None
+        self._cancel_timer()
+        self._transport.close()
 
     def _notify(self, what: str, callback: Callable[..., Any], *args: Any) -> None:
         """A step of the session: to a running ``send_message`` if there is one, else to the page."""
         if self._operation is not None:
             self._operation.deliver(what, *args)
-        else:
-            self._call(callback, *args)
+            return
+        try:  # (as _call does: a step of every message, a call less)
+            callback(*args)
+        except Exception:
+            logger.exception("an exception escaped from %s", getattr(callback, "__name__", "a callback"))
 
     def _rearm(self) -> None:
-        """(Re)start the timeout for what the server or the network owes us now.
+        """Progress: restart the timeout for what the server or the network owes us now.
 
         It restarts when a command is written and when a complete reply arrives, never on a
         partial reply: a server that drips one byte a second still times out.
 
-        Only the deadline moves; the one scheduled timer is left alone unless it would fire too
-        late, and when it fires early it goes back to sleep for the rest. (Each timer is a
-        setTimeout across the FFI in the browser: a message would otherwise cost a dozen.)
+        Only the time of the progress is noted here (a reply's whole share of the timeouts).
+        The deadline is worked out when the one timer fires, from the state then: the lower
+        bound (the greeting's timeout while it is owed) plus the allowance per byte written
+        since the last reply, counted from the last progress. A timer never sleeps past the
+        shortest timeout (:meth:`_longest_sleep`), so a deadline that progress moves earlier
+        is still met: the timer wakes, finds it not due, and sleeps again for the rest. (Each
+        timer is a setTimeout across the FFI in the browser: a message would otherwise cost a
+        dozen; now it costs none.)
         """
-        self._deadline = None
+        self._progress_at = monotonic()
+        if self._timer is None and self._transport is not None and not self._closed:
+            self._schedule(self._progress_at + self._longest_sleep())
+
+    def _deadline(self) -> float | None:
+        """When the current wait times out (monotonic()), or None when nothing is owed."""
         engine = self._engine
-        if engine is None or self._closed or engine.state is State.CLOSED or self._transport is None:
-            return
+        if engine is None or self._closed or self._transport is None:
+            return None
         state = engine.state
         options = self.options
         if state in _GREETING_STATES:
             base = options.timeout_greeting_ms
-        elif state in AWAITING or not self._writable:  # (engine.awaiting_reply, without the call)
+        elif state in AWAITING or not self._writable:
             base = options.timeout_lower_bound_ms
         else:
-            return
+            return None  # (idle, or the page streams into a writable buffer: nothing is owed)
         # The seed's rule: a lower bound plus an allowance per byte written since the last
         # reply (for the end of data, the whole message).
         allowance = options.timeout_multiplier_ms * self._written_since_reply
-        deadline = self._deadline = monotonic() + (base + allowance) / 1000
-        if self._timer is None or self._timer_due > deadline:
-            self._schedule(deadline)
+        return self._progress_at + (base + allowance) / 1000
+
+    def _longest_sleep(self) -> float:
+        """The longest a timer may sleep: the shortest timeout, in seconds. Every deadline is
+        at least that far after the progress that sets it, so no progress to come can bring a
+        deadline before a timer set now."""
+        options = self.options
+        return min(options.timeout_greeting_ms, options.timeout_lower_bound_ms) / 1000
 
     def _schedule(self, due: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
         assert self._transport is not None
-        self._timer_due = due
         self._timer = self._transport.call_later(max(0.0, due - monotonic()), self._on_timeout)
 
     def _on_timeout(self) -> None:
         self._timer = None
         engine = self._engine
-        if engine is None or engine.state is State.CLOSED or self._deadline is None:
-            return
-        if self._deadline > monotonic() + 0.001:
-            self._schedule(self._deadline)  # the deadline moved since this timer was set
+        deadline = self._deadline()
+        if engine is None or deadline is None:
+            return  # nothing is owed now: the next progress sets a timer again
+        now = monotonic()
+        if deadline > now + 0.001:
+            # Progress moved the deadline since this timer was set: sleep for the rest.
+            self._schedule(min(deadline, now + self._longest_sleep()))
             return
         waited = {
             State.CONNECTING: "connecting",
@@ -433,7 +468,6 @@ class SmtpClient:
         self._after(engine.fail(SmtpTimeoutError(f"timed out waiting for {waited}", stage=engine.stage)))
 
     def _cancel_timer(self) -> None:
-        self._deadline = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -449,3 +483,14 @@ class SmtpClient:
             callback(*args)
         except Exception:
             logger.exception("an exception escaped from %s", getattr(callback, "__name__", "a callback"))
+
+
+_ON_EVENT: dict[type[Event], Callable[[SmtpClient, Any], None]] = {
+    Log: SmtpClient._on_log_event,
+    Idle: SmtpClient._on_idle,
+    Ready: SmtpClient._on_ready,
+    Done: SmtpClient._on_done,
+    StartTls: SmtpClient._on_start_tls,
+    Failed: SmtpClient._on_failed,
+    Finished: SmtpClient._on_finished,
+}

@@ -47,6 +47,7 @@ _USE_ENVELOPE_STATES, _SEND_STATES, _END_STATES = _USE_ENVELOPE.states, _SEND.st
 _ENVELOPE_FIELDS = frozenset({"from", "to", "size", "dsn", "binary"})
 _accepted_of = attrgetter("accepted")
 _IDLE = Idle()  # (immutable and without fields: one serves every time)
+_TLS, _CLOSED = State.TLS, State.CLOSED  # (a global's lookup, not a class attribute's too)
 
 
 def _reply_error(
@@ -172,9 +173,10 @@ class SmtpEngine:
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Take bytes the server sent; return what happened."""
-        if self.state is State.CLOSED:
+        state = self.state
+        if state is _CLOSED:
             return []
-        if self.state is State.TLS:
+        if state is _TLS:
             # RFC 3207 §5, CVE-2011-0411: nothing received between "220 ready" and the
             # handshake may be read as a reply. The transport should not hand us any; if it
             # does, it is dropped.
@@ -186,12 +188,10 @@ class SmtpEngine:
             self._fail(error)
             return self._take_events()
         handlers = self._handlers
-        for position, reply in enumerate(replies, 1):
+        for reply in replies:
             self.replies_received += 1
             if self.transcript:
-                for index, line in enumerate(reply.lines):
-                    sep = "-" if index < len(reply.lines) - 1 else " "
-                    self._log("S", f"{reply.code}{sep}{line}")
+                self._log_reply(reply)
             # (The handler of the state's replies, looked up here: a call less per reply.)
             handler = handlers.get(self.state)
             try:
@@ -201,13 +201,21 @@ class SmtpEngine:
                     handler(reply)
             except SmtpError as error:
                 self._fail(error)
-            if self.state in (State.TLS, State.CLOSED):
+            state = self.state
+            if state is _TLS or state is _CLOSED:
                 # After "220 ready to start TLS" the rest of this chunk is not trusted.
-                if self.state is State.TLS and (position < len(replies) or self._parser.buffered):
+                if state is _TLS and (reply is not replies[-1] or self._parser.buffered):
                     self._log("*", "discarded data received after the STARTTLS reply")
                 self._parser.reset()
                 break
-        return self._take_events()
+        events = self._events
+        self._events = []
+        return events
+
+    def _log_reply(self, reply: Reply) -> None:
+        last = len(reply.lines) - 1
+        for index, line in enumerate(reply.lines):
+            self._log("S", f"{reply.code}{'-' if index < last else ' '}{line}")
 
     # -- the user's calls --------------------------------------------------------------------
 

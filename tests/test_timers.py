@@ -235,3 +235,31 @@ def test_idle_and_quit(monkeypatch: pytest.MonkeyPatch) -> None:
     s.clock.advance(1.1)
     error = s.timed_out()
     assert error is not None and error.stage == "QUIT" and s.events[-1] == "close:True"
+
+
+def test_a_shorter_lower_bound_set_while_a_wait_runs_applies_to_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The timer of a wait sleeps at most the shortest timeout; a page that lowers
+    ``timeoutSocketLowerBound`` meanwhile wakes it: the wait under way gets the new bound."""
+    s = Session(monkeypatch, timeoutSocketLowerBound=10_000, timeoutSocketMultiplier=0)
+    s.to_idle()
+    s.client.useEnvelope({"from": "a@example.com", "to": "b@example.com"})
+    s.clock.advance(0.5)
+    s.client.timeoutSocketLowerBound = 1000
+    s.clock.advance(0.49)  # 0.99 s after MAIL
+    assert s.errors == []
+    s.clock.advance(0.02)
+    error = s.timed_out()
+    assert error is not None and error.stage == "MAIL", s.errors
+
+
+def test_a_deadline_that_progress_brings_closer_is_met(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The greeting may take 30 s; it comes at once, and EHLO's reply is owed within 1 s. The
+    timer set for the greeting must not sleep past that."""
+    s = Session(monkeypatch, timeoutGreeting=30_000, timeoutSocketLowerBound=1000)
+    s.server(b"220 hi\r\n")
+    assert s.wrote() == b"EHLO localhost\r\n"
+    s.clock.advance(0.99)
+    assert s.errors == []
+    s.clock.advance(0.02)
+    error = s.timed_out()
+    assert error is not None and error.stage == "EHLO", s.errors

@@ -125,3 +125,13 @@ def test_allow_insecure_auth_is_a_known_option_and_off_by_default():
     assert parse_options({"allowInsecureAuth": True}).allow_insecure_auth is True
     with pytest.raises(SmtpUsageError, match="unknown option 'allowInsecureAUTH'.*allowInsecureAuth"):
         parse_options({"allowInsecureAUTH": True})
+
+
+def test_every_event_type_has_its_handler_in_the_client() -> None:
+    """The client acts on events by a table of their types: a new event type needs a row."""
+    from typing import get_args
+
+    from pysmtp_wasm._client import _ON_EVENT
+    from pysmtp_wasm._events import Event
+
+    assert set(_ON_EVENT) == set(get_args(Event))
