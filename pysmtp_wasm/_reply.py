@@ -61,6 +61,9 @@ def _enhanced_code(code: int, text: str) -> str | None:
 # A reply line's start: three digits, the first 2-5, then " ", "-" or nothing (RFC 5321 §4.2).
 _HEAD = re.compile(r"[2-5][0-9][0-9](?:[ -]|\Z)")
 
+# A whole segment that is one last (or only) reply line: its code, and its text if any.
+_ONE_LINE = re.compile(rb"([2-5][0-9][0-9])(?: ([^\n]*?))?\r?\n")
+
 # Reply(code, lines, enhanced) without its __new__: a named tuple's __new__ is a Python
 # function, and one call less per reply counts in WebAssembly.
 _new_reply = tuple.__new__
@@ -93,11 +96,18 @@ class ReplyParser:
     def feed(self, data: bytes) -> list[Reply]:
         """Take received bytes; return the replies they complete, in order."""
         buffer = self._buffer
-        if not buffer and data and data.find(b"\n") == len(data) - 1 and len(data) <= MAX_REPLY_LINE + 1:
-            # The usual case, a reply line (or one line of a multi-line reply) in a segment of its
-            # own: no copy into the buffer, no search for more lines. (The same checks as below.)
-            reply = self._line(data[:-2] if data.endswith(b"\r\n") else data[:-1])
-            return [] if reply is None else [reply]
+        if not buffer and self._code is None and len(data) <= MAX_REPLY_LINE + 1:
+            # The usual case, a one-line reply in a segment of its own: one match of the whole
+            # segment, no copy into the buffer, no search for more lines. (What _line would make
+            # of it; anything else takes the way below.)
+            one = _ONE_LINE.fullmatch(data)
+            if one is not None:
+                code, raw = one.groups()
+                text = raw.decode("utf-8", "replace") if raw else ""
+                match = _ENHANCED.match(text)
+                # (the enhanced code's class is its first character, the reply code's is the segment's)
+                enhanced = match.group(0) if match is not None and ord(text[0]) == data[0] else None
+                return [_new_reply(Reply, (int(code), (text,), enhanced))]
         replies: list[Reply] = []
         buffer += data
         start = 0
