@@ -247,8 +247,13 @@ class BrowserTransport(LoopTransport):
 
     def _on_close(self, event: Any) -> None:
         self._closed = True
-        # The proxy now running is one of ours: destroy them all once this call returns.
-        self._loop.call_soon(self._release)
+        # The proxy now running is one of ours: they are all destroyed once this call has
+        # returned, and only then is the close reported, so that the page, when it hears
+        # onclose, finds nothing of the connection left (live_proxies back where it was).
+        self._loop.call_soon(self._release_and_report)
+
+    def _release_and_report(self) -> None:
+        self._release()
         self._report_closed()
 
     def _release(self) -> None:

@@ -638,6 +638,36 @@ def test_no_proxy_leaks_per_message_or_per_connection(page: Page, proxy: PysmtpP
     assert objects[:2] == [0, 0] and objects[2] - objects_before[2] <= 5, (objects_before, objects)
 
 
+def test_a_page_that_hears_onclose_finds_the_connection_released(page: Page, proxy: PysmtpProxy) -> None:
+    """The socket's callback proxies are destroyed before onclose reaches the page: the
+    counters read inside onclose (after a QUIT, and after a close() of the page's own) are back
+    at zero, not zero a moment later."""
+    with SmtpServer() as server:
+        url = proxy.url(server.port)
+        seen = page.run(
+            """
+            const api = await window.smtp;
+            const inside = [];
+            for (const ending of ["quit", "close"]) {
+              await new Promise((resolve, reject) => {
+                const client = new api.SmtpClient("localhost", args[0], { proxy: args[1] });
+                client.onerror = (e) => reject(e);
+                const envelope = { from: "a@example.com", to: ["b@example.com"] };
+                client.onidle = () => (ending === "quit" ? client.quit() : client.useEnvelope(envelope));
+                client.onready = () => { client.send("Subject: x\\r\\n\\r\\nx\\r\\n"); client.end(); };
+                client.ondone = () => client.close();
+                client.onclose = () => { inside.push(api.stats().socketProxies); resolve(); };
+                client.connect();
+              });
+            }
+            return inside;
+            """,
+            server.port,
+            url,
+        )
+    assert seen == [0, 0]
+
+
 def test_the_page_needs_nothing_but_its_own_origin(
     page: Page, proxy: PysmtpProxy, rsa_cert: Certificate
 ) -> None:

@@ -280,7 +280,7 @@ export interface PySmtpApi {
   bootKind: BootKind;
   /** The Pyodide instance: Python code in it can `import pysmtp_wasm`. */
   pyodide: any;
-  /** Objects alive at the JS/Python boundary (leak checks). */
+  /** Objects alive at the JS/Python boundary (leak checks): a connection's own are gone by the time its `onclose` runs. */
   stats(): { socketProxies: number; clients: number; jsClients: number };
 }
 
