@@ -85,7 +85,8 @@ class SmtpEngine:
         self._mechanism: _sasl.Mechanism | None = None
         # The current transaction.
         self._pipelining = False
-        self._queue: deque[tuple[Pending, str]] = deque()  # commands not yet written (kind, line)
+        # commands not yet written: (kind, argument, the command's bytes with its CRLF)
+        self._queue: deque[tuple[Pending, str, bytes]] = deque()
         self._pending: deque[tuple[Pending, str]] = deque()  # written, reply due (kind, argument)
         self._accepted: list[str] = []
         self._rejected: dict[str, Reply] = {}
@@ -256,13 +257,13 @@ class SmtpEngine:
         queue.clear()
         self._pending.clear()
         if self._rset_needed:
-            queue.append((Pending.RSET, "RSET"))
-        queue.append((Pending.MAIL, f"MAIL FROM:<{sender}>{params}"))
-        rcpt = Pending.RCPT
+            queue.append((Pending.RSET, "", b"RSET\r\n"))
+        queue.append((Pending.MAIL, sender, f"MAIL FROM:<{sender}>{params}\r\n".encode()))
+        rcpt, rcpt_params = Pending.RCPT, self._rcpt_params
         for r in recipients:
-            queue.append((rcpt, r))
+            queue.append((rcpt, r, f"RCPT TO:<{r}>{rcpt_params}\r\n".encode()))
         if not self._chunking:
-            queue.append((Pending.DATA, "DATA"))
+            queue.append((Pending.DATA, "", b"DATA\r\n"))
         self._pipelining = "PIPELINING" in keywords
         self.state = State.ENVELOPE
         self._write_queue()
@@ -566,10 +567,12 @@ class SmtpEngine:
 
     def _write_queue(self) -> None:
         """Write the next command, or all of them when the server pipelines (RFC 2920)."""
-        while self._queue:
-            kind, arg = self._queue.popleft()
-            line = f"RCPT TO:<{arg}>{self._rcpt_params}" if kind is Pending.RCPT else arg
-            self._send_command(line)
+        queue = self._queue
+        while queue:
+            kind, arg, line = queue.popleft()
+            self._out.append(line)
+            if self.transcript:
+                self._log("C", line[:-2].decode())
             self._pending.append((kind, arg))
             if not self._pipelining:
                 break
@@ -589,7 +592,7 @@ class SmtpEngine:
                 self._accepted.append(arg)
             else:
                 self._rejected[arg] = reply
-            if not self._accepted and not any(k is Pending.RCPT for k, _ in (*self._pending, *self._queue)):
+            if not self._accepted and not self._rcpt_waiting():
                 # Every recipient is refused: don't send DATA (a pipelined one is void too).
                 raise SmtpRecipientsError(
                     "Can't send mail - all recipients were rejected",
@@ -607,6 +610,10 @@ class SmtpEngine:
             self._start_data()  # the last RCPT is answered: no DATA command with BDAT
             return
         self._write_queue()
+
+    def _rcpt_waiting(self) -> bool:
+        """Whether an RCPT is still to be written or answered."""
+        return any(entry[0] is Pending.RCPT for entry in (*self._pending, *self._queue))
 
     def _start_data(self) -> None:
         escape = not self.options.disable_escaping and not self._binary

@@ -25,6 +25,12 @@
     static defaults = {};
     /** Replies sent by every server of the page since it loaded (the hops a workload took). */
     static replies = 0;
+    /**
+     * null, or {what: ms}: the ms spent in the client's handler of each reply (onreceive, with
+     * the write of its answer; or ondata), by what the reply answers ("MAIL", "RCPT", "DATA",
+     * "end of data", ...), summed (bench/pages/work.js phaseProfile).
+     */
+    static timing = null;
     static open() {
       return new this(); // (a subclass's open makes one of its own)
     }
@@ -40,6 +46,7 @@
       for (const name of ["onopen", "ondata", "onreceive", "onsecure", "ondrain", "onerror", "onclose"]) this[name] = null;
       this.inData = false;
       this.tail = "";
+      this.answering = "connect"; // what the next reply answers (timing's key)
       this.bufferedAmount = 0;
       this.readyState = "open";
       hop(() => {
@@ -51,11 +58,15 @@
     reply(text) {
       InstantServer.replies += 1;
       const bytes = encoder.encode(text + "\r\n");
+      const what = this.answering;
       hop(() => {
+        const t = InstantServer.timing ? performance.now() : 0;
         if (this.onreceive) {
           const answer = this.onreceive(bytes.buffer); // as PySmtpSocket does (web/src/socket.js)
           if (answer) this.send(answer);
         } else this.ondata?.({ type: "data", data: bytes.buffer });
+        const timing = InstantServer.timing;
+        if (timing) timing[what] = (timing[what] || 0) + performance.now() - t;
       });
     }
 
@@ -68,6 +79,7 @@
         if (this.tail === "\r\n.\r\n") {
           this.inData = false;
           this.tail = "";
+          this.answering = "end of data";
           this.reply("250 2.0.0 queued");
         }
         return true;
@@ -75,6 +87,7 @@
       for (const line of decoder.decode(u8).split("\r\n")) {
         if (!line) continue;
         const verb = line.slice(0, 4).toUpperCase();
+        this.answering = verb;
         if (verb === "EHLO") this.reply("250-instant\r\n250-8BITMIME\r\n250 SIZE 100000000");
         else if (verb === "DATA") {
           this.inData = true;

@@ -132,7 +132,9 @@ class _BenchFloor:
 
   /** The page's side of the floor client: the seed's calls and callbacks that sendSmall uses. */
   class FloorClient {
-    constructor() {
+    /** @param {{port: number, proxy: string}} spec where to (InstantServer takes anything) */
+    constructor(spec) {
+      this._spec = spec;
       for (const name of ["onidle", "onready", "ondone", "ondrain", "onerror", "onclose"]) this[name] = () => {};
     }
     connect() {
@@ -140,7 +142,7 @@ class _BenchFloor:
         api.pyodide.runPython(FLOOR_PY);
         floorClass = api.pyodide.globals.get("_BenchFloor");
       }
-      const sock = globalThis.PySmtpSocket.open();
+      const sock = globalThis.PySmtpSocket.open("localhost", this._spec.port, { proxy: this._spec.proxy });
       const py = floorClass(sock, (name, value) => this[name](value));
       const methods = ["receive", "envelope", "send", "end", "quit"].map((name) => py[name]);
       [this._receive, this._envelope, this._send, this._end, this._quit] = methods;
@@ -168,7 +170,7 @@ class _BenchFloor:
   function makeClient(kind, spec) {
     let client;
     if (kind === "floor") {
-      client = new FloorClient();
+      client = new FloorClient(spec);
     } else if (kind === "emailjs") {
       EmailjsTCPSocket.proxy = spec.proxy;
       client = new EmailjsSmtpClient("localhost", spec.port, { useSecureTransport: !!spec.tls, ca: spec.ca });
@@ -306,24 +308,142 @@ class _BenchFloor:
     const socketClass = globalThis.PySmtpSocket;
     globalThis.PySmtpSocket = InstantServer;
     let us, replies;
+    /** @type {Record<string, number> | null} with spec.phases: ms inside each call and handler */
+    let phases = null;
     try {
       const c = makeClient(spec.client, { proxy: "ws://instant.invalid/", port: 25 });
       const idle = c.next("idle");
       c.client.connect();
       await idle;
+      if (spec.phases) {
+        phases = InstantServer.timing = {};
+        for (const name of ["useEnvelope", "send", "end"]) {
+          const call = c.client[name].bind(c.client);
+          c.client[name] = (...args) => {
+            const t = performance.now();
+            try {
+              return call(...args);
+            } finally {
+              phases[name + "()"] = (phases[name + "()"] || 0) + performance.now() - t;
+            }
+          };
+        }
+      }
       const before = InstantServer.replies;
       const t0 = performance.now();
       await sendSmall(c, spec.count);
       us = ((performance.now() - t0) * 1000) / spec.count;
       replies = (InstantServer.replies - before) / spec.count;
+      InstantServer.timing = null;
       await quit(c);
     } finally {
+      InstantServer.timing = null;
       globalThis.PySmtpSocket = socketClass;
     }
     const hops = 2000;
     const t0 = performance.now();
     for (let i = 0; i < hops; i++) await InstantServer.hop();
-    return { us, replies, hopUs: ((performance.now() - t0) * 1000) / hops };
+    const result = { us, replies, hopUs: ((performance.now() - t0) * 1000) / hops };
+    if (phases) {
+      // µs a message: each of the page's calls, and the client's handling of each reply (keyed
+      // "reply to MAIL" and so on; with the write of its answer)
+      const perMessage = (/** @type {number} */ ms) => (ms * 1000) / spec.count;
+      result.phases = Object.fromEntries(
+        Object.entries(phases).map(([k, ms]) => [k.endsWith("()") ? k : "reply to " + k, perMessage(ms)]),
+      );
+    }
+    return result;
+  }
+
+  // Python's opcode events counted by code object while a workload runs (instructionProfile).
+  const COUNT_ON = `
+import sys as _sys, collections as _collections
+_bench_counts = _collections.Counter()
+def _bench_trace(frame, event, arg):
+    frame.f_trace_opcodes = True
+    frame.f_trace_lines = False
+    if event == "opcode":
+        _bench_counts[frame.f_code] += 1
+    return _bench_trace
+_sys.settrace(_bench_trace)
+`;
+  const COUNT_OFF = `
+_sys.settrace(None)
+def _bench_where(code):
+    name = code.co_filename
+    where = "pysmtp_wasm/" + name.split("/pysmtp_wasm/")[-1] if "/pysmtp_wasm/" in name else ("floor" if name == "<exec>" else name.rsplit("/", 1)[-1])
+    return f"{where}:{code.co_name}"
+_bench_rows = sorted(((n, _bench_where(c)) for c, n in _bench_counts.items() if c is not _bench_trace.__code__), reverse=True)
+del _bench_counts, _bench_trace, _bench_where
+[[n, w] for n, w in _bench_rows]
+`;
+
+  /**
+   * Where a small message's Python goes: the bytecode instructions it runs in this page, by
+   * function (sys.settrace's opcode events, counted while pageCost runs spec.count messages of
+   * spec.client, "pysmtp" or "floor", after spec.warm). A count, not a time: the same in every
+   * engine and on every machine, and what a change to the reply path saves shows in it at once
+   * (in this page each instruction costs 0.04-0.07 µs: bench/README.md).
+   */
+  async function instructionProfile(spec) {
+    await ready;
+    await pageCost({ client: spec.client, count: spec.warm });
+    api.pyodide.runPython(COUNT_ON);
+    let rows;
+    try {
+      await pageCost({ client: spec.client, count: spec.count });
+    } finally {
+      rows = api.pyodide.runPython(COUNT_OFF).toJs();
+    }
+    return rows.map(([n, where]) => [n / spec.count, where]);
+  }
+
+  /**
+   * What the byte scans of a message's 64 KiB chunk cost in this page's Pyodide, µs each (the
+   * best of 5 rounds of spec.count): the dot-stuffer's encode (the bench's text, a third of its
+   * lines starting with "."; and the same without a dot), the operations it is made of, and
+   * the copies across the boundary beside them.
+   */
+  async function chunkProfile(spec) {
+    await ready;
+    const py = api.pyodide;
+    py.globals.set("_bench_chunk", poolU8[0]);
+    try {
+      return py.runPython(`
+import time as _time
+from pysmtp_wasm._dotstuff import DotStuffer as _DotStuffer, _CRS, _LFS
+import js as _js
+def _bench_chunk_costs(view, count):
+    chunk = view.to_bytes()
+    plain = chunk.replace(b"\\r\\n.", b"\\r\\nx")
+    out = _js.Uint8Array.new(len(chunk))
+    stuffer = _DotStuffer()
+    def best(op):
+        fastest = 1e9
+        for _ in range(5):
+            start = _time.perf_counter()
+            for _ in range(count):
+                op()
+            fastest = min(fastest, (_time.perf_counter() - start) / count * 1e6)
+        return fastest
+    return {
+        "encode (a third of the lines dot-stuffed)": best(lambda: stuffer.encode(chunk)),
+        "encode (no line starts with a dot)": best(lambda: stuffer.encode(plain)),
+        "translate (one of the two of the CRLF check)": best(lambda: chunk.translate(_CRS)),
+        "split on CRLF '.' and join (the stuffing)": best(lambda: b"\\r\\n..".join(chunk.split(b"\\r\\n."))),
+        "search for CRLF '.' that is not there": best(lambda: plain.find(b"\\r\\n.")),
+        "search for one byte that is not there": best(lambda: b"\\x00" in chunk),
+        "count one byte": best(lambda: chunk.count(b"\\n")),
+        "copy in (to_bytes)": best(lambda: view.to_bytes()),
+        "copy out (assign)": best(lambda: out.assign(chunk)),
+    }
+_bench_result = _bench_chunk_costs(_bench_chunk, ${spec.count})
+del _bench_chunk_costs
+_bench_result
+`).toJs({ dict_converter: Object.fromEntries });
+    } finally {
+      py.runPython("del _bench_chunk, _bench_result");
+    }
   }
 
   /**
@@ -481,5 +601,8 @@ profile_engine.small_messages(_engine, ${spec.count})
     return { handshakeMs, idleMs };
   }
 
-  window.bench = { ready, throughput, smallMessages, pageCost, crossingCost, workerRoundTrip, engineAlone, raw, tlsSetup, PASS_BYTES };
+  window.bench = {
+    ready, throughput, smallMessages, pageCost, crossingCost, workerRoundTrip, engineAlone, raw, tlsSetup,
+    instructionProfile, chunkProfile, PASS_BYTES,
+  };
 })();
