@@ -427,7 +427,7 @@ class SmtpClient:
     def _deadline(self) -> float | None:
         """When the current wait times out (monotonic()), or None when nothing is owed."""
         engine = self._engine
-        if engine is None or self._closed or self._transport is None:
+        if engine is None or self._closed or self._transport is None or engine.state is State.CLOSED:
             return None
         state = engine.state
         options = self.options
