@@ -12,7 +12,9 @@ bench/README.md's "Where the time goes" (issue 23), for the next person to run a
   ``end()``) and in the client's handling of each reply (with the write of its answer), for
   pysmtp-wasm, the floor client and emailjs, against the in-page server (no network).
 - ``chunk``: µs of the byte scans and copies of one 64 KiB chunk of a streamed message in the
-  page's Pyodide (the dot-stuffer's encode and what it is made of).
+  page's Pyodide (the dot-stuffer's encode and what it is made of). Firefox's and WebKit's
+  clocks are coarse in a page that is not cross-origin isolated: their figures come in steps
+  of 5 µs, and the copies (~2 µs) read 0 there.
 
 Needs ./build.sh (dist/) and the browsers of tests/provision.sh, as bench/run.py does.
 """
@@ -84,7 +86,7 @@ def _phase_order(name: str) -> tuple[int, str]:
 
 def chunk(driver: Any, count: int) -> None:
     costs = run_js(driver, "window.bench.chunkProfile(arguments[0])", {"count": count})
-    for what, us in costs.items():
+    for what, us in costs:
         print(f"    {us:8.1f} µs  {what}")
 
 

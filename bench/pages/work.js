@@ -399,8 +399,8 @@ del _bench_counts, _bench_trace, _bench_where
   }
 
   /**
-   * What the byte scans of a message's 64 KiB chunk cost in this page's Pyodide, µs each (the
-   * best of 5 rounds of spec.count): the dot-stuffer's encode (the bench's text, a third of its
+   * What the byte scans of a message's 64 KiB chunk cost in this page's Pyodide, [what, µs]
+   * pairs (the best of 5 rounds of spec.count): the dot-stuffer's encode (the bench's text, a third of its
    * lines starting with "."; and the same without a dot), the operations it is made of, and
    * the copies across the boundary beside them.
    */
@@ -437,10 +437,10 @@ def _bench_chunk_costs(view, count):
         "copy in (to_bytes)": best(lambda: view.to_bytes()),
         "copy out (assign)": best(lambda: out.assign(chunk)),
     }
-_bench_result = _bench_chunk_costs(_bench_chunk, ${spec.count})
+_bench_result = [[what, us] for what, us in _bench_chunk_costs(_bench_chunk, ${spec.count}).items()]
 del _bench_chunk_costs
 _bench_result
-`).toJs({ dict_converter: Object.fromEntries });
+`).toJs();
     } finally {
       py.runPython("del _bench_chunk, _bench_result");
     }
