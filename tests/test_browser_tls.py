@@ -252,6 +252,51 @@ def test_a_pinned_cas_openssl_context_is_shared_then_freed_after_its_last_connec
     assert out["most"] == 1 and out["after"] == 0 and out["last"] == 0, out
 
 
+def test_an_openssl_that_trapped_is_never_called_again(
+    page: Page, proxy: PysmtpProxy, chains: dict[str, Chain], leaves: dict[str, Certificate]
+) -> None:
+    # A trap (a WebAssembly.RuntimeError) can stop OpenSSL half-way through updating its memory:
+    # the connection it happened on ends with a TLSError that says so, nothing calls into that
+    # module again, and the next connection gets a new one. (The trap is the test's: the page's
+    # module made to throw one in its handshake, then given its handshake back.)
+    recorder = Recorder()
+    with SmtpServer(recorder, implicit_tls=modern_tls_context(leaves["rsa"])) as server:
+        out = page.run(
+            """
+            const first = await PySmtp.Socket.defaults.openssl();
+            const handshake = first._pt_handshake;
+            const calls = [];
+            for (const name of ["_pt_free", "_pt_ctx_free", "_pt_new", "_pt_feed"]) {
+              const call = first[name];
+              first[name] = (...a) => { calls.push(name); return call.apply(first, a); };
+            }
+            let trapAt = null;
+            first._pt_handshake = () => {
+              trapAt ??= calls.length;
+              throw new WebAssembly.RuntimeError("out of bounds memory access (the test's trap)");
+            };
+            const options = { proxy: args[1], useSecureTransport: true, ca: args[2] };
+            const spec = { port: args[0], options };
+            const trapped = await window.session(spec);
+            first._pt_handshake = handshake;  // a working handshake again, in a module not to be used
+            const again = await window.session(spec);
+            const now = await PySmtp.Socket.defaults.openssl();
+            return { trapped, again, callsAfterTrap: calls.slice(trapAt ?? calls.length),
+                     fresh: now !== first, firstTrapped: first.pysmtpTrapped === true };
+            """,
+            server.port,
+            proxy.url(server.port),
+            chains["rsa"].root_pem,
+        )
+    trapped, again = out["trapped"], out["again"]
+    assert [e["name"] for e in trapped["errors"]] == ["SmtpTlsError"] and trapped["closed"] is True, trapped
+    message = trapped["errors"][0]["message"]
+    assert "OpenSSL trapped" in message and "the test's trap" in message, message
+    assert again["errors"] == [] and again["done"] == [True], again["errors"]
+    assert out["fresh"] and out["firstTrapped"] and out["callsAfterTrap"] == [], out
+    assert len(recorder.messages) == 1
+
+
 # -- legacy servers: node-forge, only when the page chooses it ---------------------------------------------
 
 FORGE_HINT = 'choose tlsEngine: "forge"'

@@ -72,12 +72,21 @@ async function boot(base, options) {
   /** @type {Promise<any> | null} */
   let openssl = null;
   // OpenSSL (openssl/openssl-tls.js and its .wasm) likewise: one instance per page, shared by
-  // every connection. A failed load may be retried by a later connection.
+  // every connection. A failed load may be retried by a later connection; an instance that
+  // trapped (openssl-lib.js `trap`) is never used again: the next connection gets a new one.
+  /** @returns {Promise<any>} */
   const loadOpenSSL = () => {
     openssl ??= (globalThis.PySmtpOpenSSL ? Promise.resolve() : loadScript(url("openssl/openssl-tls.js")))
       .then(() => globalThis.PySmtpOpenSSL({ locateFile: (/** @type {string} */ file) => url(`openssl/${file}`) }));
-    openssl.catch(() => (openssl = null));
-    return openssl;
+    const loading = openssl;
+    loading.catch(() => {
+      if (openssl === loading) openssl = null;
+    });
+    return loading.then((module) => {
+      if (!module?.pysmtpTrapped) return module;
+      if (openssl === loading) openssl = null;
+      return loadOpenSSL();
+    });
   };
   Socket().defaults = {
     proxy: options.proxy,

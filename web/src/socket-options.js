@@ -18,7 +18,8 @@ import { ENGINE_FOR, caProblem, nameProblem } from "./tls/index.js";
  * @property {any} [forge] the node-forge namespace, or a function returning (a promise of) it
  *   (default globalThis.forge)
  * @property {any} [openssl] the OpenSSL module (web/openssl/), or a function returning (a
- *   promise of) it (default: made once from globalThis.PySmtpOpenSSL, which openssl-tls.js defines)
+ *   promise of) it (default: made once from globalThis.PySmtpOpenSSL, which openssl-tls.js
+ *   defines, and made again after a call into it trapped; a module given here is refused then)
  */
 
 /**

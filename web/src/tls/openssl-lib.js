@@ -31,6 +31,21 @@ export class OpenSSL {
     this._pinned = new Map();
     /** @type {Map<string, Promise<Trust>>} this module's root stores, one per URL (an SSL_CTX* is an address in its memory) */
     this.rootStores = new Map();
+    /**
+     * The trap (a WebAssembly.RuntimeError) that ended a call into this module, or null. After
+     * one, its memory cannot be trusted (a trap can stop OpenSSL, or its allocator, half-way
+     * through an update, and leaves its stack pointer where it was): nothing calls into it
+     * again, and the page's loader makes a new module for the next connection.
+     * @type {Error | null}
+     */
+    this.trapped = null;
+  }
+
+  /** A call into the module trapped. @param {Error} error */
+  trap(error) {
+    if (this.trapped) return;
+    this.trapped = error;
+    this.m.pysmtpTrapped = true; // (what the loader looks at: it sees the module, not this)
   }
 
   /** @param {number} ptr a NUL-terminated string in WebAssembly memory */
@@ -75,7 +90,7 @@ export class OpenSSL {
 
   /** @param {Trust} trust a context no one uses (an SSL made from it holds its own reference) */
   freeContext(trust) {
-    this.m._pt_ctx_free(trust.sslCtx);
+    if (!this.trapped) this.m._pt_ctx_free(trust.sslCtx);
   }
 
   /**
@@ -126,6 +141,7 @@ export async function resolveOpenSSL(option) {
   const factory = /** @type {any} */ (globalThis).PySmtpOpenSSL;
   if (module == null && typeof factory === "function") {
     module = defaultOpenSSL ??= factory(); // one instance per page
+    if ((await module)?.pysmtpTrapped) module = defaultOpenSSL = factory(); // (a new one after a trap)
   }
   if (typeof module === "function" && typeof module._pt_new !== "function") module = module();
   module = await module;
@@ -136,6 +152,12 @@ export async function resolveOpenSSL(option) {
   if (!lib) {
     lib = new OpenSSL(module);
     openSSLs.set(module, lib);
+  }
+  if (lib.trapped) {
+    throw new Error(
+      `this OpenSSL module trapped on an earlier connection (${lib.trapped.message}) and cannot be trusted any ` +
+        "more: give the socket's openssl option a new module",
+    );
   }
   return lib;
 }

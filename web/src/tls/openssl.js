@@ -99,7 +99,9 @@ class OpenSSLSession extends TlsSession {
     const problem = nameProblem(this._host);
     let why = problem ? `: it ${problem}` : "";
     this._ssl = 0;
-    if (!problem) {
+    if (this._lib.trapped) {
+      why = `: this OpenSSL trapped on another connection (${this._lib.trapped.message})`;
+    } else if (!problem) {
       try {
         this._ssl = this._lib.withString(this._host, (ptr) => this._lib.m._pt_new(prepared.trust.sslCtx, ptr), true);
       } catch (error) {
@@ -167,7 +169,7 @@ class OpenSSLSession extends TlsSession {
 
   close() {
     if (this._closed) return;
-    if (this._active) {
+    if (this._active && !this._lib.trapped) {
       // close_notify, written before the WebSocket closes
       this._call(() => {
         this._lib.m._pt_shutdown(this._ssl);
@@ -177,12 +179,33 @@ class OpenSSLSession extends TlsSession {
     this._stop();
   }
 
-  /** Stop, and free the SSL and this connection's hold on its context. */
+  /** Stop, and free the SSL and this connection's hold on its context (not in a module that trapped). */
   _stop() {
     this._closed = true;
-    if (this._ssl) this._lib.m._pt_free(this._ssl);
+    if (this._ssl && !this._lib.trapped) this._lib.m._pt_free(this._ssl);
     this._ssl = 0;
     this._release();
+  }
+
+  /**
+   * A call into OpenSSL, a throw turned into a TLSError (TlsSession). A trap in it (a
+   * WebAssembly.RuntimeError) marks the module as not to be trusted: this connection and every
+   * other one on it end with a TLSError, nothing calls into it again, and the page's loader
+   * makes a new module for the next connection.
+   * @param {() => void} fn
+   */
+  _call(fn) {
+    super._call(() => {
+      const trapped = this._lib.trapped;
+      if (trapped) throw new Error(`OpenSSL trapped on another connection (${trapped.message}); this one cannot go on`);
+      try {
+        fn();
+      } catch (error) {
+        if (!(error instanceof WebAssembly.RuntimeError)) throw error;
+        this._lib.trap(error);
+        throw new Error(`OpenSSL trapped (${error.message}); the next connection gets a new OpenSSL`);
+      }
+    });
   }
 
   /** Move the handshake on, then read what plaintext there is. */
