@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ssl
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -213,39 +213,51 @@ def test_an_intermediate_may_be_pinned(
     assert_delivered(rec, recorder)
 
 
-def test_a_pinned_cas_openssl_context_is_shared_then_freed_after_its_last_connection(
+@pytest.fixture
+def beside_a_pinned_server(
     page: Page, proxy: PysmtpProxy, chains: dict[str, Chain], leaves: dict[str, Certificate]
+) -> Callable[[str], tuple[Any, Recorder]]:
+    """A function running a JS body in the page while an implicit-TLS server (Python's default
+    TLS, the RSA chain's leaf) listens: ``args[0]`` its port, ``args[1]`` the proxy's URL for
+    it, ``args[2]`` the root to pin. It returns what the body returned and what the server got."""
+
+    def run(body: str) -> tuple[Any, Recorder]:
+        recorder = Recorder()
+        with SmtpServer(recorder, implicit_tls=modern_tls_context(leaves["rsa"])) as server:
+            out = page.run(body, server.port, proxy.url(server.port), chains["rsa"].root_pem)
+        return out, recorder
+
+    return run
+
+
+def test_a_pinned_cas_openssl_context_is_shared_then_freed_after_its_last_connection(
+    beside_a_pinned_server: Callable[[str], tuple[Any, Recorder]],
 ) -> None:
     # Two clients pinning the same `ca` at once share one SSL_CTX; when both have closed, it is
     # freed (pt_ctx_free), and the next connection makes a new one.
-    recorder = Recorder()
-    with SmtpServer(recorder, implicit_tls=modern_tls_context(leaves["rsa"])) as server:
-        out = page.run(
-            """
-            const engine = PySmtp.Socket.engines.openssl;
-            const count = () => engine.pinnedContexts(PySmtp.Socket.defaults.openssl);
-            const options = { proxy: args[1], useSecureTransport: true, ca: args[2] };
-            const spec = { port: args[0], options };
-            const seen = [];
-            let running = true;
-            const sample = async () => {
-              while (running) {
-                seen.push(await count());
-                await new Promise((r) => setTimeout(r, 5));
-              }
-            };
-            const sampling = sample();
-            const recs = await Promise.all([window.session(spec), window.session(spec)]);
-            running = false;
-            await sampling;
-            const after = await count();
-            const again = await window.session(spec);
-            return { recs: [...recs, again], most: Math.max(...seen), after, last: await count() };
-            """,
-            server.port,
-            proxy.url(server.port),
-            chains["rsa"].root_pem,
-        )
+    out, recorder = beside_a_pinned_server(
+        """
+        const engine = PySmtp.Socket.engines.openssl;
+        const count = () => engine.pinnedContexts(PySmtp.Socket.defaults.openssl);
+        const options = { proxy: args[1], useSecureTransport: true, ca: args[2] };
+        const spec = { port: args[0], options };
+        const seen = [];
+        let running = true;
+        const sample = async () => {
+          while (running) {
+            seen.push(await count());
+            await new Promise((r) => setTimeout(r, 5));
+          }
+        };
+        const sampling = sample();
+        const recs = await Promise.all([window.session(spec), window.session(spec)]);
+        running = false;
+        await sampling;
+        const after = await count();
+        const again = await window.session(spec);
+        return { recs: [...recs, again], most: Math.max(...seen), after, last: await count() };
+        """,
+    )
     for rec in out["recs"]:
         assert rec["errors"] == [] and rec["done"] == [True], rec["errors"]
     assert len(recorder.messages) == 3
@@ -253,41 +265,36 @@ def test_a_pinned_cas_openssl_context_is_shared_then_freed_after_its_last_connec
 
 
 def test_an_openssl_that_trapped_is_never_called_again(
-    page: Page, proxy: PysmtpProxy, chains: dict[str, Chain], leaves: dict[str, Certificate]
+    beside_a_pinned_server: Callable[[str], tuple[Any, Recorder]],
 ) -> None:
     # A trap (a WebAssembly.RuntimeError) can stop OpenSSL half-way through updating its memory:
     # the connection it happened on ends with a TLSError that says so, nothing calls into that
     # module again, and the next connection gets a new one. (The trap is the test's: the page's
     # module made to throw one in its handshake, then given its handshake back.)
-    recorder = Recorder()
-    with SmtpServer(recorder, implicit_tls=modern_tls_context(leaves["rsa"])) as server:
-        out = page.run(
-            """
-            const first = await PySmtp.Socket.defaults.openssl();
-            const handshake = first._pt_handshake;
-            const calls = [];
-            for (const name of ["_pt_free", "_pt_ctx_free", "_pt_new", "_pt_feed"]) {
-              const call = first[name];
-              first[name] = (...a) => { calls.push(name); return call.apply(first, a); };
-            }
-            let trapAt = null;
-            first._pt_handshake = () => {
-              trapAt ??= calls.length;
-              throw new WebAssembly.RuntimeError("out of bounds memory access (the test's trap)");
-            };
-            const options = { proxy: args[1], useSecureTransport: true, ca: args[2] };
-            const spec = { port: args[0], options };
-            const trapped = await window.session(spec);
-            first._pt_handshake = handshake;  // a working handshake again, in a module not to be used
-            const again = await window.session(spec);
-            const now = await PySmtp.Socket.defaults.openssl();
-            return { trapped, again, callsAfterTrap: calls.slice(trapAt ?? calls.length),
-                     fresh: now !== first, firstTrapped: first.pysmtpTrapped === true };
-            """,
-            server.port,
-            proxy.url(server.port),
-            chains["rsa"].root_pem,
-        )
+    out, recorder = beside_a_pinned_server(
+        """
+        const first = await PySmtp.Socket.defaults.openssl();
+        const handshake = first._pt_handshake;
+        const calls = [];
+        for (const name of ["_pt_free", "_pt_ctx_free", "_pt_new", "_pt_feed"]) {
+          const call = first[name];
+          first[name] = (...a) => { calls.push(name); return call.apply(first, a); };
+        }
+        let trapAt = null;
+        first._pt_handshake = () => {
+          trapAt ??= calls.length;
+          throw new WebAssembly.RuntimeError("out of bounds memory access (the test's trap)");
+        };
+        const options = { proxy: args[1], useSecureTransport: true, ca: args[2] };
+        const spec = { port: args[0], options };
+        const trapped = await window.session(spec);
+        first._pt_handshake = handshake;  // a working handshake again, in a module not to be used
+        const again = await window.session(spec);
+        const now = await PySmtp.Socket.defaults.openssl();
+        return { trapped, again, callsAfterTrap: calls.slice(trapAt ?? calls.length),
+                 fresh: now !== first, firstTrapped: first.pysmtpTrapped === true };
+        """,
+    )
     trapped, again = out["trapped"], out["again"]
     assert [e["name"] for e in trapped["errors"]] == ["SmtpTlsError"] and trapped["closed"] is True, trapped
     message = trapped["errors"][0]["message"]
