@@ -334,14 +334,7 @@ class SmtpClient:
 
     def _after(self, events: list[Event], rearm: bool = False) -> None:
         """Write what the engine wants written, then act on its events in order."""
-        # (_flush, inline: a call less for each command and each reply)
-        data = self._engine.data_to_send()  # type: ignore[union-attr] # (every caller has one)
-        if data and self._transport is not None and not self._closed:
-            self._written_since_reply += len(data)
-            if not self._transport.write(data):
-                self._writable = False
-            self._rearm()
-        elif rearm:
+        if self._flush() or rearm:
             self._rearm()
         if events:
             on_event = _ON_EVENT
@@ -399,11 +392,8 @@ class SmtpClient:
         """A step of the session: to a running ``send_message`` if there is one, else to the page."""
         if self._operation is not None:
             self._operation.deliver(what, *args)
-            return
-        try:  # (as _call does: a step of every message, a call less)
-            callback(*args)
-        except Exception:
-            logger.exception("an exception escaped from %s", getattr(callback, "__name__", "a callback"))
+        else:
+            self._call(callback, *args)
 
     def _rearm(self) -> None:
         """Progress: restart the timeout for what the server or the network owes us now.

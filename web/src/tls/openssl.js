@@ -189,9 +189,9 @@ class OpenSSLSession extends TlsSession {
 
   /**
    * A call into OpenSSL, a throw turned into a TLSError (TlsSession). A trap in it (a
-   * WebAssembly.RuntimeError) marks the module as not to be trusted: this connection and every
-   * other one on it end with a TLSError, nothing calls into it again, and the page's loader
-   * makes a new module for the next connection.
+   * WebAssembly.RuntimeError) marks the module as not to be trusted: this connection ends with
+   * a TLSError, and so does every other one on it at its next call, nothing calls into it
+   * again, and the page's loader makes a new module for the next connection.
    * @param {() => void} fn
    */
   _call(fn) {
@@ -203,7 +203,7 @@ class OpenSSLSession extends TlsSession {
       } catch (error) {
         if (!(error instanceof WebAssembly.RuntimeError)) throw error;
         this._lib.trap(error);
-        throw new Error(`OpenSSL trapped (${error.message}); the next connection gets a new OpenSSL`);
+        throw new Error(`OpenSSL trapped (${error.message}); this OpenSSL module is not used again`);
       }
     });
   }
