@@ -2,13 +2,15 @@
 seen from Python inside Pyodide.
 
 The socket speaks raw TCP through a WebSocket-to-TCP proxy (websockify) and does TLS in
-JavaScript. This module only moves bytes across the FFI: out through one reused
-``Uint8Array`` per connection (the socket copies what it is given before ``send`` returns),
-an ``ArrayBuffer`` in per read. A read is one call (the socket's ``onreceive``): its bytes in,
-and the client's first write meanwhile (the next command) back as its result; later writes of
-the same call (what the page's callbacks sent) go out through ``send``, and the socket gathers
-them all into one WebSocket message. The socket's six callbacks are proxies made once per connection
-and destroyed when it ends (``live_proxies`` counts them, so tests can show none leak).
+JavaScript. This module only moves bytes across the FFI. Up to ``TEXT_MAX`` bytes (a reply, a
+command) cross as a binary string, a char a byte: a string crosses with the call itself. More
+cross as buffers: out through one reused ``Uint8Array`` per connection (the socket copies what
+it is given before ``send`` returns), an ``ArrayBuffer`` in. A read is one call (the socket's
+``onreceive``): its bytes in, and the client's first write meanwhile (the next command) back as
+its result; later writes of the same call (what the page's callbacks sent) go out through
+``send`` or ``sendText``, and the socket gathers them all into one WebSocket message. The
+socket's six callbacks are proxies made once per connection and destroyed when it ends
+(``live_proxies`` counts them, so tests can show none leak).
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ OPTION_NAMES = frozenset({"proxy", "tlsEngine"})
 # many views of it (by length) are kept.
 WRITE_BUFFER = 64 * 1024
 MAX_VIEWS = 32
+
+# Received segments and answers up to this size cross the FFI as binary strings (a char a
+# byte): a string crosses with the call itself, where a buffer needs one more call to be read
+# (``to_bytes()`` in, ``assign()`` out). (web/src/socket.js TEXT_MAX is the same.)
+TEXT_MAX = 256
 
 # Proxies created for socket callbacks and not yet destroyed, in this whole page.
 live_proxies = 0
@@ -85,7 +92,8 @@ class BrowserTransport(LoopTransport):
         self._buffer: Any = None
         self._buffer_size = 0
         self._views: dict[int, Any] = {}
-        self._send: Any = None  # the socket's send, looked up once
+        self._send: Any = None  # the socket's send and sendText, looked up once
+        self._send_text: Any = None
         # While a received segment is processed (``_on_receive``), the first write (the answer:
         # the next command) is held here and handed back to the socket as the call's result, a
         # call across the FFI less; a second write sends it first. (The socket gathers the
@@ -120,7 +128,7 @@ class BrowserTransport(LoopTransport):
             self._fail_soon(SmtpConnectionError(f"cannot open a connection: {message}", stage="connect"))
             return
         self._socket = sock
-        self._send = sock.send
+        self._send, self._send_text = sock.send, sock.sendText
         self._listen("onopen", self._on_open)
         self._listen("onreceive", self._on_receive)
         self._listen("onsecure", self._on_secure)
@@ -173,13 +181,19 @@ class BrowserTransport(LoopTransport):
             return True
         if self._answer is not None:
             self._send_answer()
-        return bool(self._send(self._view(data)))
+        return bool(self._transmit(data))
 
     def _send_answer(self) -> None:
         """Send the held answer now (a second write came, or a close or STARTTLS)."""
         answer, self._answer = self._answer, None
         if answer is not None and self._socket is not None and not self._closed:
-            self._send(self._view(answer))
+            self._transmit(answer)
+
+    def _transmit(self, data: bytes) -> Any:
+        """The socket's send: a binary string up to TEXT_MAX bytes, else the write buffer's view."""
+        if len(data) <= TEXT_MAX:
+            return self._send_text(data.decode("latin-1"))
+        return self._send(self._view(data))
 
     def _view(self, data: bytes) -> Any:
         """The write buffer's first ``len(data)`` bytes, holding ``data``."""
@@ -221,11 +235,12 @@ class BrowserTransport(LoopTransport):
         self._owner._transport_open(_negotiated(event))
 
     def _on_receive(self, data: Any) -> Any:
-        """The socket's ``onreceive``: received bytes in, the bytes to write in answer out (the
-        write buffer's view, or None), callbacks fired on the way as ever."""
+        """The socket's ``onreceive``: received bytes in (a binary string up to TEXT_MAX bytes,
+        else a buffer), the bytes to write in answer out (likewise a binary string or the write
+        buffer's view, or None), callbacks fired on the way as ever."""
         self._receiving = True
         try:
-            self._owner._transport_data(data.to_bytes())
+            self._owner._transport_data(data.encode("latin-1") if type(data) is str else data.to_bytes())
         finally:
             self._receiving = False
         answer = self._answer
@@ -234,7 +249,7 @@ class BrowserTransport(LoopTransport):
         self._answer = None
         if self._socket is None or self._closed:
             return None
-        return self._view(answer)
+        return answer.decode("latin-1") if len(answer) <= TEXT_MAX else self._view(answer)
 
     def _on_secure(self, event: Any) -> None:
         self._owner._transport_tls(_negotiated(event))
@@ -266,7 +281,7 @@ class BrowserTransport(LoopTransport):
             proxy.destroy()
             live_proxies -= 1
         self._proxies.clear()
-        self._buffer = self._send = None
+        self._buffer = self._send = self._send_text = None
         self._buffer_size = 0
         self._views.clear()
 

@@ -17,8 +17,10 @@ import pytest
 from .certs import Certificate, self_signed
 from .conftest import Page
 from .servers import (
+    Conn,
     PysmtpProxy,
     Recorder,
+    ScriptedServer,
     SmtpServer,
     Websockify,
     free_port,
@@ -313,6 +315,66 @@ def test_the_writes_of_one_turn_leave_as_one_websocket_message(page: Page, proxy
     assert sizes["perMessage"] == [[True, text_bytes + 3], [True, text_bytes, 3]], sizes
     assert [len(m.content) for m in received] == [text_bytes, text_bytes]
     assert all(m.content.endswith(b"x" * 70 + b"\r\n") for m in received)
+
+
+# Text of every width: UTF-8 of 2 and 3 bytes, with continuation bytes in 0x80-0x9F (where
+# latin-1 and windows-1252, the Web's "latin1", differ), and a NUL.
+WIDE = "ünïcödé 日本語 \u0080\u009f\u00ff €\x00end"
+
+
+@pytest.mark.both_modes
+def test_every_byte_crosses_the_socket_unchanged_in_short_and_long_segments(
+    page: Page, proxy: PysmtpProxy
+) -> None:
+    """Segments and writes of up to 256 bytes cross between the socket and Python as binary
+    strings, longer ones as buffers (web/src/socket.js TEXT_MAX): the server's UTF-8 reaches the
+    transcript and the results, and the client's UTF-8 reaches the server, byte for byte, both
+    ways and at both sizes."""
+    wide = WIDE.encode()
+    # MAIL FROM of 263 bytes (a buffer), RCPT TO short (a binary string, as the answer to MAIL's
+    # reply); the message's text, written as the answer to DATA's reply, over 256 bytes too.
+    sender = "ř" * 30 + "@" + ".".join(["ü" + "d" * 50] * 3) + ".example"
+    recipient = "jörg@exämple.org"
+    text = "Subject: " + WIDE.replace("\x00", "") + "\r\n\r\n" + "ü" * 200 + "\r\nbody\r\n"
+    got: dict[str, bytes] = {}
+
+    def script(conn: Conn) -> None:
+        conn.send(b"220 " + wide + b"\r\n")  # short: a binary string
+        assert conn.line().startswith(b"EHLO ")  # type: ignore[union-attr]
+        # long (> 256 bytes): the buffer
+        conn.send(
+            b"250-host " + wide + b"\r\n250-X-PAD " + b"p" * 300 + b"\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n"
+        )
+        got["mail"] = conn.line() or b""
+        conn.send(b"250 2.1.0 " + wide + b"\r\n")
+        got["rcpt"] = conn.line() or b""
+        conn.send(b"250 2.1.5 " + wide + b" " + b"q" * 300 + b"\r\n")  # long
+        assert conn.line() == b"DATA"
+        conn.send(b"354 go\r\n")
+        got["data"] = conn.until(b"\r\n.\r\n")
+        conn.send(b"250 2.0.0 " + wide + b"\r\n")
+        assert conn.line() == b"QUIT"
+        conn.send(b"221 bye\r\n")
+
+    with ScriptedServer(script) as server:
+        rec = page.session(
+            port=server.port,
+            options={"proxy": proxy.url(server.port)},
+            envelopes=[{"from": sender, "to": [recipient]}],
+            body=text,
+        )
+    assert server.errors == [] and rec["errors"] == [], (server.errors, rec["errors"])
+    assert rec["done"] == [True]
+    assert got["mail"] == f"MAIL FROM:<{sender}> BODY=8BITMIME SMTPUTF8".encode() and len(got["mail"]) > 256
+    assert got["rcpt"] == f"RCPT TO:<{recipient}>".encode()
+    assert got["data"] == text.encode()[:-2] and len(got["data"]) > 256
+    server_lines = [line for line in rec["log"] if line.startswith("S: ")]
+    assert server_lines[0] == "S: 220 " + WIDE
+    assert server_lines[1] == "S: 250-host " + WIDE
+    assert "S: 250 2.1.0 " + WIDE in server_lines
+    assert "S: 250 2.1.5 " + WIDE + " " + "q" * 300 in server_lines
+    ((result,),) = rec["results"]
+    assert result["recipient"] == recipient and result["message"] == "2.0.0 " + WIDE, result
 
 
 def test_a_lone_surrogate_is_our_error_in_the_page(page: Page, proxy: PysmtpProxy) -> None:

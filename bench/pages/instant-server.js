@@ -62,8 +62,11 @@
       hop(() => {
         const t = InstantServer.timing ? performance.now() : 0;
         if (this.onreceive) {
-          const answer = this.onreceive(bytes.buffer); // as PySmtpSocket does (web/src/socket.js)
-          if (answer) this.send(answer);
+          // as PySmtpSocket does (web/src/socket.js): a binary string up to 256 bytes, and the
+          // answer written back (a binary string, or bytes)
+          const answer = this.onreceive(bytes.length <= 256 ? String.fromCharCode.apply(null, bytes) : bytes.buffer);
+          if (typeof answer === "string") this.sendText(answer);
+          else if (answer) this.send(answer);
         } else this.ondata?.({ type: "data", data: bytes.buffer });
         const timing = InstantServer.timing;
         if (timing) timing[what] = (timing[what] || 0) + performance.now() - t;
@@ -98,6 +101,13 @@
         } else this.reply("250 ok");
       }
       return true;
+    }
+
+    /** @param {string} text a binary string (a char a byte) */
+    sendText(text) {
+      const u8 = new Uint8Array(text.length);
+      for (let i = 0; i < text.length; i++) u8[i] = text.charCodeAt(i);
+      return this.send(u8);
     }
 
     upgradeToSecure() {}

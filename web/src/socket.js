@@ -30,7 +30,19 @@ const CLOSE_GRACE_MS = 2000;
  * once, after what was gathered.
  */
 const GATHER_MAX = 16 * 1024;
+/**
+ * onreceive and its answer carry segments up to this size as binary strings (a char a byte):
+ * a string crosses the FFI with the call itself, where a buffer needs one more call to be
+ * read on the other side (to_bytes() in, assign() out). Larger ones cross as buffers.
+ * (pysmtp_wasm/_browser.py TEXT_MAX is the same.)
+ */
+const TEXT_MAX = 256;
 const noop = () => {};
+
+/** The bytes as a binary string, a char a byte. @param {ArrayBuffer | Uint8Array} data */
+function binaryString(data) {
+  return String.fromCharCode.apply(null, /** @type {any} */ (data instanceof Uint8Array ? data : new Uint8Array(data)));
+}
 
 // -- the socket ------------------------------------------------------------------------------
 
@@ -130,7 +142,9 @@ export class PySmtpSocket {
      * alone, it returns what to write in answer (sent at once) or nothing. One call across the
      * FFI per received segment, where ondata + send are an event object, its lookup and a
      * call for each write.
-     * @type {((data: ArrayBuffer | Uint8Array) => Uint8Array | null | undefined) | null}
+     * Segments of up to TEXT_MAX bytes come as a binary string (a char a byte), larger ones as
+     * the buffer; the answer may be either too.
+     * @type {((data: string | ArrayBuffer | Uint8Array) => string | Uint8Array | null | undefined) | null}
      */
     this.onreceive = null;
 
@@ -151,6 +165,8 @@ export class PySmtpSocket {
     /** bytes written this turn, sent when its microtasks have run (_gather) */
     this._gathered = new Uint8Array(0);
     this._gatheredBytes = 0;
+    /** a binary string's bytes, to send (sendText) */
+    this._text = new Uint8Array(0);
     this._sendGathered = this._sendGathered.bind(this);
     this._needDrain = false;
     this._drainTimer = null;
@@ -281,16 +297,35 @@ export class PySmtpSocket {
     }
   }
 
-  /** Received bytes to onreceive, and what it returns to the network. @param {ArrayBuffer} data */
+  /** Received bytes to onreceive, and what it returns to the network. @param {ArrayBuffer | Uint8Array} data */
   _receive(data) {
     let answer;
     try {
-      answer = /** @type {Function} */ (this.onreceive)(data);
+      answer = /** @type {Function} */ (this.onreceive)(data.byteLength <= TEXT_MAX ? binaryString(data) : data);
     } catch (error) {
       console.error(`PySmtpSocket ${this._hostPort}: the onreceive handler threw:`, error);
       return;
     }
-    if (answer) this.send(answer);
+    if (!answer) return;
+    if (typeof answer === "string") this.sendText(answer);
+    else this.send(answer);
+  }
+
+  /**
+   * send() of a binary string's bytes (a char a byte; chars above 255 are refused).
+   * @param {string} text
+   * @returns {boolean} as send()
+   */
+  sendText(text) {
+    const n = text.length;
+    if (n > this._text.length) this._text = new Uint8Array(Math.max(n, TEXT_MAX));
+    const u8 = this._text.subarray(0, n);
+    for (let i = 0; i < n; i++) {
+      const c = text.charCodeAt(i);
+      if (c > 255) throw new TypeError("PySmtpSocket.sendText: not a binary string (a char above 255)");
+      u8[i] = c;
+    }
+    return this.send(u8);
   }
 
   /**
