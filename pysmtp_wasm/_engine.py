@@ -48,6 +48,8 @@ _ENVELOPE_FIELDS = frozenset({"from", "to", "size", "dsn", "binary"})
 _accepted_of = attrgetter("accepted")
 _IDLE = Idle()  # (immutable and without fields: one serves every time)
 _TLS, _CLOSED = State.TLS, State.CLOSED  # (a global's lookup, not a class attribute's too)
+# RecipientResult(*fields) without its __new__, a Python function (as _reply.py makes a Reply)
+_new_tuple = tuple.__new__
 
 
 def _reply_error(
@@ -126,7 +128,7 @@ class SmtpEngine:
         out = self._out
         if not out:
             return b""
-        data = out[0] if len(out) == 1 else b"".join(out)
+        data = b"".join(out)  # (of one bytes object: that object, not a copy)
         out.clear()
         return data
 
@@ -660,10 +662,10 @@ class SmtpEngine:
         ok = 200 <= code < 300
         text = reply.text
         if self.options.lmtp:
-            results.append(RecipientResult(recipient, ok, code, text, enhanced))
+            results.append(_new_tuple(RecipientResult, (recipient, ok, code, text, enhanced)))
         else:
             for accepted in self._accepted:
-                results.append(RecipientResult(accepted, ok, code, text, enhanced))
+                results.append(_new_tuple(RecipientResult, (accepted, ok, code, text, enhanced)))
         if self._pending:
             return
         self._results = []

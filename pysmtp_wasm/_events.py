@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .errors import SmtpError
 
 
-@dataclass(frozen=True)
-class RecipientResult:
+class RecipientResult(NamedTuple):
     """What the server said of one recipient.
 
     For SMTP, an accepted recipient's result is the reply to the end of data (one reply for
     the whole message); for LMTP it is that recipient's own delivery reply. A recipient
     refused at RCPT TO carries that refusal.
+
+    (A named tuple, as :class:`~pysmtp_wasm._reply.Reply`: one is made per recipient of every
+    message, and a frozen dataclass's ``__init__`` costs several times as much in WebAssembly.)
     """
 
     recipient: str

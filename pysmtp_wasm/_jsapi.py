@@ -87,7 +87,7 @@ def _flat_results(results: list[RecipientResult]) -> list[Any]:
     (web/src/client.js ``resultsOf``): plain values cross the FFI as they are."""
     flat: list[Any] = []
     for r in results:
-        flat += (r.recipient, r.accepted, r.code, r.message, r.enhanced)
+        flat += r  # (a named tuple of those five, in that order)
     return flat
 
 

@@ -96,13 +96,13 @@ class _BenchFloor:
             self.fire("onerror", reply.decode())
         elif step == "greeting":
             self.step = "ehlo"
-            return "EHLO floor.example\r\n"
+            return "EHLO floor.example\\r\\n"
         elif step == "mail":
             self.step = "rcpt"
             return self.rcpt
         elif step == "rcpt":
             self.step = "data"
-            return "DATA\r\n"
+            return "DATA\\r\\n"
         elif step == "data":
             self.step = "message"
             self.fire("onready")
@@ -115,8 +115,8 @@ class _BenchFloor:
 
     def envelope(self, sender, recipient):
         self.step = "mail"
-        self.rcpt = f"RCPT TO:<{recipient}>\r\n"
-        self.sock.sendText(f"MAIL FROM:<{sender}>\r\n")
+        self.rcpt = f"RCPT TO:<{recipient}>\\r\\n"
+        self.sock.sendText(f"MAIL FROM:<{sender}>\\r\\n")
 
     def send(self, chunk):
         data = chunk.to_bytes()
@@ -124,11 +124,11 @@ class _BenchFloor:
 
     def end(self):
         self.step = "end"
-        self.sock.sendText(".\r\n")
+        self.sock.sendText(".\\r\\n")
 
     def quit(self):
         self.step = "quit"
-        self.sock.sendText("QUIT\r\n")
+        self.sock.sendText("QUIT\\r\\n")
 `;
   let floorClass = null;
   const floorText = new Uint8Array(8192);
