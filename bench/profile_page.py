@@ -5,7 +5,8 @@ bench/README.md's "Where the time goes" (issue 23), for the next person to run a
     .venv/bin/python bench/profile_page.py --browsers chromium --only instructions
 
 - ``instructions``: the Python bytecode instructions a small message runs in the page, by
-  function, for pysmtp-wasm and for the floor client (bench/pages/work.js ``FloorClient``: the
+  function (and, for pysmtp-wasm, by room: the engine, the facade, the transport, the JS
+  boundary), for pysmtp-wasm and for the floor client (bench/pages/work.js ``FloorClient``: the
   least Python a client could run, with the same crossings). A count: the same on every
   machine and in every engine, so it shows what a change saves without the noise of a timing.
 - ``phases``: µs a message inside each of the page's calls (``useEnvelope()``, ``send()``,
@@ -46,8 +47,28 @@ def instructions(driver: Any, count: int, top: int) -> None:
         who = "the floor client" if client == "floor" else "pysmtp_wasm"
         mine = sum(n for n, _ in ours)
         print(f"  {client}: {total:.0f} instructions a message, {mine:.0f} in {who} ({len(ours)} functions)")
+        if client == "pysmtp":
+            rooms: dict[str, float] = {}
+            for n, where in ours:
+                room = ROOMS.get(where.split("/")[-1].split(":")[0], "the engine")
+                rooms[room] = rooms.get(room, 0) + n
+            by_room = sorted(rooms.items(), key=_by_count)
+            print("    by room: " + ", ".join(f"{room} {n:.0f}" for room, n in by_room))
         for n, where in ours[:top]:
             print(f"    {n:8.1f}  {where}")
+
+
+# Which room of pysmtp_wasm each module is (docs/architecture.md); the rest is the sans-IO engine.
+ROOMS = {
+    "_client.py": "the client facade",
+    "_browser.py": "the browser transport",
+    "_transport.py": "the browser transport",
+    "_jsapi.py": "the JS boundary",
+}
+
+
+def _by_count(item: tuple[str, float]) -> float:
+    return -item[1]
 
 
 def phases(driver: Any, runs: int, count: int) -> None:
