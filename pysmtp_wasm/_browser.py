@@ -190,10 +190,14 @@ class BrowserTransport(LoopTransport):
             self._transmit(answer)
 
     def _transmit(self, data: bytes) -> Any:
-        """The socket's send: a binary string up to TEXT_MAX bytes, else the write buffer's view."""
-        if len(data) <= TEXT_MAX:
-            return self._send_text(data.decode("latin-1"))
-        return self._send(self._view(data))
+        """The socket's send of ``data``, in the form :meth:`_wire` gives it."""
+        wire = self._wire(data)
+        return self._send_text(wire) if type(wire) is str else self._send(wire)
+
+    def _wire(self, data: bytes) -> Any:
+        """``data`` as it crosses to the socket: a binary string up to TEXT_MAX bytes, else the
+        write buffer's view."""
+        return data.decode("latin-1") if len(data) <= TEXT_MAX else self._view(data)
 
     def _view(self, data: bytes) -> Any:
         """The write buffer's first ``len(data)`` bytes, holding ``data``."""
@@ -249,7 +253,7 @@ class BrowserTransport(LoopTransport):
         self._answer = None
         if self._socket is None or self._closed:
             return None
-        return answer.decode("latin-1") if len(answer) <= TEXT_MAX else self._view(answer)
+        return self._wire(answer)
 
     def _on_secure(self, event: Any) -> None:
         self._owner._transport_tls(_negotiated(event))
