@@ -6,6 +6,8 @@ with the same harness as the in-page tests, through the real proxy to real aiosm
 from __future__ import annotations
 
 import hashlib
+import http.server
+import threading
 import time
 from email import message_from_bytes
 from email import policy as email_policy
@@ -87,6 +89,96 @@ def test_twenty_megabytes_transferred_with_backpressure_arrive_byte_identical(
     assert rec["drains"] > 0  # send() said "full" and ondrain said "go on"
     assert detached == {"lengths": [0, 8], "done": True}
     assert server.recorder.messages[1].content == b"Subject: t\r\n\r\nwhole\r\npart\r\nyy\r\n"
+
+
+def test_the_worker_sends_the_first_megabyte_while_the_page_still_makes_the_rest(
+    page: Page, proxy: PysmtpProxy
+) -> None:
+    # A page's loop of send() calls is one task. Its chunks must not wait for the end of that
+    # task: once a megabyte is queued, it goes to the Worker (protocol.js, outbox()), which
+    # sends it while the page makes the rest. Here the page, in the same task, after 1.5 MiB of
+    # send() calls, blocks on a synchronous request that the test answers only once the server
+    # has received a megabyte of the message (or, failing that, after 15 s with "timeout").
+    if page.engine == "webkit":
+        pytest.skip(
+            "WebKit runs a Worker's WebSocket on the page's main thread (WebCore's "
+            "WorkerThreadableWebSocketChannel): nothing a Worker sends leaves while the page's task runs"
+        )
+    first_megabyte = threading.Event()
+    sizes: list[int] = []
+
+    def script(conn: Any) -> None:
+        conn.send(b"220 hi\r\n")
+        while (line := conn.line()) is not None:
+            verb = line[:4].upper()
+            if verb == b"DATA":
+                conn.send(b"354 go\r\n")
+                got = b""
+                while len(got) < 1 << 20 and (more := conn.sock.recv(65536)):
+                    got += more
+                first_megabyte.set()
+                while not got.endswith(b"\r\n.\r\n") and (more := conn.sock.recv(65536)):
+                    got += more
+                sizes.append(len(got))
+                conn.send(b"250 ok\r\n")
+            elif verb == b"QUIT":
+                conn.send(b"221 bye\r\n")
+                return
+            else:
+                conn.send(b"250 ok\r\n")
+
+    class Wait(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            body = b"in" if first_megabyte.wait(15) else b"timeout"
+            self.send_response(200)
+            self.send_header("Access-Control-Allow-Origin", "*")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    answer = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Wait)
+    threading.Thread(target=answer.serve_forever, daemon=True).start()
+    try:
+        with ScriptedServer(script) as server:
+            out = page.run(
+                """
+                const api = await window.smtp;
+                const client = new api.SmtpClient("localhost", args[0], { proxy: args[1] });
+                return await new Promise((resolve) => {
+                  const out = { errors: [] };
+                  const envelope = { from: "a@example.com", to: "b@example.com" };
+                  client.onidle = () => ("done" in out ? client.quit() : client.useEnvelope(envelope));
+                  client.onready = () => {
+                    const chunk = ("y".repeat(1022) + "\\r\\n").repeat(64);  // 64 KiB
+                    for (let i = 0; i < 24; i++) client.send(chunk);
+                    const request = new XMLHttpRequest();
+                    try {
+                      request.open("GET", args[2], false);  // synchronous: this task waits for it
+                      request.send();
+                      out.whileThePageWaited = request.responseText;
+                    } catch (error) {
+                      out.whileThePageWaited = String(error);
+                    }
+                    client.end();
+                  };
+                  client.ondone = (ok) => (out.done = ok);
+                  client.onerror = (error) => out.errors.push(error.message);
+                  client.onclose = () => resolve(out);
+                  client.connect();
+                });
+                """,
+                server.port,
+                proxy.url(server.port),
+                f"http://127.0.0.1:{answer.server_port}/",
+            )
+    finally:
+        answer.shutdown()
+        answer.server_close()
+    assert out == {"errors": [], "whileThePageWaited": "in", "done": True}
+    assert sizes == [24 * 65536 + len(b".\r\n")]
 
 
 def test_a_connection_error_crosses_with_its_fields_and_the_proxys_reason(page: Page) -> None:

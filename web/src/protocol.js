@@ -19,7 +19,8 @@
 //   ended (the client stays: a sendMail connects again, as Python decides); {type: STATS, ticket, stats}.
 // An id is one page client for its whole life; {type: FORGET, id} when the page's client is
 // gone (garbage-collected after its connection ended): the Worker drops its side.
-// Either way, what one task posts goes as one {type: BATCH, messages} (outbox()).
+// Either way, what one task posts goes as one {type: BATCH, messages} (outbox()), but a megabyte
+// of chunks (BATCH_BYTES) goes at once.
 // Values cross by structured cloning; an Error crosses as data (wire(), revive()), bytes are
 // transferred (transferable()).
 
@@ -64,6 +65,8 @@ export const LOW_WATER = 2 * 1024 * 1024;
  * page's count of bytes not taken falls to its ondrain mark once the Worker has taken them all.
  */
 export const ACK_BYTES = 1024 * 1024;
+/** A batch of messages goes at once when the bytes it transfers reach this (outbox()). */
+export const BATCH_BYTES = 1024 * 1024;
 
 /**
  * An SmtpUsageError (a call the state does not allow, or bad arguments): never fatal.
@@ -105,7 +108,10 @@ export function revive(data) {
 
 /**
  * Batching: the messages of one task go in one postMessage (each costs a wake-up of the
- * other thread, and small messages are bound by those), with every transfer among them.
+ * other thread, and small messages are bound by those), with every transfer among them;
+ * but once the transfers queued reach BATCH_BYTES they go at once, so that the other thread
+ * works on the first megabyte of a long loop of send() calls while this one makes the rest
+ * (streaming in worker mode: bench/README.md).
  * @param {(message: any, transfer: Transferable[]) => void} postMessage
  */
 export function outbox(postMessage) {
@@ -113,18 +119,25 @@ export function outbox(postMessage) {
   let messages = [];
   /** @type {Transferable[]} */
   let transfers = [];
+  let bytes = 0;
   const flush = () => {
     const batch = messages;
     const transfer = transfers;
     messages = [];
     transfers = [];
+    bytes = 0;
     if (batch.length) postMessage(batch.length === 1 ? batch[0] : { type: MSG.BATCH, messages: batch }, transfer);
   };
   return {
     /** Queue a message, posted with the others of this task. @param {any} message @param {Transferable[]} [transfer] */
     post(message, transfer) {
-      if (transfer) transfers.push(...transfer);
       if (messages.push(message) === 1) queueMicrotask(flush);
+      if (!transfer) return;
+      for (const item of transfer) {
+        transfers.push(item);
+        if (item instanceof ArrayBuffer) bytes += item.byteLength;
+      }
+      if (bytes >= BATCH_BYTES) flush();
     },
     /** Post what is queued now. */
     flush,
