@@ -16,6 +16,11 @@ bench/README.md's "Where the time goes" (issue 23), for the next person to run a
   page's Pyodide (the dot-stuffer's encode and what it is made of). Firefox's and WebKit's
   clocks are coarse in a page that is not cross-origin isolated: their figures come in steps
   of 5 µs, and the copies (~2 µs) read 0 there.
+- ``threads``: a 105 MB message streamed over the real path (websockify, bench/sink.py), raw
+  (a bare WebSocket), in-page and in worker mode, and the CPU time each process and thread of
+  the path spent on it (Linux's /proc: the browser's processes are the other descendants of
+  this one, websockify's per-connection children are counted in its parent): where streaming's
+  time goes, across threads (the page's, the Worker's, the network's) and processes.
 
 Needs ./build.sh (dist/) and the browsers of tests/provision.sh, as bench/run.py does.
 """
@@ -23,15 +28,31 @@ Needs ./build.sh (dist/) and the browsers of tests/provision.sh, as bench/run.py
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import ENGINES, close_browser, engine_browser, median, run_js, start_web  # noqa: E402
+from run import (  # noqa: E402
+    ENGINES,
+    MB,
+    ROOT,
+    Websockify,
+    close_browser,
+    engine_browser,
+    median,
+    run_js,
+    self_signed,
+    start_web,
+)
 
-PARTS = ("instructions", "phases", "chunk")
+PARTS = ("instructions", "phases", "chunk", "threads")
 
 
 def instructions(driver: Any, count: int, top: int) -> None:
@@ -111,6 +132,114 @@ def chunk(driver: Any, count: int) -> None:
         print(f"    {us:8.1f} µs  {what}")
 
 
+TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _stat(path: str) -> tuple[str, int, float, float] | None:
+    """(comm, ppid, own CPU s, reaped children's CPU s) of /proc/<pid>[/task/<tid>]/stat."""
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return None
+    comm = text[text.index("(") + 1 : text.rindex(")")]
+    fields = text[text.rindex(")") + 2 :].split()
+    own = (int(fields[11]) + int(fields[12])) / TICK
+    return comm, int(fields[1]), own, (int(fields[13]) + int(fields[14])) / TICK
+
+
+def _label(pid: int, comm: str) -> str:
+    """A process's name, with Chromium's process type (they are all "chromium")."""
+    try:  # (Chromium rewrites its command line into one string: split on spaces too)
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").split()
+    except OSError:
+        return comm
+    kind = [a.decode()[7:] for a in args if a.startswith(b"--type=")]
+    sub = [a.decode().rsplit(".", 1)[-1] for a in args if a.startswith(b"--utility-sub-type=")]
+    return " ".join([comm, *kind, *sub])
+
+
+def cpu_by_thread(roots: dict[int, str]) -> dict[tuple[str, str], float]:
+    """CPU seconds so far of each process of ``roots`` ({pid: name}) with its reaped children,
+    and of every thread of the browser: the other processes this one started, and theirs."""
+    parent: dict[int, int] = {}
+    comms: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (got := _stat(f"/proc/{entry}/stat")):
+            comms[int(entry)], parent[int(entry)] = got[0], got[1]
+    out: dict[tuple[str, str], float] = {}
+    for pid, name in roots.items():
+        if got := _stat(f"/proc/{pid}/stat"):
+            out[(name, "")] = got[2] + got[3]
+    me = os.getpid()
+    for pid in comms:
+        ancestor = pid
+        while ancestor > 1 and ancestor != me and ancestor not in roots:
+            ancestor = parent.get(ancestor, 1)
+        if ancestor != me or pid == me:
+            continue
+        label = _label(pid, comms[pid])
+        for tid in os.listdir(f"/proc/{pid}/task") if os.path.isdir(f"/proc/{pid}/task") else ():
+            if got := _stat(f"/proc/{pid}/task/{tid}/stat"):
+                key = (label, got[0])
+                out[key] = out.get(key, 0) + got[2]
+    return out
+
+
+def threads(engine: str, base: str, runs: int, top: int) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="pysmtp-profile-"))
+    cert = self_signed(tmp / "certs")
+    sink = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "sink.py"), str(cert.cert_path), str(cert.key_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert sink.stdout is not None
+    ports = json.loads(sink.stdout.readline())
+    (tmp / "websockify").mkdir()
+    proxy = Websockify(tmp / "websockify").start()
+    driver = engine_browser(engine)
+    try:
+        driver.get(base + "/bench/pages/work.html")
+        run_js(driver, "null")
+        roots = {sink.pid: "sink", proxy.pid: "websockify (and its children)"}
+        plain = {"proxy": proxy.url(ports["smtp"]), "port": ports["smtp"], "passes": 100}
+        raw = {"via": "websocket", "proxy": proxy.url(ports["raw"]), "passes": 100}
+        modes = {
+            "raw (a bare WebSocket)": ("raw", raw),
+            "in-page": ("throughput", {**plain, "client": "pysmtp"}),
+            "worker mode": ("throughput", {**plain, "client": "worker"}),
+        }  # fmt: skip
+        got: dict[str, list[tuple[float, float, dict[tuple[str, str], float]]]] = {m: [] for m in modes}
+        megabytes = 1.0
+        for round_ in range(runs + 1):
+            for mode, (call, spec) in modes.items():
+                before, t0 = cpu_by_thread(roots), time.monotonic()
+                sample = run_js(driver, f"window.bench.{call}(arguments[0])", spec)
+                wall, after = time.monotonic() - t0, cpu_by_thread(roots)
+                if round_:  # (the first round warms up)
+                    spent = {k: v - before.get(k, 0) for k, v in after.items()}
+                    got[mode].append((sample["bytes"] / MB / (sample["ms"] / 1000), wall, spent))
+                    megabytes = sample["bytes"] / MB
+        for mode, samples in got.items():
+            wall = median([w for _, w, _ in samples]) * 1000
+            total = median([sum(s.values()) for _, _, s in samples]) * 1000
+            print(
+                f"  {mode}: {median([r for r, _, _ in samples]):.1f} MB/s; {wall:.0f} ms, CPU {total:.0f} ms "
+                f"({total / wall:.2f} cores), {total / megabytes:.1f} ms a MB"
+            )
+            keys = {k for _, _, s in samples for k in s}
+            rows = sorted(
+                ((median([s.get(k, 0) for _, _, s in samples]) * 1000, k) for k in keys), reverse=True
+            )
+            for ms, (process, thread) in rows[:top]:
+                if ms >= 10:
+                    print(f"    {ms:6.0f} ms  {process}{' / ' + thread if thread else ''}")
+    finally:
+        close_browser(driver)
+        proxy.stop()
+        sink.terminate()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -127,23 +256,28 @@ def main() -> int:
     server, base = start_web()
     try:
         for engine in browsers:
-            driver = engine_browser(engine)
-            try:
-                driver.get(base + "/bench/pages/work.html")
-                run_js(driver, "null")
-                run_js(
-                    driver, "window.bench.pageCost(arguments[0])", {"client": "pysmtp", "count": 200}
-                )  # warm
-                for part in parts:
-                    print(f"==> {engine}: {part}", flush=True)
-                    if part == "instructions":
-                        instructions(driver, 200, args.top)
-                    elif part == "phases":
-                        phases(driver, args.runs, 400)
-                    else:
-                        chunk(driver, 200)
-            finally:
-                close_browser(driver)
+            page_parts = [part for part in parts if part != "threads"]
+            if page_parts:
+                driver = engine_browser(engine)
+                try:
+                    driver.get(base + "/bench/pages/work.html")
+                    run_js(driver, "null")
+                    run_js(
+                        driver, "window.bench.pageCost(arguments[0])", {"client": "pysmtp", "count": 200}
+                    )  # warm
+                    for part in page_parts:
+                        print(f"==> {engine}: {part}", flush=True)
+                        if part == "instructions":
+                            instructions(driver, 200, args.top)
+                        elif part == "phases":
+                            phases(driver, args.runs, 400)
+                        else:
+                            chunk(driver, 200)
+                finally:
+                    close_browser(driver)
+            if "threads" in parts:
+                print(f"==> {engine}: threads", flush=True)
+                threads(engine, base, args.runs, args.top)
     finally:
         server.shutdown()
     return 0
