@@ -1,17 +1,20 @@
 """Where a small message's time goes in the page, and a streamed chunk's: the profile behind
 bench/README.md's "Where the time goes" (issue 23), for the next person to run again.
 
-    .venv/bin/python bench/profile_page.py                  all three, in every engine
+    .venv/bin/python bench/profile_page.py                  every part, in every engine
     .venv/bin/python bench/profile_page.py --browsers chromium --only instructions
 
 - ``instructions``: the Python bytecode instructions a small message runs in the page, by
   function (and, for pysmtp-wasm, by room: the engine, the facade, the transport, the JS
-  boundary), for pysmtp-wasm and for the floor client (bench/pages/work.js ``FloorClient``: the
-  least Python a client could run, with the same crossings). A count: the same on every
-  machine and in every engine, so it shows what a change saves without the noise of a timing.
+  boundary), for pysmtp-wasm, for the floor client (bench/pages/work.js ``FloorClient``: the
+  least Python a client could run, with the same crossings) and for the checked floor (the
+  floor with the checks a client owes its user, written flat: ``_BenchCheckedFloor``). A
+  count: the same on every machine and in every engine, so it shows what a change saves
+  without the noise of a timing.
 - ``phases``: µs a message inside each of the page's calls (``useEnvelope()``, ``send()``,
   ``end()``) and in the client's handling of each reply (with the write of its answer), for
-  pysmtp-wasm, the floor client and emailjs, against the in-page server (no network).
+  pysmtp-wasm, the floor client, the checked floor and emailjs, against the in-page server (no
+  network).
 - ``chunk``: µs of the byte scans and copies of one 64 KiB chunk of a streamed message in the
   page's Pyodide (the dot-stuffer's encode and what it is made of). Firefox's and WebKit's
   clocks are coarse in a page that is not cross-origin isolated: their figures come in steps
@@ -56,16 +59,16 @@ PARTS = ("instructions", "phases", "chunk", "threads")
 
 
 def instructions(driver: Any, count: int, top: int) -> None:
-    for client in ("pysmtp", "floor"):
+    for client in ("pysmtp", "floor", "floor_checked"):
         rows = run_js(
             driver,
             "window.bench.instructionProfile(arguments[0])",
             {"client": client, "warm": 50, "count": count},
         )
         total = sum(n for n, _ in rows)
-        own = "floor:" if client == "floor" else "pysmtp_wasm/"
+        own = "pysmtp_wasm/" if client == "pysmtp" else "floor:"
         ours = [(n, where) for n, where in rows if where.startswith(own)]
-        who = "the floor client" if client == "floor" else "pysmtp_wasm"
+        who = "pysmtp_wasm" if client == "pysmtp" else f"the {client.replace('_', ' ')} client"
         mine = sum(n for n, _ in ours)
         print(f"  {client}: {total:.0f} instructions a message, {mine:.0f} in {who} ({len(ours)} functions)")
         if client == "pysmtp":
@@ -95,7 +98,7 @@ def _by_count(item: tuple[str, float]) -> float:
 def phases(driver: Any, runs: int, count: int) -> None:
     got: dict[str, list[dict[str, float]]] = {}
     for _ in range(runs):
-        for client in ("pysmtp", "floor", "emailjs"):
+        for client in ("pysmtp", "floor", "floor_checked", "emailjs"):
             result = run_js(
                 driver,
                 "window.bench.pageCost(arguments[0])",
@@ -103,13 +106,13 @@ def phases(driver: Any, runs: int, count: int) -> None:
             )
             got.setdefault(client, []).append({"the whole message": result["us"], **result["phases"]})
     names = sorted({name for samples in got.values() for s in samples for name in s}, key=_phase_order)
-    print(f"  {'µs a message (median of ' + str(runs) + ' runs)':44}" + "".join(f"{c:>10}" for c in got))
+    print(f"  {'µs a message (median of ' + str(runs) + ' runs)':44}" + "".join(f"{c:>14}" for c in got))
     for name in names:
         cells = [
             median([s[name] for s in samples]) if all(name in s for s in samples) else None
             for samples in got.values()
         ]
-        print(f"  {name:44}" + "".join(f"{c:10.1f}" if c is not None else f"{'-':>10}" for c in cells))
+        print(f"  {name:44}" + "".join(f"{c:14.1f}" if c is not None else f"{'-':>14}" for c in cells))
 
 
 def _phase_order(name: str) -> tuple[int, str]:

@@ -129,13 +129,123 @@ class _BenchFloor:
     def quit(self):
         self.step = "quit"
         self.sock.sendText("QUIT\\r\\n")
+
+
+# The checked floor (profile_page.py's "floor_checked"): the floor with the checks a client owes
+# its user, written flat: each reply parsed whole (code, enhanced code, text) by the engine's
+# one-line pattern and its code checked, the state checked on each call, both addresses checked
+# for control characters, the recipients' results kept, the text's line endings checked and
+# dot-stuffed as the engine does, the time of each step noted for a timeout. Not an SMTP client
+# (no multi-line replies past EHLO, no PIPELINING, no error recovery): a measure of what those
+# checks cost in Python, beside what pysmtp-wasm's layers cost for them.
+import re as _re
+from time import monotonic as _monotonic
+
+_ONE = _re.compile(rb"([2-5][0-9][0-9])(?: ([^\\n]*?))?\\r?\\n")
+_ENHANCED = _re.compile(r"[245]\\.[0-9]{1,3}\\.[0-9]{1,3}(?= |$)")
+_CRS = bytes(int(i == 13) for i in range(256))
+_LFS = bytes(int(i == 10) for i in range(256))
+_CONTROLS = dict.fromkeys([*range(32), 127])
+_CHECKED = set()
+
+
+def _address(address):
+    if address not in _CHECKED:
+        if len(address.translate(_CONTROLS)) != len(address) or "@" not in address or len(address.encode()) > 254:
+            raise ValueError(f"bad address {address!r}")
+        _CHECKED.add(address)
+    return address
+
+
+class _BenchCheckedFloor(_BenchFloor):
+    def __init__(self, sock, fire):
+        super().__init__(sock, fire)
+        self.progress, self.results, self.line_start, self.recipient = 0.0, [], True, ""
+
+    def receive(self, data):
+        reply, step = data.encode("latin-1") if type(data) is str else data.to_bytes(), self.step
+        self.progress = _monotonic()
+        one = _ONE.fullmatch(reply)
+        if one is None:
+            if step == "ehlo" and reply[:4] == b"250-":  # (EHLO's reply, once a connection)
+                self.step = "idle"
+                self.fire("onidle")
+            else:
+                self.fire("onerror", "a malformed reply")
+            return None
+        code, raw = one.groups()
+        text = raw.decode("utf-8", "replace") if raw else ""
+        match = _ENHANCED.match(text)
+        enhanced = match.group(0) if match is not None and ord(text[0]) == reply[0] else None
+        code = int(code)
+        if not 200 <= code < 400:
+            self.fire("onerror", text)
+        elif step == "greeting":
+            self.step = "ehlo"
+            return "EHLO floor.example\\r\\n"
+        elif step == "mail":
+            self.step = "rcpt"
+            return self.rcpt
+        elif step == "rcpt":
+            self.step = "data"
+            self.results.append((self.recipient, True, code, text, enhanced))
+            return "DATA\\r\\n"
+        elif step == "data" and code == 354:
+            self.step = "message"
+            self.line_start = True
+            self.fire("onready")
+        elif step in ("ehlo", "end"):
+            self.step = "idle"
+            if step == "end":
+                flat = []
+                for result in self.results:
+                    flat += result
+                self.fire("ondone", True)
+            self.fire("onidle")
+        elif step != "quit":
+            self.fire("onerror", text)
+        return None
+
+    def envelope(self, sender, recipient):
+        if self.step != "idle":
+            raise ValueError("useEnvelope() is not possible now")
+        self.step, self.results = "mail", []
+        self.recipient = _address(recipient)
+        self.rcpt = f"RCPT TO:<{recipient}>\\r\\n"
+        self.sock.sendText(f"MAIL FROM:<{_address(sender)}>\\r\\n")
+        self.progress = _monotonic()
+
+    def send(self, chunk):
+        if self.step != "message":
+            raise ValueError("send() is not possible now")
+        data = chunk.to_bytes()
+        if not data:
+            return True
+        if not (data[:1] != b"\\n" and data[-1:] != b"\\r" and data.translate(_CRS)[:-1] == data.translate(_LFS)[1:]):
+            data = data.replace(b"\\r\\n", b"\\n").replace(b"\\r", b"\\n").replace(b"\\n", b"\\r\\n")
+        lines = data.split(b"\\r\\n.")
+        if len(lines) > 1:
+            data = b"\\r\\n..".join(lines)
+        if self.line_start and data[:1] == b".":
+            data = b"." + data
+        self.line_start = data.endswith(b"\\n")
+        self.progress = _monotonic()
+        return self.sock.send(self.view(data)) if len(data) > 256 else self.sock.sendText(data.decode("latin-1"))
+
+    def end(self):
+        if self.step != "message":
+            raise ValueError("end() is not possible now")
+        self.step = "end"
+        self.sock.sendText(".\\r\\n" if self.line_start else "\\r\\n.\\r\\n")
+        self.progress = _monotonic()
 `;
   let floorClass = null;
+  let checkedFloorClass = null;
   const floorText = new Uint8Array(8192);
 
   /** The page's side of the floor client: the seed's calls and callbacks that sendSmall uses. */
   class FloorClient {
-    /** @param {{port: number, proxy: string}} spec where to (InstantServer takes anything) */
+    /** @param {{port: number, proxy: string, checked?: boolean}} spec where to (InstantServer takes anything); checked: the checked floor (_BenchCheckedFloor) */
     constructor(spec) {
       this._spec = spec;
       for (const name of ["onidle", "onready", "ondone", "ondrain", "onerror", "onclose"]) this[name] = () => {};
@@ -144,9 +254,10 @@ class _BenchFloor:
       if (!floorClass) {
         api.pyodide.runPython(FLOOR_PY);
         floorClass = api.pyodide.globals.get("_BenchFloor");
+        checkedFloorClass = api.pyodide.globals.get("_BenchCheckedFloor");
       }
       const sock = globalThis.PySmtpSocket.open("localhost", this._spec.port, { proxy: this._spec.proxy });
-      const py = floorClass(sock, (name, value) => this[name](value));
+      const py = (this._spec.checked ? checkedFloorClass : floorClass)(sock, (name, value) => this[name](value));
       const methods = ["receive", "envelope", "send", "end", "quit"].map((name) => py[name]);
       [this._receive, this._envelope, this._send, this._end, this._quit] = methods;
       sock.onreceive = this._receive;
@@ -172,8 +283,8 @@ class _BenchFloor:
   /** A client of either kind, with its callbacks promisified. */
   function makeClient(kind, spec) {
     let client;
-    if (kind === "floor") {
-      client = new FloorClient(spec);
+    if (kind === "floor" || kind === "floor_checked") {
+      client = new FloorClient({ ...spec, checked: kind === "floor_checked" });
     } else if (kind === "emailjs") {
       EmailjsTCPSocket.proxy = spec.proxy;
       client = new EmailjsSmtpClient("localhost", spec.port, { useSecureTransport: !!spec.tls, ca: spec.ca });
@@ -302,7 +413,7 @@ class _BenchFloor:
 
   /**
    * What a small message costs the page itself, with no network: spec.count small messages of
-   * spec.client ("pysmtp" in-page, "emailjs" or "floor": FloorClient) to InstantServer (instant-server.js), which
+   * spec.client ("pysmtp" in-page, "emailjs", "floor" or "floor_checked": FloorClient) to InstantServer (instant-server.js), which
    * stands in for the page's socket class meanwhile. Returns the µs a message, the server's
    * replies a message, and the µs of one empty hop of the server's (its share of each reply).
    */
@@ -384,7 +495,7 @@ del _bench_counts, _bench_trace, _bench_where
   /**
    * Where a small message's Python goes: the bytecode instructions it runs in this page, by
    * function (sys.settrace's opcode events, counted while pageCost runs spec.count messages of
-   * spec.client, "pysmtp" or "floor", after spec.warm). A count, not a time: the same in every
+   * spec.client, "pysmtp", "floor" or "floor_checked", after spec.warm). A count, not a time: the same in every
    * engine and on every machine, and what a change to the reply path saves shows in it at once
    * (in this page each instruction costs 0.04-0.07 µs: bench/README.md).
    */
