@@ -31,11 +31,8 @@ Needs ./build.sh (dist/) and the browsers of tests/provision.sh, as bench/run.py
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -45,14 +42,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import (  # noqa: E402
     ENGINES,
     MB,
-    ROOT,
-    Websockify,
     close_browser,
     engine_browser,
     median,
     run_js,
-    self_signed,
+    start_path,
     start_web,
+    stop_path,
 )
 
 PARTS = ("instructions", "phases", "chunk", "threads")
@@ -189,17 +185,7 @@ def cpu_by_thread(roots: dict[int, str]) -> dict[tuple[str, str], float]:
 
 
 def threads(engine: str, base: str, runs: int, top: int) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="pysmtp-profile-"))
-    cert = self_signed(tmp / "certs")
-    sink = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "sink.py"), str(cert.cert_path), str(cert.key_path)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert sink.stdout is not None
-    ports = json.loads(sink.stdout.readline())
-    (tmp / "websockify").mkdir()
-    proxy = Websockify(tmp / "websockify").start()
+    tmp, _, sink, ports, proxy = start_path("pysmtp-profile-")
     driver = engine_browser(engine)
     try:
         driver.get(base + "/bench/pages/work.html")
@@ -239,8 +225,7 @@ def threads(engine: str, base: str, runs: int, top: int) -> None:
                     print(f"    {ms:6.0f} ms  {process}{' / ' + thread if thread else ''}")
     finally:
         close_browser(driver)
-        proxy.stop()
-        sink.terminate()
+        stop_path(tmp, sink, proxy)
 
 
 def main() -> int:

@@ -524,6 +524,31 @@ def measure_revisit(engine: str, base: str, target: str, runs: int, put: Any) ->
     return version
 
 
+def start_path(prefix: str) -> tuple[Path, Any, subprocess.Popen[str], dict[str, int], Websockify]:
+    """The path the page's clients go through, started: a temporary folder (``prefix``), a
+    self-signed certificate in it, the sink (bench/sink.py, its own process) and websockify.
+    Returns (folder, certificate, sink, the sink's ports by name, websockify)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    cert = self_signed(tmp / "certs")
+    sink = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "sink.py"), str(cert.cert_path), str(cert.key_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert sink.stdout is not None
+    ports = json.loads(sink.stdout.readline())
+    (tmp / "websockify").mkdir()
+    return tmp, cert, sink, ports, Websockify(tmp / "websockify").start()
+
+
+def stop_path(tmp: Path, sink: subprocess.Popen[str], proxy: Websockify) -> None:
+    """Undo start_path."""
+    proxy.stop()
+    sink.terminate()
+    sink.wait()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def emailjs_bundle_current() -> bool:
     """The emailjs bundle (bench/build/emailjs-smtp-client.js) bundles our socket too
     (bench/tcp-shim.js), and both clients of the page use that one socket class: a bundle older
@@ -585,17 +610,7 @@ def main() -> int:
     snapshot_present = (ROOT / "dist" / "pyodide" / "pysmtp-snapshot.bin").exists()
     wheel = sorted((ROOT / "dist").glob("pysmtp_wasm-*.whl"))[-1]
 
-    tmp = Path(tempfile.mkdtemp(prefix="pysmtp-bench-"))
-    cert = self_signed(tmp / "certs")
-    sink = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "sink.py"), str(cert.cert_path), str(cert.key_path)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert sink.stdout is not None
-    ports = json.loads(sink.stdout.readline())
-    (tmp / "websockify").mkdir()
-    proxy = Websockify(tmp / "websockify").start()
+    tmp, cert, sink, ports, proxy = start_path("pysmtp-bench-")
     urls = {name: proxy.url(port) for name, port in ports.items()}
     web, base = start_web()
     results: dict[str, dict[str, float]] = {}
@@ -926,10 +941,7 @@ def main() -> int:
             )  # fmt: skip
     finally:
         web.shutdown()
-        proxy.stop()
-        sink.terminate()
-        sink.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop_path(tmp, sink, proxy)
 
     results["wheel_size_KB"] = {"pysmtp_wasm": round(wheel.stat().st_size / 1000, 1)}
     if engine_results:

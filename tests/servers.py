@@ -202,9 +202,12 @@ class Conn:
         self.sock = context.wrap_socket(self.sock, server_side=True)
         self.server.tls_at = len(self.server.received)
 
-    def serve_smtp(self, ehlo: bytes = b"250-hi\r\n250 AUTH PLAIN LOGIN\r\n") -> None:
+    def serve_smtp(
+        self, ehlo: bytes = b"250-hi\r\n250 AUTH PLAIN LOGIN\r\n", read_message: Any = None
+    ) -> None:
         """Answer like a small, well-behaved SMTP server until QUIT (no greeting: the script
-        sent it). Messages go to ``server.messages``."""
+        sent it). Messages go to ``server.messages``: what ``read_message()`` returns, if given
+        (a script that watches a message arrive), else the data up to CRLF "." CRLF."""
         while True:
             line = self.line()
             if line is None:
@@ -217,7 +220,7 @@ class Conn:
                 self.send(b"235 2.7.0 ok\r\n")
             elif verb == b"DATA":
                 self.send(b"354 go\r\n")
-                self.server.messages.append(self.until(b"\r\n.\r\n"))
+                self.server.messages.append(read_message() if read_message else self.until(b"\r\n.\r\n"))
                 self.send(b"250 2.0.0 queued\r\n")
             elif verb == b"QUIT":
                 self.send(b"221 bye\r\n")

@@ -105,27 +105,17 @@ def test_the_worker_sends_the_first_megabyte_while_the_page_still_makes_the_rest
             "WorkerThreadableWebSocketChannel): nothing a Worker sends leaves while the page's task runs"
         )
     first_megabyte = threading.Event()
-    sizes: list[int] = []
 
     def script(conn: Any) -> None:
+        def read_message() -> bytes:
+            got = conn.read(1 << 20)
+            first_megabyte.set()
+            while not got.endswith(b"\r\n.\r\n") and (more := conn.read(1)):
+                got += more
+            return got
+
         conn.send(b"220 hi\r\n")
-        while (line := conn.line()) is not None:
-            verb = line[:4].upper()
-            if verb == b"DATA":
-                conn.send(b"354 go\r\n")
-                got = b""
-                while len(got) < 1 << 20 and (more := conn.sock.recv(65536)):
-                    got += more
-                first_megabyte.set()
-                while not got.endswith(b"\r\n.\r\n") and (more := conn.sock.recv(65536)):
-                    got += more
-                sizes.append(len(got))
-                conn.send(b"250 ok\r\n")
-            elif verb == b"QUIT":
-                conn.send(b"221 bye\r\n")
-                return
-            else:
-                conn.send(b"250 ok\r\n")
+        conn.serve_smtp(read_message=read_message)
 
     class Wait(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
@@ -178,7 +168,7 @@ def test_the_worker_sends_the_first_megabyte_while_the_page_still_makes_the_rest
         answer.shutdown()
         answer.server_close()
     assert out == {"errors": [], "whileThePageWaited": "in", "done": True}
-    assert sizes == [24 * 65536 + len(b".\r\n")]
+    assert [len(message) for message in server.messages] == [24 * 65536 + len(b".\r\n")]
 
 
 def test_a_connection_error_crosses_with_its_fields_and_the_proxys_reason(page: Page) -> None:

@@ -119,7 +119,9 @@ class _BenchFloor:
         self.sock.sendText(f"MAIL FROM:<{sender}>\\r\\n")
 
     def send(self, chunk):
-        data = chunk.to_bytes()
+        return self.write(chunk.to_bytes())
+
+    def write(self, data):
         return self.sock.send(self.view(data)) if len(data) > 256 else self.sock.sendText(data.decode("latin-1"))
 
     def end(self):
@@ -132,19 +134,19 @@ class _BenchFloor:
 
 
 # The checked floor (profile_page.py's "floor_checked"): the floor with the checks a client owes
-# its user, written flat: each reply parsed whole (code, enhanced code, text) by the engine's
-# one-line pattern and its code checked, the state checked on each call, both addresses checked
-# for control characters, the recipients' results kept, the text's line endings checked and
-# dot-stuffed as the engine does, the time of each step noted for a timeout. Not an SMTP client
-# (no multi-line replies past EHLO, no PIPELINING, no error recovery): a measure of what those
-# checks cost in Python, beside what pysmtp-wasm's layers cost for them.
+# its user, written flat around the floor's own steps: each reply parsed whole (code, enhanced
+# code, text) by the engine's one-line pattern, the state checked on each call, both addresses
+# checked for control characters (once each, as the engine caches them), the recipient's result
+# kept and flattened for ondone, the text's line endings checked and dot-stuffed by the engine's
+# own DotStuffer, and the time of each step noted for a timeout. Not an SMTP client (no
+# multi-line reply past EHLO's, no PIPELINING, no recovery, no LMTP, BDAT or DSN): a measure of
+# what those checks cost in Python, beside what pysmtp-wasm's layers cost for them.
 import re as _re
 from time import monotonic as _monotonic
+from pysmtp_wasm._dotstuff import DotStuffer as _DotStuffer
 
 _ONE = _re.compile(rb"([2-5][0-9][0-9])(?: ([^\\n]*?))?\\r?\\n")
 _ENHANCED = _re.compile(r"[245]\\.[0-9]{1,3}\\.[0-9]{1,3}(?= |$)")
-_CRS = bytes(int(i == 13) for i in range(256))
-_LFS = bytes(int(i == 10) for i in range(256))
 _CONTROLS = dict.fromkeys([*range(32), 127])
 _CHECKED = set()
 
@@ -160,83 +162,53 @@ def _address(address):
 class _BenchCheckedFloor(_BenchFloor):
     def __init__(self, sock, fire):
         super().__init__(sock, fire)
-        self.progress, self.results, self.line_start, self.recipient = 0.0, [], True, ""
+        self.progress, self.results, self.recipient, self.stuffer = 0.0, [], "", None
 
     def receive(self, data):
         reply, step = data.encode("latin-1") if type(data) is str else data.to_bytes(), self.step
         self.progress = _monotonic()
         one = _ONE.fullmatch(reply)
         if one is None:
-            if step == "ehlo" and reply[:4] == b"250-":  # (EHLO's reply, once a connection)
-                self.step = "idle"
-                self.fire("onidle")
-            else:
+            if step != "ehlo" or reply[:4] != b"250-":  # (EHLO's reply, once a connection)
                 self.fire("onerror", "a malformed reply")
-            return None
-        code, raw = one.groups()
-        text = raw.decode("utf-8", "replace") if raw else ""
-        match = _ENHANCED.match(text)
-        enhanced = match.group(0) if match is not None and ord(text[0]) == reply[0] else None
-        code = int(code)
-        if not 200 <= code < 400:
-            self.fire("onerror", text)
-        elif step == "greeting":
-            self.step = "ehlo"
-            return "EHLO floor.example\\r\\n"
-        elif step == "mail":
-            self.step = "rcpt"
-            return self.rcpt
-        elif step == "rcpt":
-            self.step = "data"
-            self.results.append((self.recipient, True, code, text, enhanced))
-            return "DATA\\r\\n"
-        elif step == "data" and code == 354:
-            self.step = "message"
-            self.line_start = True
-            self.fire("onready")
-        elif step in ("ehlo", "end"):
-            self.step = "idle"
-            if step == "end":
+                return None
+        else:
+            code, raw = one.groups()
+            text = raw.decode("utf-8", "replace") if raw else ""
+            match = _ENHANCED.match(text)
+            enhanced = match.group(0) if match is not None and ord(text[0]) == reply[0] else None
+            code = int(code)
+            if step == "rcpt":
+                self.results.append((self.recipient, 200 <= code < 300, code, text, enhanced))
+            elif step == "data":
+                if code != 354:
+                    self.fire("onerror", text)
+                    return None
+                self.stuffer = _DotStuffer()
+            elif step == "end":
                 flat = []
                 for result in self.results:
                     flat += result
-                self.fire("ondone", True)
-            self.fire("onidle")
-        elif step != "quit":
-            self.fire("onerror", text)
-        return None
+        return _BenchFloor.receive(self, data)
 
     def envelope(self, sender, recipient):
         if self.step != "idle":
             raise ValueError("useEnvelope() is not possible now")
-        self.step, self.results = "mail", []
-        self.recipient = _address(recipient)
-        self.rcpt = f"RCPT TO:<{recipient}>\\r\\n"
-        self.sock.sendText(f"MAIL FROM:<{_address(sender)}>\\r\\n")
+        self.results, self.recipient = [], _address(recipient)
+        _BenchFloor.envelope(self, _address(sender), recipient)
         self.progress = _monotonic()
 
     def send(self, chunk):
         if self.step != "message":
             raise ValueError("send() is not possible now")
-        data = chunk.to_bytes()
-        if not data:
-            return True
-        if not (data[:1] != b"\\n" and data[-1:] != b"\\r" and data.translate(_CRS)[:-1] == data.translate(_LFS)[1:]):
-            data = data.replace(b"\\r\\n", b"\\n").replace(b"\\r", b"\\n").replace(b"\\n", b"\\r\\n")
-        lines = data.split(b"\\r\\n.")
-        if len(lines) > 1:
-            data = b"\\r\\n..".join(lines)
-        if self.line_start and data[:1] == b".":
-            data = b"." + data
-        self.line_start = data.endswith(b"\\n")
         self.progress = _monotonic()
-        return self.sock.send(self.view(data)) if len(data) > 256 else self.sock.sendText(data.decode("latin-1"))
+        return self.write(self.stuffer.encode(chunk.to_bytes()))
 
     def end(self):
         if self.step != "message":
             raise ValueError("end() is not possible now")
         self.step = "end"
-        self.sock.sendText(".\\r\\n" if self.line_start else "\\r\\n.\\r\\n")
+        self.sock.sendText(self.stuffer.finish().decode("latin-1"))
         self.progress = _monotonic()
 `;
   let floorClass = null;
