@@ -131,7 +131,7 @@ def chunk(driver: Any, count: int) -> None:
         print(f"    {us:8.1f} µs  {what}")
 
 
-TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+TICK = os.sysconf("SC_CLK_TCK")  # (Linux's /proc counts CPU time in these)
 
 
 def _stat(path: str) -> tuple[str, int, float, float] | None:
@@ -197,9 +197,11 @@ def threads(engine: str, base: str, runs: int, top: int) -> None:
             "raw (a bare WebSocket)": ("raw", raw),
             "in-page": ("throughput", {**plain, "client": "pysmtp"}),
             "worker mode": ("throughput", {**plain, "client": "worker"}),
-        }  # fmt: skip
-        got: dict[str, list[tuple[float, float, dict[tuple[str, str], float]]]] = {m: [] for m in modes}
-        megabytes = 1.0
+        }
+        # per mode and run: the page's sample ({bytes, ms}), the wall time, the CPU by thread
+        got: dict[str, list[tuple[dict[str, Any], float, dict[tuple[str, str], float]]]] = {
+            m: [] for m in modes
+        }
         for round_ in range(runs + 1):
             for mode, (call, spec) in modes.items():
                 before, t0 = cpu_by_thread(roots), time.monotonic()
@@ -207,13 +209,14 @@ def threads(engine: str, base: str, runs: int, top: int) -> None:
                 wall, after = time.monotonic() - t0, cpu_by_thread(roots)
                 if round_:  # (the first round warms up)
                     spent = {k: v - before.get(k, 0) for k, v in after.items()}
-                    got[mode].append((sample["bytes"] / MB / (sample["ms"] / 1000), wall, spent))
-                    megabytes = sample["bytes"] / MB
+                    got[mode].append((sample, wall, spent))
         for mode, samples in got.items():
+            megabytes = samples[0][0]["bytes"] / MB
+            rate = median([s["bytes"] / MB / (s["ms"] / 1000) for s, _, _ in samples])
             wall = median([w for _, w, _ in samples]) * 1000
             total = median([sum(s.values()) for _, _, s in samples]) * 1000
             print(
-                f"  {mode}: {median([r for r, _, _ in samples]):.1f} MB/s; {wall:.0f} ms, CPU {total:.0f} ms "
+                f"  {mode}: {rate:.1f} MB/s; {wall:.0f} ms, CPU {total:.0f} ms "
                 f"({total / wall:.2f} cores), {total / megabytes:.1f} ms a MB"
             )
             keys = {k for _, _, s in samples for k in s}

@@ -535,10 +535,16 @@ def start_path(prefix: str) -> tuple[Path, Any, subprocess.Popen[str], dict[str,
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert sink.stdout is not None
-    ports = json.loads(sink.stdout.readline())
-    (tmp / "websockify").mkdir()
-    return tmp, cert, sink, ports, Websockify(tmp / "websockify").start()
+    try:
+        assert sink.stdout is not None
+        ports = json.loads(sink.stdout.readline())
+        (tmp / "websockify").mkdir()
+        return tmp, cert, sink, ports, Websockify(tmp / "websockify").start()
+    except BaseException:
+        sink.terminate()  # (no sink left running when websockify could not start)
+        sink.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def stop_path(tmp: Path, sink: subprocess.Popen[str], proxy: Websockify) -> None:

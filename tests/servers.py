@@ -11,6 +11,7 @@ import socket
 import ssl
 import threading
 import warnings
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from pysmtp_wasm.testing import (  # noqa: F401 - the tests import them from here
@@ -203,7 +204,9 @@ class Conn:
         self.server.tls_at = len(self.server.received)
 
     def serve_smtp(
-        self, ehlo: bytes = b"250-hi\r\n250 AUTH PLAIN LOGIN\r\n", read_message: Any = None
+        self,
+        ehlo: bytes = b"250-hi\r\n250 AUTH PLAIN LOGIN\r\n",
+        read_message: Callable[[], bytes] | None = None,
     ) -> None:
         """Answer like a small, well-behaved SMTP server until QUIT (no greeting: the script
         sent it). Messages go to ``server.messages``: what ``read_message()`` returns, if given

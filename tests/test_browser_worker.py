@@ -20,7 +20,7 @@ import pytest
 from pysmtp_wasm.errors import SmtpUsageError
 
 from .conftest import DIST, Page
-from .servers import PysmtpProxy, Recorder, ScriptedServer, SmtpServer
+from .servers import Conn, PysmtpProxy, Recorder, ScriptedServer, SmtpServer
 from .test_browser import (
     client_lines,
     expected_lines,
@@ -106,7 +106,7 @@ def test_the_worker_sends_the_first_megabyte_while_the_page_still_makes_the_rest
         )
     first_megabyte = threading.Event()
 
-    def script(conn: Any) -> None:
+    def script(conn: Conn) -> None:
         def read_message() -> bytes:
             got = conn.read(1 << 20)
             first_megabyte.set()

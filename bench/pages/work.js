@@ -186,7 +186,7 @@ class _BenchCheckedFloor(_BenchFloor):
                     return None
                 self.stuffer = _DotStuffer()
             elif step == "end":
-                flat = []
+                flat = []  # (the results flattened for ondone, as _jsapi.py does; the floor's ondone takes none)
                 for result in self.results:
                     flat += result
         return _BenchFloor.receive(self, data)
