@@ -100,7 +100,8 @@ class Firefox:
         self.profile = tempfile.mkdtemp(prefix="pysmtp-firefox-")
         self._lock = threading.Lock()
         self._ids = 0
-        self._log = open(Path(self.profile) / "bridge.log", "wb")  # noqa: SIM115 - closed in quit()
+        self.log_path = Path(self.profile) / "bridge.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in quit()
         self._process = subprocess.Popen(
             ["node", str(BIDI / "bridge.mjs")],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, cwd=BIDI,
@@ -131,7 +132,7 @@ class Firefox:
             line = self._process.stdout.readline()
         if not line:
             self._log.flush()
-            tail = (Path(self.profile) / "bridge.log").read_text(errors="replace")[-3000:]
+            tail = self.log_path.read_text(errors="replace")[-3000:]
             raise BrowserError(f"the Firefox bridge exited ({op}): {tail}")
         answer = json.loads(line)
         if not answer["ok"]:
@@ -222,8 +223,9 @@ def webkit() -> Any:
     class WebKitGTK(WebDriver):  # type: ignore[misc]
         """Selenium's webdriver.WebKitGTK, with a timeout on starting and on every command."""
 
-        def __init__(self, options: Any, service: Service) -> None:
+        def __init__(self, options: Any, service: Service, log_path: Path) -> None:
             self.service = service
+            self.log_path = log_path  # WebKitWebDriver's output, and MiniBrowser's with it
             service.start()
             config = ClientConfig(remote_server_addr=service.service_url, timeout=WEBKIT_START_TIMEOUT)
             try:
@@ -239,6 +241,7 @@ def webkit() -> Any:
                 super().quit()
             finally:
                 self.service.stop()
+                self.log_path.unlink(missing_ok=True)
 
     options = webdriver.WebKitGTKOptions()
     options.binary_location = MINIBROWSER
@@ -248,9 +251,13 @@ def webkit() -> Any:
          "noProxy": ["localhost", "127.0.0.1", insecure_host("webkit")]}
     )  # fmt: skip
     for attempt in range(1, WEBKIT_START_TRIES + 1):
+        fd, log = tempfile.mkstemp(prefix="pysmtp-webkit-", suffix=".log")
+        os.close(fd)
+        env = {**os.environ, "DISPLAY": _display()}
         try:
-            return WebKitGTK(options, Service(WEBKIT_DRIVER, env={**os.environ, "DISPLAY": _display()}))
+            return WebKitGTK(options, Service(WEBKIT_DRIVER, env=env, log_output=log), Path(log))
         except Exception as error:  # WebDriverException, or urllib3 timing out
+            Path(log).unlink(missing_ok=True)
             if attempt == WEBKIT_START_TRIES:
                 raise BrowserError(f"WebKit did not start in {WEBKIT_START_TRIES} tries: {error}") from error
     raise AssertionError("unreachable")
@@ -283,3 +290,33 @@ def chromium(profile: Path | None) -> Any:
 
 def version(browser: Any) -> str:
     return str(browser.capabilities.get("browserVersion", "?"))
+
+
+def kill(driver: Any) -> list[int]:
+    """Kill the browser under ``driver`` (every process below its driver: chromedriver's
+    Chromium, WebKitWebDriver's MiniBrowser, the bridge's Firefox) as a crash would, leaving the
+    driver; returns the pids killed."""
+    service = getattr(driver, "service", None)
+    root = service.process.pid if service is not None else driver._process.pid
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # a process that just ended
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    below, found = {root}, []
+    for _ in range(8):  # the browser's own children are a few levels down at most
+        found = [pid for pid, parent in parents.items() if parent in below and pid not in below]
+        if not found:
+            break
+        below.update(found)
+    killed = sorted(below - {root})
+    for pid in killed:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    return killed

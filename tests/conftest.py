@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 import os
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
+from _pytest.runner import runtestprotocol
 
 from pysmtp_wasm.testing import Certs
 
@@ -123,16 +125,52 @@ window.session = async (spec, rec = {}) => {
 
 
 class Page:
-    """A browser tab on dist/minimal.html with PySmtp loaded, in ``engine`` (tests/browsers.py)."""
+    """A browser tab on dist/minimal.html with PySmtp loaded, in ``engine`` (tests/browsers.py).
+
+    ``opener`` makes the browser (a context manager giving its driver and the base URL), so that
+    a browser that died in a test can be replaced by a new one (``reopen``) for the next."""
 
     def __init__(
-        self, driver: Any, base_url: str, engine: str = "chromium", start: str = "minimal.html"
-    ) -> None:
-        self.driver = driver
-        self.base_url = base_url
+        self, opener: Callable[[], AbstractContextManager[tuple[Any, str]]], engine: str = "chromium",
+        start: str = "minimal.html",
+    ) -> None:  # fmt: skip
         self.engine = engine
         self.first_page = start  # minimal.html, or minimal.html?worker in worker mode
         self.mode = "worker" if start.endswith("?worker") else "page"
+        self._opener = opener
+        self._browser = ExitStack()
+        self.dead = False  # set when a test found the browser gone; the next test gets a new one
+        self.driver, self.base_url = self._browser.enter_context(opener())
+        self.home()
+
+    def alive(self) -> bool:
+        """Whether the browser still answers a script (a crashed one raises, at once)."""
+        try:
+            return bool(self.driver.execute_script("return 1;") == 1)
+        except Exception:  # noqa: BLE001 - whatever the driver raises, the browser is gone
+            return False
+
+    def reopen(self) -> None:
+        """A new browser in place of one that died, on this tab's first page."""
+        self.close()
+        self.driver, self.base_url = self._browser.enter_context(self._opener())
+        self.dead = False
+        self.home()
+
+    def close(self) -> None:
+        try:
+            self._browser.close()
+        except Exception:  # noqa: BLE001 - quitting a dead browser may fail; it is gone either way
+            pass
+
+    def driver_log(self) -> str:
+        """The end of the driver's log (WebKitWebDriver's and MiniBrowser's output, the Firefox
+        bridge's), or "" when the engine keeps none."""
+        path = getattr(self.driver, "log_path", None)
+        try:
+            return Path(path).read_text(errors="replace")[-3000:] if path else ""
+        except OSError:
+            return ""
 
     def run(self, body: str, *args: Any) -> Any:
         """Run an async JS function body (``args`` as ``args[0]``...) and return its JSON result."""
@@ -213,20 +251,98 @@ def page(
     if reason := browsers.missing(engine):
         skip_missing(f"{engine}: {reason}")
     start = "minimal.html?worker" if page_mode == "worker" else "minimal.html"
-    if engine == "chromium":
-        with selenium_common(
-            request, runtime, web_server_main, load_pyodide=False, browsers=playwright_browsers
-        ) as sel:
-            sel.driver.set_script_timeout(300)
-            tab = Page(sel.driver, sel.base_url, engine, start)
-            tab.home()
-            yield tab
-        return
     host, port, _ = web_server_main
-    with browsers.driver(engine) as driver:
-        tab = Page(driver, f"http://{host}:{port}", engine, start)
-        tab.home()
+
+    @contextmanager
+    def opener() -> Iterator[tuple[Any, str]]:
+        if engine == "chromium":
+            with selenium_common(
+                request, runtime, web_server_main, load_pyodide=False, browsers=playwright_browsers
+            ) as sel:
+                sel.driver.set_script_timeout(300)
+                yield sel.driver, sel.base_url
+            return
+        with browsers.driver(engine) as driver:
+            yield driver, f"http://{host}:{port}"
+
+    tab = Page(opener, engine, start)
+    try:
         yield tab
+    finally:
+        tab.close()
+
+
+@pytest.fixture(autouse=True)
+def _live_browser(request: pytest.FixtureRequest) -> None:
+    """Before a test that uses ``page``: a new browser in place of one that died before it (see
+    ``pytest_runtest_protocol``), and the tab kept where a crash report can find it."""
+    if "page" not in request.fixturenames:
+        return
+    tab: Page = request.getfixturevalue("page")
+    request.node.stash[_TAB] = tab
+    if tab.dead:
+        tab.reopen()
+
+
+# -- a browser that dies in a test -------------------------------------------------------------------
+#
+# Now and then a browser dies under a test. In one CI run WebKitGTK's page died in the first test
+# of a module ("Could not parse script result", then "session deleted because of page crash or
+# hang": what killing its WebKitWebProcess gives), and every later test of the module failed on
+# the dead session. So a browser found dead is replaced before the module's next test; and a test
+# whose browser died (it failed with anything but a plain assertion, and then the browser did
+# not answer ``return 1``) runs once more in a new browser; the run that counts is the second.
+# Every such re-run is listed at the end of the run with the driver's log, so none goes unseen.
+# A failed assertion, a script timeout or a browser that still answers is never run again.
+
+_TAB = pytest.StashKey[Page]()
+_DIED = pytest.StashKey[str]()
+_RERUNS = pytest.StashKey[list[tuple[str, str, str, str]]]()
+_LOG_SECTION = "died: the end of its driver's log"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    tab = item.stash.get(_TAB, None)
+    if report.when != "call" or not report.failed or tab is None or call.excinfo is None:
+        return
+    if call.excinfo.type is AssertionError or "TimeoutException" in call.excinfo.typename:
+        return  # the test's own verdict, or a script that did not finish: never run again
+    if not tab.alive():
+        tab.dead = True
+        item.stash[_DIED] = f"{call.excinfo.typename}: {str(call.excinfo.value).strip()[:300]}"
+        report.sections.append((f"{tab.engine} {_LOG_SECTION}", tab.driver_log() or "(empty)"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+    if "page" not in getattr(item, "fixturenames", ()):
+        return None
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    reports = runtestprotocol(item, nextitem=nextitem, log=False)
+    died = item.stash.get(_DIED, None)
+    if died is not None:
+        first = next(r for r in reports if r.when == "call")
+        log = "".join(text for name, text in first.sections if name.endswith(_LOG_SECTION))
+        reports = runtestprotocol(item, nextitem=nextitem, log=False)
+        again = next((r.outcome for r in reports if r.when == "call"), "failed in its setup")
+        item.config.stash.setdefault(_RERUNS, []).append((item.nodeid, died, again, log))
+    for report in reports:
+        item.ihook.pytest_runtest_logreport(report=report)
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    reruns = config.stash.get(_RERUNS, [])
+    if reruns:
+        terminalreporter.section(f"browsers that died in a test: {len(reruns)} test(s) run again")
+        for nodeid, died, again, log in reruns:
+            terminalreporter.write_line(f"{nodeid}: {again} on the re-run\n  died: {died}")
+            for line in log.strip().splitlines()[-20:]:
+                terminalreporter.write_line(f"  | {line}")
 
 
 @pytest.fixture(scope="module")
