@@ -264,32 +264,63 @@ PAGE_GROUPS = {"raw", "throughput", "tls", "small", "memory"}
 ENGINES = ("chromium", "firefox", "webkit")
 
 
-def small_interleaved(driver: Any, runs: int, spec: dict[str, Any]) -> dict[str, dict[str, float]]:
+def small_interleaved(
+    driver: Any, runs: int, spec: dict[str, Any], floors: bool = False
+) -> dict[str, dict[str, float]]:
     """Small messages without changing anything else: pysmtp-wasm in-page, in worker mode and
-    emailjs one after the other in each run. Returns {metric: {who: value}}: messages a second,
-    ``reaction_us`` (where the page sees the WebSocket), and the medians of the per-run ratios
-    ``small_msgs_vs_emailjs`` and ``small_msgs_worker_vs_in_page``."""
-    kinds = {"pysmtp_wasm": "pysmtp", "pysmtp_wasm_worker": "worker", "emailjs": "emailjs"}
+    emailjs one after the other in each run, and with ``floors`` the floor clients of
+    bench/pages/work.js too: ``python_floor`` (the least Python a client could run per message),
+    ``python_floor_checked`` (that with the checks a client owes its user, written flat), and
+    ``js_floor`` in the page and ``js_floor_worker`` in a Worker (no protocol engine at all, in
+    JavaScript: what worker mode's hops cost by themselves). Returns {metric: {who: value}}:
+    messages a second, ``reaction_us`` (where the page sees the WebSocket), the medians of the
+    per-run ratios ``small_msgs_vs_emailjs`` and ``small_msgs_worker_vs_in_page``, and with
+    ``floors`` ``worker_added_us_per_small_msg`` (what worker mode adds to a message, pysmtp-wasm's
+    and the JS floor's) beside ``worker_allowance_us_per_small_msg`` (what 0.9× in-page allows)."""
+    small = "window.bench.smallMessages(arguments[0])"
+    kinds = {
+        "pysmtp_wasm": (small, {"client": "pysmtp"}),
+        "pysmtp_wasm_worker": (small, {"client": "worker"}),
+        "emailjs": (small, {"client": "emailjs"}),
+    }
+    if floors:
+        js_floor = "window.bench.jsFloorSmall(arguments[0])"
+        kinds |= {
+            "python_floor": (small, {"client": "floor"}),
+            "python_floor_checked": (small, {"client": "floor_checked"}),
+            "js_floor": (js_floor, {"where": "page"}),
+            "js_floor_worker": (js_floor, {"where": "worker"}),
+        }
     samples: dict[str, list[dict[str, Any]]] = {who: [] for who in kinds}
     for _ in range(runs):
-        for who, kind in kinds.items():
-            samples[who].append(
-                run_js(driver, "window.bench.smallMessages(arguments[0])", {**spec, "client": kind})
-            )
+        for who, (call, extra) in kinds.items():
+            samples[who].append(run_js(driver, call, {**spec, **extra}))
     rate = {who: [s["count"] / (s["ms"] / 1000) for s in got] for who, got in samples.items()}
     out: dict[str, dict[str, float]] = {"small_msgs_per_s": {}, "reaction_us": {}}
     for who in kinds:
         out["small_msgs_per_s"][who] = median(rate[who])
-        if samples[who][0]["reactionUs"] is not None:
+        if samples[who][0].get("reactionUs") is not None:
             out["reaction_us"][who] = median([s["reactionUs"] for s in samples[who]])
-    mine, worker, theirs = rate["pysmtp_wasm"], rate["pysmtp_wasm_worker"], rate["emailjs"]
+    theirs = rate["emailjs"]
     out["small_msgs_vs_emailjs"] = {
-        "pysmtp_wasm": median([m / t for m, t in zip(mine, theirs, strict=True)]),
-        "pysmtp_wasm_worker": median([w / t for w, t in zip(worker, theirs, strict=True)]),
+        who: median([m / t for m, t in zip(rate[who], theirs, strict=True)])
+        for who in kinds
+        if who != "emailjs" and not who.startswith("js_floor")
     }
+    pairs = {"pysmtp_wasm_worker": "pysmtp_wasm", "js_floor_worker": "js_floor"}
+    pairs = {worker: page for worker, page in pairs.items() if worker in kinds}
     out["small_msgs_worker_vs_in_page"] = {
-        "pysmtp_wasm_worker": median([w / m for w, m in zip(worker, mine, strict=True)])
+        worker: median([w / m for w, m in zip(rate[worker], rate[page], strict=True)])
+        for worker, page in pairs.items()
     }
+    if floors:
+        out["worker_added_us_per_small_msg"] = {
+            worker: median([1e6 / w - 1e6 / m for w, m in zip(rate[worker], rate[page], strict=True)])
+            for worker, page in pairs.items()
+        }
+        out["worker_allowance_us_per_small_msg"] = {
+            "pysmtp_wasm_worker": median([1e6 / m * (1 / 0.9 - 1) for m in rate["pysmtp_wasm"]])
+        }
     return out
 
 
@@ -410,7 +441,12 @@ def measure_engine(
         # median of the per-run ratios: the raw path alone varies between runs on a shared VM).
         plain = {"proxy": urls["smtp"], "port": ports["smtp"], "passes": passes_20}
         raw_spec = {"via": "websocket", "proxy": urls["raw"], "passes": passes_20}
-        kinds = {"pysmtp_wasm": "pysmtp", "pysmtp_wasm_worker": "worker", "emailjs": "emailjs"}
+        # (and the floor clients of work.js: python_floor without dot-stuffing, python_floor_checked
+        # with the engine's own DotStuffer: how far a client whose engine is Python can go here)
+        kinds = {
+            "pysmtp_wasm": "pysmtp", "pysmtp_wasm_worker": "worker", "emailjs": "emailjs",
+            "python_floor": "floor", "python_floor_checked": "floor_checked",
+        }  # fmt: skip
         rate: dict[str, list[float]] = {"raw": [], **{who: [] for who in kinds}}
         for _ in range(runs):
             s = run_js(driver, "window.bench.raw(arguments[0])", raw_spec)
@@ -420,7 +456,7 @@ def measure_engine(
                 rate[who].append(s["bytes"] / MB / (s["ms"] / 1000))
         for who in kinds:
             put("throughput_plain_MBps", who, median(rate[who]))
-        for who in ("pysmtp_wasm", "pysmtp_wasm_worker"):
+        for who in ("pysmtp_wasm", "pysmtp_wasm_worker", "python_floor", "python_floor_checked"):
             put(
                 "throughput_of_raw_pct",
                 who,
@@ -438,7 +474,7 @@ def measure_engine(
                     "passes": passes_20, "tls": True, "ca": ca}  # fmt: skip
             put("throughput_tls_MBps", who, mbps(many("window.bench.throughput(arguments[0])", spec)))
         small = small_interleaved(
-            driver, runs, {"proxy": urls["smtp"], "port": ports["smtp"], "count": small_count}
+            driver, runs, {"proxy": urls["smtp"], "port": ports["smtp"], "count": small_count}, floors=True
         )
         for metric, values in small.items():
             for who, value in values.items():

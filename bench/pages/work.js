@@ -82,6 +82,8 @@ class _BenchFloor:
         self.buffer, self.views = js.Uint8Array.new(8192), {}
 
     def view(self, data):
+        if len(data) > self.buffer.length:  # (a streamed chunk: a buffer that holds it)
+            self.buffer, self.views = js.Uint8Array.new(2 * len(data)), {}
         view = self.views.get(len(data))
         if view is None:
             view = self.views[len(data)] = self.buffer.subarray(0, len(data))
@@ -213,9 +215,9 @@ class _BenchCheckedFloor(_BenchFloor):
 `;
   let floorClass = null;
   let checkedFloorClass = null;
-  const floorText = new Uint8Array(8192);
+  let floorText = new Uint8Array(8192);
 
-  /** The page's side of the floor client: the seed's calls and callbacks that sendSmall uses. */
+  /** The page's side of the floor clients: the seed's calls and callbacks that sendSmall and throughput use. */
   class FloorClient {
     /** @param {{port: number, proxy: string, checked?: boolean}} spec where to (InstantServer takes anything); checked: the checked floor (_BenchCheckedFloor) */
     constructor(spec) {
@@ -233,6 +235,7 @@ class _BenchCheckedFloor(_BenchFloor):
       const methods = ["receive", "envelope", "send", "end", "quit"].map((name) => py[name]);
       [this._receive, this._envelope, this._send, this._end, this._quit] = methods;
       sock.onreceive = this._receive;
+      sock.ondrain = () => this.ondrain();
       sock.onclose = () => {
         for (const proxy of [...methods, py]) proxy.destroy();
         this.onclose();
@@ -242,6 +245,7 @@ class _BenchCheckedFloor(_BenchFloor):
       this._envelope(envelope.from, envelope.to[0]);
     }
     send(chunk) {
+      if (3 * chunk.length > floorText.length) floorText = new Uint8Array(6 * chunk.length);
       return this._send(floorText.subarray(0, enc.encodeInto(chunk, floorText).written));
     }
     end() {
@@ -568,6 +572,135 @@ for _ in range(${n}):
     return { receivedUs, callUs, callbackUs };
   }
 
+  // The JS floor (jsFloorSmall): an SMTP client with no protocol engine at all, in JavaScript,
+  // over a bare WebSocket: the least any client could do for a small message (its replies read
+  // only as far as their last line's code, no checks). Run in the page and in a Worker, with the
+  // page deciding at onready and at onidle as the seed's API has it, the difference between the
+  // two is what worker mode's hops cost by themselves in the flow, whatever the client: the two
+  // round trips a message, each hop's wake-up while the other threads share the cores and, in
+  // WebKit, the Worker's WebSocket writes made on the page's main thread.
+  const JS_FLOOR = `
+class JsFloor {
+  constructor(url, fire) {
+    this.fire = fire;
+    this.step = "greeting";
+    this.text = "";
+    this.enc = new TextEncoder();
+    this.dec = new TextDecoder();
+    const ws = (this.ws = new WebSocket(url, ["binary"]));
+    ws.binaryType = "arraybuffer";
+    ws.onmessage = (e) => this.receive(e.data);
+    ws.onclose = () => fire("close");
+  }
+  write(text) {
+    this.ws.send(this.enc.encode(text));
+  }
+  receive(data) {
+    this.text += this.dec.decode(data);
+    const text = this.text;
+    if (!text.endsWith("\\r\\n")) return;
+    const last = text.lastIndexOf("\\n", text.length - 3) + 1;
+    if (text[last + 3] === "-") return; // a multi-line reply goes on
+    this.text = "";
+    const code = text[last];
+    const step = this.step;
+    if (code !== "2" && code !== "3") return this.fire("error", text);
+    if (step === "greeting") (this.step = "ehlo"), this.write("EHLO floor.example\\r\\n");
+    else if (step === "mail") (this.step = "rcpt"), this.write(this.rcpt);
+    else if (step === "rcpt") (this.step = "data"), this.write("DATA\\r\\n");
+    else if (step === "data") (this.step = "message"), this.fire("ready");
+    else if (step === "ehlo" || step === "end") {
+      this.step = "idle";
+      if (step === "end") this.fire("done", true);
+      this.fire("idle");
+    }
+  }
+  useEnvelope(from, to) {
+    this.step = "mail";
+    this.rcpt = "RCPT TO:<" + to + ">\\r\\n";
+    this.write("MAIL FROM:<" + from + ">\\r\\n");
+  }
+  send(text) {
+    this.write(text);
+  }
+  end() {
+    this.step = "end";
+    this.write(".\\r\\n");
+  }
+  quit() {
+    this.step = "quit";
+    this.write("QUIT\\r\\n");
+  }
+}`;
+  // The Worker's side: the page's calls in, the callbacks of one task out in one message (as
+  // worker mode's outbox does).
+  const JS_FLOOR_WORKER = `${JS_FLOOR}
+let client = null;
+let out = [];
+const fire = (name, value) => {
+  if (!out.length) queueMicrotask(() => { postMessage(out); out = []; });
+  out.push([name, value]);
+};
+onmessage = (e) => {
+  const [op, ...args] = e.data;
+  if (op === "open") client = new JsFloor(args[0], fire);
+  else client[op](...args);
+};`;
+  const JsFloorClass = new Function(`${JS_FLOOR}; return JsFloor;`)();
+
+  /**
+   * spec.count small messages (as smallMessages) from the JS floor, in the page (spec.where
+   * "page") or in a Worker ("worker"), straight to websockify (spec.proxy). Returns the ms.
+   */
+  async function jsFloorSmall(spec) {
+    const waiters = { idle: [], ready: [], done: [], close: [] };
+    const fire = (name, value) => {
+      if (name === "error") throw new Error("JS floor: " + value);
+      const list = waiters[name];
+      waiters[name] = [];
+      for (const w of list) w(value);
+    };
+    const next = (name) => new Promise((resolve) => waiters[name].push(resolve));
+    let call;
+    let worker = null;
+    const url = URL.createObjectURL(new Blob([JS_FLOOR_WORKER], { type: "text/javascript" }));
+    const idle = next("idle");
+    if (spec.where === "worker") {
+      worker = new Worker(url);
+      worker.onmessage = (e) => {
+        for (const [name, value] of e.data) fire(name, value);
+      };
+      call = (op, ...args) => worker.postMessage([op, ...args]);
+      call("open", spec.proxy);
+    } else {
+      const client = new JsFloorClass(spec.proxy, fire);
+      call = (op, ...args) => client[op](...args);
+    }
+    try {
+      await idle;
+      const t0 = performance.now();
+      for (let i = 0; i < spec.count; i++) {
+        const readyP = next("ready");
+        call("useEnvelope", "bench@example.com", "sink@example.com");
+        await readyP;
+        call("send", small);
+        const done = next("done");
+        const idled = next("idle");
+        call("end");
+        await done;
+        await idled;
+      }
+      const ms = performance.now() - t0;
+      const closed = next("close");
+      call("quit");
+      await closed;
+      return { ms, count: spec.count };
+    } finally {
+      if (worker) worker.terminate();
+      URL.revokeObjectURL(url);
+    }
+  }
+
   /**
    * One round trip between this page and a Worker that answers at once (a small message there,
    * its answer back), µs, the mean of spec.count one after the other. In worker mode a small
@@ -689,7 +822,7 @@ profile_engine.small_messages(_engine, ${spec.count})
   }
 
   window.bench = {
-    ready, throughput, smallMessages, pageCost, crossingCost, workerRoundTrip, engineAlone, raw, tlsSetup,
+    ready, throughput, smallMessages, pageCost, crossingCost, workerRoundTrip, jsFloorSmall, engineAlone, raw, tlsSetup,
     instructionProfile, chunkProfile, PASS_BYTES,
   };
 })();
