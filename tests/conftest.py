@@ -338,7 +338,12 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     reruns = config.stash.get(_RERUNS, [])
     if reruns:
-        terminalreporter.section(f"browsers that died in a test: {len(reruns)} test(s) run again")
+        # (tests/test_browser_crash.py kills its browser on purpose, to show that this works)
+        deliberate = sum(nodeid.startswith("tests/test_browser_crash.py") for nodeid, *_ in reruns)
+        terminalreporter.section(
+            f"browsers that died in a test: {len(reruns)} test(s) run again, {deliberate} of them "
+            "killed on purpose by tests/test_browser_crash.py"
+        )
         for nodeid, died, again, log in reruns:
             terminalreporter.write_line(f"{nodeid}: {again} on the re-run\n  died: {died}")
             for line in log.strip().splitlines()[-20:]:
