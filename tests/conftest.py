@@ -310,6 +310,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         return
     if call.excinfo.type is AssertionError or "TimeoutException" in call.excinfo.typename:
         return  # the test's own verdict, or a script that did not finish: never run again
+    if "timed out" in str(call.excinfo.value):
+        return  # (how the Firefox bridge says a script did not finish: puppeteer's protocolTimeout)
     if not tab.alive():
         tab.dead = True
         item.stash[_DIED] = f"{call.excinfo.typename}: {str(call.excinfo.value).strip()[:300]}"
