@@ -292,10 +292,14 @@ def version(browser: Any) -> str:
     return str(browser.capabilities.get("browserVersion", "?"))
 
 
-def kill(driver: Any) -> list[int]:
-    """Kill the browser under ``driver`` (every process below its driver: chromedriver's
-    Chromium, WebKitWebDriver's MiniBrowser, the bridge's Firefox) as a crash would, leaving the
-    driver; returns the pids killed."""
+# A page's own processes, by their command lines: Chromium's renderers, Firefox's content
+# processes for web pages, WebKitGTK's web process.
+_PAGE_PROCESSES = (b"--type=renderer", b"-isForBrowser", b"WebKitWebProcess")
+
+
+def crash_pages(driver: Any) -> list[int]:
+    """Kill the processes that run the pages of ``driver``'s browser, as a crash of the page
+    would (the browser and its driver stay); returns the pids killed."""
     service = getattr(driver, "service", None)
     root = service.process.pid if service is not None else driver._process.pid
     parents: dict[int, int] = {}
@@ -307,16 +311,18 @@ def kill(driver: Any) -> list[int]:
         except OSError:
             continue  # a process that just ended
         parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    below, found = {root}, []
-    for _ in range(8):  # the browser's own children are a few levels down at most
-        found = [pid for pid, parent in parents.items() if parent in below and pid not in below]
-        if not found:
-            break
-        below.update(found)
-    killed = sorted(below - {root})
-    for pid in killed:
+    killed = []
+    for pid in parents:
+        ancestor = parents[pid]
+        while ancestor > 1 and ancestor != root:
+            ancestor = parents.get(ancestor, 1)
+        if ancestor != root:
+            continue
         try:
-            os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if any(mark in command for mark in _PAGE_PROCESSES):
+                os.kill(pid, 9)
+                killed.append(pid)
+        except (OSError, ProcessLookupError):
+            pass  # ended meanwhile
     return killed

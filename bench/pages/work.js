@@ -654,13 +654,17 @@ onmessage = (e) => {
    */
   async function jsFloorSmall(spec) {
     const waiters = { idle: [], ready: [], done: [], close: [] };
+    let failure = null;
     const fire = (name, value) => {
-      if (name === "error") throw new Error("JS floor: " + value);
-      const list = waiters[name];
-      waiters[name] = [];
-      for (const w of list) w(value);
+      if (name === "error") failure = new Error("JS floor: a refusing reply: " + value);
+      for (const [key, list] of Object.entries(waiters)) {
+        if (key !== name && !failure) continue;
+        waiters[key] = [];
+        for (const [resolve, reject] of list) (failure ? reject(failure) : resolve(value));
+      }
     };
-    const next = (name) => new Promise((resolve) => waiters[name].push(resolve));
+    const next = (name) =>
+      new Promise((resolve, reject) => (failure ? reject(failure) : waiters[name].push([resolve, reject])));
     let call;
     let worker = null;
     const url = URL.createObjectURL(new Blob([JS_FLOOR_WORKER], { type: "text/javascript" }));
