@@ -24,6 +24,14 @@ bench/README.md's "Where the time goes" (issue 23), for the next person to run a
   the path spent on it (Linux's /proc: the browser's processes are the other descendants of
   this one, websockify's per-connection children are counted in its parent): where streaming's
   time goes, across threads (the page's, the Worker's, the network's) and processes.
+- ``small_threads``: small messages over the same path, the same way (CPU µs a message by
+  thread and process): pysmtp-wasm in-page and in worker mode, emailjs, and the JS floor
+  (bench/pages/work.js ``jsFloorSmall``, no engine at all) in the page and in a Worker. What
+  worker mode adds to a message, in time and in the CPU of the browser's threads, for
+  pysmtp-wasm beside a client that does nothing but the hops.
+- ``worker_cpu`` (Chromium only): the same five, each thread's busy time a message by kind of
+  work (WebSocket sends, postMessage, Python, Pyodide's JavaScript, ours, the browser's own),
+  from V8's sampling profiler on the page and its Workers (bench/profile_worker.mjs).
 
 Needs ./build.sh (dist/) and the browsers of tests/provision.sh, as bench/run.py does.
 """
@@ -31,7 +39,9 @@ Needs ./build.sh (dist/) and the browsers of tests/provision.sh, as bench/run.py
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -51,7 +61,7 @@ from run import (  # noqa: E402
     stop_path,
 )
 
-PARTS = ("instructions", "phases", "chunk", "threads")
+PARTS = ("instructions", "phases", "chunk", "threads", "small_threads", "worker_cpu")
 
 
 def instructions(driver: Any, count: int, top: int) -> None:
@@ -157,9 +167,15 @@ def _label(pid: int, comm: str) -> str:
     return " ".join([comm, *kind, *sub])
 
 
+WHOLE = "(the whole process)"  # cpu_by_thread's row of a browser process, ended threads too
+
+
 def cpu_by_thread(roots: dict[int, str]) -> dict[tuple[str, str], float]:
     """CPU seconds so far of each process of ``roots`` ({pid: name}) with its reaped children,
-    and of every thread of the browser: the other processes this one started, and theirs."""
+    and of every thread of the browser: the other processes this one started, and theirs. Each
+    browser process also has a row ``(label, WHOLE)``, summed over the processes of that label:
+    its threads that ended are in it (a Worker's, once terminated); :func:`_total` sums these
+    rows and the roots', not the threads."""
     parent: dict[int, int] = {}
     comms: dict[int, str] = {}
     for entry in os.listdir("/proc"):
@@ -177,11 +193,49 @@ def cpu_by_thread(roots: dict[int, str]) -> dict[tuple[str, str], float]:
         if ancestor != me or pid == me:
             continue
         label = _label(pid, comms[pid])
+        if whole := _stat(f"/proc/{pid}/stat"):
+            out[(label, WHOLE)] = out.get((label, WHOLE), 0) + whole[2]
         for tid in os.listdir(f"/proc/{pid}/task") if os.path.isdir(f"/proc/{pid}/task") else ():
             if got := _stat(f"/proc/{pid}/task/{tid}/stat"):
                 key = (label, got[0])
                 out[key] = out.get(key, 0) + got[2]
     return out
+
+
+def _total(spent: dict[tuple[str, str], float]) -> float:
+    """The CPU of every process, once: the rows of ``roots`` and the browser's whole-process
+    rows (threads that ended included), not their threads again."""
+    return sum(v for (_, thread), v in spent.items() if thread in ("", WHOLE))
+
+
+def cpu_runs(
+    driver: Any, roots: dict[int, str], modes: dict[str, tuple[str, dict[str, Any]]], runs: int
+) -> dict[str, list[tuple[dict[str, Any], float, dict[tuple[str, str], float]]]]:
+    """Each mode ({name: (bench's function, its spec)}) once a round, runs rounds after one to
+    warm up: per mode and run, the page's sample, the wall time (s) and the CPU by thread (s)."""
+    got: dict[str, list[tuple[dict[str, Any], float, dict[tuple[str, str], float]]]] = {m: [] for m in modes}
+    for round_ in range(runs + 1):
+        for mode, (call, spec) in modes.items():
+            before, t0 = cpu_by_thread(roots), time.monotonic()
+            sample = run_js(driver, f"window.bench.{call}(arguments[0])", spec)
+            wall, after = time.monotonic() - t0, cpu_by_thread(roots)
+            if round_:  # (the first round warms up)
+                spent = {k: v - before.get(k, 0) for k, v in after.items()}
+                got[mode].append((sample, wall, spent))
+    return got
+
+
+def cpu_rows(
+    samples: list[tuple[Any, float, dict[tuple[str, str], float]]], per: float, top: int
+) -> list[str]:
+    """The busiest threads (and whole browser processes), the medians over the runs, in ms of
+    CPU divided by ``per``."""
+    keys = {k for _, _, s in samples for k in s}
+    rows = sorted(((median([s.get(k, 0) for _, _, s in samples]) / per, k) for k in keys), reverse=True)
+    return [
+        f"{value:8.0f}  {process}{' / ' + thread if thread else ''}"
+        for value, (process, thread) in rows[:top]
+    ]
 
 
 def threads(engine: str, base: str, runs: int, top: int) -> None:
@@ -198,37 +252,89 @@ def threads(engine: str, base: str, runs: int, top: int) -> None:
             "in-page": ("throughput", {**plain, "client": "pysmtp"}),
             "worker mode": ("throughput", {**plain, "client": "worker"}),
         }
-        # per mode and run: the page's sample ({bytes, ms}), the wall time, the CPU by thread
-        got: dict[str, list[tuple[dict[str, Any], float, dict[tuple[str, str], float]]]] = {
-            m: [] for m in modes
-        }
-        for round_ in range(runs + 1):
-            for mode, (call, spec) in modes.items():
-                before, t0 = cpu_by_thread(roots), time.monotonic()
-                sample = run_js(driver, f"window.bench.{call}(arguments[0])", spec)
-                wall, after = time.monotonic() - t0, cpu_by_thread(roots)
-                if round_:  # (the first round warms up)
-                    spent = {k: v - before.get(k, 0) for k, v in after.items()}
-                    got[mode].append((sample, wall, spent))
-        for mode, samples in got.items():
+        for mode, samples in cpu_runs(driver, roots, modes, runs).items():
             megabytes = samples[0][0]["bytes"] / MB
             rate = median([s["bytes"] / MB / (s["ms"] / 1000) for s, _, _ in samples])
             wall = median([w for _, w, _ in samples]) * 1000
-            total = median([sum(s.values()) for _, _, s in samples]) * 1000
+            total = median([_total(s) for _, _, s in samples]) * 1000
             print(
                 f"  {mode}: {rate:.1f} MB/s; {wall:.0f} ms, CPU {total:.0f} ms "
                 f"({total / wall:.2f} cores), {total / megabytes:.1f} ms a MB"
             )
-            keys = {k for _, _, s in samples for k in s}
-            rows = sorted(
-                ((median([s.get(k, 0) for _, _, s in samples]) * 1000, k) for k in keys), reverse=True
-            )
-            for ms, (process, thread) in rows[:top]:
-                if ms >= 10:
-                    print(f"    {ms:6.0f} ms  {process}{' / ' + thread if thread else ''}")
+            for row in cpu_rows(samples, 0.001, top):
+                if float(row.split()[0]) >= 10:
+                    print("  " + row + " ms")
     finally:
         close_browser(driver)
         stop_path(tmp, sink, proxy)
+
+
+def small_threads(engine: str, base: str, runs: int, top: int, count: int = 500) -> None:
+    """Small messages over the real path, and the CPU each thread and process spent on them,
+    µs a message: pysmtp-wasm in-page and in worker mode, emailjs, and the JS floor in the page
+    and in a Worker (bench/pages/work.js jsFloorSmall). What worker mode adds to a message's
+    time, beside what it adds to the CPU of the page's process, for pysmtp-wasm and for a
+    client with no engine at all: the hops' own work, and ours on top of it. (Linux counts CPU
+    in ticks of 10 ms: 20 µs a message with 500 messages. The JS floor's Worker ends with each
+    run, so its thread shows only in its process's whole row.)"""
+    tmp, _, sink, ports, proxy = start_path("pysmtp-profile-")
+    driver = engine_browser(engine)
+    try:
+        driver.get(base + "/bench/pages/work.html")
+        run_js(driver, "null")
+        roots = {sink.pid: "sink", proxy.pid: "websockify (and its children)"}
+        spec = {"proxy": proxy.url(ports["smtp"]), "port": ports["smtp"], "count": count}
+        modes = {
+            "pysmtp-wasm in-page": ("smallMessages", {**spec, "client": "pysmtp"}),
+            "pysmtp-wasm worker mode": ("smallMessages", {**spec, "client": "worker"}),
+            "emailjs": ("smallMessages", {**spec, "client": "emailjs"}),
+            "JS floor in-page": ("jsFloorSmall", {**spec, "where": "page"}),
+            "JS floor in a Worker": ("jsFloorSmall", {**spec, "where": "worker"}),
+        }
+        for mode, samples in cpu_runs(driver, roots, modes, runs).items():
+            wall = median([s["ms"] * 1000 / s["count"] for s, _, _ in samples])
+            total = median([_total(s) for _, _, s in samples]) * 1e6 / count
+            print(f"  {mode}: {wall:.0f} µs a message (the page's clock), CPU {total:.0f} µs a message")
+            for row in cpu_rows(samples, 1e-6 * count, top):
+                if float(row.split()[0]) >= 10:
+                    print("  " + row + " µs")
+    finally:
+        close_browser(driver)
+        stop_path(tmp, sink, proxy)
+
+
+def worker_cpu(base: str, count: int = 1000) -> None:
+    """Chromium only: each thread's busy time a small message, by kind of work, from V8's
+    sampling profiler on the page and on its Workers (bench/profile_worker.mjs, through the
+    browser tests' puppeteer-core: ./build.sh test installs it)."""
+    tmp, _, sink, ports, proxy = start_path("pysmtp-profile-")
+    try:
+        spec = {"proxy": proxy.url(ports["smtp"]), "port": ports["smtp"], "count": count}
+        script = Path(__file__).resolve().parent / "profile_worker.mjs"
+        done = subprocess.run(
+            ["node", str(script), base, json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        if done.returncode != 0:
+            print(f"  bench/profile_worker.mjs failed: {done.stderr.strip()[-2000:]}")
+            return
+        for mode, threads_ in json.loads(done.stdout).items():
+            clock = threads_.pop("the page's clock, µs a message")["all"]
+            busy = sum(kinds["busy"] for kinds in threads_.values())
+            print(f"  {mode}: {clock:.0f} µs a message (the page's clock), threads busy {busy:.0f} µs")
+            for thread, kinds in threads_.items():
+                print(f"    {thread}: busy {kinds.pop('busy'):.0f} µs")
+                for what, us in sorted(kinds.items(), key=lambda item: -item[1]):
+                    if us >= 3:
+                        print(f"      {us:6.0f}  {what}")
+    finally:
+        stop_path(tmp, sink, proxy)
+
+
+PATH_PARTS = ("threads", "small_threads", "worker_cpu")
 
 
 def main() -> int:
@@ -247,7 +353,7 @@ def main() -> int:
     server, base = start_web()
     try:
         for engine in browsers:
-            page_parts = [part for part in parts if part != "threads"]
+            page_parts = [part for part in parts if part not in PATH_PARTS]
             if page_parts:
                 driver = engine_browser(engine)
                 try:
@@ -269,6 +375,12 @@ def main() -> int:
             if "threads" in parts:
                 print(f"==> {engine}: threads", flush=True)
                 threads(engine, base, args.runs, args.top)
+            if "small_threads" in parts:
+                print(f"==> {engine}: small_threads", flush=True)
+                small_threads(engine, base, args.runs, min(args.top, 12))
+            if "worker_cpu" in parts and engine == "chromium":
+                print(f"==> {engine}: worker_cpu", flush=True)
+                worker_cpu(base)
     finally:
         server.shutdown()
     return 0

@@ -648,6 +648,12 @@ onmessage = (e) => {
 };`;
   const JsFloorClass = new Function(`${JS_FLOOR}; return JsFloor;`)();
 
+  /** Workers of jsFloorSmall kept after their run (spec.keepWorker: profile_worker.mjs reads their profile). */
+  const keptWorkers = [];
+  function dropKeptWorkers() {
+    for (const worker of keptWorkers.splice(0)) worker.terminate();
+  }
+
   /**
    * spec.count small messages (as smallMessages) from the JS floor, in the page (spec.where
    * "page") or in a Worker ("worker"), straight to websockify (spec.proxy). Returns the ms.
@@ -700,7 +706,8 @@ onmessage = (e) => {
       await closed;
       return { ms, count: spec.count };
     } finally {
-      if (worker) worker.terminate();
+      if (worker && spec.keepWorker) keptWorkers.push(worker);
+      else if (worker) worker.terminate();
       URL.revokeObjectURL(url);
     }
   }
@@ -826,7 +833,7 @@ profile_engine.small_messages(_engine, ${spec.count})
   }
 
   window.bench = {
-    ready, throughput, smallMessages, pageCost, crossingCost, workerRoundTrip, jsFloorSmall, engineAlone, raw, tlsSetup,
+    ready, throughput, smallMessages, pageCost, crossingCost, workerRoundTrip, jsFloorSmall, dropKeptWorkers, engineAlone, raw, tlsSetup,
     instructionProfile, chunkProfile, PASS_BYTES,
   };
 })();
