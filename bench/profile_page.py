@@ -39,11 +39,13 @@ Needs ./build.sh (dist/) and the browsers of tests/provision.sh, as bench/run.py
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -238,13 +240,25 @@ def cpu_rows(
     ]
 
 
-def threads(engine: str, base: str, runs: int, top: int) -> None:
+@contextlib.contextmanager
+def on_the_path(engine: str, base: str) -> Iterator[tuple[Any, dict[int, str], dict[str, int], Any]]:
+    """The path started (websockify, bench/sink.py) and the engine's browser on the bench page:
+    (the driver, the path's processes for :func:`cpu_by_thread`, the sink's ports, websockify)."""
     tmp, _, sink, ports, proxy = start_path("pysmtp-profile-")
-    driver = engine_browser(engine)
     try:
-        driver.get(base + "/bench/pages/work.html")
-        run_js(driver, "null")
-        roots = {sink.pid: "sink", proxy.pid: "websockify (and its children)"}
+        driver = engine_browser(engine)
+        try:
+            driver.get(base + "/bench/pages/work.html")
+            run_js(driver, "null")
+            yield driver, {sink.pid: "sink", proxy.pid: "websockify (and its children)"}, ports, proxy
+        finally:
+            close_browser(driver)
+    finally:
+        stop_path(tmp, sink, proxy)
+
+
+def threads(engine: str, base: str, runs: int, top: int) -> None:
+    with on_the_path(engine, base) as (driver, roots, ports, proxy):
         plain = {"proxy": proxy.url(ports["smtp"]), "port": ports["smtp"], "passes": 100}
         raw = {"via": "websocket", "proxy": proxy.url(ports["raw"]), "passes": 100}
         modes = {
@@ -264,9 +278,6 @@ def threads(engine: str, base: str, runs: int, top: int) -> None:
             for row in cpu_rows(samples, 0.001, top):
                 if float(row.split()[0]) >= 10:
                     print("  " + row + " ms")
-    finally:
-        close_browser(driver)
-        stop_path(tmp, sink, proxy)
 
 
 def small_threads(engine: str, base: str, runs: int, top: int, count: int = 500) -> None:
@@ -277,12 +288,7 @@ def small_threads(engine: str, base: str, runs: int, top: int, count: int = 500)
     client with no engine at all: the hops' own work, and ours on top of it. (Linux counts CPU
     in ticks of 10 ms: 20 µs a message with 500 messages. The JS floor's Worker ends with each
     run, so its thread shows only in its process's whole row.)"""
-    tmp, _, sink, ports, proxy = start_path("pysmtp-profile-")
-    driver = engine_browser(engine)
-    try:
-        driver.get(base + "/bench/pages/work.html")
-        run_js(driver, "null")
-        roots = {sink.pid: "sink", proxy.pid: "websockify (and its children)"}
+    with on_the_path(engine, base) as (driver, roots, ports, proxy):
         spec = {"proxy": proxy.url(ports["smtp"]), "port": ports["smtp"], "count": count}
         modes = {
             "pysmtp-wasm in-page": ("smallMessages", {**spec, "client": "pysmtp"}),
@@ -298,9 +304,6 @@ def small_threads(engine: str, base: str, runs: int, top: int, count: int = 500)
             for row in cpu_rows(samples, 1e-6 * count, top):
                 if float(row.split()[0]) >= 10:
                     print("  " + row + " µs")
-    finally:
-        close_browser(driver)
-        stop_path(tmp, sink, proxy)
 
 
 def worker_cpu(base: str, count: int = 1000) -> None:
