@@ -63,6 +63,8 @@ from run import (  # noqa: E402
     stop_path,
 )
 
+from tests.browsers import descendants  # noqa: E402
+
 PARTS = ("instructions", "phases", "chunk", "threads", "small_threads", "worker_cpu")
 
 
@@ -178,25 +180,15 @@ def cpu_by_thread(roots: dict[int, str]) -> dict[tuple[str, str], float]:
     browser process also has a row ``(label, WHOLE)``, summed over the processes of that label:
     its threads that ended are in it (a Worker's, once terminated); :func:`_total` sums these
     rows and the roots', not the threads."""
-    parent: dict[int, int] = {}
-    comms: dict[int, str] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (got := _stat(f"/proc/{entry}/stat")):
-            comms[int(entry)], parent[int(entry)] = got[0], got[1]
     out: dict[tuple[str, str], float] = {}
     for pid, name in roots.items():
         if got := _stat(f"/proc/{pid}/stat"):
             out[(name, "")] = got[2] + got[3]
-    me = os.getpid()
-    for pid in comms:
-        ancestor = pid
-        while ancestor > 1 and ancestor != me and ancestor not in roots:
-            ancestor = parent.get(ancestor, 1)
-        if ancestor != me or pid == me:
-            continue
-        label = _label(pid, comms[pid])
-        if whole := _stat(f"/proc/{pid}/stat"):
-            out[(label, WHOLE)] = out.get((label, WHOLE), 0) + whole[2]
+    for pid in descendants(os.getpid(), skip=roots):
+        if not (whole := _stat(f"/proc/{pid}/stat")):
+            continue  # (ended meanwhile)
+        label = _label(pid, whole[0])
+        out[(label, WHOLE)] = out.get((label, WHOLE), 0) + whole[2]
         for tid in os.listdir(f"/proc/{pid}/task") if os.path.isdir(f"/proc/{pid}/task") else ():
             if got := _stat(f"/proc/{pid}/task/{tid}/stat"):
                 key = (label, got[0])
@@ -228,15 +220,16 @@ def cpu_runs(
 
 
 def cpu_rows(
-    samples: list[tuple[Any, float, dict[tuple[str, str], float]]], per: float, top: int
+    samples: list[tuple[Any, float, dict[tuple[str, str], float]]], per: float, top: int, at_least: float
 ) -> list[str]:
-    """The busiest threads (and whole browser processes), the medians over the runs, in ms of
-    CPU divided by ``per``."""
+    """The busiest threads (and whole browser processes), the medians over the runs of their CPU
+    seconds divided by ``per``, those of ``at_least`` or more."""
     keys = {k for _, _, s in samples for k in s}
     rows = sorted(((median([s.get(k, 0) for _, _, s in samples]) / per, k) for k in keys), reverse=True)
     return [
         f"{value:8.0f}  {process}{' / ' + thread if thread else ''}"
         for value, (process, thread) in rows[:top]
+        if value >= at_least
     ]
 
 
@@ -275,9 +268,8 @@ def threads(engine: str, base: str, runs: int, top: int) -> None:
                 f"  {mode}: {rate:.1f} MB/s; {wall:.0f} ms, CPU {total:.0f} ms "
                 f"({total / wall:.2f} cores), {total / megabytes:.1f} ms a MB"
             )
-            for row in cpu_rows(samples, 0.001, top):
-                if float(row.split()[0]) >= 10:
-                    print("  " + row + " ms")
+            for row in cpu_rows(samples, 0.001, top, at_least=10):
+                print("  " + row + " ms")
 
 
 def small_threads(engine: str, base: str, runs: int, top: int, count: int = 500) -> None:
@@ -301,9 +293,8 @@ def small_threads(engine: str, base: str, runs: int, top: int, count: int = 500)
             wall = median([s["ms"] * 1000 / s["count"] for s, _, _ in samples])
             total = median([_total(s) for _, _, s in samples]) * 1e6 / count
             print(f"  {mode}: {wall:.0f} µs a message (the page's clock), CPU {total:.0f} µs a message")
-            for row in cpu_rows(samples, 1e-6 * count, top):
-                if float(row.split()[0]) >= 10:
-                    print("  " + row + " µs")
+            for row in cpu_rows(samples, 1e-6 * count, top, at_least=10):
+                print("  " + row + " µs")
 
 
 def worker_cpu(base: str, count: int = 1000) -> None:
@@ -381,9 +372,12 @@ def main() -> int:
             if "small_threads" in parts:
                 print(f"==> {engine}: small_threads", flush=True)
                 small_threads(engine, base, args.runs, min(args.top, 12))
-            if "worker_cpu" in parts and engine == "chromium":
+            if "worker_cpu" in parts:
                 print(f"==> {engine}: worker_cpu", flush=True)
-                worker_cpu(base)
+                if engine == "chromium":
+                    worker_cpu(base)
+                else:
+                    print("  (Chromium only: V8's profiler over the DevTools protocol)")
     finally:
         server.shutdown()
     return 0

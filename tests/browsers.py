@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -292,6 +292,27 @@ def version(browser: Any) -> str:
     return str(browser.capabilities.get("browserVersion", "?"))
 
 
+def descendants(root: int, skip: Collection[int] = ()) -> list[int]:
+    """The processes under ``root`` (its children, theirs, ...) from /proc, leaving out those of
+    ``skip`` and the processes under them."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # a process that just ended
+            children.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    todo = [root]
+    while todo:
+        for pid in children.get(todo.pop(), ()):
+            if pid not in skip:
+                found.append(pid)
+                todo.append(pid)
+    return found
+
+
 # A page's own processes, by their command lines: Chromium's renderers, Firefox's content
 # processes for web pages, WebKitGTK's web process.
 _PAGE_PROCESSES = (b"--type=renderer", b"-isForBrowser", b"WebKitWebProcess")
@@ -302,22 +323,8 @@ def crash_pages(driver: Any) -> list[int]:
     would (the browser and its driver stay); returns the pids killed."""
     service = getattr(driver, "service", None)
     root = service.process.pid if service is not None else driver._process.pid
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # a process that just ended
-        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
     killed = []
-    for pid in parents:
-        ancestor = parents[pid]
-        while ancestor > 1 and ancestor != root:
-            ancestor = parents.get(ancestor, 1)
-        if ancestor != root:
-            continue
+    for pid in descendants(root):
         try:
             command = Path(f"/proc/{pid}/cmdline").read_bytes()
             if any(mark in command for mark in _PAGE_PROCESSES):

@@ -6,20 +6,23 @@ WebKit's web process: "Could not parse script result"), the browser and its driv
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
 from . import browsers
 from .conftest import Page
 
-_first_runs: dict[str, int] = {}  # test id -> id() of the driver whose pages its first run killed
+# test id -> the driver whose pages its first run killed (the object itself: a freed driver's
+# id() could be a new one's)
+_first_runs: dict[str, Any] = {}
 
 
 def test_a_browser_that_dies_in_a_test_is_replaced_and_the_test_runs_again(
     page: Page, request: pytest.FixtureRequest
 ) -> None:
     if request.node.nodeid not in _first_runs:
-        _first_runs[request.node.nodeid] = id(page.driver)
+        _first_runs[request.node.nodeid] = page.driver
         assert browsers.crash_pages(page.driver), "no page process found under the driver"
         deadline = time.monotonic() + 10  # (Firefox may answer once more as the crash reaches it)
         while page.alive() and time.monotonic() < deadline:
@@ -27,7 +30,7 @@ def test_a_browser_that_dies_in_a_test_is_replaced_and_the_test_runs_again(
         page.run("return 1;")  # the page is gone: the driver raises
         pytest.fail("the page answered after its processes were killed")
     # the second run: a new browser, on the tab's first page, with PySmtp loaded
-    assert id(page.driver) != _first_runs[request.node.nodeid]
+    assert page.driver is not _first_runs[request.node.nodeid]
     assert page.run("const api = await window.smtp; return typeof api.SmtpClient;") == "function"
 
 
